@@ -1,0 +1,38 @@
+# Two commands for a new user: `make demo` and `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV ?= .venv
+PIP := $(VENV)/bin/pip
+PY := $(VENV)/bin/python
+TORCH_VERSION ?= 2.13.0
+# Used only when no local torch wheel is found: the CPU build, never a CUDA one by accident.
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: install demo test lint bench clean
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --no-index torch==$(TORCH_VERSION) 2>/dev/null \
+		|| $(PIP) install -q --index-url $(TORCH_INDEX) torch==$(TORCH_VERSION)
+	$(PIP) install -q -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(VENV)/bin/aepo demo
+
+test: install
+	$(PY) -m ruff check aepo tests scripts
+	$(PY) -m pytest
+
+lint: install
+	$(PY) -m ruff check aepo tests scripts
+	$(PY) -m ruff format --check aepo tests scripts
+
+bench: install
+	$(PY) scripts/bench_entropy_control.py
+
+clean:
+	rm -rf $(VENV) runs .aepo_cache

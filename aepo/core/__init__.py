@@ -1,0 +1,45 @@
+"""The AEPO algorithm, framework-free (torch only): both engines call into this package."""
+
+from aepo.core.config import ALGORITHMS, AEPOConfig, ConfigError, load_aepo_config
+from aepo.core.controller import LOWER, RAISE, Decision, EntropyController
+from aepo.core.entropy import token_logprobs_and_entropy
+from aepo.core.losses import (
+    aggregate,
+    entropy_bonus_loss,
+    entropy_shaped_advantages,
+    masked_mean,
+    ppo_clip_loss,
+    reinforce_advantages,
+)
+from aepo.core.merge import MergePlan, plan_merge
+from aepo.core.recipes import Recipe, recipe_for
+from aepo.core.rollout_budget import ExtraRolloutPlan, PositiveRateTracker, plan_extra_rollout
+from aepo.core.selection import Selection, group_advantage, select_reinforce_samples
+
+__all__ = [
+    "ALGORITHMS",
+    "AEPOConfig",
+    "ConfigError",
+    "Decision",
+    "EntropyController",
+    "ExtraRolloutPlan",
+    "LOWER",
+    "MergePlan",
+    "PositiveRateTracker",
+    "RAISE",
+    "Recipe",
+    "Selection",
+    "aggregate",
+    "entropy_bonus_loss",
+    "entropy_shaped_advantages",
+    "group_advantage",
+    "load_aepo_config",
+    "masked_mean",
+    "plan_extra_rollout",
+    "plan_merge",
+    "ppo_clip_loss",
+    "recipe_for",
+    "reinforce_advantages",
+    "select_reinforce_samples",
+    "token_logprobs_and_entropy",
+]

@@ -1,0 +1,91 @@
+"""How many extra responses to generate for the REINFORCE term (design decision 4).
+
+The authors sampled n responses for a quarter of the prompts every step (about +25%
+generation) to be sure of 30-60 positives. ``rollout_budget: auto`` instead sizes the pass
+from the positive rate observed at that temperature, so a step needing 30 positives at a
+70% positive rate generates ~56 responses, not a quarter of the batch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from aepo.core.config import AEPOConfig
+
+
+@dataclass(frozen=True)
+class ExtraRolloutPlan:
+    num_prompts: int
+    samples_per_prompt: int
+    temperature: float
+
+    @property
+    def num_samples(self) -> int:
+        return self.num_prompts * self.samples_per_prompt
+
+
+class PositiveRateTracker:
+    """EMA of the fraction of extra samples that pass the filter, per temperature."""
+
+    def __init__(self, prior: float, momentum: float = 0.7):
+        self.prior = prior
+        self.momentum = momentum
+        self.rates: dict[str, float] = {}
+
+    @staticmethod
+    def _key(temperature: float) -> str:
+        return f"{temperature:.4g}"
+
+    def rate(self, temperature: float) -> float:
+        return self.rates.get(self._key(temperature), self.prior)
+
+    def update(self, temperature: float, num_positive: int, num_generated: int) -> None:
+        if num_generated <= 0:
+            return
+        observed = num_positive / num_generated
+        key = self._key(temperature)
+        old = self.rates.get(key)
+        self.rates[key] = observed if old is None else self.momentum * old + (1 - self.momentum) * observed
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"prior": self.prior, "momentum": self.momentum, "rates": dict(self.rates)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.prior = float(state["prior"])
+        self.momentum = float(state["momentum"])
+        self.rates = {str(k): float(v) for k, v in state["rates"].items()}
+
+
+def plan_extra_rollout(
+    cfg: AEPOConfig,
+    *,
+    budget: int,
+    temperature: float,
+    num_prompts: int,
+    samples_per_prompt: int,
+    positive_rate: float,
+) -> ExtraRolloutPlan:
+    """Size the extra pass for ``budget`` REINFORCE samples.
+
+    ``num_prompts`` and ``samples_per_prompt`` describe the GRPO batch (prompts x n); the
+    extra pass reuses prompts of this batch with the same n, so groups stay comparable
+    (needed by the advantage filter).
+    """
+    if num_prompts <= 0 or samples_per_prompt <= 0:
+        raise ValueError(
+            f"empty GRPO batch: num_prompts={num_prompts}, samples_per_prompt={samples_per_prompt}"
+        )
+    m = samples_per_prompt
+    if budget <= 0:
+        q = 0
+    elif cfg.rollout_budget == "fixed":
+        q = math.ceil(cfg.fixed_prompt_fraction * num_prompts)
+    else:
+        rate = max(positive_rate, 0.05)  # never plan on a rate so low the pass explodes
+        needed = max(cfg.min_extra_samples, math.ceil(budget / rate * cfg.oversample))
+        cap = max(1, math.floor(cfg.max_extra_fraction * num_prompts * m))
+        q = math.ceil(min(needed, cap) / m)
+    q = min(q, num_prompts)
+    return ExtraRolloutPlan(num_prompts=q, samples_per_prompt=m, temperature=temperature)

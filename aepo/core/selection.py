@@ -1,0 +1,101 @@
+"""Which temperature samples enter the REINFORCE term, and with what signal.
+
+``reward`` filter (the paper): keep samples with reward >= threshold (R = 1 for binary
+rewards); their signal is R. ``advantage`` filter (the authors' code): keep samples whose
+group advantage *within the temperature samples* exceeds a threshold, which also drops
+groups where every sample was right. The ``aepo_advantage`` ablation keeps every sample
+and uses its group advantage, negative ones included.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+
+def group_advantage(
+    rewards: torch.Tensor,
+    group_ids: Sequence,
+    eps: float = 1e-6,
+    norm_by_std: bool = True,
+) -> torch.Tensor:
+    """GRPO's outcome advantage per sample: (r - group mean) / (group std + eps).
+
+    Matches verl's ``compute_grpo_outcome_advantage`` (unbiased std, singleton groups get
+    mean 0 and std 1); kept here so that ``aepo.core`` stays free of verl.
+    """
+    rewards = rewards.detach().float()
+    if len(group_ids) != rewards.numel():
+        raise ValueError(f"{len(group_ids)} group ids for {rewards.numel()} rewards")
+    members: dict = {}
+    for i, g in enumerate(group_ids):
+        members.setdefault(g, []).append(i)
+    advantages = torch.empty_like(rewards)
+    for idx in members.values():
+        r = rewards[idx]
+        if len(idx) == 1:
+            mean, std = torch.zeros(()), torch.ones(())
+        else:
+            mean, std = r.mean(), r.std()
+        centred = r - mean
+        advantages[idx] = centred / (std + eps) if norm_by_std else centred
+    return advantages
+
+
+@dataclass(frozen=True)
+class Selection:
+    indices: torch.Tensor
+    """rows of the temperature samples chosen, sorted ascending"""
+    signal: torch.Tensor
+    """per chosen row: R (reward filter) or the group advantage"""
+    num_candidates: int
+    """how many samples passed the filter before the budget cap"""
+
+    def __len__(self) -> int:
+        return int(self.indices.numel())
+
+
+def select_reinforce_samples(
+    rewards: torch.Tensor,
+    group_ids: Sequence,
+    budget: int,
+    *,
+    signal: str = "reward",
+    positive_filter: str = "reward",
+    reward_threshold: float = 1.0,
+    advantage_threshold: float = 0.05,
+    generator: torch.Generator | None = None,
+) -> Selection:
+    """Filter the temperature samples and cap them at ``budget``.
+
+    When more samples pass than the budget allows, a uniform random subset is kept (seeded
+    by ``generator``), so that no prompt is favoured by its position in the batch.
+    """
+    rewards = rewards.detach().float().reshape(-1)
+    if budget < 0:
+        raise ValueError(f"budget must be >= 0, got {budget}")
+    n = rewards.numel()
+    if signal == "advantage":
+        advantages = group_advantage(rewards, group_ids)
+        candidates = torch.arange(n)
+        values = advantages
+    elif signal == "reward":
+        if positive_filter == "reward":
+            keep = rewards >= reward_threshold
+        elif positive_filter == "advantage":
+            keep = group_advantage(rewards, group_ids) > advantage_threshold
+        else:
+            raise ValueError(f"unknown positive_filter {positive_filter!r}")
+        candidates = torch.nonzero(keep, as_tuple=False).reshape(-1)
+        values = rewards
+    else:
+        raise ValueError(f"unknown signal {signal!r}")
+
+    num_candidates = int(candidates.numel())
+    if num_candidates > budget:
+        order = torch.randperm(num_candidates, generator=generator)[:budget]
+        candidates = candidates[order]
+    chosen = torch.sort(candidates).values
+    return Selection(indices=chosen, signal=values[chosen], num_candidates=num_candidates)
