@@ -84,9 +84,7 @@ class AEPOConfig(BaseModel):
     )
 
     # --- how selected rows join the GRPO batch -------------------------------------------
-    merge: Literal["replace_zero_advantage", "replace_first", "append"] = (
-        "replace_zero_advantage"
-    )
+    merge: Literal["replace_zero_advantage", "replace_first", "append"] = "replace_zero_advantage"
 
     # --- baselines ------------------------------------------------------------------------
     entropy_coef: float = Field(0.015, description="Entropy-Reg: lambda of the entropy bonus")
@@ -103,9 +101,7 @@ class AEPOConfig(BaseModel):
         if not self.t_low > 0:
             problems.append(f"t_low must be > 0, got {self.t_low}")
         if not self.t_high > self.t_low:
-            problems.append(
-                f"t_high must be > t_low, got t_high={self.t_high}, t_low={self.t_low}"
-            )
+            problems.append(f"t_high must be > t_low, got t_high={self.t_high}, t_low={self.t_low}")
         for name in ("samples_up", "samples_down", "min_extra_samples"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0, got {getattr(self, name)}")

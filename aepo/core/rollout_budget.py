@@ -47,7 +47,9 @@ class PositiveRateTracker:
         observed = num_positive / num_generated
         key = self._key(temperature)
         old = self.rates.get(key)
-        self.rates[key] = observed if old is None else self.momentum * old + (1 - self.momentum) * observed
+        self.rates[key] = (
+            observed if old is None else self.momentum * old + (1 - self.momentum) * observed
+        )
 
     def state_dict(self) -> dict[str, Any]:
         return {"prior": self.prior, "momentum": self.momentum, "rates": dict(self.rates)}
