@@ -4,7 +4,8 @@ VENV ?= .venv
 PIP := $(VENV)/bin/pip
 PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
-# Used only when no local torch wheel is found: the CPU build, never a CUDA one by accident.
+# The CPU build, from a local wheel directory (pip's find-links) when there is one, else from
+# PyTorch's CPU index: never a CUDA build by accident (constraints.txt pins the version).
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
@@ -13,8 +14,8 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --no-index torch==$(TORCH_VERSION) 2>/dev/null \
-		|| $(PIP) install -q --index-url $(TORCH_INDEX) torch==$(TORCH_VERSION)
+	$(PIP) install -q "torch==$(TORCH_VERSION)+cpu" \
+		|| $(PIP) install -q --extra-index-url $(TORCH_INDEX) "torch==$(TORCH_VERSION)+cpu"
 	$(PIP) install -q -e ".[dev]"
 	touch $@
 
@@ -24,12 +25,12 @@ demo: install
 	$(VENV)/bin/aepo demo
 
 test: install
-	$(PY) -m ruff check aepo tests scripts
+	$(PY) -m ruff check .
 	$(PY) -m pytest
 
 lint: install
-	$(PY) -m ruff check aepo tests scripts
-	$(PY) -m ruff format --check aepo tests scripts
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 bench: install
 	$(PY) scripts/bench_entropy_control.py
