@@ -1,1 +1,1 @@
-
+"""Datasets: reading problem/answer files and benchmarks, and writing verl RL parquet files."""

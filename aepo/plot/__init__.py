@@ -1,0 +1,1 @@
+"""Figures: entropy/reward curves of runs (``curves``) and pass@k curves (``passk``)."""
