@@ -1,0 +1,52 @@
+"""Every verl name we use that is not public API, read from verl 0.9.1 (design decision 1).
+
+verl 0.9.1 documents the trainer, DataProto and the registries, but the agent-loop registry
+dict, the trainer's DP-size query and the checkpoint-folder lookup are private. They are
+collected here so that an upgrade past 0.9.1 means reading one module, not the whole
+plug-in. The overridden ``RayPPOTrainer`` hooks (``_compute_old_log_prob``,
+``_update_actor``, ``_save_checkpoint``, ``_load_checkpoint``) are listed in
+:mod:`aepo.backends.verl.trainer`, whose class docstring names the same version.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+VERL_VERSION_READ = "0.9.1"
+
+# The module whose import creates verl's agent-loop registry (agent_loop.py:467).
+AGENT_LOOP_MODULE = "verl.experimental.agent_loop.agent_loop"
+
+# Computed per response by features AEPO rows cannot reproduce without a matching pass:
+# a critic's values, MoE router replay, the optimal-token-baseline statistics, REMAX.
+UNSUPPORTED_WITH_EXTRA_ROWS = frozenset(
+    {"values", "routed_experts", "sum_pi_squared", "reward_baselines"}
+)
+
+
+def agent_loop_registry() -> dict[str, Any]:
+    """verl's name -> ``{"_target_": ...}`` registry of agent loops (per process)."""
+    from verl.experimental.agent_loop import agent_loop
+
+    return agent_loop._agent_loop_registry
+
+
+def actor_dp_size(trainer) -> int:
+    """Data-parallel ranks the actor's batches are chunked over (ray_trainer.py:1162)."""
+    return trainer._get_dp_size(trainer.actor_rollout_wg, "actor")
+
+
+def resumed_checkpoint_folder(trainer_config, global_steps: int) -> str:
+    """The ``global_step_N`` folder ``RayPPOTrainer._load_checkpoint`` (ray_trainer.py:1052)
+    has just resumed from, recomputed with the same rules (relative paths against cwd)."""
+    if trainer_config.resume_mode == "resume_path":
+        folder = trainer_config.resume_from_path
+    else:
+        folder = os.path.join(trainer_config.default_local_dir, f"global_step_{global_steps}")
+    return folder if os.path.isabs(folder) else os.path.join(os.getcwd(), folder)
+
+
+def checkpoint_folder(trainer_config, global_steps: int) -> str:
+    """Where ``RayPPOTrainer._save_checkpoint`` (ray_trainer.py:983) writes step N."""
+    return os.path.join(trainer_config.default_local_dir, f"global_step_{global_steps}")

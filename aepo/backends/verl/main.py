@@ -1,0 +1,42 @@
+"""``python -m aepo.backends.verl.main``: AEPO on verl 0.9.1 (Ray + FSDP + vLLM).
+
+The default config is ``aepo_trainer`` (this package's ``config/``), which extends verl's
+``ppo_trainer``. The shipped per-target files are used with
+``--config-path "$PWD/configs" --config-name aepo_h0.5``; any verl key can be overridden
+on the command line as usual (``data.train_files=...``, ``trainer.nnodes=2``).
+"""
+
+from __future__ import annotations
+
+import hydra
+
+
+def launch(config) -> None:
+    """Check everything that can be checked on the driver, then hand over to verl's
+    ``run_ppo`` (ray.init with verl's runtime env, then the task runner)."""
+    import ray
+    from verl.trainer.main_ppo import run_ppo
+    from verl.trainer.ppo.utils import need_critic, need_reference_policy
+    from verl.utils.config import validate_config
+    from verl.utils.device import auto_set_device
+
+    from aepo.backends.verl.startup import check_config
+    from aepo.backends.verl.task_runner import AEPOTaskRunner
+
+    auto_set_device(config)
+    check_config(config)
+    validate_config(
+        config=config,
+        use_reference_policy=need_reference_policy(config),
+        use_critic=need_critic(config),
+    )
+    run_ppo(config, task_runner_class=ray.remote(num_cpus=1)(AEPOTaskRunner))
+
+
+@hydra.main(config_path="config", config_name="aepo_trainer", version_base=None)
+def main(config) -> None:
+    launch(config)
+
+
+if __name__ == "__main__":
+    main()

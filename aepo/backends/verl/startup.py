@@ -1,0 +1,127 @@
+"""Start-up checks: everything that would otherwise fail hours in, or silently train the
+wrong objective, is rejected before Ray starts, with the config key to change."""
+
+from __future__ import annotations
+
+import logging
+
+from omegaconf import open_dict
+from verl.trainer.ppo.utils import need_critic
+
+from aepo.backends.verl.trainer import aepo_config_from
+from aepo.core import AEPOConfig, ConfigError, recipe_for
+
+logger = logging.getLogger(__name__)
+
+
+def check_config(config) -> AEPOConfig:
+    """Validate ``aepo:`` and its fit with the rest of the verl config; apply the recipe's
+    verl-side setting (Entropy-Reg's ``entropy_coeff``). Raises ConfigError."""
+    cfg = aepo_config_from(config)
+    recipe = recipe_for(cfg)
+    problems: list[str] = []
+    arr = config.actor_rollout_ref
+    rollout = arr.rollout
+
+    # The controller reads pi_old's entropy at T = 1, and old log-probs must be at T = 1 for
+    # the clipped REINFORCE term; verl computes both at rollout.temperature.
+    if float(rollout.temperature) != 1.0:
+        problems.append(
+            f"actor_rollout_ref.rollout.temperature must be 1.0 (got {rollout.temperature}): "
+            "AEPO measures entropy and old log-probs at T = 1; aepo.t_high / aepo.t_low set "
+            "the temperature of the extra samples"
+        )
+    if not arr.hybrid_engine:
+        problems.append("actor_rollout_ref.hybrid_engine must be true (verl's v0 trainer)")
+    correction = config.algorithm.get("rollout_correction") or {}
+    if recipe.extra_rollout and correction.get("bypass_mode", False):
+        problems.append(
+            "algorithm.rollout_correction.bypass_mode must be false: it would use the "
+            "T_high/T_low rollout log-probs of the AEPO samples as old log-probs"
+        )
+    if recipe.extra_rollout and str(config.algorithm.adv_estimator).lower() == "remax":
+        problems.append(
+            "algorithm.adv_estimator=remax cannot be combined with AEPO's extra rollout"
+        )
+    if recipe.extra_rollout and need_critic(config):
+        problems.append(
+            "AEPO's extra rollout needs a critic-free estimator (no values for the extra rows): "
+            f"algorithm.adv_estimator={config.algorithm.adv_estimator} uses a critic"
+        )
+
+    problems += _batch_size_problems(config, cfg, recipe.extra_rollout)
+    problems += _reward_problems(config)
+
+    coeff = float(arr.actor.entropy_coeff)
+    if recipe.entropy_coef > 0:
+        if coeff not in (0.0, recipe.entropy_coef):
+            problems.append(
+                f"actor_rollout_ref.actor.entropy_coeff={coeff} conflicts with "
+                f"aepo.entropy_coef={recipe.entropy_coef} (algorithm entropy_reg): set one"
+            )
+        else:
+            with open_dict(arr.actor):
+                arr.actor.entropy_coeff = recipe.entropy_coef
+    elif coeff != 0:
+        logger.warning(
+            "actor_rollout_ref.actor.entropy_coeff=%s adds an entropy bonus to algorithm %s",
+            coeff,
+            cfg.algorithm,
+        )
+
+    if problems:
+        raise ConfigError("cannot start AEPO training:\n  " + "\n  ".join(problems))
+    return cfg
+
+
+def _batch_size_problems(config, cfg: AEPOConfig, extra_rollout: bool) -> list[str]:
+    problems = []
+    rollout = config.actor_rollout_ref.rollout
+    batch = int(config.data.get("gen_batch_size") or config.data.train_batch_size)
+    n = int(rollout.n)
+    workers = int(rollout.agent.num_workers)
+    mini = int(config.actor_rollout_ref.actor.ppo_mini_batch_size)
+    gpus = int(config.trainer.n_gpus_per_node) * int(config.trainer.nnodes)
+    rows = batch * n
+    if rows % workers:
+        problems.append(
+            f"data.train_batch_size * actor_rollout_ref.rollout.n = {rows} must be divisible by "
+            f"actor_rollout_ref.rollout.agent.num_workers = {workers} (verl chunks the rollout)"
+        )
+    if batch % mini:
+        problems.append(
+            f"data.train_batch_size = {batch} must be a multiple of "
+            f"actor_rollout_ref.actor.ppo_mini_batch_size = {mini}"
+        )
+    if (mini * n) % gpus:
+        problems.append(
+            f"actor_rollout_ref.actor.ppo_mini_batch_size * rollout.n = {mini * n} must be "
+            f"divisible by the {gpus} GPUs (trainer.n_gpus_per_node * trainer.nnodes)"
+        )
+    most = max(cfg.samples_up, cfg.samples_down)
+    if extra_rollout and cfg.merge != "append" and most > rows:
+        problems.append(
+            f"aepo.samples_up/samples_down (up to {most}) exceed the {rows} rows of the batch "
+            f"they replace rows of (aepo.merge={cfg.merge}); use aepo.merge=append"
+        )
+    return problems
+
+
+def _reward_problems(config) -> list[str]:
+    reward = config.reward
+    fn = reward.get("custom_reward_function") or {}
+    path = fn.get("path")
+    if path:
+        from verl.utils.import_utils import load_extern_object
+
+        try:
+            load_extern_object(module_path=path, object_name=fn.get("name") or "compute_score")
+        except Exception as err:  # any import failure is the same user error
+            return [f"reward.custom_reward_function (path={path}, name={fn.get('name')}): {err}"]
+        return []
+    if reward.reward_model.get("enable"):
+        return []
+    return [
+        "no reward function: set reward.custom_reward_function.path (our configs use "
+        "pkg://aepo.rewards.math_reward) or enable reward.reward_model"
+    ]

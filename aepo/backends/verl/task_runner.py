@@ -1,0 +1,79 @@
+"""The Ray task runner: verl 0.9.1's ``main_ppo_v0.TaskRunner.run`` with our trainer.
+
+verl's ``TaskRunner`` is a Ray actor class and cannot be subclassed, and its ``run``
+constructs ``RayPPOTrainer`` by name, so the steps are repeated here on top of verl's
+``BaseTaskRunner`` (the verl-recipe DAPO pattern).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from omegaconf import OmegaConf
+from verl.trainer.main_ppo_v0 import BaseTaskRunner
+
+
+class AEPOTaskRunner(BaseTaskRunner):
+    def run(self, config):
+        from verl.trainer.ppo.utils import (
+            create_rl_dataset,
+            create_rl_sampler,
+            need_critic,
+            need_reference_policy,
+        )
+        from verl.utils.config import omega_conf_to_dataclass, validate_config
+        from verl.utils.dataset.rl_dataset import collate_fn
+
+        from aepo.backends.verl.startup import check_config
+        from aepo.backends.verl.trainer import AEPORayTrainer
+
+        print(f"AEPOTaskRunner hostname: {socket.gethostname()}, PID: {os.getpid()}")
+        OmegaConf.resolve(config)
+        aepo_config = check_config(config)
+
+        actor_rollout_cls, ray_worker_group_cls = self.add_actor_rollout_worker(config)
+        self.add_critic_worker(config)
+        self.add_reward_model_resource_pool(config)
+        self.add_teacher_model_resource_pool(config)
+        self.add_ref_policy_worker(config, actor_rollout_cls)
+        validate_config(
+            config=config,
+            use_reference_policy=need_reference_policy(config),
+            use_critic=need_critic(config),
+        )
+
+        model_config = omega_conf_to_dataclass(config.actor_rollout_ref.model)
+        tokenizer, processor = model_config.tokenizer, model_config.processor
+        resource_pool_manager = self.init_resource_pool_mgr(config)
+        train_dataset = create_rl_dataset(
+            config.data.train_files,
+            config.data,
+            tokenizer,
+            processor,
+            is_train=True,
+            max_samples=config.data.get("train_max_samples", -1),
+        )
+        val_dataset = create_rl_dataset(
+            config.data.val_files,
+            config.data,
+            tokenizer,
+            processor,
+            is_train=False,
+            max_samples=config.data.get("val_max_samples", -1),
+        )
+        trainer = AEPORayTrainer(
+            config=config,
+            tokenizer=tokenizer,
+            processor=processor,
+            role_worker_mapping=self.role_worker_mapping,
+            resource_pool_manager=resource_pool_manager,
+            ray_worker_group_cls=ray_worker_group_cls,
+            train_dataset=train_dataset,
+            val_dataset=val_dataset,
+            collate_fn=collate_fn,
+            train_sampler=create_rl_sampler(config.data, train_dataset),
+            aepo_config=aepo_config,
+        )
+        trainer.init_workers()
+        trainer.fit()

@@ -1,0 +1,541 @@
+"""AEPORayTrainer's AEPO step on real verl objects (CPU).
+
+The trainer is built with ``object.__new__`` (no Ray workers, verl.md 8) and given fake
+worker groups and a fake rollout manager. Everything between them is verl's and ours:
+DataProto, ``_get_gen_batch``, ``_balance_batch``, ``_compute_old_log_prob``,
+``compute_advantage`` (GRPO), ``_update_actor``, the no-padding conversion, ``ppo_loss``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("verl")
+
+from hydra import compose, initialize_config_module  # noqa: E402
+from verl import DataProto  # noqa: E402
+from verl.trainer.ppo.core_algos import AdvantageEstimator  # noqa: E402
+from verl.trainer.ppo.ray_trainer import compute_advantage, compute_response_mask  # noqa: E402
+from verl.trainer.ppo.reward import extract_reward  # noqa: E402
+from verl.utils import tensordict_utils as tu  # noqa: E402
+from verl.utils.config import omega_conf_to_dataclass  # noqa: E402
+from verl.workers.utils.losses import ppo_loss  # noqa: E402
+from verl.workers.utils.padding import no_padding_2_padding  # noqa: E402
+
+from aepo.backends.verl.agent_loop import AGENT_NAME, TEMPERATURE_FIELD  # noqa: E402
+from aepo.backends.verl.checkpoint import STATE_FILE, CheckpointStateError  # noqa: E402
+from aepo.backends.verl.trainer import AEPORayTrainer, aepo_config_from  # noqa: E402
+from aepo.core import ppo_clip_loss  # noqa: E402
+
+PROMPTS = 8  # per step
+N = 4  # responses per prompt
+DP = 2
+PROMPT_LEN, RESPONSE_LEN = 6, 10
+
+
+def compose_config(*overrides: str):
+    base = [
+        "data.train_files=unused",
+        "data.val_files=unused",
+        f"data.train_batch_size={PROMPTS}",
+        f"actor_rollout_ref.rollout.n={N}",
+        "actor_rollout_ref.actor.ppo_mini_batch_size=4",  # 16 rows: 2 mini-batches
+        "actor_rollout_ref.rollout.agent.num_workers=4",
+        "trainer.n_gpus_per_node=2",
+        "aepo.samples_up=6",
+        "aepo.samples_down=3",
+        "aepo.min_extra_samples=4",
+    ]
+    with initialize_config_module("aepo.backends.verl.config", version_base=None):
+        return compose("aepo_trainer", overrides=base + list(overrides))
+
+
+# ---- fakes standing in for Ray worker groups and vLLM ------------------------------------
+
+
+def fake_log_probs(input_ids: torch.Tensor, shift: float = 0.0) -> torch.Tensor:
+    values = input_ids.values()
+    return torch.nested.nested_tensor_from_jagged(
+        -0.05 * (values % 11).float() - 0.1 + shift, offsets=input_ids.offsets()
+    )
+
+
+class FakeActorWorkerGroup:
+    """compute_log_prob / update_actor with verl 0.9.1's TensorDict protocol."""
+
+    def __init__(self, dp: int):
+        self._dispatch_info = {"actor": list(range(dp))}
+        self.log_prob_batches = []
+        self.updates = []
+        self.saved, self.loaded = [], []
+
+    def compute_log_prob(self, td):
+        self.log_prob_batches.append(td)
+        ids = td["input_ids"]
+        entropy = torch.nested.nested_tensor_from_jagged(
+            0.2 + 0.1 * (ids.values() % 5).float(), offsets=ids.offsets()
+        )
+        return tu.get_tensordict(
+            {"log_probs": fake_log_probs(ids), "entropy": entropy},
+            non_tensor_dict={"metrics": {"mfu": 0.0}},
+        )
+
+    def update_actor(self, td):
+        self.updates.append(td)
+        return tu.get_tensordict({}, non_tensor_dict={"metrics": {"mfu": 0.0, "pg_loss": 0.0}})
+
+    def save_checkpoint(self, local_path, hdfs_path, global_step, max_ckpt_to_keep=None):
+        Path(local_path).mkdir(parents=True, exist_ok=True)
+        self.saved.append(local_path)
+
+    def load_checkpoint(self, local_path, del_local_after_load=False):
+        self.loaded.append(local_path)
+
+
+class FakeRolloutManager:
+    """Stands in for AgentLoopManager: deterministic responses and streamed rewards.
+
+    GRPO rows (no temperature override): prompt index % 3 == 0 -> every response right,
+    == 1 -> every response wrong (zero-advantage groups), == 2 -> alternating. Extra rows:
+    every other sample right.
+    """
+
+    def __init__(self):
+        self.calls = []
+        self.agent_loop_workers = [object()] * 4
+
+    def generate_sequences(self, prompts: DataProto) -> DataProto:
+        assert len(prompts) % len(self.agent_loop_workers) == 0, "verl would fail to chunk"
+        temps = prompts.non_tensor_batch.get(TEMPERATURE_FIELD)
+        temps = [float("nan")] * len(prompts) if temps is None else [float(t) for t in temps]
+        self.calls.append(
+            {"temperatures": temps, "agents": prompts.non_tensor_batch.get("agent_name")}
+        )
+        bsz = len(prompts)
+        gen = torch.Generator().manual_seed(len(self.calls))
+        prompt_ids = torch.randint(3, 40, (bsz, PROMPT_LEN), generator=gen)
+        response_ids = torch.randint(3, 40, (bsz, RESPONSE_LEN), generator=gen)
+        resp_len = 3 + torch.arange(bsz) % (RESPONSE_LEN - 3)
+        response_mask = (torch.arange(RESPONSE_LEN)[None] < resp_len[:, None]).long()
+        prompt_mask = torch.ones(bsz, PROMPT_LEN, dtype=torch.long)
+        prompt_mask[::2, :2] = 0  # left padding on some prompts
+        attention_mask = torch.cat([prompt_mask, response_mask], 1)
+        rewards = torch.zeros(bsz)
+        index = prompts.non_tensor_batch["index"]
+        for i in range(bsz):
+            if math.isnan(temps[i]):
+                kind = int(index[i]) % 3
+                rewards[i] = 1.0 if kind == 0 else 0.0 if kind == 1 else float(i % 2)
+            else:
+                rewards[i] = float(i % 2 == 0)
+        rm_scores = torch.zeros(bsz, RESPONSE_LEN)
+        rm_scores[torch.arange(bsz), resp_len - 1] = rewards
+        out = DataProto.from_dict(
+            tensors={
+                "prompts": prompt_ids,
+                "responses": response_ids,
+                "response_mask": response_mask,
+                "input_ids": torch.cat([prompt_ids, response_ids], 1),
+                "attention_mask": attention_mask,
+                "position_ids": torch.clamp(attention_mask.cumsum(-1) - 1, min=0),
+                "rollout_log_probs": -torch.rand(bsz, RESPONSE_LEN, generator=gen),
+                "rm_scores": rm_scores,
+            },
+            non_tensors={"__num_turns__": np.full(bsz, 2)},
+            meta_info={"timing": {"gen": 0.0}, "reward_extra_keys": []},
+        )
+        return out
+
+
+class FakeCheckpointManager:
+    def __init__(self):
+        self.events = []
+
+    def update_weights(self, step):
+        self.events.append(("update_weights", step))
+
+    def sleep_replicas(self):
+        self.events.append(("sleep",))
+
+
+class FakeDataloader:
+    def __init__(self):
+        self.state = {"pos": 0}
+
+    def __len__(self):
+        return 100
+
+    def state_dict(self):
+        return dict(self.state)
+
+    def load_state_dict(self, state):
+        self.state = dict(state)
+
+
+def make_trainer(config) -> AEPORayTrainer:
+    trainer = object.__new__(AEPORayTrainer)
+    trainer.config = config
+    trainer.global_steps = 1
+    trainer.use_critic = False
+    trainer.use_reference_policy = False
+    trainer.use_rm = False
+    trainer.actor_rollout_wg = FakeActorWorkerGroup(DP)
+    trainer.checkpoint_manager = FakeCheckpointManager()
+    trainer.train_dataloader = FakeDataloader()
+    trainer.setup_aepo(aepo_config_from(config))
+    if trainer.recipe.extra_rollout:
+        trainer.async_rollout_manager = trainer.wrap_rollout_manager(FakeRolloutManager())
+    else:
+        trainer.async_rollout_manager = FakeRolloutManager()
+    return trainer
+
+
+def dataset_batch(step: int) -> dict:
+    """What RLHFDataset + collate_fn yield (verl.md 2.1), for PROMPTS prompts."""
+    idx = np.arange(PROMPTS) + step * PROMPTS
+    return {
+        "dummy_tensor": torch.zeros(PROMPTS, 1),
+        "raw_prompt": np.array([[{"role": "user", "content": f"q{i}"}] for i in idx], dtype=object),
+        "data_source": np.array(["math"] * PROMPTS, dtype=object),
+        "reward_model": np.array([{"ground_truth": str(i)} for i in idx], dtype=object),
+        "extra_info": np.array([{"index": int(i)} for i in idx], dtype=object),
+        "index": idx,
+    }
+
+
+def fit_step(trainer: AEPORayTrainer, step: int):
+    """ray_trainer.py fit() lines 1460-1690 for one step, calling the same methods."""
+    trainer.global_steps = step
+    n = trainer.config.actor_rollout_ref.rollout.n
+    batch = DataProto.from_single_dict(dataset_batch(step))
+    batch.meta_info["temperature"] = trainer.config.actor_rollout_ref.rollout.temperature
+    batch.non_tensor_batch["uid"] = np.array(
+        [str(uuid.uuid4()) for _ in range(len(batch))], dtype=object
+    )
+    gen_batch = trainer._get_gen_batch(batch)
+    gen_batch.meta_info["global_steps"] = step
+    gen_output = trainer.async_rollout_manager.generate_sequences(
+        gen_batch.repeat(n, interleave=True)
+    )
+    trainer.checkpoint_manager.sleep_replicas()
+    gen_output.meta_info.pop("timing")  # fit() reads it: the proxy must keep it
+    batch = batch.repeat(repeat_times=n, interleave=True).union(gen_output)
+    if "response_mask" not in batch.batch.keys():
+        batch.batch["response_mask"] = compute_response_mask(batch)
+    trainer._balance_batch(batch, metrics={})
+    batch.meta_info["global_token_num"] = torch.sum(batch.batch["attention_mask"], dim=-1).tolist()
+    reward_tensor, _ = extract_reward(batch)
+    old_log_prob, _ = trainer._compute_old_log_prob(batch)
+    old_log_prob.batch.pop("entropys")
+    batch = batch.union(old_log_prob)
+    batch.batch["token_level_scores"] = reward_tensor
+    batch.batch["token_level_rewards"] = reward_tensor
+    batch = compute_advantage(
+        batch,
+        adv_estimator=AdvantageEstimator.GRPO,
+        num_repeat=n,
+        norm_adv_by_std_in_grpo=True,
+        config=trainer.config.algorithm,
+    )
+    grpo_batch = DataProto(
+        batch=batch.batch.clone(),
+        non_tensor_batch={k: v.copy() for k, v in batch.non_tensor_batch.items()},
+        meta_info=dict(batch.meta_info),
+    )
+    actor_output = trainer._update_actor(batch)
+    return grpo_batch, actor_output
+
+
+def padded_update(trainer, call: int = -1) -> dict[str, torch.Tensor]:
+    """The batch the fake actor received, back in padded form."""
+    td = trainer.actor_rollout_wg.updates[call]
+    keys = ["advantages", "old_log_probs", "response_mask", "responses"]
+    return {k: td[k] for k in keys} | {"td": td}
+
+
+def row_key(responses: torch.Tensor, advantages: torch.Tensor) -> list[tuple]:
+    return [
+        tuple(r.tolist()) + (round(float(a), 5),)
+        for r, a in zip(responses, advantages[:, 0], strict=True)
+    ]
+
+
+# ---- tests ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def aepo_config():
+    return compose_config()
+
+
+def test_step_one_measures_first_then_generates_extras_in_a_second_pass(aepo_config):
+    trainer = make_trainer(aepo_config)
+    _, out = fit_step(trainer, step=1)
+    manager = trainer.rollout_manager
+    assert len(manager.calls) == 2, "step 1: fit's call, then the extra pass after measuring"
+    assert all(math.isnan(t) for t in manager.calls[0]["temperatures"])
+    # Entropy of the fake pi_old is ~0.4 < 0.5: raise entropy, sample hot.
+    extra_temps = set(manager.calls[1]["temperatures"])
+    assert extra_temps == {aepo_config.aepo.t_high}
+    assert set(manager.calls[1]["agents"]) == {AGENT_NAME}
+    # The second pass woke the replicas (update_weights) and put them back to sleep.
+    assert trainer.checkpoint_manager.events[-2:] == [("update_weights", 1), ("sleep",)]
+    metrics = out.meta_info["metrics"]
+    assert metrics["aepo/direction"] == 1.0
+    assert metrics["aepo/temperature"] == pytest.approx(1.2)
+    assert 0 < metrics["aepo/reinforce_samples"] <= aepo_config.aepo.samples_up
+    assert metrics["aepo/entropy"] == pytest.approx(trainer.controller.raw_entropy)
+    assert metrics["aepo/extra_gen_tokens"] > 0
+
+
+def test_previous_step_puts_extras_in_the_same_generate_call(aepo_config):
+    trainer = make_trainer(aepo_config)
+    fit_step(trainer, step=1)
+    calls_before = len(trainer.rollout_manager.calls)
+    grpo, out = fit_step(trainer, step=2)
+    calls = trainer.rollout_manager.calls[calls_before:]
+    assert len(calls) == 1, "step 2 must not need a second generate call"
+    temps = calls[0]["temperatures"]
+    num_grpo = PROMPTS * N
+    assert all(math.isnan(t) for t in temps[:num_grpo])
+    assert set(temps[num_grpo:]) == {1.2}
+    assert len(temps) % 4 == 0
+    assert out.meta_info["metrics"]["aepo/reinforce_samples"] > 0
+    assert len(grpo) == num_grpo, "fit's own batch keeps only the GRPO rows"
+
+
+def test_merge_replaces_zero_advantage_rows_first_and_keeps_batch_divisible(aepo_config):
+    trainer = make_trainer(aepo_config)
+    grpo, out = fit_step(trainer, step=1)
+    k = int(out.meta_info["metrics"]["aepo/reinforce_samples"])
+    got = padded_update(trainer)
+    td = got["td"]
+    resp_mask = td["response_mask"]
+    adv = got["advantages"]
+    assert len(resp_mask) == len(grpo), "replace mode keeps the batch size"
+    assert len(resp_mask) % DP == 0 and len(resp_mask) % (4 * N) == 0
+
+    grpo_adv = grpo.batch["advantages"]
+    grpo_zero = (grpo_adv.abs().amax(-1) == 0).sum().item()
+    assert grpo_zero >= k, "the fake rollout yields enough zero-advantage rows"
+    # Every GRPO row with a non-zero advantage is still there, unchanged.
+    grpo_nonzero = grpo_adv.abs().amax(-1) != 0
+    before = row_key(grpo.batch["responses"][grpo_nonzero], grpo_adv[grpo_nonzero])
+    after = set(row_key(got["responses"], adv))
+    assert all(r in after for r in before)
+    # Exactly k rows are AEPO rows (fresh "aepo-" group uids), and the rows they took were
+    # zero-advantage GRPO rows: k fewer of those remain.
+    is_aepo = torch.tensor([str(u).startswith("aepo-") for u in tu.get(td, "uid")])
+    assert int(is_aepo.sum()) == k > 0
+    remaining_zero = int(((adv.abs().amax(-1) == 0) & ~is_aepo).sum())
+    assert remaining_zero == grpo_zero - k
+    # The AEPO rows carry alpha * R on their response tokens and nothing elsewhere.
+    mask = resp_mask[is_aepo].bool()
+    assert torch.all(adv[is_aepo][mask] == aepo_config.aepo.alpha)
+    assert torch.all(adv[is_aepo][~mask] == 0)
+    # Spread over the 2 ranks x 2 mini-batches (4 contiguous chunks of 8 rows).
+    chunks = {int(i) // 8 for i in torch.nonzero(is_aepo).reshape(-1)}
+    assert len(chunks) == min(4, k)
+    assert out.meta_info["metrics"]["aepo/displaced_nonzero"] == 0.0
+
+
+def test_aepo_rows_get_old_log_probs_from_a_t1_actor_pass(aepo_config):
+    trainer = make_trainer(aepo_config)
+    fit_step(trainer, step=1)
+    wg = trainer.actor_rollout_wg
+    # 1: GRPO old-log-prob pass, 2: the AEPO rows' pass (padded to dp).
+    assert len(wg.log_prob_batches) == 2
+    extra_pass = wg.log_prob_batches[1]
+    assert tu.get(extra_pass, "temperature") == 1.0
+    assert len(extra_pass["response_mask"]) % DP == 0
+    td = wg.updates[-1]
+    expected = no_padding_2_padding(fake_log_probs(td["input_ids"]), td)
+    mask = td["response_mask"].bool()
+    assert torch.allclose(td["old_log_probs"][mask], expected[mask])
+
+
+def test_entropy_monitor_ignores_the_aepo_rows_pass(aepo_config):
+    trainer = make_trainer(aepo_config)
+    fit_step(trainer, step=1)
+    history = trainer.controller.history
+    assert len(history) == 1
+    td = trainer.actor_rollout_wg.log_prob_batches[0]
+    ids = td["input_ids"]
+    ent = no_padding_2_padding(
+        torch.nested.nested_tensor_from_jagged(
+            0.2 + 0.1 * (ids.values() % 5).float(), offsets=ids.offsets()
+        ),
+        td,
+    )
+    mask = td["response_mask"].float()
+    assert trainer.controller.raw_entropy == pytest.approx(float((ent * mask).sum() / mask.sum()))
+
+
+def test_append_merge_pads_to_the_batch_multiple_with_noop_rows():
+    config = compose_config("aepo.merge=append")
+    trainer = make_trainer(config)
+    grpo, out = fit_step(trainer, step=1)
+    k = int(out.meta_info["metrics"]["aepo/reinforce_samples"])
+    td = trainer.actor_rollout_wg.updates[-1]
+    rows = len(td["response_mask"])
+    assert rows % math.lcm(DP, 4 * N) == 0 and rows > len(grpo)
+    assert torch.equal(td["advantages"][: len(grpo)], grpo.batch["advantages"])
+    padding = td["response_mask"][len(grpo) + k :]
+    assert padding.sum() == 0 and len(padding) == rows - len(grpo) - k
+
+
+def test_grpo_recipe_leaves_the_batch_alone():
+    trainer = make_trainer(compose_config("aepo.algorithm=grpo"))
+    grpo, out = fit_step(trainer, step=1)
+    td = trainer.actor_rollout_wg.updates[-1]
+    assert torch.equal(td["advantages"], grpo.batch["advantages"])
+    assert len(trainer.async_rollout_manager.calls) == 1
+    metrics = out.meta_info["metrics"]
+    assert not any(key.startswith("aepo/") for key in metrics)
+
+
+def test_entropy_adv_shapes_advantages_with_old_pass_entropies():
+    trainer = make_trainer(compose_config("aepo.algorithm=entropy_adv"))
+    grpo, _ = fit_step(trainer, step=1)
+    td = trainer.actor_rollout_wg.updates[-1]
+    ids = trainer.actor_rollout_wg.log_prob_batches[0]["input_ids"]
+    old_entropy = no_padding_2_padding(
+        torch.nested.nested_tensor_from_jagged(
+            0.2 + 0.1 * (ids.values() % 5).float(), offsets=ids.offsets()
+        ),
+        trainer.actor_rollout_wg.log_prob_batches[0],
+    )
+    a = grpo.batch["advantages"]
+    mask = grpo.batch["response_mask"].float()
+    expected = (a + torch.minimum(0.4 * old_entropy, a.abs() / 2.0)) * mask
+    assert torch.allclose(td["advantages"], expected)
+    assert "aepo_old_entropy" not in td.keys(), "the carried entropies must not reach the workers"
+
+
+def test_no_temperature_ablation_samples_extras_at_t1():
+    trainer = make_trainer(compose_config("aepo.algorithm=aepo_no_temperature"))
+    fit_step(trainer, step=1)
+    assert set(trainer.rollout_manager.calls[1]["temperatures"]) == {1.0}
+
+
+def test_advantage_ablation_uses_group_advantages_of_any_sign():
+    trainer = make_trainer(compose_config("aepo.algorithm=aepo_advantage", "aepo.samples_up=40"))
+    _, out = fit_step(trainer, step=1)
+    adv = padded_update(trainer)["advantages"]
+    assert (adv < 0).any() and (adv > 0).any()
+    assert out.meta_info["metrics"]["aepo/reinforce_samples"] > 0
+
+
+def test_policy_loss_on_the_merged_batch_matches_the_core(aepo_config):
+    """verl's ppo_loss (vanilla) on what the actor receives == aepo.core.ppo_clip_loss."""
+    trainer = make_trainer(aepo_config)
+    fit_step(trainer, step=1)
+    td = trainer.actor_rollout_wg.updates[-1].clone()
+    assert (td["advantages"] > 0.99).any(), "the merged batch holds AEPO rows"
+    actor_cfg = omega_conf_to_dataclass(aepo_config.actor_rollout_ref.actor)
+    num_tokens = td["response_mask"].sum()
+    tu.assign_non_tensor(
+        td, dp_size=1, batch_num_tokens=num_tokens, global_batch_size=len(td["response_mask"])
+    )
+    new_log_probs = fake_log_probs(td["input_ids"], shift=0.0)
+    # Move the policy: some ratios inside, some outside the clip range, both signs.
+    values = new_log_probs.values() + 0.3 * torch.sin(
+        torch.arange(new_log_probs.values().numel()).float()
+    )
+    new_log_probs = torch.nested.nested_tensor_from_jagged(values, offsets=new_log_probs.offsets())
+    verl_loss, _ = ppo_loss(actor_cfg, {"log_probs": new_log_probs}, td)
+
+    log_prob = no_padding_2_padding(new_log_probs, td)
+    core_loss, _ = ppo_clip_loss(
+        log_prob,
+        td["old_log_probs"],
+        td["advantages"],
+        td["response_mask"],
+        clip_low=actor_cfg.clip_ratio_low,
+        clip_high=actor_cfg.clip_ratio_high,
+        clip_ratio_c=actor_cfg.clip_ratio_c,
+        agg="token-mean",
+    )
+    assert torch.allclose(verl_loss, core_loss, atol=1e-6)
+
+
+def test_controller_state_round_trips_through_the_checkpoint_hooks(tmp_path, aepo_config):
+    config = compose_config(f"trainer.default_local_dir={tmp_path}", "trainer.resume_mode=auto")
+    trainer = make_trainer(config)
+    fit_step(trainer, step=1)
+    fit_step(trainer, step=2)
+    trainer._save_checkpoint()
+    state_file = tmp_path / "global_step_2" / STATE_FILE
+    assert state_file.exists()
+    assert (tmp_path / "latest_checkpointed_iteration.txt").read_text() == "2"
+
+    resumed = make_trainer(config)
+    resumed.global_steps = 0
+    resumed._load_checkpoint()
+    assert resumed.global_steps == 2
+    assert resumed.controller.state_dict() == trainer.controller.state_dict()
+    assert resumed.positive_rates.state_dict() == trainer.positive_rates.state_dict()
+    assert torch.equal(resumed.aepo_rng.get_state(), trainer.aepo_rng.get_state())
+    # Same decision next step as the uninterrupted run.
+    assert resumed.controller.decide(3) == trainer.controller.decide(3)
+
+
+def test_missing_or_corrupt_state_stops_an_aepo_resume(tmp_path):
+    config = compose_config(f"trainer.default_local_dir={tmp_path}", "trainer.resume_mode=auto")
+    trainer = make_trainer(config)
+    fit_step(trainer, step=1)
+    trainer._save_checkpoint()
+    state_file = tmp_path / "global_step_1" / STATE_FILE
+
+    state_file.write_text("{not json")
+    with pytest.raises(CheckpointStateError, match=str(state_file)):
+        make_trainer(config)._load_checkpoint()
+
+    state_file.write_text(json.dumps({"format": 1, "controller": {"entropy": 0.3}}))
+    with pytest.raises(CheckpointStateError, match="corrupt AEPO state"):
+        make_trainer(config)._load_checkpoint()
+
+    state_file.unlink()
+    with pytest.raises(CheckpointStateError, match="is missing"):
+        make_trainer(config)._load_checkpoint()
+    # A GRPO run needs no controller: resuming it without the file is fine.
+    grpo = make_trainer(
+        compose_config(f"trainer.default_local_dir={tmp_path}", "aepo.algorithm=grpo")
+    )
+    grpo._load_checkpoint()
+    assert grpo.global_steps == 1
+
+
+def test_current_batch_source_always_measures_before_generating_extras():
+    trainer = make_trainer(compose_config("aepo.entropy_source=current_batch"))
+    fit_step(trainer, step=1)
+    fit_step(trainer, step=2)
+    calls = trainer.rollout_manager.calls
+    assert len(calls) == 4, "each step: fit's call, then the extra pass"
+    assert all(math.isnan(t) for t in calls[2]["temperatures"])
+    assert set(calls[3]["temperatures"]) == {1.2}
+    assert trainer.controller.history[-1].step == 2
+
+
+def test_validation_generation_passes_through_untouched(aepo_config):
+    trainer = make_trainer(aepo_config)
+    fit_step(trainer, step=1)
+    prompts = trainer._generation_prompts
+    val = DataProto(
+        batch=prompts.batch,
+        non_tensor_batch=dict(prompts.non_tensor_batch),
+        meta_info={"validate": True},
+    )
+    before = len(trainer.rollout_manager.calls)
+    trainer.async_rollout_manager.generate_sequences(val)
+    call = trainer.rollout_manager.calls[before]
+    assert len(trainer.rollout_manager.calls) == before + 1
+    assert all(math.isnan(t) for t in call["temperatures"]) and trainer._pending is None
+    assert trainer._generation_prompts is prompts, "validation must not replace the stashed prompts"
