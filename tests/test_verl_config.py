@@ -183,3 +183,14 @@ def test_command_line_composes_a_shipped_config():
     assert composed["aepo"]["target_entropy"] == 0.75
     assert composed["trainer"]["logger"] == ["console", "tensorboard"]
     assert composed["actor_rollout_ref"]["rollout"]["n"] == 8
+
+
+def test_context_longer_than_the_local_models_positions_is_rejected(tmp_path):
+    # Qwen2.5-Math-7B's config.json: 4096 positions, less than the paper's 2048 + 8192.
+    (tmp_path / "config.json").write_text('{"max_position_embeddings": 4096}')
+    model = f"actor_rollout_ref.model.path={tmp_path}"
+    with pytest.raises(ConfigError, match=r"= 10240 exceeds\s+max_position_embeddings = 4096"):
+        check_config(compose_default(model))
+    check_config(
+        compose_default(model, "data.max_prompt_length=2048", "data.max_response_length=2048")
+    )

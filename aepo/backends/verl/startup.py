@@ -3,7 +3,9 @@ wrong objective, is rejected before Ray starts, with the config key to change.""
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 
 from omegaconf import open_dict
 from verl.trainer.ppo.utils import need_critic
@@ -51,6 +53,7 @@ def check_config(config) -> AEPOConfig:
 
     problems += _batch_size_problems(config, cfg, recipe.extra_rollout)
     problems += _reward_problems(config)
+    problems += _context_length_problems(config)
 
     coeff = float(arr.actor.entropy_coeff)
     if recipe.entropy_coef > 0:
@@ -124,4 +127,28 @@ def _reward_problems(config) -> list[str]:
     return [
         "no reward function: set reward.custom_reward_function.path (our configs use "
         "pkg://aepo.rewards.math_reward) or enable reward.reward_model"
+    ]
+
+
+def _context_length_problems(config) -> list[str]:
+    """Prompt + response must fit the model's positions: vLLM refuses a longer max_model_len
+    only once the GPUs are allocated. Qwen2.5-Math-7B's config.json allows 4096 positions,
+    less than the paper's 2048 + 8192, so this is the first thing a new user meets."""
+    model_dir = Path(str(config.actor_rollout_ref.model.path)).expanduser()
+    config_file = model_dir / "config.json"
+    if not config_file.is_file():  # a hub id: vLLM resolves it on the GPU nodes
+        return []
+    try:
+        positions = json.loads(config_file.read_text()).get("max_position_embeddings")
+    except (OSError, ValueError) as err:
+        return [f"{config_file}: unreadable model config ({err})"]
+    needed = int(config.data.max_prompt_length) + int(config.data.max_response_length)
+    if positions is None or needed <= int(positions):
+        return []
+    return [
+        f"data.max_prompt_length + data.max_response_length = {needed} exceeds "
+        f"max_position_embeddings = {positions} in {config_file}: shorten them (the AEPO "
+        "authors' released config uses 2048 + 2048), or train from a copy of the model whose "
+        f"config.json sets max_position_embeddings >= {needed} (a larger rope_theta, e.g. "
+        "40000, keeps long contexts usable)"
     ]
