@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,15 +28,22 @@ from verl.utils.config import omega_conf_to_dataclass  # noqa: E402
 from verl.workers.utils.losses import ppo_loss  # noqa: E402
 from verl.workers.utils.padding import no_padding_2_padding  # noqa: E402
 
-from aepo.backends.verl.agent_loop import AGENT_NAME, TEMPERATURE_FIELD  # noqa: E402
+from aepo.backends.verl.agent_loop import AGENT_NAME  # noqa: E402
 from aepo.backends.verl.checkpoint import STATE_FILE, CheckpointStateError  # noqa: E402
 from aepo.backends.verl.trainer import AEPORayTrainer, aepo_config_from  # noqa: E402
 from aepo.core import ppo_clip_loss  # noqa: E402
+from tests.verl_fakes import (  # noqa: E402
+    FakeActorWorkerGroup,
+    FakeCheckpointManager,
+    FakeDataloader,
+    FakeRolloutManager,
+    fake_entropy,
+    fake_log_probs,
+)
 
 PROMPTS = 8  # per step
 N = 4  # responses per prompt
 DP = 2
-PROMPT_LEN, RESPONSE_LEN = 6, 10
 
 
 def compose_config(*overrides: str):
@@ -55,128 +61,6 @@ def compose_config(*overrides: str):
     ]
     with initialize_config_module("aepo.backends.verl.config", version_base=None):
         return compose("aepo_trainer", overrides=base + list(overrides))
-
-
-# ---- fakes standing in for Ray worker groups and vLLM ------------------------------------
-
-
-def fake_log_probs(input_ids: torch.Tensor, shift: float = 0.0) -> torch.Tensor:
-    values = input_ids.values()
-    return torch.nested.nested_tensor_from_jagged(
-        -0.05 * (values % 11).float() - 0.1 + shift, offsets=input_ids.offsets()
-    )
-
-
-class FakeActorWorkerGroup:
-    """compute_log_prob / update_actor with verl 0.9.1's TensorDict protocol."""
-
-    def __init__(self, dp: int):
-        self._dispatch_info = {"actor": list(range(dp))}
-        self.log_prob_batches = []
-        self.updates = []
-        self.saved, self.loaded = [], []
-
-    def compute_log_prob(self, td):
-        self.log_prob_batches.append(td)
-        ids = td["input_ids"]
-        entropy = torch.nested.nested_tensor_from_jagged(
-            0.2 + 0.1 * (ids.values() % 5).float(), offsets=ids.offsets()
-        )
-        return tu.get_tensordict(
-            {"log_probs": fake_log_probs(ids), "entropy": entropy},
-            non_tensor_dict={"metrics": {"mfu": 0.0}},
-        )
-
-    def update_actor(self, td):
-        self.updates.append(td)
-        return tu.get_tensordict({}, non_tensor_dict={"metrics": {"mfu": 0.0, "pg_loss": 0.0}})
-
-    def save_checkpoint(self, local_path, hdfs_path, global_step, max_ckpt_to_keep=None):
-        Path(local_path).mkdir(parents=True, exist_ok=True)
-        self.saved.append(local_path)
-
-    def load_checkpoint(self, local_path, del_local_after_load=False):
-        self.loaded.append(local_path)
-
-
-class FakeRolloutManager:
-    """Stands in for AgentLoopManager: deterministic responses and streamed rewards.
-
-    GRPO rows (no temperature override): prompt index % 3 == 0 -> every response right,
-    == 1 -> every response wrong (zero-advantage groups), == 2 -> alternating. Extra rows:
-    every other sample right.
-    """
-
-    def __init__(self):
-        self.calls = []
-        self.agent_loop_workers = [object()] * 4
-
-    def generate_sequences(self, prompts: DataProto) -> DataProto:
-        assert len(prompts) % len(self.agent_loop_workers) == 0, "verl would fail to chunk"
-        temps = prompts.non_tensor_batch.get(TEMPERATURE_FIELD)
-        temps = [float("nan")] * len(prompts) if temps is None else [float(t) for t in temps]
-        self.calls.append(
-            {"temperatures": temps, "agents": prompts.non_tensor_batch.get("agent_name")}
-        )
-        bsz = len(prompts)
-        gen = torch.Generator().manual_seed(len(self.calls))
-        prompt_ids = torch.randint(3, 40, (bsz, PROMPT_LEN), generator=gen)
-        response_ids = torch.randint(3, 40, (bsz, RESPONSE_LEN), generator=gen)
-        resp_len = 3 + torch.arange(bsz) % (RESPONSE_LEN - 3)
-        response_mask = (torch.arange(RESPONSE_LEN)[None] < resp_len[:, None]).long()
-        prompt_mask = torch.ones(bsz, PROMPT_LEN, dtype=torch.long)
-        prompt_mask[::2, :2] = 0  # left padding on some prompts
-        attention_mask = torch.cat([prompt_mask, response_mask], 1)
-        rewards = torch.zeros(bsz)
-        index = prompts.non_tensor_batch["index"]
-        for i in range(bsz):
-            if math.isnan(temps[i]):
-                kind = int(index[i]) % 3
-                rewards[i] = 1.0 if kind == 0 else 0.0 if kind == 1 else float(i % 2)
-            else:
-                rewards[i] = float(i % 2 == 0)
-        rm_scores = torch.zeros(bsz, RESPONSE_LEN)
-        rm_scores[torch.arange(bsz), resp_len - 1] = rewards
-        out = DataProto.from_dict(
-            tensors={
-                "prompts": prompt_ids,
-                "responses": response_ids,
-                "response_mask": response_mask,
-                "input_ids": torch.cat([prompt_ids, response_ids], 1),
-                "attention_mask": attention_mask,
-                "position_ids": torch.clamp(attention_mask.cumsum(-1) - 1, min=0),
-                "rollout_log_probs": -torch.rand(bsz, RESPONSE_LEN, generator=gen),
-                "rm_scores": rm_scores,
-            },
-            non_tensors={"__num_turns__": np.full(bsz, 2)},
-            meta_info={"timing": {"gen": 0.0}, "reward_extra_keys": []},
-        )
-        return out
-
-
-class FakeCheckpointManager:
-    def __init__(self):
-        self.events = []
-
-    def update_weights(self, step):
-        self.events.append(("update_weights", step))
-
-    def sleep_replicas(self):
-        self.events.append(("sleep",))
-
-
-class FakeDataloader:
-    def __init__(self):
-        self.state = {"pos": 0}
-
-    def __len__(self):
-        return 100
-
-    def state_dict(self):
-        return dict(self.state)
-
-    def load_state_dict(self, state):
-        self.state = dict(state)
 
 
 def make_trainer(config) -> AEPORayTrainer:
@@ -368,12 +252,7 @@ def test_entropy_monitor_ignores_the_aepo_rows_pass(aepo_config):
     assert len(history) == 1
     td = trainer.actor_rollout_wg.log_prob_batches[0]
     ids = td["input_ids"]
-    ent = no_padding_2_padding(
-        torch.nested.nested_tensor_from_jagged(
-            0.2 + 0.1 * (ids.values() % 5).float(), offsets=ids.offsets()
-        ),
-        td,
-    )
+    ent = no_padding_2_padding(fake_entropy(ids), td)
     mask = td["response_mask"].float()
     assert trainer.controller.raw_entropy == pytest.approx(float((ent * mask).sum() / mask.sum()))
 
@@ -407,10 +286,7 @@ def test_entropy_adv_shapes_advantages_with_old_pass_entropies():
     td = trainer.actor_rollout_wg.updates[-1]
     ids = trainer.actor_rollout_wg.log_prob_batches[0]["input_ids"]
     old_entropy = no_padding_2_padding(
-        torch.nested.nested_tensor_from_jagged(
-            0.2 + 0.1 * (ids.values() % 5).float(), offsets=ids.offsets()
-        ),
-        trainer.actor_rollout_wg.log_prob_batches[0],
+        fake_entropy(ids), trainer.actor_rollout_wg.log_prob_batches[0]
     )
     a = grpo.batch["advantages"]
     mask = grpo.batch["response_mask"].float()

@@ -182,7 +182,9 @@ class AEPORayTrainer(RayPPOTrainer):
     # ---- the update ---------------------------------------------------------------------
 
     def _update_actor(self, batch: DataProto) -> DataProto:
-        metrics: dict[str, float] = {}
+        # Design decision 6: both engines log reward/mean, the mean reward of the T = 1
+        # (GRPO) samples; fit() logs it only as critic/score/mean.
+        metrics = {"reward/mean": float(batch.batch["token_level_scores"].sum(-1).mean())}
         if OLD_ENTROPY_KEY in batch.batch.keys():
             old_entropy = batch.batch.pop(OLD_ENTROPY_KEY)
             if self.recipe.entropy_adv:

@@ -1,0 +1,356 @@
+"""verl 0.9.1's real ``RayPPOTrainer.fit()`` driving AEPORayTrainer on CPU.
+
+The trainer is built the way ``AEPOTaskRunner.run`` builds it: ``check_config``, then
+``AEPORayTrainer.__init__`` with verl's own RLHFDataset (a parquet in verl's schema),
+sampler, collate_fn and StatefulDataLoader; ``fit()`` logs through verl's Tracking to
+TensorBoard and checkpoints through verl's ``_save_checkpoint`` / ``_load_checkpoint``.
+Only ``RayPPOTrainer.init_workers`` is replaced: it would start Ray worker groups on GPUs,
+vLLM replicas and the reward loop; the stand-ins (tests/verl_fakes.py) take their place and
+our own ``AEPORayTrainer.init_workers`` still wraps the rollout manager as in production.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("verl")
+pytest.importorskip("tensorboard")
+
+import pandas as pd  # noqa: E402
+from hydra import compose, initialize_config_module  # noqa: E402
+from tensorboard.backend.event_processing.event_accumulator import (  # noqa: E402
+    EventAccumulator,
+)
+from verl.single_controller.ray.base import ResourcePoolManager  # noqa: E402
+from verl.trainer.ppo.ray_trainer import RayPPOTrainer  # noqa: E402
+from verl.trainer.ppo.utils import Role  # noqa: E402
+from verl.utils import tensordict_utils as tu  # noqa: E402
+
+from aepo.backends.verl.agent_loop import AGENT_NAME  # noqa: E402
+from aepo.backends.verl.checkpoint import STATE_FILE  # noqa: E402
+from aepo.backends.verl.extra_rollout import RolloutManagerProxy  # noqa: E402
+from aepo.backends.verl.startup import check_config  # noqa: E402
+from aepo.backends.verl.trainer import AEPORayTrainer  # noqa: E402
+from aepo.tasks.tiny_model import build_tokenizer  # noqa: E402
+from tests.verl_fakes import (  # noqa: E402
+    AGENT_LOOP_WORKERS,
+    FakeActorWorkerGroup,
+    FakeCheckpointManager,
+    FakeRolloutManager,
+)
+
+PROMPTS = 8  # per step
+N = 4  # responses per prompt
+ROWS = PROMPTS * N
+DP = 2
+MINI_BATCH_ROWS = 4 * N  # ppo_mini_batch_size (prompts) * n
+STEPS = 4  # one epoch of the dataset below
+SAVE_FREQ = 2
+
+DESIGN_SCALARS = (
+    "aepo/entropy",
+    "aepo/target_entropy",
+    "aepo/temperature",
+    "aepo/direction",
+    "aepo/reinforce_samples",
+    "aepo/positive_rate",
+    "aepo/extra_gen_tokens",
+    "aepo/extra_gen_fraction",
+    "reward/mean",
+    "actor/entropy",
+    "actor/pg_loss",
+)
+
+
+def write_dataset(path: Path) -> Path:
+    """STEPS batches of prompts in the schema ``aepo data prepare`` writes (verl.md 2.1)."""
+    rows = [
+        {
+            "data_source": "math",
+            "prompt": [{"role": "user", "content": f"What is {i} + 1?"}],
+            "ability": "math",
+            "reward_model": {"style": "rule", "ground_truth": str(i + 1)},
+            "extra_info": {"index": i, "split": "train"},
+        }
+        for i in range(STEPS * PROMPTS)
+    ]
+    pd.DataFrame(rows).to_parquet(path)
+    return path
+
+
+def compose_config(data: Path, out: Path, *overrides: str):
+    base = [
+        f"data.train_files={data}",
+        f"data.val_files={data}",
+        f"data.train_batch_size={PROMPTS}",
+        "data.max_prompt_length=64",
+        "data.max_response_length=16",
+        "data.dataloader_num_workers=0",  # no worker processes on a shared CI box
+        "data.seed=0",  # verl's RandomSampler: the same prompt order in every run
+        f"actor_rollout_ref.rollout.n={N}",
+        "actor_rollout_ref.actor.ppo_mini_batch_size=4",
+        f"actor_rollout_ref.rollout.agent.num_workers={AGENT_LOOP_WORKERS}",
+        f"trainer.n_gpus_per_node={DP}",
+        "trainer.logger=[console,tensorboard]",
+        "trainer.val_before_train=false",  # validation needs verl's reward loop workers
+        "trainer.test_freq=-1",
+        f"trainer.save_freq={SAVE_FREQ}",
+        "trainer.total_epochs=1",
+        "trainer.resume_mode=auto",
+        f"trainer.default_local_dir={out / 'checkpoints'}",
+        "aepo.samples_up=6",
+        "aepo.samples_down=3",
+        "aepo.min_extra_samples=4",
+    ]
+    with initialize_config_module("aepo.backends.verl.config", version_base=None):
+        return compose("aepo_trainer", overrides=base + list(overrides))
+
+
+def init_workers_without_ray(self):
+    """Replaces ``RayPPOTrainer.init_workers`` (ray_trainer.py:772): sets the attributes
+    fit() uses, and ends with the replicas asleep as the real one does (:981)."""
+    self.actor_rollout_wg = FakeActorWorkerGroup(DP)
+    self.checkpoint_manager = FakeCheckpointManager()
+    self.async_rollout_manager = FakeRolloutManager(replicas=self.checkpoint_manager)
+    self.checkpoint_manager.sleep_replicas()
+
+
+@dataclass
+class Run:
+    trainer: AEPORayTrainer
+    rollout: FakeRolloutManager
+    actor: FakeActorWorkerGroup
+    replicas: FakeCheckpointManager
+    checkpoints: Path
+    scalars: dict[str, dict[int, float]]
+    """TensorBoard: tag -> {step: value}"""
+
+    def calls_at(self, step: int) -> list[dict]:
+        return [call for call in self.rollout.calls if call["step"] == step]
+
+
+def read_scalars(logdir: Path) -> dict[str, dict[int, float]]:
+    acc = EventAccumulator(str(logdir), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {
+        tag: {event.step: event.value for event in acc.Scalars(tag)}
+        for tag in acc.Tags()["scalars"]
+    }
+
+
+def run_fit(out: Path, *overrides: str, tensorboard: str = "tb") -> Run:
+    """AEPOTaskRunner.run's steps with init_workers' Ray part replaced, then verl's fit()."""
+    out.mkdir(parents=True, exist_ok=True)
+    data = out / "train.parquet"
+    if not data.exists():
+        write_dataset(data)
+    config = compose_config(data, out, *overrides)
+    logdir = out / tensorboard
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TENSORBOARD_DIR", str(logdir))
+        mp.setattr("datasets.config.HF_DATASETS_CACHE", str(out / "hf_datasets"))
+        mp.setattr(RayPPOTrainer, "init_workers", init_workers_without_ray)
+        trainer = AEPORayTrainer(
+            config=config,
+            tokenizer=build_tokenizer(),
+            role_worker_mapping={Role.ActorRollout: object},
+            resource_pool_manager=ResourcePoolManager(
+                resource_pool_spec={"global_pool": [DP]},
+                mapping={Role.ActorRollout: "global_pool"},
+            ),
+            aepo_config=check_config(config),
+        )
+        trainer.init_workers()
+        trainer.fit()
+    # fit()'s Tracking is a local of fit(); its SummaryWriter is flushed and closed when the
+    # object is collected (Tracking.__del__), which must have happened before reading.
+    gc.collect()
+    manager = trainer.async_rollout_manager
+    rollout = manager.inner if isinstance(manager, RolloutManagerProxy) else manager
+    return Run(
+        trainer=trainer,
+        rollout=rollout,
+        actor=trainer.actor_rollout_wg,
+        replicas=trainer.checkpoint_manager,
+        checkpoints=out / "checkpoints",
+        scalars=read_scalars(logdir),
+    )
+
+
+def is_aepo_row(td) -> torch.Tensor:
+    """AEPO rows carry fresh ``aepo-`` group uids (extra_rollout.build_extra_requests)."""
+    return torch.tensor([str(u).startswith("aepo-") for u in tu.get(td, "uid")])
+
+
+@pytest.fixture(scope="module")
+def aepo_run(tmp_path_factory) -> Run:
+    """Four uninterrupted AEPO steps (entropy_source: previous_step), saving every 2."""
+    return run_fit(tmp_path_factory.mktemp("aepo_fit"))
+
+
+# ---- the AEPO step inside fit() ---------------------------------------------------------
+
+
+def test_step_one_measures_first_then_generates_extras_in_a_second_call(aepo_run):
+    first, second = aepo_run.calls_at(1)
+    assert len(first["temperatures"]) == ROWS
+    assert all(math.isnan(t) for t in first["temperatures"]), "fit's own call: T = 1 only"
+    decision = aepo_run.trainer.controller.history[0]
+    assert decision.step == 1
+    assert set(second["temperatures"]) == {decision.temperature}
+    assert set(second["agents"]) == {AGENT_NAME}
+    # The second call woke the replicas fit() had just put to sleep, and put them back.
+    events = aepo_run.replicas.events
+    assert events[:6] == [
+        ("sleep",),  # end of init_workers
+        ("update_weights", 0),  # fit(): before the first step
+        ("sleep",),  # fit(): after its generate call
+        ("update_weights", 1),  # our second pass
+        ("sleep",),
+        ("update_weights", 1),  # fit(): after the actor update
+    ]
+
+
+def test_later_steps_put_the_extras_in_fits_own_generate_call(aepo_run):
+    history = aepo_run.trainer.controller.history
+    assert [d.step for d in history] == list(range(1, STEPS + 1))
+    for step in range(2, STEPS + 1):
+        (call,) = aepo_run.calls_at(step)
+        temps = call["temperatures"]
+        assert all(math.isnan(t) for t in temps[:ROWS])
+        assert len(temps) > ROWS, f"step {step}: no extra rows in fit's call"
+        assert set(temps[ROWS:]) == {history[step - 1].temperature}
+        assert set(call["agents"][ROWS:]) == {AGENT_NAME}
+        assert len(temps) % AGENT_LOOP_WORKERS == 0
+    # One generate call per step after the first: no sleep/wake beyond fit's own.
+    assert len(aepo_run.rollout.calls) == STEPS + 1
+
+
+def test_actor_gets_merged_batches_of_the_size_verl_splits(aepo_run):
+    updates = aepo_run.actor.updates
+    assert len(updates) == STEPS
+    tb = aepo_run.scalars
+    for step, td in enumerate(updates, start=1):
+        rows = len(td["response_mask"])
+        assert rows == ROWS, "replace_zero_advantage keeps fit's batch size"
+        assert rows % DP == 0 and rows % MINI_BATCH_ROWS == 0
+        aepo_rows = is_aepo_row(td)
+        assert int(aepo_rows.sum()) == tb["aepo/reinforce_samples"][step] > 0
+        mask = td["response_mask"][aepo_rows].bool()
+        assert torch.all(td["advantages"][aepo_rows][mask] == aepo_run.trainer.aepo_cfg.alpha)
+
+
+def test_tensorboard_has_the_design_scalars_at_every_step(aepo_run):
+    tb = aepo_run.scalars
+    missing = [tag for tag in DESIGN_SCALARS if set(tb.get(tag, {})) != set(range(1, STEPS + 1))]
+    assert not missing, f"not logged at every step 1..{STEPS}: {missing}"
+    history = aepo_run.trainer.controller.history
+    for step, decision in enumerate(history, start=1):
+        assert tb["aepo/temperature"][step] == pytest.approx(decision.temperature)
+        assert tb["aepo/direction"][step] == decision.direction
+        assert tb["aepo/target_entropy"][step] == pytest.approx(0.5)
+        assert tb["aepo/extra_gen_tokens"][step] > 0
+    # previous_step: step s decides from the measurement fit logged as actor/entropy at
+    # step s - 1; step 1 measures first, so it uses its own.
+    entropy, used = tb["actor/entropy"], tb["aepo/entropy"]
+    assert used[1] == pytest.approx(entropy[1], rel=1e-5)
+    for step in range(2, STEPS + 1):
+        assert used[step] == pytest.approx(entropy[step - 1], rel=1e-5)
+    # fit() logs the actor output of the merged batch: the fake's pg_loss per mini-batch.
+    for step, td in enumerate(aepo_run.actor.updates, start=1):
+        adv, mask = td["advantages"], td["response_mask"].float()
+        per_mini = [
+            float(-(adv[i : i + MINI_BATCH_ROWS] * mask[i : i + MINI_BATCH_ROWS]).sum())
+            / float(mask[i : i + MINI_BATCH_ROWS].sum())
+            for i in range(0, len(adv), MINI_BATCH_ROWS)
+        ]
+        assert tb["actor/pg_loss"][step] == pytest.approx(np.mean(per_mini), rel=1e-5)
+    # reward/mean is the GRPO rows' mean reward (the local engine's meaning), which is what
+    # verl's critic/score/mean reports for fit's (unmerged) batch.
+    for step in range(1, STEPS + 1):
+        assert tb["reward/mean"][step] == pytest.approx(tb["critic/score/mean"][step])
+
+
+def test_current_batch_source_measures_before_every_extra_pass_inside_fit(tmp_path):
+    run = run_fit(tmp_path, "aepo.entropy_source=current_batch", "trainer.total_training_steps=2")
+    for step in (1, 2):
+        fits_call, extra_call = run.calls_at(step)
+        assert all(math.isnan(t) for t in fits_call["temperatures"])
+        assert len(fits_call["temperatures"]) == ROWS
+        assert set(extra_call["agents"]) == {AGENT_NAME}
+    # Every extra pass woke the replicas fit() had put to sleep (the fake refuses to
+    # generate otherwise) and left them asleep for fit()'s own update_weights.
+    wakes = [e for e in run.replicas.events if e[0] == "update_weights"]
+    assert wakes == [("update_weights", s) for s in (0, 1, 1, 2, 2)]
+    assert set(run.scalars["aepo/reinforce_samples"]) == {1, 2}
+
+
+# ---- checkpoints -------------------------------------------------------------------------
+
+
+def test_checkpoint_holds_aepo_state_beside_verls_files(aepo_run):
+    for step in (SAVE_FREQ, STEPS):
+        folder = aepo_run.checkpoints / f"global_step_{step}"
+        assert (folder / "actor").is_dir() and (folder / "data.pt").is_file()
+        state = json.loads((folder / STATE_FILE).read_text())
+        assert state["global_step"] == step
+        assert len(state["controller"]["history"]) == step
+    assert (aepo_run.checkpoints / "latest_checkpointed_iteration.txt").read_text() == str(STEPS)
+    final = json.loads((aepo_run.checkpoints / f"global_step_{STEPS}" / STATE_FILE).read_text())
+    assert final["controller"] == json.loads(json.dumps(aepo_run.trainer.controller.state_dict()))
+
+
+def test_resumed_run_continues_the_uninterrupted_trajectory(tmp_path, aepo_run):
+    interrupted = run_fit(tmp_path, f"trainer.total_training_steps={SAVE_FREQ}")
+    assert sorted({c["step"] for c in interrupted.rollout.calls}) == [1, 2]
+
+    resumed = run_fit(tmp_path, tensorboard="tb_resumed")
+    assert resumed.actor.loaded == [
+        str(tmp_path / "checkpoints" / f"global_step_{SAVE_FREQ}" / "actor")
+    ]
+    # Progress continues at step 3 with the prompts the uninterrupted run saw there
+    # (verl's dataloader state), not at step 1 of the epoch.
+    assert sorted({c["step"] for c in resumed.rollout.calls}) == [3, 4]
+    fits_calls = [run.calls_at(step)[0] for run, step in ((interrupted, 1), (interrupted, 2))]
+    fits_calls += [resumed.calls_at(step)[0] for step in (3, 4)]
+    seen = [call["index"][:ROWS] for call in fits_calls]
+    assert sorted(set(np.concatenate(seen).tolist())) == list(range(STEPS * PROMPTS)), (
+        "the two runs together must see the epoch's prompts once each"
+    )
+    for step in (3, 4):
+        calls = resumed.calls_at(step)
+        assert len(calls) == 1, f"step {step}: a second pass, as if the controller had no state"
+        (call,), (expected,) = calls, aepo_run.calls_at(step)
+        assert np.array_equal(call["index"], expected["index"])
+        assert call["temperatures"][ROWS:] == expected["temperatures"][ROWS:]
+    assert set(resumed.scalars["aepo/temperature"]) == {3, 4}
+    for tag in ("aepo/entropy", "aepo/temperature", "aepo/reinforce_samples", "actor/entropy"):
+        for step in (3, 4):
+            assert resumed.scalars[tag][step] == pytest.approx(aepo_run.scalars[tag][step])
+    # The restored controller carried on: same history, positive rates and selection RNG.
+    assert resumed.trainer.aepo_state_dict() == aepo_run.trainer.aepo_state_dict()
+
+
+# ---- GRPO --------------------------------------------------------------------------------
+
+
+def test_grpo_through_fit_generates_and_updates_only_the_plain_batch(tmp_path):
+    run = run_fit(tmp_path, "aepo.algorithm=grpo", "trainer.total_training_steps=2")
+    assert not isinstance(run.trainer.async_rollout_manager, RolloutManagerProxy)
+    assert [c["step"] for c in run.rollout.calls] == [1, 2]
+    assert all(len(c["temperatures"]) == ROWS for c in run.rollout.calls)
+    for td in run.actor.updates:
+        assert len(td["response_mask"]) == ROWS and not is_aepo_row(td).any()
+        _, group_sizes = np.unique(tu.get(td, "uid"), return_counts=True)
+        assert set(group_sizes.tolist()) == {N}, "fit's GRPO groups, nothing replaced"
+    assert not [tag for tag in run.scalars if tag.startswith("aepo/")]
+    assert set(run.scalars["reward/mean"]) == {1, 2}
+    assert set(run.scalars["actor/entropy"]) == {1, 2}
