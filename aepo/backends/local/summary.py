@@ -1,0 +1,97 @@
+"""The demo's and benchmark's summary of a run, from its per-step metrics."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    name: str
+    steps: int
+    target: float | None
+    first_entropy: float
+    final_reward: float
+    """mean reward/mean over the last quarter of steps (one step of 256 samples, or even ten,
+    is too noisy to compare runs within 0.05)"""
+    entropy_mean: float
+    """actor/entropy over the last half of training"""
+    entropy_std: float
+    tracking_error: float | None
+    """|mean H - H*| / H* over the last half; None without a target"""
+    last_quarter_entropy: float
+    extra_token_fraction: float
+    """extra generated tokens / GRPO-group tokens, summed over the run"""
+    step_time_s: float
+    """median wall time per step"""
+    tokens_per_s: float
+    """generated tokens / step wall time, median over steps"""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def summarize(name: str, history: list[dict], target: float | None = None) -> RunSummary:
+    if not history:
+        raise ValueError(f"run {name!r} has no logged steps")
+    entropy = np.array([h["actor/entropy"] for h in history])
+    reward = np.array([h["reward/mean"] for h in history])
+    extra = np.array([h.get("aepo/extra_gen_tokens", 0.0) for h in history])
+    generated = np.array([h.get("perf/gen_tokens", np.nan) for h in history])
+    steps = len(history)
+    last_half = entropy[steps // 2 :]
+    quarter = max(1, steps // 4)
+    mean_h = float(last_half.mean())
+    group_tokens = np.nansum(generated - extra)
+    return RunSummary(
+        name=name,
+        steps=steps,
+        target=target,
+        first_entropy=float(entropy[0]),
+        final_reward=float(reward[-quarter:].mean()),
+        entropy_mean=mean_h,
+        entropy_std=float(last_half.std()),
+        tracking_error=None if target is None else abs(mean_h - target) / target,
+        last_quarter_entropy=float(entropy[-quarter:].mean()),
+        extra_token_fraction=float(extra.sum() / group_tokens) if group_tokens > 0 else 0.0,
+        step_time_s=float(np.median([h.get("perf/step_time_s", np.nan) for h in history])),
+        tokens_per_s=float(np.median([h.get("perf/tokens_per_s", np.nan) for h in history])),
+    )
+
+
+def format_table(summaries: list[RunSummary], timing: bool = False) -> str:
+    """A markdown table (readable in a terminal, pastes into the README)."""
+    head = [
+        "run",
+        "target H*",
+        "final reward",
+        "H last half (mean ± std)",
+        "tracking error",
+        "H last quarter / first",
+        "extra gen tokens",
+    ]
+    if timing:
+        head += ["s / step", "tokens / s"]
+    rows = []
+    for s in summaries:
+        row = [
+            s.name,
+            "-" if s.target is None else f"{s.target:.3g}",
+            f"{s.final_reward:.3f}",
+            f"{s.entropy_mean:.3f} ± {s.entropy_std:.3f}",
+            "-" if s.tracking_error is None else f"{100 * s.tracking_error:.1f}%",
+            f"{100 * s.last_quarter_entropy / max(s.first_entropy, 1e-12):.0f}%",
+            f"{100 * s.extra_token_fraction:.1f}%",
+        ]
+        if timing:
+            row += [f"{s.step_time_s:.3f}", f"{s.tokens_per_s:.0f}"]
+        rows.append(row)
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+
+    def line(cells):
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=False)) + " |"
+
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(head), sep, *map(line, rows)])

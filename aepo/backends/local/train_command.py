@@ -1,0 +1,74 @@
+"""``aepo train --config FILE.yaml``: one run of the single-process engine."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+RESUME_LATEST = "latest"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, type=Path, help="YAML with aepo: and trainer:")
+    parser.add_argument("--output-dir", type=Path, help="overrides trainer.output_dir")
+    parser.add_argument("--steps", type=int, help="overrides trainer.steps (total, not additional)")
+    parser.add_argument("--device", help="overrides trainer.device")
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const=RESUME_LATEST,
+        metavar="CHECKPOINT",
+        help="continue from the latest checkpoint in the output dir, or from CHECKPOINT",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from aepo.backends.local.checkpoint import CheckpointError
+    from aepo.backends.local.settings import load_run_config
+    from aepo.core import ConfigError
+
+    try:
+        config = load_run_config(args.config)
+        overrides = {}
+        if args.output_dir is not None:
+            overrides["output_dir"] = str(args.output_dir)
+        if args.steps is not None:
+            overrides["steps"] = args.steps
+        if args.device is not None:
+            overrides["device"] = args.device
+        if args.no_progress:
+            overrides["progress"] = False
+        if overrides:
+            from aepo.backends.local.settings import run_config_from_dict
+
+            raw = config.model_dump(mode="json")
+            raw["trainer"].update(overrides)
+            config = run_config_from_dict(
+                raw, source=f"{args.config} (with command-line overrides)"
+            )
+    except ConfigError as err:
+        print(f"aepo train: {err}", file=sys.stderr)
+        return 2
+
+    from aepo.backends.local.trainer import LocalTrainer, ModelPathError
+
+    try:
+        trainer = LocalTrainer(config)
+        if args.resume is not None:
+            path = trainer.resume(None if args.resume == RESUME_LATEST else args.resume)
+            print(f"resumed from {path} at step {trainer.step}")
+            if trainer.step >= config.trainer.steps:
+                print(
+                    f"aepo train: the run is already at step {trainer.step} of "
+                    f"{config.trainer.steps}; pass a larger --steps to continue it",
+                    file=sys.stderr,
+                )
+                return 0
+        trainer.fit()
+    except (ConfigError, CheckpointError, ModelPathError, FileNotFoundError, ValueError) as err:
+        print(f"aepo train: {err}", file=sys.stderr)
+        return 1
+    print(f"done: {trainer.step} steps, logs and checkpoints in {trainer.output_dir}")
+    return 0

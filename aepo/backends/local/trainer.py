@@ -1,0 +1,481 @@
+"""The single-process engine: GRPO and every AEPO variant through ``aepo.core``.
+
+One step:
+1. sample n responses per prompt at T = 1 (the GRPO group) and score them at T = 1
+   (old log-probs, token entropy); the token-mean entropy is the controller's measurement;
+2. if the recipe has an extra rollout: the controller decides temperature and budget (from
+   the previous step's measurement, or this one's: ``entropy_source``), the pass is sized by
+   ``plan_extra_rollout``, positives are selected and get advantage ``alpha * R``;
+3. the selected rows replace rows of the GRPO batch as ``plan_merge`` says;
+4. PPO-clip updates in contiguous mini-batches (the merge plan spreads extra rows over them).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from aepo.backends.local import checkpoint as ckpt
+from aepo.backends.local.metrics_log import MetricsLogger
+from aepo.backends.local.prompts import DigitSumPrompts, ParquetPrompts, PromptSource
+from aepo.backends.local.rollout import (
+    Rollout,
+    decode_responses,
+    encode_prompts,
+    sample,
+    score,
+)
+from aepo.backends.local.settings import BUILTIN, RunConfig
+from aepo.core import (
+    AEPOConfig,
+    EntropyController,
+    PositiveRateTracker,
+    entropy_bonus_loss,
+    entropy_shaped_advantages,
+    group_advantage,
+    masked_mean,
+    plan_extra_rollout,
+    plan_merge,
+    ppo_clip_loss,
+    recipe_for,
+    reinforce_advantages,
+    select_reinforce_samples,
+)
+
+
+class ModelPathError(FileNotFoundError):
+    """The model directory is missing or cannot be loaded; the message names it."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def load_model(path: str | Path, dtype: str, device: torch.device):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(path)
+    if not path.is_dir():
+        raise ModelPathError(f"model directory not found: {path}")
+    if not (path / "config.json").is_file():
+        raise ModelPathError(f"{path} is not a Hugging Face model directory (no config.json)")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
+    except Exception as err:
+        raise ModelPathError(f"cannot load the model in {path}: {err}") from err
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model.to(device), tokenizer
+
+
+@dataclass
+class TrainBatch:
+    """Rows that enter the update: a rollout plus per-token old log-probs and advantages."""
+
+    rollout: Rollout
+    old_logp: torch.Tensor
+    advantages: torch.Tensor
+
+    def select(self, rows: torch.Tensor) -> TrainBatch:
+        return TrainBatch(self.rollout.select(rows), self.old_logp[rows], self.advantages[rows])
+
+    @staticmethod
+    def cat(parts: list[TrainBatch]) -> TrainBatch:
+        r = [p.rollout for p in parts]
+        return TrainBatch(
+            Rollout(
+                torch.cat([x.prompt_ids for x in r]),
+                torch.cat([x.prompt_mask for x in r]),
+                torch.cat([x.responses for x in r]),
+                torch.cat([x.response_mask for x in r]),
+            ),
+            torch.cat([p.old_logp for p in parts]),
+            torch.cat([p.advantages for p in parts]),
+        )
+
+
+def apply_merge(grpo: TrainBatch, extra: TrainBatch, plan) -> TrainBatch:
+    """Carry out a :class:`aepo.core.MergePlan` on local tensors."""
+    merged = TrainBatch(
+        grpo.rollout.select(torch.arange(len(grpo.rollout))),  # a copy we may overwrite
+        grpo.old_logp.clone(),
+        grpo.advantages.clone(),
+    )
+    k = int(plan.replace_rows.numel())
+    if k:
+        rows = plan.replace_rows.to(grpo.advantages.device)
+        src = torch.arange(k, device=rows.device)
+        for name in ("prompt_ids", "prompt_mask", "responses", "response_mask"):
+            getattr(merged.rollout, name)[rows] = getattr(extra.rollout, name)[src]
+        merged.old_logp[rows] = extra.old_logp[src]
+        merged.advantages[rows] = extra.advantages[src]
+    parts = [merged]
+    if plan.append_rows:
+        parts.append(extra.select(torch.arange(k, k + plan.append_rows)))
+    if plan.pad_rows:
+        pad = grpo.select(torch.zeros(plan.pad_rows, dtype=torch.long))
+        pad.rollout.response_mask.zero_()  # no-op rows: no token enters the loss
+        parts.append(pad)
+    return TrainBatch.cat(parts) if len(parts) > 1 else merged
+
+
+class LocalTrainer:
+    def __init__(self, config: RunConfig, output_dir: str | Path | None = None):
+        self.cfg: AEPOConfig = config.aepo
+        self.settings = config.trainer
+        self.run_config = config
+        self.recipe = recipe_for(self.cfg)
+        self.output_dir = Path(output_dir or self.settings.output_dir)
+        if self.settings.torch_threads:
+            torch.set_num_threads(self.settings.torch_threads)
+        self.device = resolve_device(self.settings.device)
+        self.step = 0
+        self.data_position = 0
+        self.controller = EntropyController(self.cfg)
+        self.positive_rates = PositiveRateTracker(self.cfg.prior_positive_rate)
+        self._model_dir = self._model_source()
+        self.model, self.tokenizer = load_model(self._model_dir, self.settings.dtype, self.device)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=self.settings.lr, weight_decay=self.settings.weight_decay
+        )
+        self.prompts = self._prompt_source()
+
+    # --- setup ------------------------------------------------------------------------
+    def _model_source(self) -> Path:
+        if self.settings.model == BUILTIN:
+            from aepo.tasks.warm_start import warm_start_model
+
+            return warm_start_model(
+                self.settings.warm_start, self.settings.cache_dir, progress=self.settings.progress
+            )
+        return Path(self.settings.model)
+
+    def _prompt_source(self) -> PromptSource:
+        if self.settings.data == BUILTIN:
+            return DigitSumPrompts(self.settings.seed)
+        return ParquetPrompts(
+            self.settings.data,
+            self.tokenizer,
+            self.settings.seed,
+            self.settings.apply_chat_template,
+        )
+
+    def resume(self, path: str | Path | None = None) -> Path:
+        """Restore model, optimiser, controller, tracker, RNG, step and data position."""
+        path = Path(path) if path is not None else ckpt.latest_checkpoint(self.output_dir)
+        model_dir, optimizer_state, state = ckpt.load_checkpoint_files(path)
+        self.model, self.tokenizer = load_model(model_dir, self.settings.dtype, self.device)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=self.settings.lr, weight_decay=self.settings.weight_decay
+        )
+        try:
+            self.optimizer.load_state_dict(optimizer_state)
+            self.controller.load_state_dict(state["controller"])
+            self.positive_rates.load_state_dict(state["positive_rates"])
+            ckpt.set_rng_state(state["rng"])
+        except (KeyError, ValueError, TypeError, RuntimeError) as err:
+            raise ckpt.CheckpointError(f"checkpoint {path} does not fit this run: {err}") from err
+        self.step = int(state["step"])
+        self.data_position = int(state["data_position"])
+        return path
+
+    def save(self) -> Path:
+        state = {
+            "step": self.step,
+            "data_position": self.data_position,
+            "controller": self.controller.state_dict(),
+            "positive_rates": self.positive_rates.state_dict(),
+            "run_config": self.run_config.model_dump(),
+        }
+        path = ckpt.checkpoint_path(self.output_dir, self.step)
+        return ckpt.save_checkpoint(path, self.model, self.tokenizer, self.optimizer, state)
+
+    # --- one step ---------------------------------------------------------------------
+    def _score_rows(self, rollout: Rollout, with_entropy: bool):
+        self.model.eval()
+        with torch.no_grad():
+            return score(
+                self.model,
+                rollout,
+                chunk_rows=self.settings.entropy_chunk_rows,
+                with_entropy=with_entropy,
+            )
+
+    def _sample(self, rollout_prompts: Rollout, temperature: float) -> Rollout:
+        self.model.eval()
+        return sample(
+            self.model,
+            rollout_prompts.prompt_ids,
+            rollout_prompts.prompt_mask,
+            temperature=temperature,
+            max_new_tokens=self.settings.max_new_tokens,
+            pad_id=self.tokenizer.pad_token_id,
+            eos_id=self.tokenizer.eos_token_id,
+        )
+
+    def _rewards(self, rollout: Rollout, truths: list) -> torch.Tensor:
+        texts = decode_responses(self.tokenizer, rollout)
+        return torch.tensor(
+            [self.prompts.reward(t, g) for t, g in zip(texts, truths, strict=True)],
+            dtype=torch.float32,
+        )
+
+    def train_step(self) -> dict[str, float]:
+        cfg, s, recipe = self.cfg, self.settings, self.recipe
+        step = self.step + 1
+        started = time.perf_counter()
+        n = s.samples_per_prompt
+        prompts = self.prompts.take(self.data_position, s.prompts_per_step)
+        prompt_ids, prompt_mask = encode_prompts(
+            self.tokenizer, [p.text for p in prompts], s.max_prompt_length, self.device
+        )
+        group_prompts = Rollout(
+            prompt_ids.repeat_interleave(n, 0),
+            prompt_mask.repeat_interleave(n, 0),
+            torch.empty(0),
+            torch.empty(0),
+        )
+        group_ids = [i for i in range(len(prompts)) for _ in range(n)]
+        truths = [p.ground_truth for p in prompts for _ in range(n)]
+
+        decision = None
+        if (
+            recipe.extra_rollout
+            and cfg.entropy_source == "previous_step"
+            and self.controller.has_measurement
+        ):
+            decision = self.controller.decide(step)
+
+        gen_started = time.perf_counter()
+        grpo_rollout = self._sample(group_prompts, 1.0)
+        gen_time = time.perf_counter() - gen_started
+        mask = grpo_rollout.response_mask
+        old_logp, old_entropy = self._score_rows(grpo_rollout, with_entropy=True)
+        entropy = float(masked_mean(old_entropy, mask))
+        self.controller.observe(entropy)
+        if recipe.extra_rollout and decision is None:
+            decision = self.controller.decide(step)  # measure first (step 1, current_batch)
+
+        rewards = self._rewards(grpo_rollout, truths)
+        seq_adv = group_advantage(rewards, group_ids).to(self.device)
+        advantages = seq_adv.unsqueeze(1) * mask.to(seq_adv.dtype)
+        if recipe.entropy_adv:
+            advantages = entropy_shaped_advantages(
+                advantages,
+                old_entropy,
+                mask,
+                beta=cfg.entropy_adv_beta,
+                kappa=cfg.entropy_adv_kappa,
+            )
+        grpo = TrainBatch(grpo_rollout, old_logp, advantages)
+        metrics: dict[str, float] = {
+            "reward/mean": float(rewards.mean()),
+            "actor/entropy": entropy,
+            "response_length/mean": float(mask.sum(-1).float().mean()),
+            "aepo/extra_gen_tokens": 0.0,
+            "aepo/extra_gen_fraction": 0.0,
+        }
+        gen_tokens = grpo_rollout.num_tokens
+
+        batch = grpo
+        if decision is not None:
+            extra_batch, extra_metrics, extra_tokens, extra_time = self._extra_rollout(
+                decision, step, prompt_ids, prompt_mask, prompts
+            )
+            gen_time += extra_time
+            gen_tokens += extra_tokens
+            metrics.update(decision.metrics())
+            metrics.update(extra_metrics)
+            metrics["aepo/extra_gen_tokens"] = float(extra_tokens)
+            metrics["aepo/extra_gen_fraction"] = extra_tokens / max(1, grpo_rollout.num_tokens)
+            if extra_batch is not None:
+                batch = self._merge(grpo, extra_batch, seq_adv, metrics)
+
+        metrics.update(self._update(batch))
+        elapsed = time.perf_counter() - started
+        metrics["perf/step_time_s"] = elapsed
+        metrics["perf/gen_tokens"] = float(gen_tokens)
+        metrics["perf/gen_tokens_per_s"] = gen_tokens / max(gen_time, 1e-9)
+        metrics["perf/tokens_per_s"] = gen_tokens / max(elapsed, 1e-9)
+        self.step = step
+        self.data_position += s.prompts_per_step
+        return metrics
+
+    def _extra_rollout(self, decision, step, prompt_ids, prompt_mask, prompts):
+        cfg, s, recipe = self.cfg, self.settings, self.recipe
+        n = s.samples_per_prompt
+        temperature = decision.temperature if recipe.controlled_temperature else 1.0
+        plan = plan_extra_rollout(
+            cfg,
+            budget=decision.budget,
+            temperature=temperature,
+            num_prompts=len(prompts),
+            samples_per_prompt=n,
+            positive_rate=self.positive_rates.rate(temperature),
+        )
+        metrics = {"aepo/reinforce_samples": 0.0}
+        if plan.num_samples == 0:
+            return None, metrics, 0, 0.0
+        rng = np.random.default_rng([s.seed, step, 1])
+        chosen = np.sort(rng.choice(len(prompts), size=plan.num_prompts, replace=False))
+        chosen_t = torch.as_tensor(chosen, device=prompt_ids.device)
+        extra_prompts = Rollout(
+            prompt_ids[chosen_t].repeat_interleave(plan.samples_per_prompt, 0),
+            prompt_mask[chosen_t].repeat_interleave(plan.samples_per_prompt, 0),
+            torch.empty(0),
+            torch.empty(0),
+        )
+        started = time.perf_counter()
+        rollout = self._sample(extra_prompts, temperature)
+        gen_time = time.perf_counter() - started
+        group_ids = [int(i) for i in chosen for _ in range(plan.samples_per_prompt)]
+        truths = [prompts[i].ground_truth for i in group_ids]
+        rewards = self._rewards(rollout, truths)
+        generator = torch.Generator().manual_seed(int(s.seed) * 1_000_003 + step)
+        selection = select_reinforce_samples(
+            rewards,
+            group_ids,
+            decision.budget,
+            signal=recipe.signal,
+            positive_filter=cfg.positive_filter,
+            reward_threshold=cfg.reward_threshold,
+            advantage_threshold=cfg.advantage_threshold,
+            generator=generator,
+        )
+        self.positive_rates.update(temperature, selection.num_candidates, len(rollout))
+        metrics["aepo/positive_rate"] = selection.num_candidates / len(rollout)
+        metrics["aepo/extra_reward_mean"] = float(rewards.mean())
+        metrics["aepo/reinforce_samples"] = float(len(selection))
+        if len(selection) == 0:
+            return None, metrics, rollout.num_tokens, gen_time
+        picked = rollout.select(selection.indices.to(rollout.responses.device))
+        # Old log-probs of temperature samples at T = 1 (users.md 3): the ratio is
+        # pi_theta / pi_old of the policy being trained, not of the sampling distribution.
+        old_logp, _ = self._score_rows(picked, with_entropy=False)
+        advantages = reinforce_advantages(
+            selection.signal.to(self.device), cfg.alpha, picked.response_mask
+        )
+        return TrainBatch(picked, old_logp, advantages), metrics, rollout.num_tokens, gen_time
+
+    def _merge(self, grpo: TrainBatch, extra: TrainBatch, seq_adv, metrics) -> TrainBatch:
+        m = self.settings.mini_batches
+        rows = len(grpo.rollout)
+        chunks = m if rows % m == 0 else 1
+        plan = plan_merge(
+            seq_adv,
+            min(len(extra.rollout), rows) if self.cfg.merge != "append" else len(extra.rollout),
+            mode=self.cfg.merge,
+            num_chunks=chunks,
+            batch_multiple=m,
+        )
+        metrics["aepo/displaced_nonzero"] = float(plan.displaced_nonzero)
+        return apply_merge(grpo, extra, plan)
+
+    def _update(self, batch: TrainBatch) -> dict[str, float]:
+        s, cfg, recipe = self.settings, self.cfg, self.recipe
+        self.model.train()
+        rows = len(batch.rollout)
+        bounds = np.linspace(0, rows, min(s.mini_batches, rows) + 1).astype(int)
+        losses, clipfracs, kls, grad_norms = [], [], [], []
+        for _ in range(s.ppo_epochs):
+            for lo, hi in zip(bounds[:-1], bounds[1:], strict=False):
+                part = batch.select(torch.arange(lo, hi, device=batch.advantages.device))
+                mask = part.rollout.response_mask
+                if mask.sum() == 0:
+                    continue
+                logp, ent = score(
+                    self.model,
+                    part.rollout,
+                    chunk_rows=s.entropy_chunk_rows,
+                    with_entropy=recipe.entropy_coef > 0,
+                )
+                loss, diag = ppo_clip_loss(
+                    logp,
+                    part.old_logp,
+                    part.advantages,
+                    mask,
+                    clip_low=cfg.clip_ratio,
+                    clip_high=cfg.clip_ratio,
+                    agg=s.loss_agg,
+                )
+                total = loss
+                if recipe.entropy_coef > 0:
+                    total = total + entropy_bonus_loss(ent, mask, recipe.entropy_coef, s.loss_agg)
+                self.optimizer.zero_grad(set_to_none=True)
+                total.backward()
+                grad_norms.append(
+                    float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), s.grad_clip))
+                )
+                self.optimizer.step()
+                losses.append(loss.item())
+                clipfracs.append(diag["actor/pg_clipfrac"])
+                kls.append(diag["actor/ppo_kl"])
+        self.model.eval()
+
+        def mean(xs):
+            return float(np.mean(xs)) if xs else 0.0
+
+        return {
+            "actor/pg_loss": mean(losses),
+            "actor/pg_clipfrac": mean(clipfracs),
+            "actor/ppo_kl": mean(kls),
+            "actor/grad_norm": mean(grad_norms),
+        }
+
+    # --- loop -------------------------------------------------------------------------
+    def fit(self, steps: int | None = None, desc: str | None = None) -> list[dict]:
+        """Train until ``steps`` (default: the configured total); returns this call's metrics."""
+        from tqdm.auto import tqdm
+
+        total = steps if steps is not None else self.settings.steps
+        if self.step >= total:
+            return []
+        resumed = self.step if self.step > 0 else None
+        if resumed is None:
+            torch.manual_seed(self.settings.seed)
+            np.random.seed(self.settings.seed % 2**32)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        (self.output_dir / "config.yaml").write_text(_to_yaml(self.run_config))
+        logger = MetricsLogger(self.output_dir, resume_step=resumed)
+        history = []
+        bar = tqdm(
+            total=total,
+            initial=self.step,  # a resumed run's bar continues where it stopped
+            desc=desc or self.output_dir.name,
+            disable=not self.settings.progress,
+            dynamic_ncols=True,
+        )
+        try:
+            while self.step < total:
+                metrics = self.train_step()
+                for key, value in metrics.items():
+                    if not math.isfinite(value):
+                        raise FloatingPointError(f"step {self.step}: {key} is {value}")
+                logger.log(self.step, metrics)
+                history.append({"step": self.step, **metrics})
+                bar.update(1)
+                bar.set_postfix(
+                    H=f"{metrics['actor/entropy']:.3f}", R=f"{metrics['reward/mean']:.2f}"
+                )
+                every = self.settings.save_every
+                if (every and self.step % every == 0) or self.step == total:
+                    self.save()
+        finally:
+            bar.close()
+            logger.close()
+        return history
+
+
+def _to_yaml(config: RunConfig) -> str:
+    import yaml
+
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

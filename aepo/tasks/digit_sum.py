@@ -1,0 +1,47 @@
+"""The built-in verifiable task: write two digits that add up to a target.
+
+Prompt ``"12="``, correct answers ``"3+9"``, ``"4+8"``, ... ``"9+3"``. Every target in 0..18
+has between 1 and 10 correct answers, so a policy can be fully accurate *and* keep entropy
+(spread over the correct pairs) -- the regime where GRPO's collapse onto one answer per
+prompt is visible and AEPO's entropy target is meaningful.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+
+MAX_DIGIT = 9
+TARGETS = tuple(range(2 * MAX_DIGIT + 1))
+ANSWER_TOKENS = 4  # "a", "+", "b", <eos>
+_ANSWER = re.compile(r"(\d)\+(\d)")
+
+
+def prompt_text(target: int) -> str:
+    return f"{target}="
+
+
+def valid_answers(target: int) -> list[str]:
+    return [f"{a}+{target - a}" for a in range(10) if 0 <= target - a <= MAX_DIGIT]
+
+
+def reward(response: str, target: int | str) -> float:
+    """1.0 when the response is exactly ``"a+b"`` with digits summing to ``target``."""
+    match = _ANSWER.fullmatch(response.strip())
+    if match is None:
+        return 0.0
+    return float(int(match.group(1)) + int(match.group(2)) == int(target))
+
+
+def sample_targets(rng: np.random.Generator, count: int) -> list[int]:
+    return [int(t) for t in rng.integers(0, len(TARGETS), size=count)]
+
+
+def entropy_ceiling() -> float:
+    """Token-mean entropy (nats) of the policy that is uniform over the correct answers of
+    a uniformly drawn target: the most entropy a fully accurate policy can have here.
+    Only the first digit carries a choice; '+', the second digit and <eos> are forced."""
+    per_prompt = [math.log(len(valid_answers(t))) for t in TARGETS]
+    return float(np.mean(per_prompt)) / ANSWER_TOKENS

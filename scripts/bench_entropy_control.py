@@ -1,0 +1,122 @@
+#!/usr/bin/env python
+"""Every algorithm on the built-in task with the same seeds: the demo's summary columns
+plus wall time per step and generated tokens per second (medians over seeds).
+
+    python scripts/bench_entropy_control.py                 # 1 seed, 150 steps
+    python scripts/bench_entropy_control.py --seeds 0 1 2   # medians over 3 seeds
+
+Prints a markdown table (the README's) and writes runs/bench/bench.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    from aepo.backends.local.presets import DEMO_TARGETS, TINY_TRAINER, tiny_run_config
+    from aepo.backends.local.settings import run_config_from_dict
+    from aepo.backends.local.summary import format_table, summarize
+    from aepo.backends.local.trainer import LocalTrainer
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--steps", type=int, default=TINY_TRAINER["steps"])
+    parser.add_argument("--targets", type=float, nargs="+", default=list(DEMO_TARGETS))
+    parser.add_argument("--output-dir", type=Path, default=Path("runs/bench"))
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--cache-dir", type=Path)
+    parser.add_argument("--only", nargs="+", help="run only these rows (names as in the table)")
+    parser.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override aepo: keys of every row (YAML values), e.g. --set alpha=16",
+    )
+    args = parser.parse_args(argv)
+
+    rows = [("grpo", "grpo", None)]
+    rows += [(f"aepo H*={t:g}", "aepo", t) for t in args.targets]
+    rows += [
+        ("aepo fixed budget", "aepo", "fixed"),
+        ("entropy_reg", "entropy_reg", None),
+        ("entropy_adv", "entropy_adv", None),
+        ("aepo_no_temperature", "aepo_no_temperature", None),
+        ("aepo_advantage", "aepo_advantage", None),
+    ]
+    if args.only:
+        rows = [r for r in rows if r[0] in args.only]
+
+    import yaml
+
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--set expects KEY=VALUE, got {item!r}")
+        overrides[key] = yaml.safe_load(value)
+
+    results = []
+    started = time.perf_counter()
+    for name, algorithm, variant in rows:
+        per_seed = []
+        for seed in args.seeds:
+            target = variant if isinstance(variant, float) else None
+            raw = tiny_run_config(
+                algorithm,
+                target,
+                output_dir=str(
+                    args.output_dir / name.replace(" ", "_").replace("*=", "_") / f"seed{seed}"
+                ),
+                steps=args.steps,
+                seed=seed,
+                save_every=0,
+                device="cpu",
+                torch_threads=args.threads,
+                cache_dir=None if args.cache_dir is None else str(args.cache_dir),
+            )
+            raw["aepo"].update(overrides)
+            if variant == "fixed":
+                raw["aepo"]["rollout_budget"] = "fixed"
+            config = run_config_from_dict(raw, source=name)
+            trainer = LocalTrainer(config)
+            history = trainer.fit(desc=f"{name} seed {seed}")
+            has_target = config.aepo.algorithm.startswith("aepo")
+            per_seed.append(
+                summarize(name, history, config.aepo.target_entropy if has_target else None)
+            )
+        results.append(_median(per_seed))
+
+    print(
+        f"\n{len(args.seeds)} seed(s) {args.seeds}, {args.steps} steps, "
+        f"{time.perf_counter() - started:.0f} s in all; medians over seeds\n"
+    )
+    print(format_table(results, timing=True))
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    (args.output_dir / "bench.json").write_text(
+        json.dumps([r.as_dict() for r in results], indent=2)
+    )
+    return 0
+
+
+def _median(summaries):
+    first = summaries[0]
+    if len(summaries) == 1:
+        return first
+    numeric = {
+        k: statistics.median(getattr(s, k) for s in summaries)
+        for k, v in first.as_dict().items()
+        if isinstance(v, float) and k != "target"
+    }
+    return replace(first, **numeric)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

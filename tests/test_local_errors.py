@@ -1,0 +1,111 @@
+"""Bad configs, model paths and checkpoints fail with messages that name what is wrong."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import yaml
+
+from aepo.backends.local.checkpoint import CheckpointError, load_checkpoint_files
+from aepo.backends.local.settings import load_run_config
+from aepo.backends.local.trainer import LocalTrainer, ModelPathError
+from aepo.cli import main
+from aepo.core import ConfigError
+
+
+def write(path, data):
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_unknown_trainer_key_names_file_and_key(tmp_path):
+    cfg = write(tmp_path / "bad.yaml", {"aepo": {"algorithm": "grpo"}, "trainer": {"stepz": 3}})
+    with pytest.raises(ConfigError, match=r"bad\.yaml:trainer\.stepz: unknown key"):
+        load_run_config(cfg)
+
+
+def test_bad_aepo_value_names_file_and_key(tmp_path):
+    cfg = write(tmp_path / "bad.yaml", {"aepo": {"t_high": 0.5, "t_low": 0.8}})
+    with pytest.raises(ConfigError, match=r"bad\.yaml:aepo.*t_high must be > t_low"):
+        load_run_config(cfg)
+
+
+def test_bad_trainer_value_and_unknown_section(tmp_path):
+    cfg = write(tmp_path / "neg.yaml", {"trainer": {"lr": -1}})
+    with pytest.raises(ConfigError, match=r"neg\.yaml:trainer\.lr"):
+        load_run_config(cfg)
+    cfg = write(tmp_path / "sec.yaml", {"optim": {"lr": 1}})
+    with pytest.raises(ConfigError, match=r"sec\.yaml: unknown section.*optim"):
+        load_run_config(cfg)
+
+
+def test_missing_and_unparsable_config_files(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found: .*nope.yaml"):
+        load_run_config(tmp_path / "nope.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("aepo: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"broken\.yaml: not valid YAML"):
+        load_run_config(broken)
+
+
+def test_cli_reports_config_errors_without_traceback(tmp_path, capsys):
+    cfg = write(tmp_path / "bad.yaml", {"trainer": {"mini_batches": 0}})
+    assert main(["train", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.yaml:trainer.mini_batches" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("make", ["missing", "not_a_model"])
+def test_bad_model_path_is_named(tmp_path, make):
+    path = tmp_path / "model"
+    if make == "not_a_model":
+        path.mkdir()
+        (path / "weights.txt").write_text("x")
+    cfg = write(tmp_path / "m.yaml", {"trainer": {"model": str(path), "progress": False}})
+    with pytest.raises(ModelPathError, match=str(path)):
+        LocalTrainer(load_run_config(cfg))
+
+
+def test_broken_model_directory_is_named(tmp_path):
+    path = tmp_path / "model"
+    path.mkdir()
+    (path / "config.json").write_text("{not json")
+    cfg = write(tmp_path / "m.yaml", {"trainer": {"model": str(path), "progress": False}})
+    with pytest.raises(ModelPathError, match=f"cannot load the model in {path}"):
+        LocalTrainer(load_run_config(cfg))
+
+
+def test_missing_dataset_is_named(tmp_path):
+    from aepo.tasks.tiny_model import save_tiny_model
+
+    model = save_tiny_model(tmp_path / "tiny")
+    data = tmp_path / "train.parquet"
+    cfg = write(tmp_path / "d.yaml", {"trainer": {"model": str(model), "data": str(data)}})
+    with pytest.raises(FileNotFoundError, match=str(data)):
+        LocalTrainer(load_run_config(cfg))
+
+
+def test_missing_incomplete_and_corrupt_checkpoints_are_named(tmp_path):
+    with pytest.raises(CheckpointError, match="checkpoint not found: .*step_000009"):
+        load_checkpoint_files(tmp_path / "step_000009")
+    ckpt = tmp_path / "step_000002"
+    (ckpt / "model").mkdir(parents=True)
+    torch.save({}, ckpt / "optimizer.pt")
+    with pytest.raises(CheckpointError, match="trainer_state.pt is missing"):
+        load_checkpoint_files(ckpt)
+    (ckpt / "trainer_state.pt").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="cannot read checkpoint file .*trainer_state.pt"):
+        load_checkpoint_files(ckpt)
+
+
+def test_resume_without_checkpoint_fails_clearly(tmp_path, capsys):
+    from aepo.tasks.tiny_model import save_tiny_model
+
+    model = save_tiny_model(tmp_path / "tiny")
+    out = tmp_path / "run"
+    cfg = write(
+        tmp_path / "r.yaml",
+        {"aepo": {"algorithm": "grpo"}, "trainer": {"model": str(model), "output_dir": str(out)}},
+    )
+    assert main(["train", "--config", str(cfg), "--resume", "--no-progress"]) == 1
+    assert f"no checkpoint to resume from under {out / 'checkpoints'}" in capsys.readouterr().err

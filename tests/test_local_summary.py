@@ -1,0 +1,42 @@
+"""The summary columns the demo and the benchmark report."""
+
+from __future__ import annotations
+
+import pytest
+
+from aepo.backends.local.summary import format_table, summarize
+
+
+def history(entropies, rewards, extra=0.0, generated=100.0):
+    return [
+        {
+            "step": i + 1,
+            "actor/entropy": h,
+            "reward/mean": r,
+            "aepo/extra_gen_tokens": extra,
+            "perf/gen_tokens": generated + extra,
+            "perf/step_time_s": 0.5,
+            "perf/tokens_per_s": 200.0,
+        }
+        for i, (h, r) in enumerate(zip(entropies, rewards, strict=True))
+    ]
+
+
+def test_summary_columns():
+    entropies = [0.8, 0.6, 0.4, 0.2, 0.3, 0.1, 0.3, 0.1]
+    rewards = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.9]
+    s = summarize("aepo", history(entropies, rewards, extra=5.0), target=0.25)
+    assert s.entropy_mean == pytest.approx(0.2)  # last half: 0.3, 0.1, 0.3, 0.1
+    assert s.entropy_std == pytest.approx(0.1)
+    assert s.tracking_error == pytest.approx(0.2)  # |0.2 - 0.25| / 0.25
+    assert s.final_reward == pytest.approx(0.8)  # last quarter: 0.7, 0.9
+    assert s.last_quarter_entropy == pytest.approx(0.2)
+    assert s.first_entropy == 0.8
+    assert s.extra_token_fraction == pytest.approx(0.05)  # 5 extra per 100 GRPO tokens
+    table = format_table([s, summarize("grpo", history(entropies, rewards))], timing=True)
+    assert "| aepo " in table and "20.0%" in table and "5.0%" in table and "| -" in table
+
+
+def test_summary_of_an_empty_run_fails_clearly():
+    with pytest.raises(ValueError, match="'x' has no logged steps"):
+        summarize("x", [])

@@ -1,0 +1,78 @@
+"""The built-in task, tokenizer, tiny model and the cached warm start."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from aepo.tasks import digit_sum
+from aepo.tasks.tiny_model import build_tokenizer, save_tiny_model
+from aepo.tasks.warm_start import WarmStartSettings, warm_start_model
+
+
+def test_reward_accepts_every_valid_pair_and_nothing_else():
+    for target in digit_sum.TARGETS:
+        valid = set(digit_sum.valid_answers(target))
+        assert len(valid) == min(target, 18 - target) + 1
+        for a in range(10):
+            for b in range(10):
+                answer = f"{a}+{b}"
+                assert digit_sum.reward(answer, target) == float(answer in valid)
+    assert digit_sum.reward("3+9", "12") == 1.0  # ground truth from a parquet is a string
+    for bad in ("39", "3+9+0", "3 + 9", "", "12", "a+b"):
+        assert digit_sum.reward(bad, 12) == 0.0
+
+
+def test_entropy_ceiling_is_the_uniform_correct_policy():
+    expected = sum(math.log(min(t, 18 - t) + 1) for t in range(19)) / 19 / 4
+    assert digit_sum.entropy_ceiling() == pytest.approx(expected)
+    assert 0.3 < digit_sum.entropy_ceiling() < 0.4
+
+
+def test_tokenizer_is_character_level_and_round_trips_ascii():
+    tok = build_tokenizer()
+    text = "Let x = 3.5; find $\\frac{x^2}{2}$?\n\tOK"
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    assert len(ids) == len(text)
+    assert tok.decode(ids) == text
+    unknown = tok("é€", add_special_tokens=False)["input_ids"]
+    assert unknown == [tok.unk_token_id, tok.unk_token_id]
+    assert tok.pad_token_id != tok.eos_token_id
+    chat = tok.apply_chat_template(
+        [{"role": "user", "content": "2+2?"}], add_generation_prompt=True, tokenize=False
+    )
+    assert chat == "user: 2+2?\nassistant: "
+
+
+def test_saved_tiny_model_loads_offline_with_auto_classes(tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = save_tiny_model(tmp_path / "tiny", seed=3)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    tok = AutoTokenizer.from_pretrained(path)
+    assert type(model).__name__ == "LlamaForCausalLM"
+    assert model.config.vocab_size == len(tok)
+    ids = tok("7=", return_tensors="pt")
+    out = model.generate(**ids, do_sample=False, max_new_tokens=3, pad_token_id=tok.pad_token_id)
+    assert out.shape[0] == 1 and out.shape[1] <= ids["input_ids"].shape[1] + 3
+    same = save_tiny_model(tmp_path / "again", seed=3)
+    again = AutoModelForCausalLM.from_pretrained(same)
+    first = next(iter(model.state_dict().values()))
+    assert (first == next(iter(again.state_dict().values()))).all()  # seeded
+
+
+def test_warm_start_is_cached_by_its_settings(tmp_path, monkeypatch):
+    settings = WarmStartSettings(steps=5, batch_size=32)
+    path = warm_start_model(settings, tmp_path, progress=False)
+    assert (path / "config.json").is_file() and (path / "warm_start.json").is_file()
+
+    def must_not_train(*args, **kwargs):
+        raise AssertionError("cached warm start was retrained")
+
+    monkeypatch.setattr("aepo.tasks.warm_start.train_warm_start", must_not_train)
+    assert warm_start_model(settings, tmp_path, progress=False) == path
+    other = WarmStartSettings(steps=6, batch_size=32)
+    assert other.key() != settings.key()
+    with pytest.raises(AssertionError, match="retrained"):
+        warm_start_model(other, tmp_path, progress=False)
