@@ -10,20 +10,7 @@ from aepo.backends.local.presets import tiny_run_config
 from aepo.backends.local.settings import run_config_from_dict
 from aepo.backends.local.trainer import LocalTrainer
 from aepo.core import ALGORITHMS
-
-DESIGN_METRICS = {
-    "aepo/entropy",
-    "aepo/target_entropy",
-    "aepo/temperature",
-    "aepo/direction",
-    "aepo/reinforce_samples",
-    "aepo/positive_rate",
-    "aepo/extra_gen_tokens",
-    "aepo/extra_gen_fraction",
-    "reward/mean",
-    "actor/entropy",
-    "actor/pg_loss",
-}
+from aepo.core.metric_names import SHARED_METRICS
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +50,7 @@ def test_every_algorithm_trains_and_logs_entropy_and_reward(algorithm, cache_dir
     changed = any(not torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
     assert changed, "no parameter moved"
     if algorithm.startswith("aepo"):
-        assert DESIGN_METRICS <= set(logged[0]), DESIGN_METRICS - set(logged[0])
+        assert set(SHARED_METRICS) <= set(logged[0]), set(SHARED_METRICS) - set(logged[0])
         assert any(m["aepo/extra_gen_tokens"] > 0 for m in logged)
     else:
         assert all(m["aepo/extra_gen_tokens"] == 0 for m in logged)

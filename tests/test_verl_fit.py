@@ -39,6 +39,7 @@ from aepo.backends.verl.checkpoint import STATE_FILE  # noqa: E402
 from aepo.backends.verl.extra_rollout import RolloutManagerProxy  # noqa: E402
 from aepo.backends.verl.startup import check_config  # noqa: E402
 from aepo.backends.verl.trainer import AEPORayTrainer  # noqa: E402
+from aepo.core.metric_names import SHARED_METRICS  # noqa: E402
 from aepo.tasks.tiny_model import build_tokenizer  # noqa: E402
 from tests.verl_fakes import (  # noqa: E402
     AGENT_LOOP_WORKERS,
@@ -54,20 +55,6 @@ DP = 2
 MINI_BATCH_ROWS = 4 * N  # ppo_mini_batch_size (prompts) * n
 STEPS = 4  # one epoch of the dataset below
 SAVE_FREQ = 2
-
-DESIGN_SCALARS = (
-    "aepo/entropy",
-    "aepo/target_entropy",
-    "aepo/temperature",
-    "aepo/direction",
-    "aepo/reinforce_samples",
-    "aepo/positive_rate",
-    "aepo/extra_gen_tokens",
-    "aepo/extra_gen_fraction",
-    "reward/mean",
-    "actor/entropy",
-    "actor/pg_loss",
-)
 
 
 def write_dataset(path: Path) -> Path:
@@ -250,7 +237,7 @@ def test_actor_gets_merged_batches_of_the_size_verl_splits(aepo_run):
 
 def test_tensorboard_has_the_design_scalars_at_every_step(aepo_run):
     tb = aepo_run.scalars
-    missing = [tag for tag in DESIGN_SCALARS if set(tb.get(tag, {})) != set(range(1, STEPS + 1))]
+    missing = [tag for tag in SHARED_METRICS if set(tb.get(tag, {})) != set(range(1, STEPS + 1))]
     assert not missing, f"not logged at every step 1..{STEPS}: {missing}"
     history = aepo_run.trainer.controller.history
     for step, decision in enumerate(history, start=1):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aepo.eval.sampling import SamplingSettings, require_model_dir
+from aepo.eval.sampling import ChatTemplatePrompts, SamplingSettings, require_model_dir
 
 
 def pick_device(device: str) -> str:
@@ -15,7 +15,7 @@ def pick_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-class TransformersSampler:
+class TransformersSampler(ChatTemplatePrompts):
     """Batched ``model.generate`` with sampling; ``batch_size`` counts sequences, not prompts.
 
     ``use_chat_template``: wrap each problem as a user turn with the tokenizer's chat template
@@ -47,13 +47,6 @@ class TransformersSampler:
         ).to(self.device)
         self.model.eval()
         self.templated = use_chat_template and bool(getattr(self.tokenizer, "chat_template", None))
-
-    def render(self, user_text: str) -> str:
-        if not self.templated:
-            return user_text
-        return self.tokenizer.apply_chat_template(
-            [{"role": "user", "content": user_text}], tokenize=False, add_generation_prompt=True
-        )
 
     def _generate(self, prompts: list[str], settings: SamplingSettings) -> list[str]:
         import torch

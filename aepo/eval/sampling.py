@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 PAPER_MAX_TOKENS = 8192
 PAPER_TOP_P = 0.95
@@ -44,6 +44,20 @@ class Sampler(Protocol):
     def sample(self, prompts: list[str], settings: SamplingSettings, seed: int) -> list[list[str]]:
         """``settings.n`` completions for each prompt, in prompt order."""
         ...
+
+
+class ChatTemplatePrompts:
+    """``render`` for samplers that hold a ``tokenizer`` and a ``templated`` flag."""
+
+    tokenizer: Any
+    templated: bool
+
+    def render(self, user_text: str) -> str:
+        if not self.templated:
+            return user_text
+        return self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": user_text}], tokenize=False, add_generation_prompt=True
+        )
 
 
 def require_model_dir(model: Path) -> Path:

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aepo.eval.sampling import SamplingSettings, require_model_dir
+from aepo.eval.sampling import ChatTemplatePrompts, SamplingSettings, require_model_dir
 
 
-class VLLMSampler:
+class VLLMSampler(ChatTemplatePrompts):
     def __init__(
         self,
         model: Path,
@@ -42,13 +42,6 @@ class VLLMSampler:
         )
         self.tokenizer = self.llm.get_tokenizer()
         self.templated = use_chat_template and bool(getattr(self.tokenizer, "chat_template", None))
-
-    def render(self, user_text: str) -> str:
-        if not self.templated:
-            return user_text
-        return self.tokenizer.apply_chat_template(
-            [{"role": "user", "content": user_text}], tokenize=False, add_generation_prompt=True
-        )
 
     def sample(self, prompts: list[str], settings: SamplingSettings, seed: int) -> list[list[str]]:
         from vllm import SamplingParams

@@ -1,0 +1,16 @@
+"""The TensorBoard scalars both engines write (design decision 6), so that ``aepo plot`` and
+users' dashboards read local and verl runs alike."""
+
+SHARED_METRICS: tuple[str, ...] = (
+    "aepo/entropy",
+    "aepo/target_entropy",
+    "aepo/temperature",
+    "aepo/direction",
+    "aepo/reinforce_samples",
+    "aepo/positive_rate",
+    "aepo/extra_gen_tokens",
+    "aepo/extra_gen_fraction",
+    "reward/mean",
+    "actor/entropy",
+    "actor/pg_loss",
+)
