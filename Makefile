@@ -36,4 +36,4 @@ bench: install
 	$(PY) scripts/bench_entropy_control.py
 
 clean:
-	rm -rf $(VENV) runs .aepo_cache
+	rm -rf $(VENV) runs outputs  # the warm-start cache stays in ~/.cache/aepo (AEPO_CACHE_DIR)

@@ -140,7 +140,7 @@ def _make_sampler(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from aepo.eval.progress_log import ProgressLog, RunMismatchError
     from aepo.eval.runner import evaluate
-    from aepo.eval.sampling import require_model_dir
+    from aepo.model_dir import require_model_dir
 
     try:
         settings = SamplingSettings(

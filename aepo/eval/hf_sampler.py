@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aepo.eval.sampling import ChatTemplatePrompts, SamplingSettings, require_model_dir
+from aepo.eval.sampling import ChatTemplatePrompts, SamplingSettings
+from aepo.model_dir import require_model_dir
 
 
 def pick_device(device: str) -> str:

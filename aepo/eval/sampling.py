@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 PAPER_MAX_TOKENS = 8192
@@ -58,16 +57,3 @@ class ChatTemplatePrompts:
         return self.tokenizer.apply_chat_template(
             [{"role": "user", "content": user_text}], tokenize=False, add_generation_prompt=True
         )
-
-
-def require_model_dir(model: Path) -> Path:
-    """Models are local directories; nothing is ever downloaded."""
-    model = Path(model).expanduser()
-    if not model.is_dir():
-        raise FileNotFoundError(
-            f"model directory not found: {model} (aepo eval takes a local Hugging Face model "
-            "directory; it never downloads)"
-        )
-    if not (model / "config.json").is_file():
-        raise FileNotFoundError(f"{model} has no config.json: not a Hugging Face model directory")
-    return model

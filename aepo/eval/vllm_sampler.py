@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aepo.eval.sampling import ChatTemplatePrompts, SamplingSettings, require_model_dir
+from aepo.eval.sampling import ChatTemplatePrompts, SamplingSettings
+from aepo.model_dir import require_model_dir
 
 
 class VLLMSampler(ChatTemplatePrompts):

@@ -46,10 +46,7 @@ from aepo.core import (
     reinforce_advantages,
     select_reinforce_samples,
 )
-
-
-class ModelPathError(FileNotFoundError):
-    """The model directory is missing or cannot be loaded; the message names it."""
+from aepo.model_dir import ModelPathError, require_model_dir
 
 
 def resolve_device(name: str) -> torch.device:
@@ -61,11 +58,7 @@ def resolve_device(name: str) -> torch.device:
 def load_model(path: str | Path, dtype: str, device: torch.device):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = Path(path)
-    if not path.is_dir():
-        raise ModelPathError(f"model directory not found: {path}")
-    if not (path / "config.json").is_file():
-        raise ModelPathError(f"{path} is not a Hugging Face model directory (no config.json)")
+    path = require_model_dir(path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
