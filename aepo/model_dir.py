@@ -19,3 +19,20 @@ def require_model_dir(model: str | Path) -> Path:
     if not (model / "config.json").is_file():
         raise ModelPathError(f"{model} has no config.json: not a Hugging Face model directory")
     return model
+
+
+def load_causal_lm(model: Path, *, dtype: str = "auto", device=None):
+    """``(model, tokenizer)`` from a directory checked by :func:`require_model_dir`, with the
+    tokenizer set up for batched generation: left padding (generation continues from the
+    right end) and the eos token as pad token when it has none. ``dtype``: ``auto`` or a
+    torch dtype name; ``device``: where to move the model (None: leave it on the CPU)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model, local_files_only=True)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
+    lm = AutoModelForCausalLM.from_pretrained(model, local_files_only=True, dtype=torch_dtype)
+    return (lm if device is None else lm.to(device)), tokenizer

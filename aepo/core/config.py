@@ -102,13 +102,17 @@ class AEPOConfig(BaseModel):
             problems.append(f"t_low must be > 0, got {self.t_low}")
         if not self.t_high > self.t_low:
             problems.append(f"t_high must be > t_low, got t_high={self.t_high}, t_low={self.t_low}")
-        for name in ("samples_up", "samples_down", "min_extra_samples"):
-            if getattr(self, name) < 0:
-                problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("alpha", "proportional_gain", "integral_gain", "integral_limit"):
-            if getattr(self, name) < 0:
-                problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("entropy_coef", "entropy_adv_beta"):
+        for name in (
+            "samples_up",
+            "samples_down",
+            "min_extra_samples",
+            "alpha",
+            "proportional_gain",
+            "integral_gain",
+            "integral_limit",
+            "entropy_coef",
+            "entropy_adv_beta",
+        ):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
         if not self.entropy_adv_kappa > 0:
@@ -140,18 +144,24 @@ class ConfigError(ValueError):
     """A configuration that cannot run; the message names the source, key and value."""
 
 
+def validation_problems(err: ValidationError, source: str) -> str:
+    """One line per pydantic error, naming ``source.key`` and the offending value (indented
+    to follow a ``ConfigError`` heading); shared with the engines' own settings models."""
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        where = f"{source}.{loc}" if loc else source
+        value = e.get("input")
+        if e["type"] == "extra_forbidden":
+            lines.append(f"{where}: unknown key (value {value!r})")
+        else:
+            lines.append(f"{where}: {e['msg']} (got {value!r})")
+    return "\n  ".join(lines)
+
+
 def load_aepo_config(raw: dict[str, Any] | None, source: str = "aepo") -> AEPOConfig:
     """Validate a plain mapping into :class:`AEPOConfig`, with errors naming ``source.key``."""
     try:
         return AEPOConfig.model_validate(dict(raw or {}))
     except ValidationError as err:
-        lines = []
-        for e in err.errors():
-            loc = ".".join(str(p) for p in e["loc"])
-            where = f"{source}.{loc}" if loc else source
-            value = e.get("input")
-            if e["type"] == "extra_forbidden":
-                lines.append(f"{where}: unknown key (value {value!r})")
-            else:
-                lines.append(f"{where}: {e['msg']} (got {value!r})")
-        raise ConfigError("invalid AEPO config:\n  " + "\n  ".join(lines)) from None
+        raise ConfigError("invalid AEPO config:\n  " + validation_problems(err, source)) from None

@@ -163,14 +163,15 @@ def run(args: argparse.Namespace) -> int:
     problems = {part.source: part.problems[: args.limit] for part in loaded}
 
     instruction = None if args.no_instruction else FORMAT_INSTRUCTION
+    model = args.model.expanduser().resolve()
     identity = {
-        "model": str(args.model.expanduser().resolve()),
+        "model": str(model),
         "backend": args.backend,
         "sampling": settings.as_dict(),
         "instruction": instruction,
         "chat_template": not args.no_chat_template,
     }
-    output = args.output or Path.cwd() / "outputs" / "eval" / args.model.expanduser().resolve().name
+    output = args.output or Path.cwd() / "outputs" / "eval" / model.name
     per_call = args.problems_per_call or default_problems_per_call(args.backend, args.n)
     try:
         # Checked before the model loads: a mismatch should not cost minutes of loading.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from aepo.eval.sampling import ChatTemplatePrompts, SamplingSettings
-from aepo.model_dir import require_model_dir
+from aepo.model_dir import load_causal_lm, require_model_dir
 
 
 def pick_device(device: str) -> str:
@@ -32,20 +32,10 @@ class TransformersSampler(ChatTemplatePrompts):
         batch_size: int = 32,
         use_chat_template: bool = True,
     ) -> None:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         model = require_model_dir(model)
         self.device = pick_device(device)
         self.batch_size = batch_size
-        self.tokenizer = AutoTokenizer.from_pretrained(model, local_files_only=True)
-        self.tokenizer.padding_side = "left"  # generation continues from the right end
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
-        self.model = AutoModelForCausalLM.from_pretrained(
-            model, local_files_only=True, dtype=torch_dtype
-        ).to(self.device)
+        self.model, self.tokenizer = load_causal_lm(model, dtype=dtype, device=self.device)
         self.model.eval()
         self.templated = use_chat_template and bool(getattr(self.tokenizer, "chat_template", None))
 

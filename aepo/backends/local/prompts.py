@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from aepo.rewards import math_reward
 from aepo.tasks import digit_sum
 
 
@@ -67,7 +68,6 @@ class ParquetPrompts:
             self._render(messages, tokenizer, apply_chat_template) for messages in frame["prompt"]
         ]
         self.answers = [str(rm["ground_truth"]) for rm in frame["reward_model"]]
-        self._score = None
         self._orders: dict[int, np.ndarray] = {}
 
     @staticmethod
@@ -96,11 +96,5 @@ class ParquetPrompts:
         return out
 
     def reward(self, response: str, ground_truth: Any) -> float:
-        if self._score is None:
-            # Imported only for parquet data: math-verify is slow to import and unused by
-            # the built-in task.
-            from aepo.rewards.math_reward import score
-
-            self._score = score
-        result = self._score(response, ground_truth)
-        return float(getattr(result, "score", result))  # RewardResult or a bare number
+        # math_reward imports math-verify (slow, unused by the built-in task) only on first use.
+        return math_reward.score(response, ground_truth).score

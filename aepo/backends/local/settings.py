@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from aepo.core import AEPOConfig, ConfigError, load_aepo_config
+from aepo.core.config import validation_problems
 from aepo.tasks.warm_start import WarmStartSettings
 
 BUILTIN = "builtin"
@@ -62,23 +63,13 @@ class RunConfig(BaseModel):
     trainer: TrainerSettings
 
 
-def _format_errors(err: ValidationError, source: str) -> str:
-    lines = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"])
-        where = f"{source}.{loc}" if loc else source
-        if e["type"] == "extra_forbidden":
-            lines.append(f"{where}: unknown key (value {e.get('input')!r})")
-        else:
-            lines.append(f"{where}: {e['msg']} (got {e.get('input')!r})")
-    return "\n  ".join(lines)
-
-
 def load_trainer_settings(raw: dict[str, Any] | None, source: str = "trainer") -> TrainerSettings:
     try:
         return TrainerSettings.model_validate(dict(raw or {}))
     except ValidationError as err:
-        raise ConfigError("invalid trainer settings:\n  " + _format_errors(err, source)) from None
+        raise ConfigError(
+            "invalid trainer settings:\n  " + validation_problems(err, source)
+        ) from None
 
 
 def run_config_from_dict(raw: Any, source: str) -> RunConfig:

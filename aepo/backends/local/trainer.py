@@ -46,7 +46,7 @@ from aepo.core import (
     reinforce_advantages,
     select_reinforce_samples,
 )
-from aepo.model_dir import ModelPathError, require_model_dir
+from aepo.model_dir import ModelPathError, load_causal_lm, require_model_dir
 
 
 def resolve_device(name: str) -> torch.device:
@@ -56,17 +56,11 @@ def resolve_device(name: str) -> torch.device:
 
 
 def load_model(path: str | Path, dtype: str, device: torch.device):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     path = require_model_dir(path)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
+        model, tokenizer = load_causal_lm(path, dtype=dtype)
     except Exception as err:
         raise ModelPathError(f"cannot load the model in {path}: {err}") from err
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
     return model.to(device), tokenizer
 
 
@@ -137,9 +131,7 @@ class LocalTrainer:
         self.positive_rates = PositiveRateTracker(self.cfg.prior_positive_rate)
         self._model_dir = self._model_source()
         self.model, self.tokenizer = load_model(self._model_dir, self.settings.dtype, self.device)
-        self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=self.settings.lr, weight_decay=self.settings.weight_decay
-        )
+        self.optimizer = self._new_optimizer()
         self.prompts = self._prompt_source()
 
     # --- setup ------------------------------------------------------------------------
@@ -151,6 +143,11 @@ class LocalTrainer:
                 self.settings.warm_start, self.settings.cache_dir, progress=self.settings.progress
             )
         return Path(self.settings.model)
+
+    def _new_optimizer(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(
+            self.model.parameters(), lr=self.settings.lr, weight_decay=self.settings.weight_decay
+        )
 
     def _prompt_source(self) -> PromptSource:
         if self.settings.data == BUILTIN:
@@ -167,9 +164,7 @@ class LocalTrainer:
         path = Path(path) if path is not None else ckpt.latest_checkpoint(self.output_dir)
         model_dir, optimizer_state, state = ckpt.load_checkpoint_files(path)
         self.model, self.tokenizer = load_model(model_dir, self.settings.dtype, self.device)
-        self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=self.settings.lr, weight_decay=self.settings.weight_decay
-        )
+        self.optimizer = self._new_optimizer()
         try:
             self.optimizer.load_state_dict(optimizer_state)
             self.controller.load_state_dict(state["controller"])
@@ -203,12 +198,19 @@ class LocalTrainer:
                 with_entropy=with_entropy,
             )
 
-    def _sample(self, rollout_prompts: Rollout, temperature: float) -> Rollout:
+    def _sample(
+        self,
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        samples_per_prompt: int,
+        temperature: float,
+    ) -> Rollout:
+        """``samples_per_prompt`` responses to each prompt row, consecutive per prompt."""
         self.model.eval()
         return sample(
             self.model,
-            rollout_prompts.prompt_ids,
-            rollout_prompts.prompt_mask,
+            prompt_ids.repeat_interleave(samples_per_prompt, 0),
+            prompt_mask.repeat_interleave(samples_per_prompt, 0),
             temperature=temperature,
             max_new_tokens=self.settings.max_new_tokens,
             pad_id=self.tokenizer.pad_token_id,
@@ -231,12 +233,6 @@ class LocalTrainer:
         prompt_ids, prompt_mask = encode_prompts(
             self.tokenizer, [p.text for p in prompts], s.max_prompt_length, self.device
         )
-        group_prompts = Rollout(
-            prompt_ids.repeat_interleave(n, 0),
-            prompt_mask.repeat_interleave(n, 0),
-            torch.empty(0),
-            torch.empty(0),
-        )
         group_ids = [i for i in range(len(prompts)) for _ in range(n)]
         truths = [p.ground_truth for p in prompts for _ in range(n)]
 
@@ -249,7 +245,7 @@ class LocalTrainer:
             decision = self.controller.decide(step)
 
         gen_started = time.perf_counter()
-        grpo_rollout = self._sample(group_prompts, 1.0)
+        grpo_rollout = self._sample(prompt_ids, prompt_mask, n, 1.0)
         gen_time = time.perf_counter() - gen_started
         mask = grpo_rollout.response_mask
         old_logp, old_entropy = self._score_rows(grpo_rollout, with_entropy=True)
@@ -321,14 +317,10 @@ class LocalTrainer:
         rng = np.random.default_rng([s.seed, step, 1])
         chosen = np.sort(rng.choice(len(prompts), size=plan.num_prompts, replace=False))
         chosen_t = torch.as_tensor(chosen, device=prompt_ids.device)
-        extra_prompts = Rollout(
-            prompt_ids[chosen_t].repeat_interleave(plan.samples_per_prompt, 0),
-            prompt_mask[chosen_t].repeat_interleave(plan.samples_per_prompt, 0),
-            torch.empty(0),
-            torch.empty(0),
-        )
         started = time.perf_counter()
-        rollout = self._sample(extra_prompts, temperature)
+        rollout = self._sample(
+            prompt_ids[chosen_t], prompt_mask[chosen_t], plan.samples_per_prompt, temperature
+        )
         gen_time = time.perf_counter() - started
         group_ids = [int(i) for i in chosen for _ in range(plan.samples_per_prompt)]
         truths = [prompts[i].ground_truth for i in group_ids]

@@ -43,7 +43,7 @@ def resumed_checkpoint_folder(trainer_config, global_steps: int) -> str:
     if trainer_config.resume_mode == "resume_path":
         folder = trainer_config.resume_from_path
     else:
-        folder = os.path.join(trainer_config.default_local_dir, f"global_step_{global_steps}")
+        folder = checkpoint_folder(trainer_config, global_steps)
     return folder if os.path.isabs(folder) else os.path.join(os.getcwd(), folder)
 
 

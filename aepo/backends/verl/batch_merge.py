@@ -21,11 +21,17 @@ def sequence_advantage(batch: DataProto) -> torch.Tensor:
     return torch.where(mask, adv, torch.zeros_like(adv)).abs().amax(dim=-1)
 
 
+def first_row_by_uid(uids: np.ndarray) -> dict[str, int]:
+    """uid -> the first row holding it, in order of first appearance (one row per prompt)."""
+    first_row: dict[str, int] = {}
+    for i, uid in enumerate(uids.tolist()):
+        first_row.setdefault(str(uid), i)
+    return first_row
+
+
 def template_rows(batch: DataProto, source_uids: list[str]) -> np.ndarray:
     """For each extra sample, a row of the batch with the same prompt (same uid)."""
-    first_row: dict = {}
-    for i, uid in enumerate(batch.non_tensor_batch["uid"].tolist()):
-        first_row.setdefault(str(uid), i)
+    first_row = first_row_by_uid(batch.non_tensor_batch["uid"])
     missing = sorted({u for u in source_uids if u not in first_row})
     if missing:
         raise KeyError(

@@ -17,6 +17,7 @@ import torch
 from verl import DataProto
 
 from aepo.backends.verl.agent_loop import AGENT_NAME, TEMPERATURE_FIELD
+from aepo.backends.verl.batch_merge import first_row_by_uid
 from aepo.core import Decision, ExtraRolloutPlan
 
 # AgentLoopManager numbers requests with this field when absent; copies of a request must
@@ -49,16 +50,6 @@ class PendingExtras:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-def first_row_of_each_prompt(uids: np.ndarray) -> list[int]:
-    seen: set = set()
-    rows = []
-    for i, uid in enumerate(uids.tolist()):
-        if uid not in seen:
-            seen.add(uid)
-            rows.append(i)
-    return rows
-
-
 def build_extra_requests(
     prompts: DataProto,
     plan: ExtraRolloutPlan,
@@ -69,7 +60,7 @@ def build_extra_requests(
     ``plan.samples_per_prompt`` times, tagged with the plan's temperature."""
     if "uid" not in prompts.non_tensor_batch:
         raise KeyError("the generation batch has no 'uid' field (fit() adds it before generation)")
-    prompt_rows = first_row_of_each_prompt(prompts.non_tensor_batch["uid"])
+    prompt_rows = list(first_row_by_uid(prompts.non_tensor_batch["uid"]).values())
     if plan.num_prompts > len(prompt_rows):
         raise ValueError(
             f"plan asks for {plan.num_prompts} prompts, the batch has {len(prompt_rows)}"

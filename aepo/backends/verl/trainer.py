@@ -48,6 +48,7 @@ from aepo.core import (
     AEPOConfig,
     EntropyController,
     PositiveRateTracker,
+    entropy_shaped_advantages,
     load_aepo_config,
     masked_mean,
     plan_extra_rollout,
@@ -56,7 +57,6 @@ from aepo.core import (
     reinforce_advantages,
     select_reinforce_samples,
 )
-from aepo.core.losses import entropy_shaped_advantages
 
 logger = logging.getLogger(__name__)
 
@@ -111,16 +111,14 @@ class AEPORayTrainer(RayPPOTrainer):
         """The proxy asks before fit()'s generate call; None: no extras in this call."""
         if self.aepo_cfg.entropy_source != "previous_step" or not self.controller.has_measurement:
             return None
-        decision, plan = self._decide_and_plan(len(prompts))
-        if plan.num_samples == 0:
-            self._pending = PendingExtras(decision, plan, None, [], [], 0)
-            return None
-        return decision, plan
+        return self._decide_and_plan(len(prompts))
 
     def receive_extras(self, pending: PendingExtras) -> None:
         self._pending = pending
 
     def _decide_and_plan(self, num_rows: int):
+        """This step's decision and extra-rollout plan; None when the plan generates
+        nothing (the decision is then pending without samples, so its metrics are logged)."""
         n = self.config.actor_rollout_ref.rollout.n
         decision = self.controller.decide(self.global_steps)
         temperature = decision.temperature if self.recipe.controlled_temperature else 1.0
@@ -132,6 +130,9 @@ class AEPORayTrainer(RayPPOTrainer):
             samples_per_prompt=n,
             positive_rate=self.positive_rates.rate(temperature),
         )
+        if plan.num_samples == 0:
+            self._pending = PendingExtras(decision, plan, None, [], [], 0)
+            return None
         return decision, plan
 
     def _generate_extras_after_measurement(self, batch: DataProto) -> None:
@@ -141,10 +142,10 @@ class AEPORayTrainer(RayPPOTrainer):
         ``update_weights`` wakes them (re-syncing the still unchanged pi_old), and fit()
         expects them asleep again before its own ``update_weights`` after the update.
         """
-        decision, plan = self._decide_and_plan(len(batch))
-        if plan.num_samples == 0:
-            self._pending = PendingExtras(decision, plan, None, [], [], 0)
+        planned = self._decide_and_plan(len(batch))
+        if planned is None:
             return
+        decision, plan = planned
         if self._generation_prompts is None or self.rollout_manager is None:
             raise RuntimeError(
                 "AEPO second generation pass: no generation prompts were seen this step "
@@ -185,16 +186,14 @@ class AEPORayTrainer(RayPPOTrainer):
         # Design decision 6: both engines log reward/mean, the mean reward of the T = 1
         # (GRPO) samples; fit() logs it only as critic/score/mean.
         metrics = {"reward/mean": float(batch.batch["token_level_scores"].sum(-1).mean())}
-        if OLD_ENTROPY_KEY in batch.batch.keys():
-            old_entropy = batch.batch.pop(OLD_ENTROPY_KEY)
-            if self.recipe.entropy_adv:
-                batch.batch["advantages"] = entropy_shaped_advantages(
-                    batch.batch["advantages"],
-                    old_entropy,
-                    batch.batch["response_mask"],
-                    beta=self.aepo_cfg.entropy_adv_beta,
-                    kappa=self.aepo_cfg.entropy_adv_kappa,
-                )
+        if OLD_ENTROPY_KEY in batch.batch.keys():  # set only for Entropy-Adv
+            batch.batch["advantages"] = entropy_shaped_advantages(
+                batch.batch["advantages"],
+                batch.batch.pop(OLD_ENTROPY_KEY),
+                batch.batch["response_mask"],
+                beta=self.aepo_cfg.entropy_adv_beta,
+                kappa=self.aepo_cfg.entropy_adv_kappa,
+            )
         pending, self._pending = self._pending, None
         to_update = batch
         if pending is not None:
