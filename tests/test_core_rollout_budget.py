@@ -52,3 +52,17 @@ def test_tracker_keeps_a_rate_per_temperature_and_round_trips():
     u = PositiveRateTracker(prior=0.9)
     u.load_state_dict(t.state_dict())
     assert u.rate(1.2) == t.rate(1.2) and u.momentum == 0.5
+
+
+def test_plan_for_decision_samples_at_the_recipes_temperature():
+    from aepo.core import EntropyController, plan_for_decision
+
+    for algorithm, expected in [("aepo", 1.2), ("aepo_no_temperature", 1.0)]:
+        cfg = AEPOConfig(algorithm=algorithm, target_entropy=0.5, rollout_budget="fixed")
+        ctl = EntropyController(cfg)
+        ctl.observe(0.2)
+        decision = ctl.decide(1)
+        p = plan_for_decision(
+            cfg, decision, PositiveRateTracker(0.5), num_prompts=64, samples_per_prompt=8
+        )
+        assert p.temperature == expected and p.num_samples == 128

@@ -78,3 +78,23 @@ def test_selection_invariants(rewards, budget, seed):
     assert len(sel) == min(budget, int(r.sum()))
     assert torch.all(r[sel.indices] == 1)
     assert sel.indices.unique().numel() == len(sel)
+
+
+def test_select_from_extra_rollout_records_the_rate_at_the_plans_temperature():
+    from aepo.core import (
+        AEPOConfig,
+        ExtraRolloutPlan,
+        PositiveRateTracker,
+        select_from_extra_rollout,
+    )
+
+    rates = PositiveRateTracker(prior=0.5)
+    plan = ExtraRolloutPlan(num_prompts=2, samples_per_prompt=4, temperature=0.8)
+    rewards = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 0.0])
+    cfg = AEPOConfig(algorithm="aepo_advantage")
+    sel, metrics = select_from_extra_rollout(cfg, plan, 3, rewards, [0] * 4 + [1] * 4, rates)
+    assert len(sel) == 3 and (sel.signal < 0).any()  # advantage signal: negatives kept
+    assert metrics == {"aepo/positive_rate": 1.0, "aepo/reinforce_samples": 3.0}
+    assert rates.rate(0.8) == 1.0 and rates.rate(1.2) == 0.5
+    sel, metrics = select_from_extra_rollout(AEPOConfig(), plan, 10, rewards, [0] * 8, rates)
+    assert sel.indices.tolist() == [0, 2, 3, 6] and metrics["aepo/positive_rate"] == 0.5

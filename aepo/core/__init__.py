@@ -13,8 +13,18 @@ from aepo.core.losses import (
 )
 from aepo.core.merge import MergePlan, plan_merge
 from aepo.core.recipes import Recipe, recipe_for
-from aepo.core.rollout_budget import ExtraRolloutPlan, PositiveRateTracker, plan_extra_rollout
-from aepo.core.selection import Selection, group_advantage, select_reinforce_samples
+from aepo.core.rollout_budget import (
+    ExtraRolloutPlan,
+    PositiveRateTracker,
+    plan_extra_rollout,
+    plan_for_decision,
+)
+from aepo.core.selection import (
+    Selection,
+    group_advantage,
+    select_from_extra_rollout,
+    select_reinforce_samples,
+)
 
 __all__ = [
     "ALGORITHMS",
@@ -36,10 +46,12 @@ __all__ = [
     "load_aepo_config",
     "masked_mean",
     "plan_extra_rollout",
+    "plan_for_decision",
     "plan_merge",
     "ppo_clip_loss",
     "recipe_for",
     "reinforce_advantages",
+    "select_from_extra_rollout",
     "select_reinforce_samples",
     "token_logprobs_and_entropy",
 ]

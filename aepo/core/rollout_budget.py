@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from aepo.core.config import AEPOConfig
+from aepo.core.controller import Decision
+from aepo.core.recipes import recipe_for
 
 
 @dataclass(frozen=True)
@@ -91,3 +93,25 @@ def plan_extra_rollout(
         q = math.ceil(min(needed, cap) / m)
     q = min(q, num_prompts)
     return ExtraRolloutPlan(num_prompts=q, samples_per_prompt=m, temperature=temperature)
+
+
+def plan_for_decision(
+    cfg: AEPOConfig,
+    decision: Decision,
+    positive_rates: PositiveRateTracker,
+    *,
+    num_prompts: int,
+    samples_per_prompt: int,
+) -> ExtraRolloutPlan:
+    """This step's extra pass, as both engines run it: at the controller's temperature (at
+    T = 1 for the ``aepo_no_temperature`` ablation), sized for the decision's budget from the
+    positive rate seen at that temperature."""
+    temperature = decision.temperature if recipe_for(cfg).controlled_temperature else 1.0
+    return plan_extra_rollout(
+        cfg,
+        budget=decision.budget,
+        temperature=temperature,
+        num_prompts=num_prompts,
+        samples_per_prompt=samples_per_prompt,
+        positive_rate=positive_rates.rate(temperature),
+    )

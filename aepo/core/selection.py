@@ -14,6 +14,10 @@ from dataclasses import dataclass
 
 import torch
 
+from aepo.core.config import AEPOConfig
+from aepo.core.recipes import recipe_for
+from aepo.core.rollout_budget import ExtraRolloutPlan, PositiveRateTracker
+
 
 def group_advantage(
     rewards: torch.Tensor,
@@ -99,3 +103,33 @@ def select_reinforce_samples(
         candidates = candidates[order]
     chosen = torch.sort(candidates).values
     return Selection(indices=chosen, signal=values[chosen], num_candidates=num_candidates)
+
+
+def select_from_extra_rollout(
+    cfg: AEPOConfig,
+    plan: ExtraRolloutPlan,
+    budget: int,
+    rewards: torch.Tensor,
+    group_ids: Sequence,
+    positive_rates: PositiveRateTracker,
+    generator: torch.Generator | None = None,
+) -> tuple[Selection, dict[str, float]]:
+    """Both engines' selection step: the recipe's filter and signal, capped at the budget;
+    the positive rate at the plan's temperature is recorded for sizing later passes."""
+    selection = select_reinforce_samples(
+        rewards,
+        group_ids,
+        budget,
+        signal=recipe_for(cfg).signal,
+        positive_filter=cfg.positive_filter,
+        reward_threshold=cfg.reward_threshold,
+        advantage_threshold=cfg.advantage_threshold,
+        generator=generator,
+    )
+    generated = int(rewards.numel())
+    positive_rates.update(plan.temperature, selection.num_candidates, generated)
+    metrics = {
+        "aepo/positive_rate": selection.num_candidates / max(1, generated),
+        "aepo/reinforce_samples": float(len(selection)),
+    }
+    return selection, metrics

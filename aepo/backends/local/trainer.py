@@ -39,12 +39,12 @@ from aepo.core import (
     entropy_shaped_advantages,
     group_advantage,
     masked_mean,
-    plan_extra_rollout,
+    plan_for_decision,
     plan_merge,
     ppo_clip_loss,
     recipe_for,
     reinforce_advantages,
-    select_reinforce_samples,
+    select_from_extra_rollout,
 )
 from aepo.model_dir import ModelPathError, load_causal_lm, require_model_dir
 
@@ -300,16 +300,10 @@ class LocalTrainer:
         return metrics
 
     def _extra_rollout(self, decision, step, prompt_ids, prompt_mask, prompts):
-        cfg, s, recipe = self.cfg, self.settings, self.recipe
+        cfg, s = self.cfg, self.settings
         n = s.samples_per_prompt
-        temperature = decision.temperature if recipe.controlled_temperature else 1.0
-        plan = plan_extra_rollout(
-            cfg,
-            budget=decision.budget,
-            temperature=temperature,
-            num_prompts=len(prompts),
-            samples_per_prompt=n,
-            positive_rate=self.positive_rates.rate(temperature),
+        plan = plan_for_decision(
+            cfg, decision, self.positive_rates, num_prompts=len(prompts), samples_per_prompt=n
         )
         metrics = {"aepo/reinforce_samples": 0.0}
         if plan.num_samples == 0:
@@ -319,27 +313,18 @@ class LocalTrainer:
         chosen_t = torch.as_tensor(chosen, device=prompt_ids.device)
         started = time.perf_counter()
         rollout = self._sample(
-            prompt_ids[chosen_t], prompt_mask[chosen_t], plan.samples_per_prompt, temperature
+            prompt_ids[chosen_t], prompt_mask[chosen_t], plan.samples_per_prompt, plan.temperature
         )
         gen_time = time.perf_counter() - started
         group_ids = [int(i) for i in chosen for _ in range(plan.samples_per_prompt)]
         truths = [prompts[i].ground_truth for i in group_ids]
         rewards = self._rewards(rollout, truths)
         generator = torch.Generator().manual_seed(int(s.seed) * 1_000_003 + step)
-        selection = select_reinforce_samples(
-            rewards,
-            group_ids,
-            decision.budget,
-            signal=recipe.signal,
-            positive_filter=cfg.positive_filter,
-            reward_threshold=cfg.reward_threshold,
-            advantage_threshold=cfg.advantage_threshold,
-            generator=generator,
+        selection, selection_metrics = select_from_extra_rollout(
+            cfg, plan, decision.budget, rewards, group_ids, self.positive_rates, generator
         )
-        self.positive_rates.update(temperature, selection.num_candidates, len(rollout))
-        metrics["aepo/positive_rate"] = selection.num_candidates / len(rollout)
+        metrics.update(selection_metrics)
         metrics["aepo/extra_reward_mean"] = float(rewards.mean())
-        metrics["aepo/reinforce_samples"] = float(len(selection))
         if len(selection) == 0:
             return None, metrics, rollout.num_tokens, gen_time
         picked = rollout.select(selection.indices.to(rollout.responses.device))

@@ -51,11 +51,11 @@ from aepo.core import (
     entropy_shaped_advantages,
     load_aepo_config,
     masked_mean,
-    plan_extra_rollout,
+    plan_for_decision,
     plan_merge,
     recipe_for,
     reinforce_advantages,
-    select_reinforce_samples,
+    select_from_extra_rollout,
 )
 
 logger = logging.getLogger(__name__)
@@ -121,14 +121,12 @@ class AEPORayTrainer(RayPPOTrainer):
         nothing (the decision is then pending without samples, so its metrics are logged)."""
         n = self.config.actor_rollout_ref.rollout.n
         decision = self.controller.decide(self.global_steps)
-        temperature = decision.temperature if self.recipe.controlled_temperature else 1.0
-        plan = plan_extra_rollout(
+        plan = plan_for_decision(
             self.aepo_cfg,
-            budget=decision.budget,
-            temperature=temperature,
+            decision,
+            self.positive_rates,
             num_prompts=num_rows // n,
             samples_per_prompt=n,
-            positive_rate=self.positive_rates.rate(temperature),
         )
         if plan.num_samples == 0:
             self._pending = PendingExtras(decision, plan, None, [], [], 0)
@@ -227,19 +225,16 @@ class AEPORayTrainer(RayPPOTrainer):
             # A colocated reward model does not score inside the agent loop (verl.md 2.6).
             outputs = outputs.union(self._compute_reward_colocate(outputs))
         rewards = outputs.batch["rm_scores"].sum(dim=-1)
-        selection = select_reinforce_samples(
+        selection, selection_metrics = select_from_extra_rollout(
+            cfg,
+            pending.plan,
+            decision.budget,
             rewards,
             pending.group_uids,
-            decision.budget,
-            signal=self.recipe.signal,
-            positive_filter=cfg.positive_filter,
-            reward_threshold=cfg.reward_threshold,
-            advantage_threshold=cfg.advantage_threshold,
-            generator=self.aepo_rng,
+            self.positive_rates,
+            self.aepo_rng,
         )
-        self.positive_rates.update(pending.plan.temperature, selection.num_candidates, len(outputs))
-        metrics["aepo/positive_rate"] = selection.num_candidates / len(outputs)
-        metrics["aepo/reinforce_samples"] = float(len(selection))
+        metrics.update(selection_metrics)
         if len(selection) == 0:
             return batch, metrics
 
