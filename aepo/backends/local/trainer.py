@@ -125,6 +125,11 @@ class LocalTrainer:
         if self.settings.torch_threads:
             torch.set_num_threads(self.settings.torch_threads)
         self.device = resolve_device(self.settings.device)
+        if not self.settings.progress:
+            # transformers draws its own bars when it loads and saves checkpoints
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
         self.step = 0
         self.data_position = 0
         self.controller = EntropyController(self.cfg)
