@@ -182,3 +182,12 @@ def test_aepo_plot_passk_command(tmp_path, capsys):
     )
     assert out.read_bytes()[:4] == b"\x89PNG"
     assert str(out) in capsys.readouterr().out
+
+
+def test_plot_command_reports_a_missing_results_file_without_a_traceback(tmp_path, capsys):
+    from aepo.cli import main
+
+    missing = tmp_path / "nowhere.json"
+    assert main(["plot", "--passk", str(missing)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("aepo plot: ") and str(missing) in err and "Traceback" not in err

@@ -19,25 +19,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.passk:
-        if args.run_dirs:
-            print("aepo plot: give run directories or --passk files, not both", file=sys.stderr)
-            return 2
-        from aepo.plot.passk import plot_passk  # the evaluation's figure; imported on demand
-
-        out = plot_passk(list(args.passk), args.out or Path("passk.png"), labels=args.labels)
-        print(f"wrote {out}")
-        return 0
-    if not args.run_dirs:
+    if args.passk and args.run_dirs:
+        print("aepo plot: give run directories or --passk files, not both", file=sys.stderr)
+        return 2
+    if not args.passk and not args.run_dirs:
         print(
             "aepo plot: give at least one run directory (or --passk RESULTS.json ...)",
             file=sys.stderr,
         )
         return 2
-    from aepo.plot.curves import plot_run_dirs
-
     try:
-        out = plot_run_dirs(args.run_dirs, args.out or Path("entropy.png"), labels=args.labels)
+        if args.passk:
+            from aepo.plot.passk import plot_passk  # the evaluation's figure; imported on demand
+
+            out = plot_passk(list(args.passk), args.out or Path("passk.png"), labels=args.labels)
+        else:
+            from aepo.plot.curves import plot_run_dirs
+
+            out = plot_run_dirs(args.run_dirs, args.out or Path("entropy.png"), labels=args.labels)
     except (FileNotFoundError, ValueError) as err:
         print(f"aepo plot: {err}", file=sys.stderr)
         return 1
