@@ -36,3 +36,10 @@ def load_causal_lm(model: Path, *, dtype: str = "auto", device=None):
     torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
     lm = AutoModelForCausalLM.from_pretrained(model, local_files_only=True, dtype=torch_dtype)
     return (lm if device is None else lm.to(device)), tokenizer
+
+
+def silence_transformers_progress() -> None:
+    """For ``--no-progress``: transformers draws its own bars when it loads and saves."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()

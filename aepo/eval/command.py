@@ -140,8 +140,10 @@ def _make_sampler(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from aepo.eval.progress_log import ProgressLog, RunMismatchError
     from aepo.eval.runner import evaluate
-    from aepo.model_dir import require_model_dir
+    from aepo.model_dir import require_model_dir, silence_transformers_progress
 
+    if args.no_progress:
+        silence_transformers_progress()
     try:
         settings = SamplingSettings(
             n=args.n,

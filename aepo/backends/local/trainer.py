@@ -46,7 +46,12 @@ from aepo.core import (
     reinforce_advantages,
     select_from_extra_rollout,
 )
-from aepo.model_dir import ModelPathError, load_causal_lm, require_model_dir
+from aepo.model_dir import (
+    ModelPathError,
+    load_causal_lm,
+    require_model_dir,
+    silence_transformers_progress,
+)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -126,10 +131,7 @@ class LocalTrainer:
             torch.set_num_threads(self.settings.torch_threads)
         self.device = resolve_device(self.settings.device)
         if not self.settings.progress:
-            # transformers draws its own bars when it loads and saves checkpoints
-            from transformers.utils import logging as hf_logging
-
-            hf_logging.disable_progress_bar()
+            silence_transformers_progress()
         self.step = 0
         self.data_position = 0
         self.controller = EntropyController(self.cfg)
