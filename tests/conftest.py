@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import pytest
@@ -12,3 +13,16 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.fail(f"shared data not found at {SHARED_DATA}: clone the project beside ../shared")
     return SHARED_DATA
+
+
+def _register_hypothesis_profiles() -> None:
+    from hypothesis import settings
+
+    # Timing deadlines fail on a loaded 2-core machine without finding a bug; CI also runs
+    # a fixed sequence of examples so that a red run is reproducible.
+    settings.register_profile("default", deadline=None)
+    settings.register_profile("ci", deadline=None, derandomize=True)
+    settings.load_profile("ci" if os.environ.get("CI") else "default")
+
+
+_register_hypothesis_profiles()
