@@ -16,6 +16,7 @@ from aepo.eval.progress_log import PROBLEMS_FILE, ProgressLog, RunMismatchError
 from aepo.eval.report import load_results, markdown_table, summarize
 from aepo.eval.runner import evaluate
 from aepo.eval.sampling import SamplingSettings
+from aepo.plot.curves import load_scalars
 
 N = 8
 
@@ -245,6 +246,10 @@ def test_eval_command_writes_results_and_resumes(
     assert all(r["n"] == 4 and 0 <= r["correct"] <= 4 for r in records)
     assert "| pass@4 |" in (output / "results.md").read_text()
     assert "| pass@1 |" in capsys.readouterr().out
+    tensorboard = load_scalars(output / "tensorboard", tags=("pass@k/gsm8k", "pass@k/average"))
+    steps, values = tensorboard["pass@k/average"]
+    assert steps.tolist() == [1, 2, 4]
+    assert values.tolist() == pytest.approx([results["average"]["pass@k"][k] for k in "124"])
 
     # a larger --limit samples only the new problems
     assert main(eval_command(tiny_model, shared_data, output, limit=3)) == 0

@@ -110,6 +110,23 @@ def write_results(results: dict[str, Any], folder: Path) -> tuple[Path, Path]:
     return json_path, markdown_path
 
 
+def write_tensorboard(results: dict[str, Any], folder: Path) -> Path:
+    """``pass@k/<benchmark>`` (and ``pass@k/average``) with k as the step, so TensorBoard
+    draws each benchmark's pass@k curve beside the training runs' curves."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    log_dir = Path(folder) / "tensorboard"
+    writer = SummaryWriter(log_dir=str(log_dir))
+    try:
+        parts = {**results["benchmarks"], "average": results["average"]}
+        for name, part in parts.items():
+            for k, value in part["pass@k"].items():
+                writer.add_scalar(f"pass@k/{name}", value, global_step=int(k))
+    finally:
+        writer.close()
+    return log_dir
+
+
 def load_results(path: Path) -> dict[str, Any]:
     """A ``results.json`` (or the folder holding one)."""
     path = Path(path)

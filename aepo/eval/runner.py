@@ -12,7 +12,7 @@ from typing import Any
 from aepo.data.problems import MathProblem
 from aepo.data.prompts import user_message
 from aepo.eval.progress_log import ProgressLog
-from aepo.eval.report import summarize, write_results
+from aepo.eval.report import summarize, write_results, write_tensorboard
 from aepo.eval.sampling import Sampler, SamplingSettings
 from aepo.rewards.math_reward import score
 
@@ -100,4 +100,5 @@ def evaluate(
         expected_problems={name: len(items) for name, items in problems.items()},
     )
     json_path, markdown_path = write_results(results, log.folder)
+    write_tensorboard(results, log.folder)
     return EvalOutcome(results, json_path, markdown_path, len(todo))
