@@ -33,7 +33,7 @@ lint: install
 	$(PY) -m ruff format --check .
 
 bench: install
-	$(PY) scripts/bench_entropy_control.py
+	$(PY) scripts/bench_entropy_control.py --seeds 0 1 2
 
 clean:
 	rm -rf $(VENV) runs outputs  # the warm-start cache stays in ~/.cache/aepo (AEPO_CACHE_DIR)
