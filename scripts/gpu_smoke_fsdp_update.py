@@ -14,7 +14,12 @@ Exit status 0 and a JSON line per step on stdout mean the checks passed.
 
 verl 0.9.1 has no CPU platform (its FSDP engine builds a CUDA device mesh), so without a GPU
 only ``--check-setup`` runs: the tiny model, the composed config, the start-up checks and
-the trainer shell, i.e. everything up to the worker.
+the trainer shell, i.e. everything up to the worker. tests/test_verl_smoke_script.py runs
+the whole script on a CPU stand-in for CUDA (FSDP2, sdpa); what only a GPU shows is FSDP1
+(the default ``actor.strategy=fsdp``), CUDA kernels, bf16 autocast and flash-attn.
+
+Without flash-attn installed the tiny model uses ``sdpa`` (verl asks for flash_attention_2
+by default); with ``use_remove_padding=true`` install flash-attn.
 """
 
 from __future__ import annotations
@@ -91,7 +96,10 @@ class RandomRollout:
 
         bsz = len(prompts)
         temps = prompts.non_tensor_batch.get("aepo_temperature")
-        self.temperatures.append([float(t) for t in temps] if temps is not None else [1.0] * bsz)
+        # NaN: no per-row override (fit's own rows), as the proxy tags them
+        self.temperatures.append(
+            [float(t) for t in temps] if temps is not None else [math.nan] * bsz
+        )
         gen = torch.Generator().manual_seed(len(self.temperatures))
         prompt_ids = torch.randint(4, self.vocab_size, (bsz, PROMPT_LEN), generator=gen)
         response_ids = torch.randint(4, self.vocab_size, (bsz, RESPONSE_LEN), generator=gen)
@@ -126,6 +134,12 @@ class NoReplicas:
         pass
 
 
+def flash_attn_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("flash_attn") is not None
+
+
 def compose_config(model_path: str, device: str, extra: list[str]):
     from hydra import compose, initialize_config_module
 
@@ -147,10 +161,14 @@ def compose_config(model_path: str, device: str, extra: list[str]):
         "aepo.samples_up=6",
         "aepo.samples_down=3",
         "aepo.min_extra_samples=4",
-        # Remove-padding needs flash-attn in verl's FSDP engine; pass
-        # actor_rollout_ref.model.use_remove_padding=true to test that path too.
+        # Remove-padding packs the rows into one sequence, which only flash-attn keeps
+        # apart; pass actor_rollout_ref.model.use_remove_padding=true to test that path too.
         "actor_rollout_ref.model.use_remove_padding=false",
     ]
+    if not any("attn_implementation" in o for o in extra) and not flash_attn_installed():
+        # HFModelConfig asks for flash_attention_2 unless told otherwise (verl
+        # workers/config/model.py:185); transformers then refuses to load the model.
+        overrides.append("+actor_rollout_ref.model.override_config.attn_implementation=sdpa")
     del device  # same config on every device; verl picks the platform itself
     with initialize_config_module("aepo.backends.verl.config", version_base=None):
         return compose("aepo_trainer", overrides=overrides + extra)
@@ -189,7 +207,9 @@ def fit_step(trainer, rollout, step: int):
     batch.meta_info["global_token_num"] = batch.batch["attention_mask"].sum(-1).tolist()
     reward, _ = extract_reward(batch)
     old_log_prob, _ = trainer._compute_old_log_prob(batch)
-    entropy = float(old_log_prob.batch.pop("entropys").mean())
+    entropys = old_log_prob.batch.pop("entropys")
+    mask = batch.batch["response_mask"].float()
+    entropy = float((entropys * mask).sum() / mask.sum())  # token mean, as the controller's
     batch = batch.union(old_log_prob)
     batch.batch["token_level_scores"] = reward
     batch.batch["token_level_rewards"] = reward
@@ -200,7 +220,37 @@ def fit_step(trainer, rollout, step: int):
     return entropy, output.meta_info["metrics"]
 
 
-def main() -> int:
+def expected_generate_calls(temps, steps: int, extra_rollout: bool, source: str) -> bool:
+    """Per generate call, the rows' temperatures (NaN: fit's own rows, no override)."""
+    rows = PROMPTS * N
+
+    def fit_only(t):
+        return len(t) == rows and all(map(math.isnan, t))
+
+    def extras_only(t):
+        return len(t) > 0 and not any(map(math.isnan, t))
+
+    def fit_and_extras(t):
+        return sum(map(math.isnan, t)) == rows < len(t)
+
+    if not extra_rollout:
+        return len(temps) == steps and all(map(fit_only, temps))
+    if source == "current_batch":  # every step: fit's call, then the extras after measuring
+        return len(temps) == 2 * steps and all(
+            fit_only(t) if i % 2 == 0 else extras_only(t) for i, t in enumerate(temps)
+        )
+    # previous_step: step 1 as current_batch, then the extras ride in fit's own call
+    return (
+        len(temps) == steps + 1
+        and fit_only(temps[0])
+        and extras_only(temps[1])
+        and all(map(fit_and_extras, temps[2:]))
+    )
+
+
+def main(argv: list[str] | None = None, *, device: str | None = None) -> int:
+    """``device`` forces the platform check (tests/verl_cpu_platform.py runs the worker
+    on a CPU stand-in for CUDA)."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -212,9 +262,9 @@ def main() -> int:
         help="stop before building verl's worker (what runs without a GPU)",
     )
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     for key, value in {
         "RANK": "0",
         "LOCAL_RANK": "0",
@@ -265,7 +315,11 @@ def main() -> int:
     trainer.actor_rollout_wg = group
     trainer.checkpoint_manager = NoReplicas()
     trainer.setup_aepo(aepo_config_from(config))
-    trainer.async_rollout_manager = trainer.wrap_rollout_manager(rollout)
+    extra_rollout = trainer.recipe.extra_rollout
+    # As AEPORayTrainer.init_workers: only recipes with an extra rollout wrap the manager.
+    trainer.async_rollout_manager = (
+        trainer.wrap_rollout_manager(rollout) if extra_rollout else rollout
+    )
 
     failures = []
     for step in range(1, args.steps + 1):
@@ -286,10 +340,12 @@ def main() -> int:
             failures.append(
                 f"step {step}: actor got {group.last_update_rows} rows, expected {PROMPTS * N}"
             )
-        if metrics.get("aepo/reinforce_samples", 0) <= 0:
+        if extra_rollout and metrics.get("aepo/reinforce_samples", 0) <= 0:
             failures.append(f"step {step}: no AEPO rows were merged")
-    temps = rollout.temperatures
-    if not (len(temps) == args.steps + 1 and all(math.isnan(t) for t in temps[0])):
+    if not expected_generate_calls(
+        rollout.temperatures, args.steps, extra_rollout, trainer.aepo_cfg.entropy_source
+    ):
+        temps = rollout.temperatures
         failures.append(f"unexpected generate calls: {[sorted(set(t)) for t in temps]}")
     for failure in failures:
         print("FAIL:", failure, file=sys.stderr)

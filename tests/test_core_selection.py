@@ -92,9 +92,12 @@ def test_select_from_extra_rollout_records_the_rate_at_the_plans_temperature():
     plan = ExtraRolloutPlan(num_prompts=2, samples_per_prompt=4, temperature=0.8)
     rewards = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 0.0])
     cfg = AEPOConfig(algorithm="aepo_advantage")
-    sel, metrics = select_from_extra_rollout(cfg, plan, 3, rewards, [0] * 4 + [1] * 4, rates)
-    assert len(sel) == 3 and (sel.signal < 0).any()  # advantage signal: negatives kept
-    assert metrics == {"aepo/positive_rate": 1.0, "aepo/reinforce_samples": 3.0}
+    groups = [0] * 4 + [1] * 4
+    sel, metrics = select_from_extra_rollout(cfg, plan, 5, rewards, groups, rates, seeded(0))
+    # Advantage signal: 4 of the 8 samples are below their group mean; 5 kept of 8 must
+    # include at least one of them.
+    assert len(sel) == 5 and (sel.signal < 0).any()
+    assert metrics == {"aepo/positive_rate": 1.0, "aepo/reinforce_samples": 5.0}
     assert rates.rate(0.8) == 1.0 and rates.rate(1.2) == 0.5
     sel, metrics = select_from_extra_rollout(AEPOConfig(), plan, 10, rewards, [0] * 8, rates)
     assert sel.indices.tolist() == [0, 2, 3, 6] and metrics["aepo/positive_rate"] == 0.5

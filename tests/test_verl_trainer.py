@@ -245,6 +245,52 @@ def test_aepo_rows_get_old_log_probs_from_a_t1_actor_pass(aepo_config):
     assert torch.allclose(td["old_log_probs"][mask], expected[mask])
 
 
+def aepo_rows(count: int) -> DataProto:
+    """``count`` rows as the merge builds them, with the keys the log-prob passes read."""
+    rows = FakeRolloutManager().generate_sequences(
+        DataProto.from_single_dict({"index": np.arange(4)}).repeat(4)
+    )[:count]
+    rows.meta_info = {"temperature": 1.0}
+    rows.batch["old_log_probs"] = torch.zeros_like(rows.batch["response_mask"], dtype=torch.float)
+    rows.batch["ref_log_prob"] = torch.zeros_like(rows.batch["old_log_probs"])
+    return rows
+
+
+@pytest.mark.parametrize("actor_micro,ref_micro,padded", [(2, None, 8), (2, 3, 12), (4, 2, 8)])
+def test_aepo_rows_pass_is_padded_to_whole_micro_batches(actor_micro, ref_micro, padded):
+    # Without dynamic bsz each rank's chunk must be whole micro-batches, and the reference
+    # worker has its own micro-batch size (engine_workers.py:545-584).
+    overrides = [
+        "actor_rollout_ref.actor.use_dynamic_bsz=false",
+        "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2",
+        f"actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu={actor_micro}",
+    ]
+    if ref_micro is not None:
+        overrides.append(f"actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu={ref_micro}")
+    trainer = make_trainer(compose_config(*overrides))
+    wg = FakeActorWorkerGroup(DP, log_prob_micro=actor_micro, ref_micro=ref_micro)
+    trainer.actor_rollout_wg = trainer.ref_policy_wg = wg
+    trainer.ref_in_actor = False
+    rows = aepo_rows(5)
+    if ref_micro is None:
+        rows.batch.pop("ref_log_prob")
+    trainer._recompute_log_probs(rows)
+    (td,) = wg.log_prob_batches
+    assert len(td["response_mask"]) == padded
+    assert tu.get(td, "temperature") == 1.0
+    assert len(tu.get(td, "global_token_num")) == padded
+    expected = no_padding_2_padding(fake_log_probs(td["input_ids"]), td)[:5]
+    mask = rows.batch["response_mask"].bool()
+    assert torch.allclose(rows.batch["old_log_probs"][mask], expected[mask])
+    if ref_micro is None:
+        assert wg.ref_batches == []
+    else:
+        (ref_td,) = wg.ref_batches
+        assert len(ref_td["response_mask"]) == padded
+        ref = no_padding_2_padding(fake_log_probs(ref_td["input_ids"], shift=-0.5), ref_td)[:5]
+        assert torch.allclose(rows.batch["ref_log_prob"][mask], ref[mask])
+
+
 def test_entropy_monitor_ignores_the_aepo_rows_pass(aepo_config):
     trainer = make_trainer(aepo_config)
     fit_step(trainer, step=1)

@@ -42,25 +42,39 @@ class FakeActorWorkerGroup:
     """compute_log_prob / update_actor / save_checkpoint / load_checkpoint with verl 0.9.1's
     TensorDict protocol (engine_workers.py); ``_dispatch_info`` answers ``_get_dp_size``."""
 
-    def __init__(self, dp: int):
-        self._dispatch_info = {"actor": list(range(dp))}
+    def __init__(self, dp: int, *, log_prob_micro: int | None = None, ref_micro: int | None = None):
+        self._dispatch_info = {"actor": list(range(dp)), "ref": list(range(dp))}
+        self.log_prob_micro, self.ref_micro = log_prob_micro, ref_micro
         self.log_prob_batches = []
+        self.ref_batches = []
         self.updates = []
         self.saved, self.loaded = [], []
 
-    def _check_dispatch(self, td) -> int:
+    def _check_dispatch(self, td, micro: int | None = None, mesh: str = "actor") -> int:
         # verl's nd-dispatch splits a call's batch into one equal chunk per DP rank.
-        rows, dp = len(td["response_mask"]), len(self._dispatch_info["actor"])
+        rows, dp = len(td["response_mask"]), len(self._dispatch_info[mesh])
         assert rows % dp == 0, f"{rows} rows cannot be dispatched to {dp} DP ranks"
+        if micro is not None:
+            # Fixed micro-batches (no dynamic bsz): each rank's chunk must be whole
+            # micro-batches (verl/workers/engine/utils.py:124-127).
+            assert (rows // dp) % micro == 0, f"{rows // dp} rows per rank, micro-batch {micro}"
         return rows
 
     def compute_log_prob(self, td):
-        self._check_dispatch(td)
+        self._check_dispatch(td, self.log_prob_micro)
         self.log_prob_batches.append(td)
         ids = td["input_ids"]
         return tu.get_tensordict(
             {"log_probs": fake_log_probs(ids), "entropy": fake_entropy(ids)},
             non_tensor_dict={"metrics": {"mfu": 0.0}},
+        )
+
+    def compute_ref_log_prob(self, td):
+        self._check_dispatch(td, self.ref_micro, mesh="ref")
+        self.ref_batches.append(td)
+        return tu.get_tensordict(
+            {"log_probs": fake_log_probs(td["input_ids"], shift=-0.5)},
+            non_tensor_dict={"metrics": {}},
         )
 
     def update_actor(self, td):

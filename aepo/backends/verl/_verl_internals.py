@@ -37,6 +37,12 @@ def actor_dp_size(trainer) -> int:
     return trainer._get_dp_size(trainer.actor_rollout_wg, "actor")
 
 
+def ref_dp_size(trainer) -> int:
+    """DP ranks of the reference pass: the ``ref`` mesh of ``ref_policy_wg``
+    (ray_trainer.py:895-907 sets it; engine_workers.py:589 registers the mesh)."""
+    return trainer._get_dp_size(trainer.ref_policy_wg, "ref")
+
+
 def resumed_checkpoint_folder(trainer_config, global_steps: int) -> str:
     """The ``global_step_N`` folder ``RayPPOTrainer._load_checkpoint`` (ray_trainer.py:1052)
     has just resumed from, recomputed with the same rules (relative paths against cwd)."""

@@ -29,6 +29,7 @@ from verl.trainer.ppo.ray_trainer import RayPPOTrainer
 from aepo.backends.verl._verl_internals import (
     actor_dp_size,
     checkpoint_folder,
+    ref_dp_size,
     resumed_checkpoint_folder,
 )
 from aepo.backends.verl.batch_merge import apply_merge, build_reinforce_rows, sequence_advantage
@@ -62,6 +63,15 @@ logger = logging.getLogger(__name__)
 
 OLD_ENTROPY_KEY = "aepo_old_entropy"
 """pi_old's token entropies, carried from the old-log-prob pass to the update (Entropy-Adv)"""
+
+
+def _log_prob_divisor(dp: int, section) -> int:
+    """Rows a forward-only pass must be a multiple of: verl's nd-dispatch gives each of the
+    ``dp`` ranks an equal chunk, and without dynamic batch sizes each rank's chunk must be
+    whole micro-batches of ``log_prob_micro_batch_size_per_gpu`` (engine/utils.py:124-128)."""
+    if section.get("log_prob_use_dynamic_bsz", False):
+        return dp
+    return dp * (section.get("log_prob_micro_batch_size_per_gpu") or 1)
 
 
 def aepo_config_from(config) -> AEPOConfig:
@@ -269,9 +279,12 @@ class AEPORayTrainer(RayPPOTrainer):
         """Old (and reference) log-probs of the AEPO rows at ``rollout.temperature`` (1.0),
         the same pass the GRPO rows got; the rollout's own log-probs are at T_high/T_low."""
         rollout = self.config.actor_rollout_ref.rollout
-        divisor = actor_dp_size(self)
-        if not rollout.get("log_prob_use_dynamic_bsz", False):
-            divisor *= rollout.get("log_prob_micro_batch_size_per_gpu") or 1
+        needs_ref = "ref_log_prob" in rows.batch.keys()
+        divisor = _log_prob_divisor(actor_dp_size(self), rollout)
+        if needs_ref and not getattr(self, "ref_in_actor", False):
+            # The ref worker has its own micro-batch size (engine_workers.py:545-584).
+            ref = self.config.actor_rollout_ref.ref
+            divisor = math.lcm(divisor, _log_prob_divisor(ref_dp_size(self), ref))
         padded, _ = pad_dataproto_to_divisor(rows, divisor)
         padded.meta_info = dict(rows.meta_info)
         padded.meta_info["temperature"] = rollout.temperature
@@ -280,7 +293,7 @@ class AEPORayTrainer(RayPPOTrainer):
         # RayPPOTrainer's pass, not ours: these rows must not feed the entropy monitor.
         old, _ = RayPPOTrainer._compute_old_log_prob(self, padded)
         rows.batch["old_log_probs"] = old.batch["old_log_probs"][:k]
-        if "ref_log_prob" in rows.batch.keys():
+        if needs_ref:
             ref = self._compute_ref_log_prob(padded)
             rows.batch["ref_log_prob"] = ref.batch["ref_log_prob"][:k]
 

@@ -1,0 +1,147 @@
+"""scripts/gpu_smoke_fsdp_update.py with verl's real FSDP worker, on a CPU stand-in
+for CUDA (tests/verl_cpu_platform.py): the GPU smoke check's own logic, the worker's
+TensorDict protocol and the driver-side AEPO step, short of CUDA kernels and FSDP1."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("verl")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+RUN = """
+import sys
+sys.path[:0] = [{root!r}, {scripts!r}]
+from tests.verl_cpu_platform import install
+install()
+import gpu_smoke_fsdp_update as smoke
+sys.exit(smoke.main(sys.argv[1:], device="cuda"))
+"""
+
+
+@pytest.mark.parametrize(
+    "dynamic_bsz,aepo",
+    [
+        ("false", "aepo.algorithm=aepo"),
+        ("true", "aepo.entropy_source=current_batch"),
+        ("false", "aepo.algorithm=entropy_adv"),
+    ],
+)
+def test_smoke_script_passes_with_the_real_worker_on_cpu(dynamic_bsz, aepo):
+    code = RUN.format(root=str(ROOT), scripts=str(ROOT / "scripts"))
+    overrides = [
+        aepo,
+        "actor_rollout_ref.actor.strategy=fsdp2",
+        f"actor_rollout_ref.actor.use_dynamic_bsz={dynamic_bsz}",
+        # no attn_implementation: the script must pick sdpa itself without flash-attn
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "--steps", "2", *overrides],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    steps = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith('{"step"')]
+    assert [s["step"] for s in steps] == [1, 2]
+    for s in steps:
+        assert s["update_rows"] == 16
+        assert 0 < s["entropy"] <= 4.16  # log(64): the tiny model's vocabulary
+    if "entropy_adv" in aepo:
+        assert not any(k.startswith("aepo/") for k in steps[1])
+        return
+    assert all(s["aepo/reinforce_samples"] > 0 for s in steps)
+    # The decision used the token-mean entropy the smoke reports for a step: this step's
+    # (current_batch) or the previous one's (previous_step).
+    source = steps[1] if "current_batch" in aepo else steps[0]
+    assert steps[1]["aepo/entropy"] == pytest.approx(source["entropy"], rel=1e-4)
+
+
+REF_PASS = """
+import copy, json, sys, tempfile
+from pathlib import Path
+sys.path[:0] = [{root!r}, {scripts!r}]
+from tests.verl_cpu_platform import install
+install()
+import torch
+import numpy as np
+from verl import DataProto
+from verl.workers.engine_workers import ActorRolloutRefWorker
+import gpu_smoke_fsdp_update as smoke
+from aepo.backends.verl.trainer import AEPORayTrainer, aepo_config_from
+
+model = tempfile.mkdtemp()
+smoke.write_tiny_model(Path(model))
+cfg = smoke.compose_config(model, "cuda", sys.argv[1:])
+workers = {{}}
+for role in ("actor", "ref"):  # each worker pops keys from its copy of the config
+    workers[role] = ActorRolloutRefWorker(config=copy.deepcopy(cfg).actor_rollout_ref, role=role)
+    workers[role].init_model()
+
+
+class Group:
+    def __init__(self, worker, mesh):
+        self.worker, self._dispatch_info, self.rows = worker, {{mesh: [0]}}, []
+
+    def compute_log_prob(self, td):
+        self.rows.append(len(td["response_mask"]))
+        return self.worker.compute_log_prob(td)
+
+    def compute_ref_log_prob(self, td):
+        self.rows.append(len(td["response_mask"]))
+        return self.worker.compute_ref_log_prob(td)
+
+
+trainer = object.__new__(AEPORayTrainer)
+trainer.config = cfg
+trainer.setup_aepo(aepo_config_from(cfg))
+trainer.actor_rollout_wg = Group(workers["actor"], "actor")
+trainer.ref_policy_wg = Group(workers["ref"], "ref")
+trainer.ref_in_actor = False
+rows = smoke.RandomRollout(64).generate_sequences(
+    DataProto.from_single_dict({{"index": np.arange(5)}})
+)
+rows.meta_info = {{"temperature": 1.0}}
+rows.batch["old_log_probs"] = torch.zeros(5, smoke.RESPONSE_LEN)
+rows.batch["ref_log_prob"] = torch.ones(5, smoke.RESPONSE_LEN)
+trainer._recompute_log_probs(rows)
+mask = rows.batch["response_mask"].bool()
+old, ref = rows.batch["old_log_probs"][mask], rows.batch["ref_log_prob"][mask]
+print(json.dumps({{
+    "actor_rows": trainer.actor_rollout_wg.rows,
+    "ref_rows": trainer.ref_policy_wg.rows,
+    "old_mean": float(old.mean()),
+    "gap": float((old - ref).abs().max()),
+}}))
+"""
+
+
+def test_aepo_rows_get_old_and_ref_log_probs_from_the_real_workers_on_cpu():
+    # Actor and reference workers with different micro-batch sizes (4 and 3): the AEPO rows'
+    # passes are padded to whole micro-batches of both (engine/utils.py:124-127).
+    code = REF_PASS.format(root=str(ROOT), scripts=str(ROOT / "scripts"))
+    overrides = [
+        "actor_rollout_ref.actor.strategy=fsdp2",
+        "actor_rollout_ref.ref.strategy=fsdp2",
+        "actor_rollout_ref.actor.use_kl_loss=true",
+        "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=3",
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *overrides],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["actor_rows"] == out["ref_rows"] == [12]  # 5 rows -> lcm(1 * 4, 1 * 3)
+    assert -4.2 < out["old_mean"] < 0  # log-probs over a 64-token vocabulary
+    assert out["gap"] == pytest.approx(0.0, abs=1e-5)  # same weights, same temperature
