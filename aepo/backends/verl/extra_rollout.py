@@ -10,7 +10,7 @@ measurement; the proxy only remembers the prompts for it.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -47,7 +47,6 @@ class PendingExtras:
     group_uids: list[str]
     generated_tokens: int
     """response tokens generated for this step's extra pass, padding requests included"""
-    metrics: dict[str, float] = field(default_factory=dict)
 
 
 def build_extra_requests(
