@@ -21,6 +21,15 @@ def require_model_dir(model: str | Path) -> Path:
     return model
 
 
+def resolve_device(name: str):
+    """The ``torch.device`` a ``device`` setting names; ``auto`` is the GPU when there is one."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 def load_causal_lm(model: Path, *, dtype: str = "auto", device=None):
     """``(model, tokenizer)`` from a directory checked by :func:`require_model_dir`, with the
     tokenizer set up for batched generation: left padding (generation continues from the

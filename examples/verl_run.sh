@@ -2,6 +2,8 @@
 # Launch one of the shipped verl configs (configs/<name>.yaml) on this node's 8 GPUs, or on a
 # Ray cluster (NNODES > 1, see qwen-math-7b-AEPO-multinode.sh). Used by the qwen-math-7b-*.sh
 # scripts; call it directly for any config:  bash examples/verl_run.sh aepo_h0.75 [key=value ...]
+# AEPO_DRY_RUN=1 runs every start-up check (config, model, data) and prints the run's plan
+# without starting Ray: a minute on a login node instead of a failed job on 8 GPUs.
 set -euo pipefail
 
 CONFIG_NAME=${1:?usage: verl_run.sh CONFIG_NAME [hydra overrides...]}
@@ -24,10 +26,6 @@ export TENSORBOARD_DIR=${TENSORBOARD_DIR:-$REPO_DIR/outputs/tensorboard/$RUN_NAM
 case $TENSORBOARD_DIR in /*) ;; *) echo "TENSORBOARD_DIR must be absolute: $TENSORBOARD_DIR" >&2; exit 2 ;; esac
 mkdir -p "$TENSORBOARD_DIR" "$OUTPUT_DIR"
 
-for f in "$TRAIN_FILES" "$VAL_FILES"; do
-    [ -f "$f" ] || { echo "missing $f: run 'aepo data prepare' first (see README)" >&2; exit 2; }
-done
-
 python -m aepo.backends.verl.main \
     --config-path "$REPO_DIR/configs" --config-name "$CONFIG_NAME" \
     data.train_files="$TRAIN_FILES" \
@@ -38,4 +36,4 @@ python -m aepo.backends.verl.main \
     trainer.nnodes="$NNODES" \
     trainer.n_gpus_per_node="$GPUS_PER_NODE" \
     +ray_kwargs.ray_init.runtime_env.env_vars.TENSORBOARD_DIR="$TENSORBOARD_DIR" \
-    "$@" 2>&1 | tee "$OUTPUT_DIR/train.log"
+    "$@" 2>&1 | tee -a "$OUTPUT_DIR/train.log"   # -a: re-running resumes, keep the earlier log

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from aepo.backends.local.checkpoint import latest_checkpoint
 from aepo.backends.local.metrics_log import read_metrics
 from aepo.backends.local.presets import tiny_run_config
 from aepo.backends.local.settings import run_config_from_dict
@@ -101,9 +102,10 @@ def test_resume_continues_the_same_trajectory(cache_dir, tmp_path):
     first = LocalTrainer(config)
     first.fit(steps=2)
     del first
-    second = LocalTrainer(config)
-    path = second.resume()
-    assert path.name == "step_000002" and second.step == 2
+    path = latest_checkpoint(tmp_path / "resumed")
+    assert path.name == "step_000002"
+    second = LocalTrainer(config, resume_from=path)
+    assert second.step == 2
     assert second.data_position == 2 * config.trainer.prompts_per_step
     resumed_history = second.fit()
     assert [h["step"] for h in resumed_history] == [3, 4]

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-import pandas as pd
+import re
+from pathlib import Path
 
+import pandas as pd
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from aepo.backends.local.checkpoint import CheckpointError, latest_checkpoint
 from aepo.backends.local.metrics_log import read_metrics
 from aepo.backends.local.prompts import ParquetPrompts
 from aepo.backends.local.settings import run_config_from_dict
@@ -66,7 +73,8 @@ def test_aepo_steps_on_a_local_model_dir_and_parquet(tmp_path):
     assert trainer.data_position == 4
 
 
-def test_resume_exactly_at_an_epoch_boundary_runs_the_remaining_steps(tmp_path):
+def checkpointed_grpo_run(tmp_path) -> dict:
+    """The raw config of a 2-step GRPO run on a 4-row parquet, run with a checkpoint at step 2."""
     model = save_tiny_model(tmp_path / "tiny")
     rows = [(f"{i}+{i}=?", str(2 * i)) for i in range(4)]
     data = write_verl_parquet(tmp_path / "train.parquet", rows)
@@ -86,11 +94,50 @@ def test_resume_exactly_at_an_epoch_boundary_runs_the_remaining_steps(tmp_path):
         },
     }
     LocalTrainer(run_config_from_dict(raw, "test")).fit()  # 2 steps x 2 prompts = 1 epoch
+    return raw
+
+
+def test_resume_exactly_at_an_epoch_boundary_runs_the_remaining_steps(tmp_path):
+    raw = checkpointed_grpo_run(tmp_path)
     raw["trainer"]["steps"] = 3
-    resumed = LocalTrainer(run_config_from_dict(raw, "test"))
-    resumed.resume()
+    resumed = LocalTrainer(
+        run_config_from_dict(raw, "test"), resume_from=latest_checkpoint(tmp_path / "run")
+    )
     assert (resumed.step, resumed.data_position) == (2, 4)
     history = resumed.fit()
     assert [h["step"] for h in history] == [3]  # not silently zero steps
     assert resumed.data_position == 6
     assert [m["step"] for m in read_metrics(tmp_path / "run")] == [1, 2, 3]
+
+
+def count_model_loads(monkeypatch) -> list:
+    """The directories ``from_pretrained`` is asked to load, in order, from now on."""
+    loaded = []
+    original = AutoModelForCausalLM.from_pretrained
+
+    def counted(path, *args, **kwargs):
+        loaded.append(Path(path))
+        return original(path, *args, **kwargs)
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", counted)
+    return loaded
+
+
+def test_resume_loads_the_weights_once_from_the_checkpoint(tmp_path, monkeypatch):
+    raw = checkpointed_grpo_run(tmp_path)
+    checkpoint = latest_checkpoint(tmp_path / "run")
+    loaded = count_model_loads(monkeypatch)
+    resumed = LocalTrainer(run_config_from_dict(raw, "test"), resume_from=checkpoint)
+    assert loaded == [checkpoint / "model"]  # the configured model is never loaded first
+    saved = AutoModelForCausalLM.from_pretrained(checkpoint / "model")
+    for name, weight in saved.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[name], weight), name
+
+
+def test_a_bad_checkpoint_fails_before_any_model_is_loaded(tmp_path, monkeypatch):
+    raw = checkpointed_grpo_run(tmp_path)
+    loaded = count_model_loads(monkeypatch)
+    missing = tmp_path / "run" / "checkpoints" / "step_000009"
+    with pytest.raises(CheckpointError, match=re.escape(f"checkpoint not found: {missing}")):
+        LocalTrainer(run_config_from_dict(raw, "test"), resume_from=missing)
+    assert loaded == []

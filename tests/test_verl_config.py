@@ -135,25 +135,6 @@ def test_replacement_budget_larger_than_the_batch_is_rejected():
     check_config(compose_default(*small, "aepo.merge=append"))
 
 
-def test_launch_checks_then_hands_our_task_runner_to_run_ppo(monkeypatch):
-    import verl.trainer.main_ppo as verl_main_ppo
-
-    from aepo.backends.verl.main import launch
-    from aepo.backends.verl.task_runner import AEPOTaskRunner
-
-    handed = {}
-    monkeypatch.setattr(
-        verl_main_ppo,
-        "run_ppo",
-        lambda config, task_runner_class: handed.update(runner=task_runner_class),
-    )
-    with pytest.raises(ConfigError):
-        launch(compose_default("actor_rollout_ref.rollout.temperature=0.7"))
-    assert not handed, "a bad config must stop before Ray starts"
-    launch(compose_default())
-    assert handed["runner"].__ray_actor_class__ is AEPOTaskRunner
-
-
 def test_command_line_composes_a_shipped_config():
     """The users' command: --config-path configs --config-name <file> (Hydra's --cfg job
     prints the composed config instead of running)."""

@@ -266,6 +266,20 @@ def test_tensorboard_has_the_design_scalars_at_every_step(aepo_run):
         assert tb["reward/mean"][step] == pytest.approx(tb["critic/score/mean"][step])
 
 
+def test_aepo_plot_draws_the_verl_run(aepo_run, tmp_path):
+    """Issue 5: same names as the local engine, so `aepo plot` draws a verl run's curves."""
+    from aepo.cli import main as aepo_cli
+    from aepo.plot.curves import ENTROPY, REWARD, TARGET, load_scalars
+
+    logdir = aepo_run.checkpoints.parent / "tb"
+    curves = load_scalars(logdir)
+    for tag in (ENTROPY, TARGET, REWARD):
+        assert curves[tag][0].tolist() == list(range(1, STEPS + 1)), tag
+    out = tmp_path / "verl_entropy.png"
+    assert aepo_cli(["plot", str(logdir), "--labels", "verl AEPO", "--out", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_current_batch_source_measures_before_every_extra_pass_inside_fit(tmp_path):
     run = run_fit(tmp_path, "aepo.entropy_source=current_batch", "trainer.total_training_steps=2")
     for step in (1, 2):

@@ -5,15 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from aepo.eval.sampling import ChatTemplatePrompts, SamplingSettings
-from aepo.model_dir import load_causal_lm, require_model_dir
-
-
-def pick_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
+from aepo.model_dir import load_causal_lm, require_model_dir, resolve_device
 
 
 class TransformersSampler(ChatTemplatePrompts):
@@ -33,7 +25,7 @@ class TransformersSampler(ChatTemplatePrompts):
         use_chat_template: bool = True,
     ) -> None:
         model = require_model_dir(model)
-        self.device = pick_device(device)
+        self.device = resolve_device(device)
         self.batch_size = batch_size
         self.model, self.tokenizer = load_causal_lm(model, dtype=dtype, device=self.device)
         self.model.eval()

@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from aepo.backends.local.checkpoint import CheckpointError
+    from aepo.backends.local.checkpoint import CheckpointError, latest_checkpoint
     from aepo.backends.local.settings import load_run_config
     from aepo.core import ConfigError
 
@@ -55,10 +55,14 @@ def run(args: argparse.Namespace) -> int:
     from aepo.backends.local.trainer import LocalTrainer, ModelPathError
 
     try:
-        trainer = LocalTrainer(config)
-        if args.resume is not None:
-            path = trainer.resume(None if args.resume == RESUME_LATEST else args.resume)
-            print(f"resumed from {path} at step {trainer.step}")
+        resume_from = None
+        if args.resume == RESUME_LATEST:
+            resume_from = latest_checkpoint(config.trainer.output_dir)
+        elif args.resume is not None:
+            resume_from = Path(args.resume)
+        trainer = LocalTrainer(config, resume_from=resume_from)
+        if resume_from is not None:
+            print(f"resumed from {resume_from} at step {trainer.step}")
             if trainer.step >= config.trainer.steps:
                 print(
                     f"aepo train: the run is already at step {trainer.step} of "

@@ -50,14 +50,9 @@ from aepo.model_dir import (
     ModelPathError,
     load_causal_lm,
     require_model_dir,
+    resolve_device,
     silence_transformers_progress,
 )
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def load_model(path: str | Path, dtype: str, device: torch.device):
@@ -121,7 +116,17 @@ def apply_merge(grpo: TrainBatch, extra: TrainBatch, plan) -> TrainBatch:
 
 
 class LocalTrainer:
-    def __init__(self, config: RunConfig, output_dir: str | Path | None = None):
+    """``resume_from``: a checkpoint directory (:func:`ckpt.latest_checkpoint` finds the
+    newest of a run) whose model, optimiser, controller, tracker, RNG, step and data position
+    the run continues from."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        output_dir: str | Path | None = None,
+        *,
+        resume_from: str | Path | None = None,
+    ):
         self.cfg: AEPOConfig = config.aepo
         self.settings = config.trainer
         self.run_config = config
@@ -136,10 +141,17 @@ class LocalTrainer:
         self.data_position = 0
         self.controller = EntropyController(self.cfg)
         self.positive_rates = PositiveRateTracker(self.cfg.prior_positive_rate)
-        self._model_dir = self._model_source()
-        self.model, self.tokenizer = load_model(self._model_dir, self.settings.dtype, self.device)
+        if resume_from is None:
+            model_dir = self._model_source()
+        else:
+            # Read before any model is loaded: a bad checkpoint fails fast, and a resumed run
+            # loads its weights from the checkpoint only, never the configured model first.
+            model_dir, optimizer_state, state = ckpt.load_checkpoint_files(resume_from)
+        self.model, self.tokenizer = load_model(model_dir, self.settings.dtype, self.device)
         self.optimizer = self._new_optimizer()
         self.prompts = self._prompt_source()
+        if resume_from is not None:
+            self._restore(Path(resume_from), optimizer_state, state)
 
     # --- setup ------------------------------------------------------------------------
     def _model_source(self) -> Path:
@@ -166,12 +178,8 @@ class LocalTrainer:
             self.settings.apply_chat_template,
         )
 
-    def resume(self, path: str | Path | None = None) -> Path:
-        """Restore model, optimiser, controller, tracker, RNG, step and data position."""
-        path = Path(path) if path is not None else ckpt.latest_checkpoint(self.output_dir)
-        model_dir, optimizer_state, state = ckpt.load_checkpoint_files(path)
-        self.model, self.tokenizer = load_model(model_dir, self.settings.dtype, self.device)
-        self.optimizer = self._new_optimizer()
+    def _restore(self, path: Path, optimizer_state: dict, state: dict) -> None:
+        """Everything of a checkpoint but the weights, which ``__init__`` loaded from it."""
         try:
             self.optimizer.load_state_dict(optimizer_state)
             self.controller.load_state_dict(state["controller"])
@@ -181,7 +189,6 @@ class LocalTrainer:
             raise ckpt.CheckpointError(f"checkpoint {path} does not fit this run: {err}") from err
         self.step = int(state["step"])
         self.data_position = int(state["data_position"])
-        return path
 
     def save(self) -> Path:
         state = {

@@ -4,11 +4,18 @@ The default config is ``aepo_trainer`` (this package's ``config/``), which exten
 ``ppo_trainer``. The shipped per-target files are used with
 ``--config-path "$PWD/configs" --config-name aepo_h0.5``; any verl key can be overridden
 on the command line as usual (``data.train_files=...``, ``trainer.nnodes=2``).
+
+With ``AEPO_DRY_RUN=1`` in the environment it runs every start-up check, prints what the
+run would do, and exits before Ray starts.
 """
 
 from __future__ import annotations
 
+import os
+
 import hydra
+
+DRY_RUN_VARIABLE = "AEPO_DRY_RUN"
 
 
 def launch(config) -> None:
@@ -20,16 +27,20 @@ def launch(config) -> None:
     from verl.utils.config import validate_config
     from verl.utils.device import auto_set_device
 
-    from aepo.backends.verl.startup import check_config
+    from aepo.backends.verl.startup import check_config, check_data_files, run_summary
     from aepo.backends.verl.task_runner import AEPOTaskRunner
 
     auto_set_device(config)
-    check_config(config)
+    aepo_config = check_config(config)
+    train_rows = check_data_files(config)
     validate_config(
         config=config,
         use_reference_policy=need_reference_policy(config),
         use_critic=need_critic(config),
     )
+    if os.environ.get(DRY_RUN_VARIABLE, "") not in ("", "0"):
+        print(run_summary(config, aepo_config, train_rows))
+        return
     run_ppo(config, task_runner_class=ray.remote(num_cpus=1)(AEPOTaskRunner))
 
 

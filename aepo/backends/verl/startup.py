@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 from omegaconf import open_dict
@@ -12,6 +13,7 @@ from verl.trainer.ppo.utils import need_critic
 
 from aepo.backends.verl.trainer import aepo_config_from
 from aepo.core import AEPOConfig, ConfigError, recipe_for
+from aepo.model_dir import ModelPathError, require_model_dir
 
 logger = logging.getLogger(__name__)
 
@@ -131,12 +133,21 @@ def _reward_problems(config) -> list[str]:
 
 
 def _context_length_problems(config) -> list[str]:
-    """Prompt + response must fit the model's positions: vLLM refuses a longer max_model_len
-    only once the GPUs are allocated. Qwen2.5-Math-7B's config.json allows 4096 positions,
-    less than the paper's 2048 + 8192, so this is the first thing a new user meets."""
-    model_dir = Path(str(config.actor_rollout_ref.model.path)).expanduser()
-    config_file = model_dir / "config.json"
-    if not config_file.is_file():  # a hub id: vLLM resolves it on the GPU nodes
+    """The model must exist, and prompt + response must fit its positions: vLLM refuses a
+    longer max_model_len only once the GPUs are allocated. Qwen2.5-Math-7B's config.json
+    allows 4096 positions, less than the paper's 2048 + 8192, so this is the first thing a
+    new user meets."""
+    path = str(config.actor_rollout_ref.model.path)
+    try:
+        config_file = _model_config_file(path)
+    except ModelPathError as err:
+        return [f"actor_rollout_ref.model.path: {err}"]
+    if config_file is None:
+        logger.warning(
+            "actor_rollout_ref.model.path=%s is not in the local Hugging Face cache: whether "
+            "prompt + response fit its positions is checked only by vLLM, on the GPUs",
+            path,
+        )
         return []
     try:
         positions = json.loads(config_file.read_text()).get("max_position_embeddings")
@@ -152,3 +163,154 @@ def _context_length_problems(config) -> list[str]:
         f"config.json sets max_position_embeddings >= {needed} (a larger rope_theta, e.g. "
         "40000, keeps long contexts usable)"
     ]
+
+
+def _model_config_file(path: str) -> Path | None:
+    """``config.json`` of a local model directory, or of a hub id already in the local
+    Hugging Face cache (nothing is downloaded here); None for a hub id that is not cached
+    and for remote paths (``hdfs://``), which verl copies on the nodes."""
+    if "://" in path:
+        return None
+    local = Path(path).expanduser()
+    if local.is_absolute() or path.startswith((".", "~")) or local.exists():
+        return require_model_dir(local) / "config.json"
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        cached = try_to_load_from_cache(path, "config.json")
+    except HFValidationError as err:
+        raise ModelPathError(
+            f"{path!r} is neither a local model directory nor a Hugging Face model id ({err})"
+        ) from err
+    return Path(cached) if isinstance(cached, str) else None
+
+
+# verl's rule-based reward managers read these per row (reward_loop/reward_manager/naive.py:42-43).
+REWARD_COLUMNS = ("data_source", "reward_model.ground_truth")
+READABLE_SUFFIXES = (".parquet", ".json", ".jsonl")  # rl_dataset.py:173-178
+
+
+def check_data_files(config) -> int | None:
+    """The training and validation files exist, are formats verl reads, carry the columns
+    its dataset and reward manager read, and the training set fills at least one batch.
+    Raises ConfigError naming each file. Remote files (``hdfs://``) are verl's to fetch.
+    Returns the training rows (None when a file's count is unknown)."""
+    problems: list[str] = []
+    train_rows = 0
+    for key in ("train_files", "val_files"):
+        for path in _as_list(config.data.get(key)):
+            found, rows = _data_file_problems(f"data.{key}", str(path), config)
+            problems += found
+            if key == "train_files":
+                train_rows = None if rows is None or train_rows is None else train_rows + rows
+    batch = int(config.data.get("gen_batch_size") or config.data.train_batch_size)
+    if not problems and train_rows is not None and train_rows < batch:
+        problems.append(
+            f"data.train_files hold {train_rows} rows, fewer than data.train_batch_size = "
+            f"{batch}: verl's loader drops the incomplete batch, so no step would run"
+        )
+    if problems:
+        raise ConfigError("cannot start AEPO training:\n  " + "\n  ".join(problems))
+    return train_rows
+
+
+def tensorboard_dir(config) -> str | None:
+    """Where verl's TensorBoard logger will write (tracking.py:557), None if it is off."""
+    loggers = config.trainer.get("logger") or []
+    if "tensorboard" not in ([loggers] if isinstance(loggers, str) else list(loggers)):
+        return None
+    runtime_env = config.get("ray_kwargs", {}).get("ray_init", {}).get("runtime_env") or {}
+    env_vars = runtime_env.get("env_vars") or {}
+    return env_vars.get("TENSORBOARD_DIR") or os.environ.get(
+        "TENSORBOARD_DIR",
+        f"tensorboard_log/{config.trainer.project_name}/{config.trainer.experiment_name}",
+    )
+
+
+def run_summary(config, cfg: AEPOConfig, train_rows: int | None) -> str:
+    """What a launch with this config would run: printed by a dry run."""
+    data, trainer = config.data, config.trainer
+    rollout = config.actor_rollout_ref.rollout
+    batch = int(data.get("gen_batch_size") or data.train_batch_size)
+    if train_rows is None:
+        steps = "rows unknown"
+    else:
+        steps = f"{train_rows} rows, {train_rows // batch} steps per epoch"
+    if trainer.get("total_training_steps"):
+        steps += f", total_training_steps = {trainer.total_training_steps}"
+    else:
+        steps += f" x {trainer.total_epochs} epochs"
+    if cfg.algorithm == "grpo":
+        algorithm = "grpo"
+    else:
+        algorithm = (
+            f"{cfg.algorithm} (target entropy {cfg.target_entropy}, "
+            f"T_high {cfg.t_high} / T_low {cfg.t_low}, {cfg.samples_up}/{cfg.samples_down} samples)"
+        )
+    lines = [
+        ("algorithm", algorithm),
+        ("model", str(config.actor_rollout_ref.model.path)),
+        ("train files", f"{', '.join(map(str, _as_list(data.train_files)))} ({steps})"),
+        ("val files", ", ".join(map(str, _as_list(data.val_files)))),
+        (
+            "batch",
+            f"{batch} prompts x n = {rollout.n}, mini-batch "
+            f"{config.actor_rollout_ref.actor.ppo_mini_batch_size}, prompt "
+            f"{data.max_prompt_length} + response {data.max_response_length} tokens",
+        ),
+        ("GPUs", f"{trainer.nnodes} node(s) x {trainer.n_gpus_per_node}"),
+        ("TensorBoard", tensorboard_dir(config) or "off (trainer.logger)"),
+        ("checkpoints", str(trainer.default_local_dir)),
+    ]
+    width = max(len(name) for name, _ in lines)
+    body = "\n".join(f"  {name:<{width}}  {value}" for name, value in lines)
+    return f"AEPO dry run: every start-up check passed; Ray was not started.\n{body}"
+
+
+def _as_list(files) -> list:
+    if files is None:
+        return []
+    return [files] if isinstance(files, str) else list(files)
+
+
+def _data_file_problems(key: str, path: str, config) -> tuple[list[str], int | None]:
+    """Problems with one data file, and its row count (None when unknown)."""
+    if "://" in path:
+        return [], None
+    file = Path(path).expanduser()
+    if not file.is_file():
+        return [f"{key}: {file} not found (write it with `aepo data prepare`, see README)"], None
+    if not file.name.endswith(READABLE_SUFFIXES):
+        return [f"{key}: {file}: verl reads only {', '.join(READABLE_SUFFIXES)} files"], None
+    if file.suffix != ".parquet":
+        return [], None
+    import pyarrow.parquet as pq
+
+    try:
+        metadata = pq.read_metadata(file)
+        schema = metadata.schema.to_arrow_schema()
+    except Exception as err:  # pyarrow raises several types for a damaged file
+        return [f"{key}: {file}: unreadable parquet ({err})"], None
+    needed = [str(config.data.get("prompt_key") or "prompt")]
+    if config.reward.get("custom_reward_function", {}).get("path"):
+        needed += REWARD_COLUMNS
+    missing = [column for column in needed if not _has_column(schema, column)]
+    if missing:
+        return [
+            f"{key}: {file} lacks column(s) {', '.join(missing)} of verl's RL schema "
+            "(`aepo data prepare` writes them)"
+        ], metadata.num_rows
+    return [], metadata.num_rows
+
+
+def _has_column(schema, dotted: str) -> bool:
+    import pyarrow as pa
+
+    name, _, field = dotted.partition(".")
+    if name not in schema.names:
+        return False
+    if not field:
+        return True
+    kind = schema.field(name).type
+    return pa.types.is_struct(kind) and kind.get_field_index(field) >= 0

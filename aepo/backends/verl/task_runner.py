@@ -25,12 +25,14 @@ class AEPOTaskRunner(BaseTaskRunner):
         from verl.utils.config import omega_conf_to_dataclass, validate_config
         from verl.utils.dataset.rl_dataset import collate_fn
 
-        from aepo.backends.verl.startup import check_config
+        from aepo.backends.verl.startup import check_config, check_data_files
         from aepo.backends.verl.trainer import AEPORayTrainer
 
         print(f"AEPOTaskRunner hostname: {socket.gethostname()}, PID: {os.getpid()}")
         OmegaConf.resolve(config)
         aepo_config = check_config(config)
+        # Again here: on a cluster this actor may run on another node than the driver.
+        check_data_files(config)
 
         actor_rollout_cls, ray_worker_group_cls = self.add_actor_rollout_worker(config)
         self.add_critic_worker(config)

@@ -1,0 +1,234 @@
+"""What a user meets before any GPU is allocated: the data and model checks of the launcher,
+and the example scripts themselves, run as the README runs them (dry run: every check,
+then exit before Ray starts)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+pytest.importorskip("verl")
+
+from hydra import compose, initialize_config_module  # noqa: E402
+
+from aepo.backends.verl.startup import check_config, check_data_files  # noqa: E402
+from aepo.cli import main as aepo_cli  # noqa: E402
+from aepo.core import ConfigError  # noqa: E402
+from tests.conftest import PROJECT_ROOT  # noqa: E402
+
+
+def compose_with(*overrides: str):
+    with initialize_config_module("aepo.backends.verl.config", version_base=None):
+        return compose("aepo_trainer", overrides=list(overrides))
+
+
+def write_rows(path: Path, rows: int, *, ground_truth: bool = True) -> Path:
+    reward_model = {"style": "rule", "ground_truth": "1"} if ground_truth else {"style": "rule"}
+    table = pa.Table.from_pylist(
+        [
+            {
+                "data_source": "toy",
+                "prompt": [{"role": "user", "content": f"{i} + 1 - {i}?"}],
+                "reward_model": reward_model,
+            }
+            for i in range(rows)
+        ]
+    )
+    pq.write_table(table, path)
+    return path
+
+
+def data_overrides(train: Path, val: Path, batch: int = 4) -> list[str]:
+    return [
+        f"data.train_files={train}",
+        f"data.val_files={val}",
+        f"data.train_batch_size={batch}",
+        "actor_rollout_ref.actor.ppo_mini_batch_size=4",
+    ]
+
+
+def test_good_files_pass_and_report_the_training_rows(tmp_path):
+    train = write_rows(tmp_path / "train.parquet", 10)
+    val = write_rows(tmp_path / "val.parquet", 3)
+    assert check_data_files(compose_with(*data_overrides(train, val))) == 10
+    # verl also reads JSON lines; their rows are not counted without reading the file.
+    jsonl = tmp_path / "train.jsonl"
+    jsonl.write_text("{}\n")
+    assert check_data_files(compose_with(*data_overrides(jsonl, val))) is None
+
+
+@pytest.mark.parametrize(
+    ("make_file", "message"),
+    [
+        (lambda d: d / "absent.parquet", r"data.train_files: .*absent.parquet not found"),
+        (
+            lambda d: write_rows(d / "no_answer.parquet", 10, ground_truth=False),
+            r"no_answer.parquet lacks column\(s\) reward_model.ground_truth",
+        ),
+        (lambda d: write_rows(d / "small.parquet", 3), r"hold 3 rows, fewer than .* = 4"),
+        (
+            lambda d: (d / "broken.parquet").write_bytes(b"not parquet") and d / "broken.parquet",
+            r"broken.parquet: unreadable parquet",
+        ),
+        (
+            lambda d: (d / "train.csv").write_text("a,b\n") and d / "train.csv",
+            r"train.csv: verl reads only .parquet, .json, .jsonl",
+        ),
+    ],
+    ids=["missing", "no-ground-truth", "fewer-rows-than-a-batch", "not-parquet", "csv"],
+)
+def test_bad_training_file_is_refused_naming_key_and_file(tmp_path, make_file, message):
+    train = make_file(tmp_path)
+    val = write_rows(tmp_path / "val.parquet", 3)
+    with pytest.raises(ConfigError, match=message):
+        check_data_files(compose_with(*data_overrides(train, val)))
+
+
+def test_a_prompt_key_the_files_lack_is_named(tmp_path):
+    train = write_rows(tmp_path / "train.parquet", 10)
+    val = write_rows(tmp_path / "val.parquet", 3)
+    config = compose_with(*data_overrides(train, val), "data.prompt_key=question")
+    with pytest.raises(ConfigError, match=r"data.val_files: .*lacks column\(s\) question"):
+        check_data_files(config)
+
+
+def test_launch_checks_then_hands_our_task_runner_to_run_ppo(tmp_path, monkeypatch, capsys):
+    import verl.trainer.main_ppo as verl_main_ppo
+
+    from aepo.backends.verl.main import DRY_RUN_VARIABLE, launch
+    from aepo.backends.verl.task_runner import AEPOTaskRunner
+
+    handed = {}
+    monkeypatch.setattr(
+        verl_main_ppo,
+        "run_ppo",
+        lambda config, task_runner_class: handed.update(runner=task_runner_class),
+    )
+    files = data_overrides(
+        write_rows(tmp_path / "train.parquet", 20), write_rows(tmp_path / "val.parquet", 3), batch=8
+    )
+    with pytest.raises(ConfigError):
+        launch(compose_with(*files, "actor_rollout_ref.rollout.temperature=0.7"))
+    with pytest.raises(ConfigError):
+        launch(compose_with(*files[1:], f"data.train_files={tmp_path / 'absent.parquet'}"))
+    monkeypatch.setenv(DRY_RUN_VARIABLE, "1")
+    launch(compose_with(*files))
+    assert not handed, "a bad config and a dry run must stop before Ray starts"
+    assert "20 rows, 2 steps per epoch" in capsys.readouterr().out
+    monkeypatch.delenv(DRY_RUN_VARIABLE)
+    launch(compose_with(*files))
+    assert handed["runner"].__ray_actor_class__ is AEPOTaskRunner
+
+
+DATA = ["data.train_files=/data/train.parquet", "data.val_files=/data/val.parquet"]
+
+
+def test_a_missing_local_model_directory_is_refused_before_ray(tmp_path):
+    with pytest.raises(
+        ConfigError, match=r"actor_rollout_ref.model.path: model directory not found"
+    ):
+        check_config(compose_with(*DATA, f"actor_rollout_ref.model.path={tmp_path / 'typo'}"))
+
+
+def fake_hub_cache(cache: Path, repo_id: str, model_config: dict) -> None:
+    """The layout ``huggingface-cli download`` leaves behind (refs/main -> snapshot)."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text(json.dumps(model_config))
+
+
+def test_a_hub_id_in_the_local_cache_gets_the_context_length_check(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    fake_hub_cache(tmp_path, "Qwen/Qwen2.5-Math-7B", {"max_position_embeddings": 4096})
+    with pytest.raises(ConfigError, match=r"= 10240 exceeds\s+max_position_embeddings = 4096"):
+        check_config(compose_with(*DATA))  # the default model path is the hub id
+    # Not cached: only vLLM can tell, so the launch goes on (with a warning).
+    check_config(compose_with(*DATA, "actor_rollout_ref.model.path=someone/uncached-model"))
+
+
+@pytest.fixture(scope="module")
+def readme_data(shared_data, tmp_path_factory) -> Path:
+    """The README's two `aepo data prepare` commands."""
+    out = tmp_path_factory.mktemp("data")
+    train = shared_data / "train" / "dapo17k.parquet"
+    assert aepo_cli(["data", "prepare", str(train), "--output", str(out / "dapo17k.parquet")]) == 0
+    benchmarks = ["--benchmarks", "aime24", "math500", "--eval-dir", str(shared_data / "eval")]
+    assert aepo_cli(["data", "prepare", *benchmarks, "--output", str(out / "val.parquet")]) == 0
+    return out
+
+
+def run_example(script: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    return subprocess.run(
+        ["bash", str(PROJECT_ROOT / "examples" / script), *args],
+        env={**os.environ, "PATH": path, "AEPO_DRY_RUN": "1", **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_readme_commands_reach_the_launch_with_the_stock_model_caught(readme_data, tmp_path):
+    """`MODEL_PATH=... bash examples/qwen-math-7b-AEPO.sh 0.75` as in the README, with a copy
+    of Qwen2.5-Math-7B's config.json (4096 positions): the paper's 2048 + 8192 tokens are
+    refused with the remedy, the authors' 2048 + 2048 go through every check."""
+    model = tmp_path / "Qwen2.5-Math-7B"
+    model.mkdir()
+    (model / "config.json").write_text('{"max_position_embeddings": 4096}')
+    env = {
+        "MODEL_PATH": str(model),
+        "DATA_DIR": str(readme_data),
+        "OUTPUT_DIR": str(tmp_path / "run"),
+        "TENSORBOARD_DIR": str(tmp_path / "tb"),
+    }
+    refused = run_example("qwen-math-7b-AEPO.sh", "0.75", env=env)
+    assert refused.returncode != 0
+    assert "exceeds max_position_embeddings = 4096" in refused.stdout
+    assert "Ray was not started" not in refused.stdout
+
+    shorter = ["data.max_prompt_length=2048", "data.max_response_length=2048"]
+    planned = run_example("qwen-math-7b-AEPO.sh", "0.75", *shorter, env=env)
+    assert planned.returncode == 0, planned.stdout[-3000:] + planned.stderr[-3000:]
+    out = planned.stdout
+    assert "every start-up check passed; Ray was not started" in out
+    assert "aepo (target entropy 0.75, T_high 1.2 / T_low 0.8, 60/30 samples)" in out
+    # 17,267 prepared prompts / 512 per step; the absolute TensorBoard directory reached
+    # the Ray runtime environment through the script's `+ray_kwargs...` override.
+    assert "17267 rows, 33 steps per epoch x 10 epochs" in out
+    assert f"TensorBoard  {tmp_path / 'tb'}" in out
+    assert f"checkpoints  {tmp_path / 'run' / 'checkpoints'}" in out
+    # Both runs are kept in the log: re-running the command resumes.
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "max_position_embeddings = 4096" in log and "Ray was not started" in log
+
+
+def test_grpo_script_plans_the_baseline(readme_data, tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text('{"max_position_embeddings": 32768}')
+    result = run_example(
+        "qwen-math-7b-GRPO.sh",
+        env={
+            "MODEL_PATH": str(model),
+            "DATA_DIR": str(readme_data),
+            "OUTPUT_DIR": str(tmp_path),
+            "TENSORBOARD_DIR": str(tmp_path / "tb"),
+        },
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "algorithm    grpo\n" in result.stdout
+    assert "prompt 2048 + response 8192 tokens" in result.stdout
