@@ -127,6 +127,31 @@ def test_launch_checks_then_hands_our_task_runner_to_run_ppo(tmp_path, monkeypat
     assert handed["runner"].__ray_actor_class__ is AEPOTaskRunner
 
 
+def test_relative_local_paths_reach_ray_absolute(tmp_path, monkeypatch, capsys):
+    """A cluster's Ray workers do not run in the launching shell's directory."""
+    from aepo.backends.verl.main import DRY_RUN_VARIABLE, launch
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text('{"max_position_embeddings": 32768}')
+    write_rows(tmp_path / "train.parquet", 16)
+    write_rows(tmp_path / "val.parquet", 3)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(DRY_RUN_VARIABLE, "1")
+    config = compose_with(
+        *data_overrides(Path("train.parquet"), Path("val.parquet"), batch=8),
+        "data.val_files=[val.parquet,hdfs://cluster/val.parquet]",
+        "actor_rollout_ref.model.path=model",
+    )
+    launch(config)
+    assert config.actor_rollout_ref.model.path == str(tmp_path / "model")
+    assert config.data.train_files == str(tmp_path / "train.parquet")
+    assert list(config.data.val_files) == [
+        str(tmp_path / "val.parquet"),
+        "hdfs://cluster/val.parquet",
+    ]
+    assert f"model        {tmp_path / 'model'}" in capsys.readouterr().out
+
+
 DATA = ["data.train_files=/data/train.parquet", "data.val_files=/data/val.parquet"]
 
 

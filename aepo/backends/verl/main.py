@@ -27,10 +27,16 @@ def launch(config) -> None:
     from verl.utils.config import validate_config
     from verl.utils.device import auto_set_device
 
-    from aepo.backends.verl.startup import check_config, check_data_files, run_summary
+    from aepo.backends.verl.startup import (
+        check_config,
+        check_data_files,
+        make_local_paths_absolute,
+        run_summary,
+    )
     from aepo.backends.verl.task_runner import AEPOTaskRunner
 
     auto_set_device(config)
+    make_local_paths_absolute(config)
     aepo_config = check_config(config)
     train_rows = check_data_files(config)
     validate_config(

@@ -186,6 +186,26 @@ def _model_config_file(path: str) -> Path | None:
     return Path(cached) if isinstance(cached, str) else None
 
 
+def make_local_paths_absolute(config) -> None:
+    """Model and data paths that exist relative to the launching shell become absolute: the
+    task runner reads them in a Ray worker, whose working directory on a cluster started
+    with ``ray start`` is not the shell's."""
+
+    def absolute(path):
+        local = Path(str(path)).expanduser()
+        return os.path.abspath(local) if not local.is_absolute() and local.exists() else path
+
+    with open_dict(config):
+        model = config.actor_rollout_ref.model
+        model.path = absolute(model.path)
+        for key in ("train_files", "val_files"):
+            files = config.data.get(key)
+            if isinstance(files, str):
+                config.data[key] = absolute(files)
+            elif files is not None:
+                config.data[key] = [absolute(f) for f in files]
+
+
 # verl's rule-based reward managers read these per row (reward_loop/reward_manager/naive.py:42-43).
 REWARD_COLUMNS = ("data_source", "reward_model.ground_truth")
 READABLE_SUFFIXES = (".parquet", ".json", ".jsonl")  # rl_dataset.py:173-178
