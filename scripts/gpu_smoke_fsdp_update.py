@@ -9,6 +9,11 @@ path and the shapes/metrics, not generation.
 
     python scripts/gpu_smoke_fsdp_update.py                       # tiny random Llama
     python scripts/gpu_smoke_fsdp_update.py --model-path Qwen/Qwen2.5-0.5B --steps 3
+    python scripts/gpu_smoke_fsdp_update.py --save-dir /tmp/smoke  # + checkpoint -> HF model
+
+``--save-dir`` also checks the hand-over to evaluation that the README describes: the actor
+checkpoint is saved as fit() saves it, merged into a Hugging Face model with verl's own
+``python -m verl.model_merger merge``, and the merged weights must be the trained ones.
 
 Exit status 0 and a JSON line per step on stdout mean the checks passed.
 
@@ -28,6 +33,7 @@ import argparse
 import json
 import math
 import os
+import subprocess
 import sys
 import tempfile
 import uuid
@@ -248,6 +254,59 @@ def expected_generate_calls(temps, steps: int, extra_rollout: bool, source: str)
     )
 
 
+def merge_command(actor_dir: Path, target_dir: Path) -> list[str]:
+    """The README's command that turns a verl actor checkpoint into a Hugging Face model."""
+    return [
+        sys.executable, "-m", "verl.model_merger", "merge", "--backend", "fsdp",
+        "--local_dir", str(actor_dir), "--target_dir", str(target_dir),
+    ]  # fmt: skip
+
+
+def check_checkpoint_merge(worker, save_dir: Path, step: int, initial: dict) -> list[str]:
+    """Save the actor as fit() does (``global_step_N/actor``), merge it with verl's merger,
+    and compare the merged tensors with the worker's live weights, cast to the merged
+    dtype (verl saves the Hugging Face copy in bf16)."""
+    from safetensors.torch import load_file
+
+    actor_dir = save_dir / f"global_step_{step}" / "actor"
+    worker.save_checkpoint(local_path=str(actor_dir), global_step=step)
+    merged_dir = save_dir / "hf"
+    proc = subprocess.run(
+        merge_command(actor_dir, merged_dir), capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        return [f"verl.model_merger failed:\n{proc.stderr[-3000:]}"]
+    merged = {}
+    for shard in sorted(merged_dir.glob("*.safetensors")):
+        merged |= load_file(shard)
+    live, _ = worker.actor.engine.get_per_tensor_param()
+    live = {name: tensor.detach().cpu() for name, tensor in live}
+    differ = sorted(
+        name
+        for name, tensor in live.items()
+        if name not in merged or not torch.equal(merged[name], tensor.to(merged[name].dtype))
+    )
+    trained = sum(
+        not torch.equal(merged[name], initial[name].to(merged[name].dtype))
+        for name in merged
+        if name in initial
+    )
+    print(
+        json.dumps(
+            {
+                "merged": str(merged_dir),
+                "tensors": len(merged),
+                "equal_to_live_weights": len(live) - len(differ),
+                "changed_by_training": trained,
+            }
+        ),
+        flush=True,
+    )
+    if differ:
+        return [f"merged model differs from the trained weights in {differ[:5]}"]
+    return []
+
+
 def main(argv: list[str] | None = None, *, device: str | None = None) -> int:
     """``device`` forces the platform check (tests/verl_cpu_platform.py runs the worker
     on a CPU stand-in for CUDA)."""
@@ -260,6 +319,12 @@ def main(argv: list[str] | None = None, *, device: str | None = None) -> int:
         "--check-setup",
         action="store_true",
         help="stop before building verl's worker (what runs without a GPU)",
+    )
+    parser.add_argument(
+        "--save-dir",
+        type=Path,
+        help="after the steps, save the actor checkpoint here, merge it into DIR/hf with "
+        "verl.model_merger and check the merged weights are the trained ones",
     )
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides")
     args = parser.parse_args(argv)
@@ -305,6 +370,10 @@ def main(argv: list[str] | None = None, *, device: str | None = None) -> int:
     worker = ActorRolloutRefWorker(config=config.actor_rollout_ref, role="actor")
     worker.init_model()
     group = InProcessWorkerGroup(worker)
+    initial = {}
+    if args.save_dir is not None:
+        weights, _ = worker.actor.engine.get_per_tensor_param()
+        initial = {name: tensor.detach().cpu().clone() for name, tensor in weights}
 
     from transformers import AutoConfig
 
@@ -347,6 +416,8 @@ def main(argv: list[str] | None = None, *, device: str | None = None) -> int:
     ):
         temps = rollout.temperatures
         failures.append(f"unexpected generate calls: {[sorted(set(t)) for t in temps]}")
+    if args.save_dir is not None:
+        failures += check_checkpoint_merge(worker, args.save_dir, args.steps, initial)
     for failure in failures:
         print("FAIL:", failure, file=sys.stderr)
     return 1 if failures else 0

@@ -145,3 +145,44 @@ def test_aepo_rows_get_old_and_ref_log_probs_from_the_real_workers_on_cpu():
     assert out["actor_rows"] == out["ref_rows"] == [12]  # 5 rows -> lcm(1 * 4, 1 * 3)
     assert -4.2 < out["old_mean"] < 0  # log-probs over a 64-token vocabulary
     assert out["gap"] == pytest.approx(0.0, abs=1e-5)  # same weights, same temperature
+
+
+def test_trained_checkpoint_merges_into_a_model_aepo_eval_reads(tmp_path, shared_data):
+    """The README's hand-over from training to evaluation: the real worker saves the actor as
+    fit() does, verl's model_merger turns it into a Hugging Face model holding exactly the
+    trained weights, and `aepo eval --backend hf` runs on it."""
+    from aepo.cli import main as aepo_cli
+
+    code = RUN.format(root=str(ROOT), scripts=str(ROOT / "scripts"))
+    overrides = [
+        "actor_rollout_ref.actor.strategy=fsdp2",
+        # large enough for two updates to show in the merged model's bf16 weights
+        "actor_rollout_ref.actor.optim.lr=1e-2",
+    ]
+    save = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "--steps", "2", "--save-dir", str(save), *overrides],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    merged = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert merged["merged"] == str(save / "hf")
+    assert merged["equal_to_live_weights"] == merged["tensors"] > 0
+    assert merged["changed_by_training"] > 0
+    assert (save / "global_step_2" / "actor" / "huggingface" / "config.json").is_file()
+
+    out = tmp_path / "eval"
+    eval_args = ["--benchmarks", "gsm8k", "--limit", "2", "--n", "2", "--max-tokens", "4"]
+    assert (
+        aepo_cli(
+            ["eval", "--model", str(save / "hf"), "--backend", "hf", "--device", "cpu"]
+            + eval_args
+            + ["--eval-dir", str(shared_data / "eval"), "--output", str(out), "--no-progress"]
+        )
+        == 0
+    )
+    results = json.loads((out / "results.json").read_text())
+    assert results["complete"] and results["benchmarks"]["gsm8k"]["problems"] == 2
