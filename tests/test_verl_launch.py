@@ -221,8 +221,10 @@ def test_readme_commands_reach_the_launch_with_the_stock_model_caught(readme_dat
         "TENSORBOARD_DIR": str(tmp_path / "tb"),
     }
     refused = run_example("qwen-math-7b-AEPO.sh", "0.75", env=env)
-    assert refused.returncode != 0
+    assert refused.returncode == 2
+    assert "aepo: cannot start AEPO training:" in refused.stdout
     assert "exceeds max_position_embeddings = 4096" in refused.stdout
+    assert "Traceback" not in refused.stdout  # a user's mistake, not a crash
     assert "Ray was not started" not in refused.stdout
 
     shorter = ["data.max_prompt_length=2048", "data.max_response_length=2048"]

@@ -12,6 +12,7 @@ run would do, and exits before Ray starts.
 from __future__ import annotations
 
 import os
+import sys
 
 import hydra
 
@@ -52,7 +53,13 @@ def launch(config) -> None:
 
 @hydra.main(config_path="config", config_name="aepo_trainer", version_base=None)
 def main(config) -> None:
-    launch(config)
+    from aepo.core import ConfigError
+
+    try:
+        launch(config)
+    except ConfigError as err:  # a user's mistake: the message names the key, no traceback
+        print(f"aepo: {err}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":
