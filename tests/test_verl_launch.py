@@ -18,7 +18,8 @@ pytest.importorskip("verl")
 
 from hydra import compose, initialize_config_module  # noqa: E402
 
-from aepo.backends.verl.startup import check_config, check_data_files  # noqa: E402
+from aepo.backends.verl.data_files import check_data_files  # noqa: E402
+from aepo.backends.verl.startup import check_config  # noqa: E402
 from aepo.cli import main as aepo_cli  # noqa: E402
 from aepo.core import ConfigError  # noqa: E402
 from tests.conftest import PROJECT_ROOT  # noqa: E402

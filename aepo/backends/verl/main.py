@@ -28,12 +28,9 @@ def launch(config) -> None:
     from verl.utils.config import validate_config
     from verl.utils.device import auto_set_device
 
-    from aepo.backends.verl.startup import (
-        check_config,
-        check_data_files,
-        make_local_paths_absolute,
-        run_summary,
-    )
+    from aepo.backends.verl.data_files import check_data_files
+    from aepo.backends.verl.dry_run import run_summary
+    from aepo.backends.verl.startup import check_config, make_local_paths_absolute
     from aepo.backends.verl.task_runner import AEPOTaskRunner
 
     auto_set_device(config)

@@ -25,7 +25,8 @@ class AEPOTaskRunner(BaseTaskRunner):
         from verl.utils.config import omega_conf_to_dataclass, validate_config
         from verl.utils.dataset.rl_dataset import collate_fn
 
-        from aepo.backends.verl.startup import check_config, check_data_files
+        from aepo.backends.verl.data_files import check_data_files
+        from aepo.backends.verl.startup import check_config
         from aepo.backends.verl.trainer import AEPORayTrainer
 
         print(f"AEPOTaskRunner hostname: {socket.gethostname()}, PID: {os.getpid()}")

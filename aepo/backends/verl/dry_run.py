@@ -1,0 +1,61 @@
+"""``AEPO_DRY_RUN=1``: what a launch would run, printed after every start-up check."""
+
+from __future__ import annotations
+
+import os
+
+from aepo.backends.verl.data_files import as_list
+from aepo.core import AEPOConfig
+
+
+def tensorboard_dir(config) -> str | None:
+    """Where verl's TensorBoard logger will write (tracking.py:557), None if it is off."""
+    loggers = config.trainer.get("logger") or []
+    if "tensorboard" not in ([loggers] if isinstance(loggers, str) else list(loggers)):
+        return None
+    runtime_env = config.get("ray_kwargs", {}).get("ray_init", {}).get("runtime_env") or {}
+    env_vars = runtime_env.get("env_vars") or {}
+    return env_vars.get("TENSORBOARD_DIR") or os.environ.get(
+        "TENSORBOARD_DIR",
+        f"tensorboard_log/{config.trainer.project_name}/{config.trainer.experiment_name}",
+    )
+
+
+def run_summary(config, cfg: AEPOConfig, train_rows: int | None) -> str:
+    """What a launch with this config would run: printed by a dry run."""
+    data, trainer = config.data, config.trainer
+    rollout = config.actor_rollout_ref.rollout
+    batch = int(data.get("gen_batch_size") or data.train_batch_size)
+    if train_rows is None:
+        steps = "rows unknown"
+    else:
+        steps = f"{train_rows} rows, {train_rows // batch} steps per epoch"
+    if trainer.get("total_training_steps"):
+        steps += f", total_training_steps = {trainer.total_training_steps}"
+    else:
+        steps += f" x {trainer.total_epochs} epochs"
+    if cfg.algorithm == "grpo":
+        algorithm = "grpo"
+    else:
+        algorithm = (
+            f"{cfg.algorithm} (target entropy {cfg.target_entropy}, "
+            f"T_high {cfg.t_high} / T_low {cfg.t_low}, {cfg.samples_up}/{cfg.samples_down} samples)"
+        )
+    lines = [
+        ("algorithm", algorithm),
+        ("model", str(config.actor_rollout_ref.model.path)),
+        ("train files", f"{', '.join(map(str, as_list(data.train_files)))} ({steps})"),
+        ("val files", ", ".join(map(str, as_list(data.val_files)))),
+        (
+            "batch",
+            f"{batch} prompts x n = {rollout.n}, mini-batch "
+            f"{config.actor_rollout_ref.actor.ppo_mini_batch_size}, prompt "
+            f"{data.max_prompt_length} + response {data.max_response_length} tokens",
+        ),
+        ("GPUs", f"{trainer.nnodes} node(s) x {trainer.n_gpus_per_node}"),
+        ("TensorBoard", tensorboard_dir(config) or "off (trainer.logger)"),
+        ("checkpoints", str(trainer.default_local_dir)),
+    ]
+    width = max(len(name) for name, _ in lines)
+    body = "\n".join(f"  {name:<{width}}  {value}" for name, value in lines)
+    return f"AEPO dry run: every start-up check passed; Ray was not started.\n{body}"
