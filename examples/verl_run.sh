@@ -9,6 +9,11 @@ set -euo pipefail
 CONFIG_NAME=${1:?usage: verl_run.sh CONFIG_NAME [hydra overrides...]}
 shift
 REPO_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+if [ ! -f "$REPO_DIR/configs/$CONFIG_NAME.yaml" ]; then
+    echo "no config $REPO_DIR/configs/$CONFIG_NAME.yaml; shipped:" \
+        "$(cd "$REPO_DIR/configs" && ls *.yaml | sed 's/\.yaml$//' | tr '\n' ' ')" >&2
+    exit 2
+fi
 
 # Everything a user usually changes, as variables (override from the environment).
 MODEL_PATH=${MODEL_PATH:-Qwen/Qwen2.5-Math-7B}

@@ -260,3 +260,10 @@ def test_grpo_script_plans_the_baseline(readme_data, tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "algorithm    grpo\n" in result.stdout
     assert "prompt 2048 + response 8192 tokens" in result.stdout
+
+
+def test_a_target_without_a_config_lists_the_shipped_ones():
+    result = run_example("qwen-math-7b-AEPO.sh", "0.50", env={})
+    assert result.returncode == 2
+    assert "no config" in result.stderr and "aepo_h0.50.yaml" in result.stderr
+    assert " aepo_h0.5 " in result.stderr and " entropy_reg " in result.stderr
