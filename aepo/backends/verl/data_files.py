@@ -13,6 +13,11 @@ REWARD_COLUMNS = ("data_source", "reward_model.ground_truth")
 READABLE_SUFFIXES = (".parquet", ".json", ".jsonl")  # rl_dataset.py:173-178
 
 
+def prompts_per_step(config) -> int:
+    """Prompts the train loader yields per step (ray_trainer.py:407 reads the same keys)."""
+    return int(config.data.get("gen_batch_size") or config.data.train_batch_size)
+
+
 def check_data_files(config) -> int | None:
     """The training and validation files exist, are formats verl reads, carry the columns
     its dataset and reward manager read, and the training set fills at least one batch.
@@ -26,7 +31,7 @@ def check_data_files(config) -> int | None:
             problems += found
             if key == "train_files":
                 train_rows = None if rows is None or train_rows is None else train_rows + rows
-    batch = int(config.data.get("gen_batch_size") or config.data.train_batch_size)
+    batch = prompts_per_step(config)
     if not problems and train_rows is not None and train_rows < batch:
         problems.append(
             f"data.train_files hold {train_rows} rows, fewer than data.train_batch_size = "
@@ -62,7 +67,7 @@ def _data_file_problems(key: str, path: str, config) -> tuple[list[str], int | N
     except Exception as err:  # pyarrow raises several types for a damaged file
         return [f"{key}: {file}: unreadable parquet ({err})"], None
     needed = [str(config.data.get("prompt_key") or "prompt")]
-    if config.reward.get("custom_reward_function", {}).get("path"):
+    if (config.reward.get("custom_reward_function") or {}).get("path"):
         needed += REWARD_COLUMNS
     missing = [column for column in needed if not _has_column(schema, column)]
     if missing:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from aepo.backends.verl.data_files import as_list
+from aepo.backends.verl.data_files import as_list, prompts_per_step
 from aepo.core import AEPOConfig
 
 
@@ -25,7 +25,7 @@ def run_summary(config, cfg: AEPOConfig, train_rows: int | None) -> str:
     """What a launch with this config would run: printed by a dry run."""
     data, trainer = config.data, config.trainer
     rollout = config.actor_rollout_ref.rollout
-    batch = int(data.get("gen_batch_size") or data.train_batch_size)
+    batch = prompts_per_step(config)
     if train_rows is None:
         steps = "rows unknown"
     else:

@@ -11,6 +11,7 @@ from pathlib import Path
 from omegaconf import open_dict
 from verl.trainer.ppo.utils import need_critic
 
+from aepo.backends.verl.data_files import prompts_per_step
 from aepo.backends.verl.trainer import aepo_config_from
 from aepo.core import AEPOConfig, ConfigError, recipe_for
 from aepo.model_dir import ModelPathError, require_model_dir
@@ -82,7 +83,7 @@ def check_config(config) -> AEPOConfig:
 def _batch_size_problems(config, cfg: AEPOConfig, extra_rollout: bool) -> list[str]:
     problems = []
     rollout = config.actor_rollout_ref.rollout
-    batch = int(config.data.get("gen_batch_size") or config.data.train_batch_size)
+    batch = prompts_per_step(config)
     n = int(rollout.n)
     workers = int(rollout.agent.num_workers)
     mini = int(config.actor_rollout_ref.actor.ppo_mini_batch_size)
