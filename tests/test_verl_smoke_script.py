@@ -25,6 +25,21 @@ sys.exit(smoke.main(sys.argv[1:], device="cuda"))
 """
 
 
+def run_on_cpu_standin(program: str, *args: str) -> str:
+    """Run ``program`` (RUN or REF_PASS) in a fresh process with the CPU stand-in for CUDA;
+    asserts it succeeded and returns its stdout."""
+    code = program.format(root=str(ROOT), scripts=str(ROOT / "scripts"))
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc.stdout
+
+
 @pytest.mark.parametrize(
     "dynamic_bsz,aepo",
     [
@@ -34,22 +49,14 @@ sys.exit(smoke.main(sys.argv[1:], device="cuda"))
     ],
 )
 def test_smoke_script_passes_with_the_real_worker_on_cpu(dynamic_bsz, aepo):
-    code = RUN.format(root=str(ROOT), scripts=str(ROOT / "scripts"))
     overrides = [
         aepo,
         "actor_rollout_ref.actor.strategy=fsdp2",
         f"actor_rollout_ref.actor.use_dynamic_bsz={dynamic_bsz}",
         # no attn_implementation: the script must pick sdpa itself without flash-attn
     ]
-    proc = subprocess.run(
-        [sys.executable, "-c", code, "--steps", "2", *overrides],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    steps = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith('{"step"')]
+    stdout = run_on_cpu_standin(RUN, "--steps", "2", *overrides)
+    steps = [json.loads(line) for line in stdout.splitlines() if line.startswith('{"step"')]
     assert [s["step"] for s in steps] == [1, 2]
     for s in steps:
         assert s["update_rows"] == 16
@@ -126,22 +133,14 @@ print(json.dumps({{
 def test_aepo_rows_get_old_and_ref_log_probs_from_the_real_workers_on_cpu():
     # Actor and reference workers with different micro-batch sizes (4 and 3): the AEPO rows'
     # passes are padded to whole micro-batches of both (engine/utils.py:124-127).
-    code = REF_PASS.format(root=str(ROOT), scripts=str(ROOT / "scripts"))
     overrides = [
         "actor_rollout_ref.actor.strategy=fsdp2",
         "actor_rollout_ref.ref.strategy=fsdp2",
         "actor_rollout_ref.actor.use_kl_loss=true",
         "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=3",
     ]
-    proc = subprocess.run(
-        [sys.executable, "-c", code, *overrides],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    stdout = run_on_cpu_standin(REF_PASS, *overrides)
+    out = json.loads(stdout.strip().splitlines()[-1])
     assert out["actor_rows"] == out["ref_rows"] == [12]  # 5 rows -> lcm(1 * 4, 1 * 3)
     assert -4.2 < out["old_mean"] < 0  # log-probs over a 64-token vocabulary
     assert out["gap"] == pytest.approx(0.0, abs=1e-5)  # same weights, same temperature
@@ -153,22 +152,14 @@ def test_trained_checkpoint_merges_into_a_model_aepo_eval_reads(tmp_path, shared
     trained weights, and `aepo eval --backend hf` runs on it."""
     from aepo.cli import main as aepo_cli
 
-    code = RUN.format(root=str(ROOT), scripts=str(ROOT / "scripts"))
     overrides = [
         "actor_rollout_ref.actor.strategy=fsdp2",
         # large enough for two updates to show in the merged model's bf16 weights
         "actor_rollout_ref.actor.optim.lr=1e-2",
     ]
     save = tmp_path / "run"
-    proc = subprocess.run(
-        [sys.executable, "-c", code, "--steps", "2", "--save-dir", str(save), *overrides],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    merged = json.loads(proc.stdout.strip().splitlines()[-1])
+    stdout = run_on_cpu_standin(RUN, "--steps", "2", "--save-dir", str(save), *overrides)
+    merged = json.loads(stdout.strip().splitlines()[-1])
     assert merged["merged"] == str(save / "hf")
     assert merged["equal_to_live_weights"] == merged["tensors"] > 0
     assert merged["changed_by_training"] > 0
