@@ -47,24 +47,31 @@ def test_parquet_prompts_replay_by_position_across_epochs(tmp_path):
     assert source.reward("\\boxed{4}", "3") == 0.0
 
 
-def test_aepo_steps_on_a_local_model_dir_and_parquet(tmp_path):
+def two_step_run(tmp_path, rows, aepo: dict, **trainer) -> dict:
+    """The raw config of a 2-step run, 2 prompts x 2 samples, of a tiny model on ``rows``."""
     model = save_tiny_model(tmp_path / "tiny")
-    data = write_verl_parquet(tmp_path / "train.parquet", [("1+1=?", "2"), ("2+2=?", "4")])
-    raw = {
-        "aepo": {"algorithm": "aepo", "target_entropy": 1.0, "samples_up": 2, "samples_down": 2},
-        "trainer": {
-            "model": str(model),
-            "data": str(data),
-            "steps": 2,
-            "prompts_per_step": 2,
-            "samples_per_prompt": 2,
-            "max_new_tokens": 6,
-            "mini_batches": 1,
-            "output_dir": str(tmp_path / "run"),
-            "progress": False,
-            "save_every": 0,
-        },
+    data = write_verl_parquet(tmp_path / "train.parquet", rows)
+    settings = {
+        "model": str(model),
+        "data": str(data),
+        "steps": 2,
+        "prompts_per_step": 2,
+        "samples_per_prompt": 2,
+        "mini_batches": 1,
+        "output_dir": str(tmp_path / "run"),
+        "progress": False,
     }
+    return {"aepo": aepo, "trainer": settings | trainer}
+
+
+def test_aepo_steps_on_a_local_model_dir_and_parquet(tmp_path):
+    raw = two_step_run(
+        tmp_path,
+        [("1+1=?", "2"), ("2+2=?", "4")],
+        {"algorithm": "aepo", "target_entropy": 1.0, "samples_up": 2, "samples_down": 2},
+        max_new_tokens=6,
+        save_every=0,
+    )
     trainer = LocalTrainer(run_config_from_dict(raw, "test"))
     trainer.fit()
     logged = read_metrics(tmp_path / "run")
@@ -75,24 +82,8 @@ def test_aepo_steps_on_a_local_model_dir_and_parquet(tmp_path):
 
 def checkpointed_grpo_run(tmp_path) -> dict:
     """The raw config of a 2-step GRPO run on a 4-row parquet, run with a checkpoint at step 2."""
-    model = save_tiny_model(tmp_path / "tiny")
     rows = [(f"{i}+{i}=?", str(2 * i)) for i in range(4)]
-    data = write_verl_parquet(tmp_path / "train.parquet", rows)
-    raw = {
-        "aepo": {"algorithm": "grpo"},
-        "trainer": {
-            "model": str(model),
-            "data": str(data),
-            "steps": 2,
-            "prompts_per_step": 2,
-            "samples_per_prompt": 2,
-            "max_new_tokens": 3,
-            "mini_batches": 1,
-            "output_dir": str(tmp_path / "run"),
-            "progress": False,
-            "save_every": 2,
-        },
-    }
+    raw = two_step_run(tmp_path, rows, {"algorithm": "grpo"}, max_new_tokens=3, save_every=2)
     LocalTrainer(run_config_from_dict(raw, "test")).fit()  # 2 steps x 2 prompts = 1 epoch
     return raw
 
