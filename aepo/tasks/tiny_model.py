@@ -27,8 +27,10 @@ TINY_MODEL_DEFAULTS = {
     "hidden_size": 64,
     "intermediate_size": 256,
     "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 4,
+    # Two heads of 32: vLLM's CPU attention backend refuses head_dim below 32, and the real
+    # verl stack (vLLM rollout) runs this model in CI.
+    "num_attention_heads": 2,
+    "num_key_value_heads": 2,
     # RoPE has no per-position weights, so a long limit costs nothing and lets evaluation
     # feed real math problems to the tiny model.
     "max_position_embeddings": 4096,
