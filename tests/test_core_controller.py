@@ -124,7 +124,8 @@ def test_state_round_trip_continues_the_same_trajectory():
         a.observe(h)
         b.observe(h)
         assert a.decide(step) == b.decide(step)
-    assert a.history == b.history
+    assert a.history[-2:] == b.history  # b's process saw only the last two
+    assert "history" not in a.state_dict()  # a checkpoint does not grow with the run
 
 
 def test_corrupt_state_is_a_clear_error():

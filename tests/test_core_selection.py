@@ -80,24 +80,23 @@ def test_selection_invariants(rewards, budget, seed):
     assert sel.indices.unique().numel() == len(sel)
 
 
-def test_select_from_extra_rollout_records_the_rate_at_the_plans_temperature():
-    from aepo.core import (
-        AEPOConfig,
-        ExtraRolloutPlan,
-        PositiveRateTracker,
-        select_from_extra_rollout,
-    )
+def test_the_step_records_the_rate_at_the_plans_temperature_and_selection_does_not():
+    from aepo.core import AEPOConfig, AEPOStep, select_from_extra_rollout
 
-    rates = PositiveRateTracker(prior=0.5)
-    plan = ExtraRolloutPlan(num_prompts=2, samples_per_prompt=4, temperature=0.8)
+    step = AEPOStep(AEPOConfig(algorithm="aepo_advantage", samples_down=5, t_low=0.8))
+    step.observe(0.9)  # above the default target 0.5: lower entropy, sample at T = 0.8
+    plan = step.plan(1, num_prompts=8, samples_per_prompt=4)
+    assert plan.rollout.temperature == 0.8
     rewards = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 0.0])
-    cfg = AEPOConfig(algorithm="aepo_advantage")
     groups = [0] * 4 + [1] * 4
-    sel, metrics = select_from_extra_rollout(cfg, plan, 5, rewards, groups, rates, seeded(0))
+    before = step.positive_rates.state_dict()
+    select_from_extra_rollout(step.cfg, 5, rewards, groups, seeded(0))
+    assert step.positive_rates.state_dict() == before  # no tracker behind the caller's back
+    sel, metrics = step.select(plan, rewards, groups)
     # Advantage signal: 4 of the 8 samples are below their group mean; 5 kept of 8 must
     # include at least one of them.
     assert len(sel) == 5 and (sel.signal < 0).any()
     assert metrics == {"aepo/positive_rate": 1.0, "aepo/reinforce_samples": 5.0}
-    assert rates.rate(0.8) == 1.0 and rates.rate(1.2) == 0.5
-    sel, metrics = select_from_extra_rollout(AEPOConfig(), plan, 10, rewards, [0] * 8, rates)
+    assert step.positive_rates.rate(0.8) == 1.0 and step.positive_rates.rate(1.2) == 0.5
+    sel, metrics = select_from_extra_rollout(AEPOConfig(), 10, rewards, [0] * 8)
     assert sel.indices.tolist() == [0, 2, 3, 6] and metrics["aepo/positive_rate"] == 0.5

@@ -65,7 +65,7 @@ def test_controller_switches_temperature_when_entropy_crosses_target(cache_dir, 
     trainer = LocalTrainer(config)
     trainer.fit(steps=3)
     # The target moves below the measured entropy: the controller must turn around.
-    trainer.controller.cfg.target_entropy = 0.001
+    trainer.aepo.controller.cfg.target_entropy = 0.001
     trainer.fit(steps=6)
     logged = read_metrics(tmp_path / "switch")
     cfg = trainer.cfg
@@ -114,11 +114,13 @@ def test_resume_continues_the_same_trajectory(cache_dir, tmp_path):
     for a, b in zip(straight_history[2:], resumed_history, strict=True):
         for key in keys:
             assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key
-    s1, s2 = straight.controller.state_dict(), second.controller.state_dict()
-    assert s1["entropy"] == pytest.approx(s2["entropy"], rel=1e-4)
-    assert [d["step"] for d in s2["history"]] == [1, 2, 3, 4]
-    assert [d["direction"] for d in s1["history"]] == [d["direction"] for d in s2["history"]]
-    assert straight.positive_rates.rates.keys() == second.positive_rates.rates.keys()
+    s1, s2 = straight.aepo.state_dict(), second.aepo.state_dict()
+    assert s1["controller"]["entropy"] == pytest.approx(s2["controller"]["entropy"], rel=1e-4)
+    assert [d.direction for d in straight.aepo.controller.history[2:]] == [
+        d.direction for d in second.aepo.controller.history
+    ]
+    assert s1["positive_rates"]["rates"].keys() == s2["positive_rates"]["rates"].keys()
+    assert s1["rng_state"] == s2["rng_state"]  # the step's RNG carried on, not reseeded
     assert [m["step"] for m in read_metrics(tmp_path / "resumed")] == [1, 2, 3, 4]
 
 

@@ -22,7 +22,7 @@ from verl import DataProto  # noqa: E402
 
 from aepo.backends.verl.agent_loop import AGENT_NAME, TEMPERATURE_FIELD  # noqa: E402
 from aepo.backends.verl.extra_rollout import build_extra_requests, tag_default_rows  # noqa: E402
-from aepo.core import ExtraRolloutPlan  # noqa: E402
+from aepo.core import Decision, ExtraRolloutPlan, StepPlan  # noqa: E402
 
 VOCAB = ["<pad>", "<eos>", "user", "assistant", "q0", "q1", "q2", "a", "b"]
 
@@ -99,8 +99,11 @@ def test_per_row_temperature_reaches_the_server(tmp_path):
             "dummy_tensor": torch.zeros(len(rows), 1),
         }
     )
-    plan = ExtraRolloutPlan(num_prompts=2, samples_per_prompt=3, temperature=1.2)
-    extra = build_extra_requests(gen_batch, plan, generator=torch.Generator().manual_seed(0))
+    decision = Decision(
+        step=1, entropy=0.1, target=0.5, direction=1, temperature=1.2, budget=6, strength=1.0
+    )
+    rollout = ExtraRolloutPlan(num_prompts=2, samples_per_prompt=3, temperature=1.2)
+    extra = build_extra_requests(gen_batch, StepPlan(decision, rollout, (0, 2)))
     combined = DataProto.concat(
         [
             tag_default_rows(gen_batch, config.actor_rollout_ref.rollout.agent.default_agent_loop),

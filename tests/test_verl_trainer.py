@@ -175,7 +175,7 @@ def test_step_one_measures_first_then_generates_extras_in_a_second_pass(aepo_con
     assert metrics["aepo/direction"] == 1.0
     assert metrics["aepo/temperature"] == pytest.approx(1.2)
     assert 0 < metrics["aepo/reinforce_samples"] <= aepo_config.aepo.samples_up
-    assert metrics["aepo/entropy"] == pytest.approx(trainer.controller.raw_entropy)
+    assert metrics["aepo/entropy"] == pytest.approx(trainer.aepo.controller.raw_entropy)
     assert metrics["aepo/extra_gen_tokens"] > 0
 
 
@@ -195,8 +195,9 @@ def test_previous_step_puts_extras_in_the_same_generate_call(aepo_config):
     assert len(grpo) == num_grpo, "fit's own batch keeps only the GRPO rows"
 
 
-def test_merge_replaces_zero_advantage_rows_first_and_keeps_batch_divisible(aepo_config):
-    trainer = make_trainer(aepo_config)
+def test_merge_replaces_zero_advantage_rows_first_and_keeps_batch_divisible():
+    # batch_share: rows keep their advantages, so GRPO rows can be recognised after the merge
+    trainer = make_trainer(compose_config("aepo.alpha_meaning=batch_share"))
     grpo, out = fit_step(trainer, step=1)
     k = int(out.meta_info["metrics"]["aepo/reinforce_samples"])
     got = padded_update(trainer)
@@ -222,7 +223,7 @@ def test_merge_replaces_zero_advantage_rows_first_and_keeps_batch_divisible(aepo
     assert remaining_zero == grpo_zero - k
     # The AEPO rows carry alpha * R on their response tokens and nothing elsewhere.
     mask = resp_mask[is_aepo].bool()
-    assert torch.all(adv[is_aepo][mask] == aepo_config.aepo.alpha)
+    assert torch.all(adv[is_aepo][mask] == trainer.aepo_cfg.alpha)
     assert torch.all(adv[is_aepo][~mask] == 0)
     # Spread over the 2 ranks x 2 mini-batches (4 contiguous chunks of 8 rows).
     chunks = {int(i) // 8 for i in torch.nonzero(is_aepo).reshape(-1)}
@@ -294,17 +295,19 @@ def test_aepo_rows_pass_is_padded_to_whole_micro_batches(actor_micro, ref_micro,
 def test_entropy_monitor_ignores_the_aepo_rows_pass(aepo_config):
     trainer = make_trainer(aepo_config)
     fit_step(trainer, step=1)
-    history = trainer.controller.history
+    history = trainer.aepo.controller.history
     assert len(history) == 1
     td = trainer.actor_rollout_wg.log_prob_batches[0]
     ids = td["input_ids"]
     ent = no_padding_2_padding(fake_entropy(ids), td)
     mask = td["response_mask"].float()
-    assert trainer.controller.raw_entropy == pytest.approx(float((ent * mask).sum() / mask.sum()))
+    assert trainer.aepo.controller.raw_entropy == pytest.approx(
+        float((ent * mask).sum() / mask.sum())
+    )
 
 
 def test_append_merge_pads_to_the_batch_multiple_with_noop_rows():
-    config = compose_config("aepo.merge=append")
+    config = compose_config("aepo.merge=append", "aepo.alpha_meaning=batch_share")
     trainer = make_trainer(config)
     grpo, out = fit_step(trainer, step=1)
     k = int(out.meta_info["metrics"]["aepo/reinforce_samples"])
@@ -402,11 +405,11 @@ def test_controller_state_round_trips_through_the_checkpoint_hooks(tmp_path, aep
     resumed.global_steps = 0
     resumed._load_checkpoint()
     assert resumed.global_steps == 2
-    assert resumed.controller.state_dict() == trainer.controller.state_dict()
-    assert resumed.positive_rates.state_dict() == trainer.positive_rates.state_dict()
-    assert torch.equal(resumed.aepo_rng.get_state(), trainer.aepo_rng.get_state())
+    assert resumed.aepo.controller.state_dict() == trainer.aepo.controller.state_dict()
+    assert resumed.aepo.positive_rates.state_dict() == trainer.aepo.positive_rates.state_dict()
+    assert torch.equal(resumed.aepo.rng.get_state(), trainer.aepo.rng.get_state())
     # Same decision next step as the uninterrupted run.
-    assert resumed.controller.decide(3) == trainer.controller.decide(3)
+    assert resumed.aepo.controller.decide(3) == trainer.aepo.controller.decide(3)
 
 
 def test_missing_or_corrupt_state_stops_an_aepo_resume(tmp_path):
@@ -443,7 +446,7 @@ def test_current_batch_source_always_measures_before_generating_extras():
     assert len(calls) == 4, "each step: fit's call, then the extra pass"
     assert all(math.isnan(t) for t in calls[2]["temperatures"])
     assert set(calls[3]["temperatures"]) == {1.2}
-    assert trainer.controller.history[-1].step == 2
+    assert trainer.aepo.controller.history[-1].step == 2
 
 
 def test_validation_generation_passes_through_untouched(aepo_config):
@@ -459,5 +462,5 @@ def test_validation_generation_passes_through_untouched(aepo_config):
     trainer.async_rollout_manager.generate_sequences(val)
     call = trainer.rollout_manager.calls[before]
     assert len(trainer.rollout_manager.calls) == before + 1
-    assert all(math.isnan(t) for t in call["temperatures"]) and trainer._pending is None
+    assert all(math.isnan(t) for t in call["temperatures"]) and trainer._extras is None
     assert trainer._generation_prompts is prompts, "validation must not replace the stashed prompts"

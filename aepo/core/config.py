@@ -39,6 +39,7 @@ class AEPOConfig(BaseModel):
     samples_up: int = Field(60, description="max REINFORCE samples per step when H < H*")
     samples_down: int = Field(30, description="max REINFORCE samples per step when H >= H*")
     alpha: float = Field(1.0, description="weight of the REINFORCE term")
+    alpha_meaning: Literal["paper", "batch_share"] = "paper"
     clip_ratio: float = Field(0.2, description="eps of the clipped REINFORCE term (and PPO)")
     entropy_ema: float | None = Field(
         None, description="EMA factor on the measured entropy (None: use raw measurement)"

@@ -9,7 +9,7 @@ entropy on models whose natural drift differs in strength.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from aepo.core.config import AEPOConfig
@@ -48,8 +48,9 @@ class Decision:
 class EntropyController:
     """Keeps the last measurement and decides each step's temperature and sample budget.
 
-    There is no decision before the first measurement (``has_measurement`` is False):
-    engines measure pi_old's entropy first on step 1 (design decision 3).
+    There is no decision before the first measurement (``has_measurement`` is False): on
+    step 1 engines measure pi_old's entropy first, since a guess would push the wrong way
+    on a model whose entropy is already above (or below) the target.
     """
 
     def __init__(self, cfg: AEPOConfig):
@@ -58,6 +59,8 @@ class EntropyController:
         self.raw_entropy: float | None = None
         self.integral = 0.0
         self.history: list[Decision] = []
+        """this process's decisions, for logs and tests; not saved in ``state_dict``, which
+        stays the same size however long a run is"""
 
     @property
     def has_measurement(self) -> bool:
@@ -125,7 +128,6 @@ class EntropyController:
             "entropy": self.entropy,
             "raw_entropy": self.raw_entropy,
             "integral": self.integral,
-            "history": [asdict(d) for d in self.history],
             "config": self.cfg.model_dump(),
         }
 
@@ -134,6 +136,5 @@ class EntropyController:
             self.entropy = state["entropy"]
             self.raw_entropy = state["raw_entropy"]
             self.integral = float(state["integral"])
-            self.history = [Decision(**d) for d in state["history"]]
         except (KeyError, TypeError) as err:
             raise ValueError(f"corrupt entropy-controller state: {err!r}") from err

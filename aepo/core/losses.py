@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 
 AGG_MODES = ("token-mean", "token-sum", "seq-mean-token-mean", "seq-mean-token-sum")
+VERL_AGG_MODES = (*AGG_MODES, "seq-mean-token-sum-norm")
+"""every ``loss_agg_mode`` of verl 0.9.1's ``agg_loss``; the local engine offers the first four"""
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -70,9 +72,78 @@ def ppo_clip_loss(
     return loss, metrics
 
 
-def reinforce_advantages(signal: torch.Tensor, alpha: float, mask: torch.Tensor) -> torch.Tensor:
-    """Token advantages ``alpha * R`` for selected rows (``signal``: one value per row)."""
-    return alpha * signal.reshape(-1, 1).float() * mask.float()
+def _row_coefficients(
+    lengths: torch.Tensor, mode: str, num_seqs: float, horizon: float | None
+) -> torch.Tensor:
+    """``c`` with ``aggregate(loss, mask, mode) == sum_i c_i * sum_t loss_it`` for one batch."""
+    lengths = lengths.double()
+    if mode == "token-mean":
+        return torch.full_like(lengths, 1.0 / max(float(lengths.sum()), 1.0))
+    if mode == "token-sum":
+        return torch.ones_like(lengths)
+    seqs = max(float(num_seqs), 1.0)
+    if mode == "seq-mean-token-sum":
+        return torch.full_like(lengths, 1.0 / seqs)
+    if mode == "seq-mean-token-sum-norm":
+        if not horizon:
+            raise ValueError("seq-mean-token-sum-norm needs the horizon it divides by")
+        return torch.full_like(lengths, 1.0 / (seqs * horizon))
+    if mode == "seq-mean-token-mean":
+        return 1.0 / (seqs * lengths.clamp_min(1.0))
+    raise ValueError(f"unknown loss aggregation {mode!r}; expected one of {VERL_AGG_MODES}")
+
+
+def eq1_row_scale(
+    lengths: torch.Tensor,
+    reinforce: torch.Tensor,
+    minibatch: torch.Tensor,
+    *,
+    mode: str,
+    rows_per_minibatch: int | None = None,
+    horizon: float | None = None,
+) -> torch.Tensor:
+    """Per-row factors for the advantages of a merged batch so that, whatever ``mode``,
+    every optimiser step minimises ``L_GRPO + alpha * L_REINFORCE`` (Eq. 1):
+
+    - ``L_GRPO``: ``mode``'s aggregate over the GRPO rows of that mini-batch alone;
+    - ``L_REINFORCE``: the mean over the mini-batch's REINFORCE rows of each row's token
+      mean, ``(1/K) sum_o (1/|o|) sum_t`` (alpha already sits in those rows' advantages).
+
+    PPO-clip's per-token loss is ``-A`` times a function of the ratio (also under dual clip),
+    so scaling a row's advantage by ``s > 0`` scales its loss and gradient by ``s``: the
+    weighting needs no loss of its own. ``s = wanted coefficient / the one the aggregate
+    gives``, per row.
+
+    ``lengths``: response tokens per row. ``reinforce``: rows carrying the REINFORCE term.
+    ``minibatch``: the optimiser step each row falls in (the global mini-batch, over all
+    data-parallel ranks). ``rows_per_minibatch``: the sequence count the aggregate divides
+    by (verl: ``ppo_mini_batch_size * n``, empty rows included); ``None``: the rows with a
+    token (the local engine's ``aggregate``). ``horizon``: ``seq-mean-token-sum-norm``'s
+    divisor.
+    """
+    lengths = lengths.detach().reshape(-1).double()
+    reinforce = reinforce.reshape(-1).to(torch.bool)
+    minibatch = minibatch.reshape(-1)
+    scale = torch.zeros_like(lengths)
+    for b in torch.unique(minibatch).tolist():
+        rows = (minibatch == b).nonzero().reshape(-1)
+        length = lengths[rows]
+        is_rf = reinforce[rows]
+        has_tokens = length > 0
+        if rows_per_minibatch is None:
+            seqs, grpo_seqs = has_tokens.sum(), (has_tokens & ~is_rf).sum()
+        else:
+            seqs, grpo_seqs = rows_per_minibatch, rows_per_minibatch - int(is_rf.sum())
+        actual = _row_coefficients(length, mode, seqs, horizon)
+        wanted = torch.zeros_like(length)
+        grpo = ~is_rf
+        if grpo.any():
+            wanted[grpo] = _row_coefficients(length[grpo], mode, grpo_seqs, horizon)
+        k = int((is_rf & has_tokens).sum())
+        if k:
+            wanted[is_rf] = 1.0 / (k * length[is_rf].clamp_min(1.0))
+        scale[rows] = torch.where(has_tokens, wanted / actual, torch.zeros_like(actual))
+    return scale.float()
 
 
 def entropy_bonus_loss(
@@ -80,19 +151,3 @@ def entropy_bonus_loss(
 ) -> torch.Tensor:
     """Entropy-Reg: ``-lambda * H`` added to the loss (maximises entropy of pi_theta)."""
     return -coef * aggregate(entropy, mask, agg)
-
-
-def entropy_shaped_advantages(
-    advantages: torch.Tensor,
-    old_entropy: torch.Tensor,
-    mask: torch.Tensor,
-    *,
-    beta: float = 0.4,
-    kappa: float = 2.0,
-) -> torch.Tensor:
-    """Entropy-Adv: ``A + min(beta * H_t, |A| / kappa)`` with H_t of pi_old, detached.
-
-    The ``|A| / kappa`` cap keeps the bonus from flipping the sign of a negative advantage.
-    """
-    bonus = torch.minimum(beta * old_entropy.detach(), advantages.abs() / kappa)
-    return (advantages + bonus) * mask.to(advantages.dtype)

@@ -14,38 +14,9 @@ from dataclasses import dataclass
 
 import torch
 
+from aepo.core.advantages import group_advantage
 from aepo.core.config import AEPOConfig
 from aepo.core.recipes import recipe_for
-from aepo.core.rollout_budget import ExtraRolloutPlan, PositiveRateTracker
-
-
-def group_advantage(
-    rewards: torch.Tensor,
-    group_ids: Sequence,
-    eps: float = 1e-6,
-    norm_by_std: bool = True,
-) -> torch.Tensor:
-    """GRPO's outcome advantage per sample: (r - group mean) / (group std + eps).
-
-    Matches verl's ``compute_grpo_outcome_advantage`` (unbiased std, singleton groups get
-    mean 0 and std 1); kept here so that ``aepo.core`` stays free of verl.
-    """
-    rewards = rewards.detach().float()
-    if len(group_ids) != rewards.numel():
-        raise ValueError(f"{len(group_ids)} group ids for {rewards.numel()} rewards")
-    members: dict = {}
-    for i, g in enumerate(group_ids):
-        members.setdefault(g, []).append(i)
-    advantages = torch.empty_like(rewards)
-    for idx in members.values():
-        r = rewards[idx]
-        if len(idx) == 1:
-            mean, std = torch.zeros(()), torch.ones(())
-        else:
-            mean, std = r.mean(), r.std()
-        centred = r - mean
-        advantages[idx] = centred / (std + eps) if norm_by_std else centred
-    return advantages
 
 
 @dataclass(frozen=True)
@@ -107,15 +78,13 @@ def select_reinforce_samples(
 
 def select_from_extra_rollout(
     cfg: AEPOConfig,
-    plan: ExtraRolloutPlan,
     budget: int,
     rewards: torch.Tensor,
     group_ids: Sequence,
-    positive_rates: PositiveRateTracker,
     generator: torch.Generator | None = None,
 ) -> tuple[Selection, dict[str, float]]:
-    """Both engines' selection step: the recipe's filter and signal, capped at the budget;
-    the positive rate at the plan's temperature is recorded for sizing later passes."""
+    """The recipe's filter and signal, capped at ``budget``; changes no state but the
+    generator's (:meth:`aepo.core.AEPOStep.select` records the positive rate)."""
     selection = select_reinforce_samples(
         rewards,
         group_ids,
@@ -127,7 +96,6 @@ def select_from_extra_rollout(
         generator=generator,
     )
     generated = int(rewards.numel())
-    positive_rates.update(plan.temperature, selection.num_candidates, generated)
     metrics = {
         "aepo/positive_rate": selection.num_candidates / max(1, generated),
         "aepo/reinforce_samples": float(len(selection)),

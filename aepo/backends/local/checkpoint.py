@@ -85,4 +85,9 @@ def load_checkpoint_files(path: str | Path) -> tuple[Path, dict[str, Any], dict[
     missing = {"step", "data_position", "controller", "positive_rates", "rng"} - set(state)
     if missing:
         raise CheckpointError(f"{path / STATE_FILE} lacks {sorted(missing)}")
+    if "rng_state" not in state:
+        raise CheckpointError(
+            f"{path / STATE_FILE} has no 'rng_state': it was written before the AEPO step kept "
+            "its own RNG; resume it with the aepo version that wrote it, or start a new run"
+        )
     return path / MODEL_DIR, loaded[0], state

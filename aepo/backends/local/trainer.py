@@ -3,10 +3,11 @@
 One step:
 1. sample n responses per prompt at T = 1 (the GRPO group) and score them at T = 1
    (old log-probs, token entropy); the token-mean entropy is the controller's measurement;
-2. if the recipe has an extra rollout: the controller decides temperature and budget (from
-   the previous step's measurement, or this one's: ``entropy_source``), the pass is sized by
-   ``plan_extra_rollout``, positives are selected and get advantage ``alpha * R``;
-3. the selected rows replace rows of the GRPO batch as ``plan_merge`` says;
+2. if the recipe has an extra rollout, ``aepo.core.AEPOStep`` decides temperature, budget
+   and prompts (from the previous step's measurement, or this one's: ``entropy_source``),
+   selects the positives (advantage ``alpha * R``) and plans where they go in the batch;
+3. the selected rows replace rows of the GRPO batch as the merge plan says, and every row's
+   advantage is weighted so each update is ``L_GRPO + alpha * L_REINFORCE`` (``alpha_meaning``);
 4. PPO-clip updates in contiguous mini-batches (the merge plan spreads extra rows over them).
 """
 
@@ -33,18 +34,14 @@ from aepo.backends.local.rollout import (
 from aepo.backends.local.settings import BUILTIN, RunConfig
 from aepo.core import (
     AEPOConfig,
-    EntropyController,
-    PositiveRateTracker,
+    AEPOStep,
+    StepPlan,
     entropy_bonus_loss,
     entropy_shaped_advantages,
     group_advantage,
     masked_mean,
-    plan_for_decision,
-    plan_merge,
     ppo_clip_loss,
     recipe_for,
-    reinforce_advantages,
-    select_from_extra_rollout,
 )
 from aepo.model_dir import (
     ModelPathError,
@@ -139,8 +136,7 @@ class LocalTrainer:
             silence_transformers_progress()
         self.step = 0
         self.data_position = 0
-        self.controller = EntropyController(self.cfg)
-        self.positive_rates = PositiveRateTracker(self.cfg.prior_positive_rate)
+        self.aepo = AEPOStep(self.cfg)
         if resume_from is None:
             model_dir = self._model_source()
         else:
@@ -182,8 +178,7 @@ class LocalTrainer:
         """Everything of a checkpoint but the weights, which ``__init__`` loaded from it."""
         try:
             self.optimizer.load_state_dict(optimizer_state)
-            self.controller.load_state_dict(state["controller"])
-            self.positive_rates.load_state_dict(state["positive_rates"])
+            self.aepo.load_state_dict(state)
             ckpt.set_rng_state(state["rng"])
         except (KeyError, ValueError, TypeError, RuntimeError) as err:
             raise ckpt.CheckpointError(f"checkpoint {path} does not fit this run: {err}") from err
@@ -194,8 +189,7 @@ class LocalTrainer:
         state = {
             "step": self.step,
             "data_position": self.data_position,
-            "controller": self.controller.state_dict(),
-            "positive_rates": self.positive_rates.state_dict(),
+            **self.aepo.state_dict(),
             "run_config": self.run_config.model_dump(),
         }
         path = ckpt.checkpoint_path(self.output_dir, self.step)
@@ -250,13 +244,9 @@ class LocalTrainer:
         group_ids = [i for i in range(len(prompts)) for _ in range(n)]
         truths = [p.ground_truth for p in prompts for _ in range(n)]
 
-        decision = None
-        if (
-            recipe.extra_rollout
-            and cfg.entropy_source == "previous_step"
-            and self.controller.has_measurement
-        ):
-            decision = self.controller.decide(step)
+        plan: StepPlan | None = None
+        if self.aepo.plans_before_generation:
+            plan = self.aepo.plan(step, num_prompts=len(prompts), samples_per_prompt=n)
 
         gen_started = time.perf_counter()
         grpo_rollout = self._sample(prompt_ids, prompt_mask, n, 1.0)
@@ -264,9 +254,9 @@ class LocalTrainer:
         mask = grpo_rollout.response_mask
         old_logp, old_entropy = self._score_rows(grpo_rollout, with_entropy=True)
         entropy = float(masked_mean(old_entropy, mask))
-        self.controller.observe(entropy)
-        if recipe.extra_rollout and decision is None:
-            decision = self.controller.decide(step)  # measure first (step 1, current_batch)
+        self.aepo.observe(entropy)
+        if recipe.extra_rollout and plan is None:  # measure first (step 1, current_batch)
+            plan = self.aepo.plan(step, num_prompts=len(prompts), samples_per_prompt=n)
 
         rewards = self._rewards(grpo_rollout, truths)
         seq_adv = group_advantage(rewards, group_ids).to(self.device)
@@ -290,13 +280,13 @@ class LocalTrainer:
         gen_tokens = grpo_rollout.num_tokens
 
         batch = grpo
-        if decision is not None:
+        if plan is not None:
             extra_batch, extra_metrics, extra_tokens, extra_time = self._extra_rollout(
-                decision, step, prompt_ids, prompt_mask, prompts
+                plan, prompt_ids, prompt_mask, prompts
             )
             gen_time += extra_time
             gen_tokens += extra_tokens
-            metrics.update(decision.metrics())
+            metrics.update(plan.decision.metrics())
             metrics.update(extra_metrics)
             metrics["aepo/extra_gen_tokens"] = float(extra_tokens)
             metrics["aepo/extra_gen_fraction"] = extra_tokens / max(1, grpo_rollout.num_tokens)
@@ -313,62 +303,65 @@ class LocalTrainer:
         self.data_position += s.prompts_per_step
         return metrics
 
-    def _extra_rollout(self, decision, step, prompt_ids, prompt_mask, prompts):
-        cfg, s = self.cfg, self.settings
-        n = s.samples_per_prompt
-        plan = plan_for_decision(
-            cfg, decision, self.positive_rates, num_prompts=len(prompts), samples_per_prompt=n
-        )
+    def _extra_rollout(self, plan: StepPlan, prompt_ids, prompt_mask, prompts):
         metrics = {"aepo/reinforce_samples": 0.0}
         if plan.num_samples == 0:
             return None, metrics, 0, 0.0
-        rng = np.random.default_rng([s.seed, step, 1])
-        chosen = np.sort(rng.choice(len(prompts), size=plan.num_prompts, replace=False))
-        chosen_t = torch.as_tensor(chosen, device=prompt_ids.device)
+        m = plan.rollout.samples_per_prompt
+        chosen_t = torch.as_tensor(plan.prompts, device=prompt_ids.device)
         started = time.perf_counter()
         rollout = self._sample(
-            prompt_ids[chosen_t], prompt_mask[chosen_t], plan.samples_per_prompt, plan.temperature
+            prompt_ids[chosen_t], prompt_mask[chosen_t], m, plan.rollout.temperature
         )
         gen_time = time.perf_counter() - started
-        group_ids = [int(i) for i in chosen for _ in range(plan.samples_per_prompt)]
+        group_ids = [i for i in plan.prompts for _ in range(m)]
         truths = [prompts[i].ground_truth for i in group_ids]
         rewards = self._rewards(rollout, truths)
-        generator = torch.Generator().manual_seed(int(s.seed) * 1_000_003 + step)
-        selection, selection_metrics = select_from_extra_rollout(
-            cfg, plan, decision.budget, rewards, group_ids, self.positive_rates, generator
-        )
+        selection, selection_metrics = self.aepo.select(plan, rewards, group_ids)
         metrics.update(selection_metrics)
         metrics["aepo/extra_reward_mean"] = float(rewards.mean())
         if len(selection) == 0:
             return None, metrics, rollout.num_tokens, gen_time
         picked = rollout.select(selection.indices.to(rollout.responses.device))
-        # Old log-probs of temperature samples at T = 1 (users.md 3): the ratio is
-        # pi_theta / pi_old of the policy being trained, not of the sampling distribution.
+        # Old log-probs of temperature samples at T = 1: the ratio in the clipped term is
+        # pi_theta / pi_old of the policy being trained, not of the sampling distribution
+        # (sampling at T_high/T_low only chooses which responses enter the term).
         old_logp, _ = self._score_rows(picked, with_entropy=False)
-        advantages = reinforce_advantages(
-            selection.signal.to(self.device), cfg.alpha, picked.response_mask
-        )
+        advantages = self.aepo.advantages(plan, selection, picked.response_mask)
         return TrainBatch(picked, old_logp, advantages), metrics, rollout.num_tokens, gen_time
+
+    def _minibatch_bounds(self, rows: int) -> np.ndarray:
+        """Row bounds of the contiguous mini-batches of one epoch (``_update`` and the
+        Eq. 1 weighting must agree on them)."""
+        return np.linspace(0, rows, min(self.settings.mini_batches, rows) + 1).astype(int)
 
     def _merge(self, grpo: TrainBatch, extra: TrainBatch, seq_adv, metrics) -> TrainBatch:
         m = self.settings.mini_batches
         rows = len(grpo.rollout)
-        chunks = m if rows % m == 0 else 1
-        plan = plan_merge(
+        plan = self.aepo.merge_plan(
             seq_adv,
-            min(len(extra.rollout), rows) if self.cfg.merge != "append" else len(extra.rollout),
-            mode=self.cfg.merge,
-            num_chunks=chunks,
+            len(extra.rollout),
+            num_chunks=m if rows % m == 0 else 1,
             batch_multiple=m,
         )
         metrics["aepo/displaced_nonzero"] = float(plan.displaced_nonzero)
-        return apply_merge(grpo, extra, plan)
+        merged = apply_merge(grpo, extra, plan)
+        total = len(merged.rollout)
+        reinforce = torch.zeros(total, dtype=torch.bool)
+        reinforce[plan.replace_rows] = True
+        reinforce[rows : rows + plan.append_rows] = True
+        bounds = self._minibatch_bounds(total)
+        minibatch = torch.as_tensor(np.searchsorted(bounds[1:], np.arange(total), side="right"))
+        lengths = merged.rollout.response_mask.sum(-1).cpu()
+        scale = self.aepo.row_scale(lengths, reinforce, minibatch, mode=self.settings.loss_agg)
+        if scale is not None:
+            merged.advantages = merged.advantages * scale.to(merged.advantages).unsqueeze(1)
+        return merged
 
     def _update(self, batch: TrainBatch) -> dict[str, float]:
         s, cfg, recipe = self.settings, self.cfg, self.recipe
         self.model.train()
-        rows = len(batch.rollout)
-        bounds = np.linspace(0, rows, min(s.mini_batches, rows) + 1).astype(int)
+        bounds = self._minibatch_bounds(len(batch.rollout))
         losses, clipfracs, kls, grad_norms = [], [], [], []
         for _ in range(s.ppo_epochs):
             for lo, hi in zip(bounds[:-1], bounds[1:], strict=False):

@@ -1,18 +1,21 @@
 """``AEPORayTrainer``: verl 0.9.1's v0 ``RayPPOTrainer`` plus the AEPO regulariser.
 
 fit() is not copied. Read from verl 0.9.1, fit() calls these methods through ``self``,
-and each override adds one piece of the algorithm:
+and each override adds one piece of the algorithm (every decision is the core's
+:class:`aepo.core.AEPOStep`; this module only moves ``DataProto`` rows):
 
-- ``init_workers``: the rollout manager is wrapped so the temperature samples ride in
-  fit()'s own generate call (``entropy_source: previous_step``);
-- ``_compute_old_log_prob``: pi_old's token-mean entropy at T = 1 feeds the controller; for
-  ``current_batch`` (and step 1) the extra samples are generated right after it;
-- ``_update_actor``: positives are selected, get old log-probs at T = 1 and advantage
-  ``alpha * R``, and take the place of zero-advantage GRPO rows (design decision 2);
-  Entropy-Adv shapes the advantages here;
+- ``init_workers``: the rollout manager is wrapped so fit()'s generate call comes to
+  :meth:`AEPORayTrainer.generate_sequences`, which appends this step's extra requests when
+  the plan can be made before generation (``entropy_source: previous_step``);
+- ``_compute_old_log_prob``: pi_old's token-mean entropy at T = 1 feeds the controller;
+- ``_update_actor``: for ``current_batch`` (and step 1) the plan is made and the extra pass
+  generated here, after the measurement and before the update; positives are selected, get
+  old log-probs at T = 1 and advantage ``alpha * R``, take the place of zero-advantage GRPO
+  rows (whose policy gradient is zero, so the batch keeps the size verl's dispatch needs),
+  and every row's advantage is weighted for Eq. 1; Entropy-Adv shapes the advantages here;
 - ``_save_checkpoint`` / ``_load_checkpoint``: ``aepo_state.json`` beside verl's files.
 
-Which of these steps run is decided by the core's recipe (design decision 7).
+Which of these steps run is decided by the core's recipe (``aepo/core/recipes.py``).
 """
 
 from __future__ import annotations
@@ -43,20 +46,17 @@ from aepo.backends.verl.extra_rollout import (
     PendingExtras,
     RolloutManagerProxy,
     build_extra_requests,
-    generate_padded,
+    generate_with_extras,
+    tag_default_rows,
 )
 from aepo.core import (
     AEPOConfig,
-    EntropyController,
-    PositiveRateTracker,
+    AEPOStep,
+    StepPlan,
     entropy_shaped_advantages,
     load_aepo_config,
     masked_mean,
-    plan_for_decision,
-    plan_merge,
     recipe_for,
-    reinforce_advantages,
-    select_from_extra_rollout,
 )
 
 logger = logging.getLogger(__name__)
@@ -90,13 +90,18 @@ class AEPORayTrainer(RayPPOTrainer):
         without verl's workers and data loaders."""
         self.aepo_cfg = cfg
         self.recipe = recipe_for(cfg)
-        self.controller = EntropyController(cfg)
-        self.positive_rates = PositiveRateTracker(cfg.prior_positive_rate)
-        self.aepo_rng = torch.Generator().manual_seed(cfg.seed)
+        self.aepo = AEPOStep(cfg)
+        actor = self.config.actor_rollout_ref.actor
+        if self.recipe.extra_rollout and cfg.alpha_meaning == "paper" and actor.get("shuffle"):
+            raise ValueError(
+                "aepo.alpha_meaning=paper weights rows by the mini-batch they fall in; "
+                "actor_rollout_ref.actor.shuffle=true reorders them: set it to false"
+            )
         self.rollout_manager = None
-        """the real AgentLoopManager, for the second generation pass"""
+        """the real AgentLoopManager"""
         self._generation_prompts: DataProto | None = None
-        self._pending: PendingExtras | None = None
+        self._plan: StepPlan | None = None
+        self._extras: PendingExtras | None = None
 
     # ---- generation ---------------------------------------------------------------------
 
@@ -106,73 +111,63 @@ class AEPORayTrainer(RayPPOTrainer):
             self.async_rollout_manager = self.wrap_rollout_manager(self.async_rollout_manager)
 
     def wrap_rollout_manager(self, manager) -> RolloutManagerProxy:
-        agent = self.config.actor_rollout_ref.rollout.agent
         self.rollout_manager = manager
-        workers = len(getattr(manager, "agent_loop_workers", ()) or ()) or agent.num_workers
-        return RolloutManagerProxy(
-            manager, self, num_workers=workers, default_agent_loop=agent.default_agent_loop
+        return RolloutManagerProxy(manager, self.generate_sequences)
+
+    @property
+    def _rollout_workers(self) -> int:
+        agent = self.config.actor_rollout_ref.rollout.agent
+        return (
+            len(getattr(self.rollout_manager, "agent_loop_workers", ()) or ()) or agent.num_workers
         )
 
-    def remember_generation_prompts(self, prompts: DataProto) -> None:
-        self._generation_prompts = prompts
-        self._pending = None
-
-    def plan_same_call_extras(self, prompts: DataProto):
-        """The proxy asks before fit()'s generate call; None: no extras in this call."""
-        if self.aepo_cfg.entropy_source != "previous_step" or not self.controller.has_measurement:
-            return None
-        return self._decide_and_plan(len(prompts))
-
-    def receive_extras(self, pending: PendingExtras) -> None:
-        self._pending = pending
-
-    def _decide_and_plan(self, num_rows: int):
-        """This step's decision and extra-rollout plan; None when the plan generates
-        nothing (the decision is then pending without samples, so its metrics are logged)."""
+    def _plan_step(self, num_rows: int) -> StepPlan:
         n = self.config.actor_rollout_ref.rollout.n
-        decision = self.controller.decide(self.global_steps)
-        plan = plan_for_decision(
-            self.aepo_cfg,
-            decision,
-            self.positive_rates,
-            num_prompts=num_rows // n,
-            samples_per_prompt=n,
-        )
-        if plan.num_samples == 0:
-            self._pending = PendingExtras(decision, plan, None, [], [], 0)
-            return None
-        return decision, plan
+        return self.aepo.plan(self.global_steps, num_prompts=num_rows // n, samples_per_prompt=n)
 
-    def _generate_extras_after_measurement(self, batch: DataProto) -> None:
-        """Second generation pass (``current_batch``, or step 1 of ``previous_step``).
+    def generate_sequences(self, prompts: DataProto) -> DataProto:
+        """fit()'s training generate call (through the proxy): the prompts are kept for a
+        second pass, and this step's extra requests ride along when they can be planned
+        before generation."""
+        self._generation_prompts = prompts
+        self._plan, self._extras = None, None
+        if not self.aepo.plans_before_generation:
+            return self.rollout_manager.generate_sequences(prompts)
+        self._plan = self._plan_step(len(prompts))
+        if self._plan.num_samples == 0:
+            return self.rollout_manager.generate_sequences(prompts)
+        default_loop = self.config.actor_rollout_ref.rollout.agent.default_agent_loop
+        main_output, self._extras = generate_with_extras(
+            self.rollout_manager,
+            tag_default_rows(prompts, default_loop),
+            build_extra_requests(prompts, self._plan),
+            self._rollout_workers,
+        )
+        return main_output
+
+    def _generate_after_measurement(self, num_rows: int) -> None:
+        """The second generation pass (``current_batch``, or step 1 of ``previous_step``).
 
         fit() has put the rollout replicas to sleep after its generate call; only
         ``update_weights`` wakes them (re-syncing the still unchanged pi_old), and fit()
         expects them asleep again before its own ``update_weights`` after the update.
         """
-        planned = self._decide_and_plan(len(batch))
-        if planned is None:
+        self._plan = self._plan_step(num_rows)
+        if self._plan.num_samples == 0:
             return
-        decision, plan = planned
         if self._generation_prompts is None or self.rollout_manager is None:
             raise RuntimeError(
                 "AEPO second generation pass: no generation prompts were seen this step "
                 "(init_workers() did not wrap the rollout manager?)"
             )
-        extra = build_extra_requests(self._generation_prompts, plan, generator=self.aepo_rng)
+        extra = build_extra_requests(self._generation_prompts, self._plan)
         self.checkpoint_manager.update_weights(self.global_steps)
         try:
-            _, outputs, spent = generate_padded(
-                self.rollout_manager,
-                None,
-                extra.requests,
-                self.async_rollout_manager.num_workers,
+            _, self._extras = generate_with_extras(
+                self.rollout_manager, None, extra, self._rollout_workers
             )
         finally:
             self.checkpoint_manager.sleep_replicas()
-        self._pending = PendingExtras(
-            decision, plan, outputs, extra.source_uids, extra.group_uids, spent
-        )
 
     # ---- entropy measurement ------------------------------------------------------------
 
@@ -181,18 +176,16 @@ class AEPORayTrainer(RayPPOTrainer):
         entropys = old_log_prob.batch["entropys"]
         # Token mean over the GRPO batch, whatever loss_agg_mode fit() logs actor/entropy with.
         entropy = float(masked_mean(entropys, batch.batch["response_mask"]))
-        self.controller.observe(entropy)
+        self.aepo.observe(entropy)
         if self.recipe.entropy_adv:
             old_log_prob.batch[OLD_ENTROPY_KEY] = entropys.clone()
-        if self.recipe.extra_rollout and self._pending is None:
-            self._generate_extras_after_measurement(batch)
         return old_log_prob, mfu
 
     # ---- the update ---------------------------------------------------------------------
 
     def _update_actor(self, batch: DataProto) -> DataProto:
-        # Design decision 6: both engines log reward/mean, the mean reward of the T = 1
-        # (GRPO) samples; fit() logs it only as critic/score/mean.
+        # Both engines log reward/mean, the mean reward of the T = 1 (GRPO) samples, so that
+        # `aepo plot` reads local and verl runs alike; fit() logs it only as critic/score/mean.
         metrics = {"reward/mean": float(batch.batch["token_level_scores"].sum(-1).mean())}
         if OLD_ENTROPY_KEY in batch.batch.keys():  # set only for Entropy-Adv
             batch.batch["advantages"] = entropy_shaped_advantages(
@@ -202,78 +195,98 @@ class AEPORayTrainer(RayPPOTrainer):
                 beta=self.aepo_cfg.entropy_adv_beta,
                 kappa=self.aepo_cfg.entropy_adv_kappa,
             )
-        pending, self._pending = self._pending, None
+        if self.recipe.extra_rollout and self._plan is None:
+            self._generate_after_measurement(len(batch))
+        plan, extras = self._plan, self._extras
+        self._plan, self._extras = None, None
         to_update = batch
-        if pending is not None:
-            to_update, merge_metrics = self.merge_extras(batch, pending)
+        if plan is not None:
+            to_update, merge_metrics = self.merge_extras(batch, plan, extras)
             metrics.update(merge_metrics)
         output = super()._update_actor(to_update)
         output.meta_info.setdefault("metrics", {}).update(metrics)
         return output
 
-    def merge_extras(self, batch: DataProto, pending: PendingExtras):
+    def merge_extras(self, batch: DataProto, plan: StepPlan, extras: PendingExtras | None):
         """Select positives among the extra samples and merge them; returns the batch for
         the actor update and the step's ``aepo/*`` metrics."""
-        cfg = self.aepo_cfg
-        decision = pending.decision
         # aepo/entropy is the entropy the decision used, as in the local engine; fit() logs
         # this step's measurement as actor/entropy.
-        metrics = decision.metrics()
+        metrics = plan.decision.metrics()
+        spent = 0 if extras is None else extras.generated_tokens
         grpo_tokens = max(1, int(batch.batch["response_mask"].sum().item()))
-        metrics["aepo/extra_gen_tokens"] = float(pending.generated_tokens)
-        metrics["aepo/extra_gen_fraction"] = pending.generated_tokens / grpo_tokens
-        metrics["aepo/extra_samples"] = float(
-            0 if pending.outputs is None else len(pending.outputs)
-        )
+        metrics["aepo/extra_gen_tokens"] = float(spent)
+        metrics["aepo/extra_gen_fraction"] = spent / grpo_tokens
+        metrics["aepo/extra_samples"] = float(0 if extras is None else len(extras.outputs))
         metrics["aepo/reinforce_samples"] = 0.0
         metrics["aepo/positive_rate"] = 0.0
-        outputs = pending.outputs
-        if outputs is None or len(outputs) == 0:
+        if extras is None or len(extras.outputs) == 0:
             return batch, metrics
 
+        outputs = extras.outputs
         if "rm_scores" not in outputs.batch.keys():
-            # A colocated reward model does not score inside the agent loop (verl.md 2.6).
+            # A colocated reward model scores after generation, not inside the agent loop
+            # (RayPPOTrainer._compute_reward_colocate), so the extra rows need the same pass.
             outputs = outputs.union(self._compute_reward_colocate(outputs))
         rewards = outputs.batch["rm_scores"].sum(dim=-1)
-        selection, selection_metrics = select_from_extra_rollout(
-            cfg,
-            pending.plan,
-            decision.budget,
-            rewards,
-            pending.group_uids,
-            self.positive_rates,
-            self.aepo_rng,
-        )
+        group_uids = extras.extra.group_uids
+        selection, selection_metrics = self.aepo.select(plan, rewards, group_uids)
         metrics.update(selection_metrics)
         if len(selection) == 0:
             return batch, metrics
 
         chosen = selection.indices.tolist()
         samples = outputs.select_idxs(selection.indices.numpy())
-        advantages = reinforce_advantages(
-            selection.signal, cfg.alpha, samples.batch["response_mask"]
-        )
         rows = build_reinforce_rows(
             batch,
             samples,
-            source_uids=[pending.source_uids[i] for i in chosen],
-            group_uids=[pending.group_uids[i] for i in chosen],
-            advantages=advantages,
+            source_uids=[extras.extra.source_uids[i] for i in chosen],
+            group_uids=[group_uids[i] for i in chosen],
+            advantages=self.aepo.advantages(plan, selection, samples.batch["response_mask"]),
         )
         self._recompute_log_probs(rows)
 
         dp = actor_dp_size(self)
         mini = self.config.actor_rollout_ref.actor.ppo_mini_batch_size
         mini *= self.config.actor_rollout_ref.rollout.n
-        plan = plan_merge(
+        merge = self.aepo.merge_plan(
             sequence_advantage(batch),
             len(rows),
-            mode=cfg.merge,
             num_chunks=dp * max(1, len(batch) // mini),
             batch_multiple=math.lcm(dp, mini),
         )
-        metrics["aepo/displaced_nonzero"] = float(plan.displaced_nonzero)
-        return apply_merge(batch, rows, plan), metrics
+        metrics["aepo/displaced_nonzero"] = float(merge.displaced_nonzero)
+        merged = apply_merge(batch, rows, merge)
+        self._weight_for_eq1(merged, merge, num_grpo_rows=len(batch), dp=dp, mini_rows=mini)
+        return merged, metrics
+
+    def _weight_for_eq1(self, merged: DataProto, merge, *, num_grpo_rows, dp, mini_rows):
+        """Scale each row's advantages so every actor update is L_GRPO + alpha * L_REINFORCE
+        under verl's loss aggregation (``AEPOStep.row_scale``). verl's engine gives each rank
+        a contiguous chunk and cuts it into contiguous mini-batches
+        (engine_workers.py train_mini_batch, actor.shuffle false), normalising by the global
+        mini-batch's tokens or ``ppo_mini_batch_size * n`` rows (fsdp/transformer_impl.py)."""
+        total = len(merged)
+        reinforce = torch.zeros(total, dtype=torch.bool)
+        reinforce[merge.replace_rows] = True
+        reinforce[num_grpo_rows : num_grpo_rows + merge.append_rows] = True
+        chunk, per_rank = total // dp, max(1, mini_rows // dp)
+        minibatch = (torch.arange(total) % chunk) // per_rank
+        actor = self.config.actor_rollout_ref.actor
+        mask = merged.batch["response_mask"]
+        scale = self.aepo.row_scale(
+            mask.sum(-1).cpu(),
+            reinforce,
+            minibatch,
+            mode=actor.get("loss_agg_mode", "token-mean"),
+            rows_per_minibatch=mini_rows,
+            # verl divides seq-mean-token-sum-norm by loss_scale_factor, else by the padded
+            # response length (exact here when the former is set).
+            horizon=actor.get("loss_scale_factor") or mask.shape[-1],
+        )
+        if scale is not None:
+            adv = merged.batch["advantages"]
+            merged.batch["advantages"] = adv * scale.to(adv).unsqueeze(1)
 
     def _recompute_log_probs(self, rows: DataProto) -> None:
         """Old (and reference) log-probs of the AEPO rows at ``rollout.temperature`` (1.0),
@@ -304,18 +317,14 @@ class AEPORayTrainer(RayPPOTrainer):
             "algorithm": self.aepo_cfg.algorithm,
             "uses_controller": self.recipe.extra_rollout,
             "global_step": self.global_steps,
-            "controller": self.controller.state_dict(),
-            "positive_rates": self.positive_rates.state_dict(),
-            "rng_state": self.aepo_rng.get_state().tolist(),
+            **self.aepo.state_dict(),
         }
 
     def load_aepo_state_dict(self, state: dict, *, source: str) -> None:
         try:
-            self.controller.load_state_dict(state["controller"])
-            self.positive_rates.load_state_dict(state["positive_rates"])
-            self.aepo_rng.set_state(torch.tensor(state["rng_state"], dtype=torch.uint8))
-        except (KeyError, TypeError, ValueError, RuntimeError) as err:
-            raise CheckpointStateError(f"{source}: corrupt AEPO state ({err!r})") from err
+            self.aepo.load_state_dict(state)
+        except ValueError as err:
+            raise CheckpointStateError(f"{source}: corrupt AEPO state ({err})") from err
 
     def _save_checkpoint(self):
         # Before verl's files: verl writes latest_checkpointed_iteration.txt last, so a

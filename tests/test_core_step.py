@@ -1,0 +1,59 @@
+"""The one AEPO step object both engines call: seeded from ``aepo.seed``, one state_dict."""
+
+import pytest
+import torch
+
+from aepo.core import AEPOConfig, AEPOStep
+
+
+def run_steps(step: AEPOStep, entropies, start=1):
+    out = []
+    for i, h in enumerate(entropies, start=start):
+        step.observe(h)
+        plan = step.plan(i, num_prompts=16, samples_per_prompt=4)
+        rewards = (torch.arange(plan.num_samples) % 3 == 0).float()
+        groups = [p for p in plan.prompts for _ in range(4)]
+        sel, _ = step.select(plan, rewards, groups)
+        out.append((plan, sel.indices.tolist()))
+    return out
+
+
+def test_plans_and_selections_follow_aepo_seed():
+    cfg = AEPOConfig(samples_up=3, samples_down=3, rollout_budget="fixed")
+    a = run_steps(AEPOStep(cfg), [0.2, 0.7, 0.3])
+    b = run_steps(AEPOStep(cfg), [0.2, 0.7, 0.3])
+    c = run_steps(AEPOStep(cfg.model_copy(update={"seed": 1})), [0.2, 0.7, 0.3])
+    assert a == b
+    assert [p.prompts for p, _ in a] != [p.prompts for p, _ in c]
+
+
+def test_state_dict_round_trip_continues_the_same_steps():
+    cfg = AEPOConfig(samples_up=3, samples_down=3, rollout_budget="fixed")
+    straight = AEPOStep(cfg)
+    run_steps(straight, [0.2, 0.7])
+    resumed = AEPOStep(cfg)
+    resumed.load_state_dict(straight.state_dict())
+    assert run_steps(resumed, [0.3, 0.6], start=3) == run_steps(straight, [0.3, 0.6], start=3)
+
+
+def test_state_without_rng_is_refused_naming_the_entry():
+    step = AEPOStep(AEPOConfig())
+    state = step.state_dict()
+    del state["rng_state"]
+    with pytest.raises(ValueError, match="no 'rng_state' entry"):
+        AEPOStep(AEPOConfig()).load_state_dict(state)
+
+
+def test_paper_meaning_scales_alpha_by_the_proportional_strength():
+    cfg = AEPOConfig(gain="proportional", proportional_gain=1.0, alpha=2.0, target_entropy=0.5)
+    step = AEPOStep(cfg)
+    step.observe(0.4)  # relative error 0.2 -> strength 0.2
+    plan = step.plan(1, num_prompts=8, samples_per_prompt=4)
+    assert plan.decision.strength == pytest.approx(0.2)
+    sel, _ = step.select(plan, torch.ones(plan.num_samples), [0] * plan.num_samples)
+    mask = torch.ones(len(sel), 3)
+    assert torch.allclose(step.advantages(plan, sel, mask), torch.full_like(mask, 0.4))
+    share = AEPOStep(cfg.model_copy(update={"alpha_meaning": "batch_share"}))
+    share.observe(0.4)
+    plan = share.plan(1, num_prompts=8, samples_per_prompt=4)
+    assert torch.allclose(share.advantages(plan, sel, mask), torch.full_like(mask, 2.0))
