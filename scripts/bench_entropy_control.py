@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             raw["aepo"].update(overrides)
             if variant == "fixed":
-                raw["aepo"]["rollout_budget"] = "fixed"
+                raw["aepo"]["extra_rollout"]["budget"] = "fixed"
             config = run_config_from_dict(raw, source=name)
             trainer = LocalTrainer(config)
             history = trainer.fit(desc=f"{name} seed {seed}")

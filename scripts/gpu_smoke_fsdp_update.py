@@ -166,7 +166,7 @@ def compose_config(model_path: str, device: str, extra: list[str]):
         "trainer.n_gpus_per_node=1",
         "aepo.samples_up=6",
         "aepo.samples_down=3",
-        "aepo.min_extra_samples=4",
+        "aepo.extra_rollout.min_samples=4",
         # Remove-padding packs the rows into one sequence, which only flash-attn keeps
         # apart; pass actor_rollout_ref.model.use_remove_padding=true to test that path too.
         "actor_rollout_ref.model.use_remove_padding=false",

@@ -9,8 +9,8 @@ def test_defaults_are_the_papers():
     assert (cfg.samples_up, cfg.samples_down) == (60, 30)
     assert cfg.alpha == 1.0 and cfg.clip_ratio == 0.2
     assert cfg.entropy_coef == 0.015
-    assert (cfg.entropy_adv_beta, cfg.entropy_adv_kappa) == (0.4, 2.0)
-    assert cfg.gain == "fixed" and cfg.entropy_ema is None
+    assert (cfg.entropy_adv.beta, cfg.entropy_adv.kappa) == (0.4, 2.0)
+    assert cfg.controller.gain == "fixed" and cfg.alpha_meaning == "paper"
 
 
 @pytest.mark.parametrize(
@@ -18,12 +18,15 @@ def test_defaults_are_the_papers():
     [
         ({"t_high": 0.8, "t_low": 0.8}, "t_high must be > t_low, got t_high=0.8, t_low=0.8"),
         ({"t_high": 0.7}, "t_high must be > t_low"),
-        ({"target_entropy": -0.1}, "target_entropy must be > 0, got -0.1"),
-        ({"target_entropy": 0}, "target_entropy must be > 0"),
-        ({"samples_up": -1}, "samples_up must be >= 0, got -1"),
-        ({"alpha": -2}, "alpha must be >= 0, got -2"),
-        ({"clip_ratio": 1.5}, "clip_ratio must be in (0, 1)"),
-        ({"entropy_ema": 0}, "entropy_ema must be in (0, 1]"),
+        ({"target_entropy": -0.1}, "aepo.target_entropy: Input should be greater than 0"),
+        ({"target_entropy": 0}, "aepo.target_entropy: Input should be greater than 0"),
+        ({"samples_up": -1}, "aepo.samples_up: Input should be greater than or equal to 0"),
+        ({"alpha": -2}, "aepo.alpha: Input should be greater than or equal to 0 (got -2)"),
+        ({"clip_ratio": 1.5}, "aepo.clip_ratio: Input should be less than 1"),
+        ({"t_high": 2.5}, "aepo.t_high: Input should be less than or equal to 2"),
+        ({"alpha_meaning": "tokens"}, "aepo.alpha_meaning"),
+        ({"extra_rollout": {"oversample": 0.5}}, "aepo.extra_rollout.oversample"),
+        ({"controller": {"gains": 1}}, "aepo.controller.gains: unknown key"),
         ({"algorithm": "ppo"}, "aepo.algorithm"),
         ({"target_entropie": 0.5}, "aepo.target_entropie: unknown key"),
         ({"samples_up": "many"}, "aepo.samples_up"),
@@ -42,7 +45,7 @@ def test_error_names_the_source_file():
 
 def test_several_problems_are_reported_together():
     with pytest.raises(ConfigError) as err:
-        load_aepo_config({"target_entropy": -1, "t_high": 0.5})
+        load_aepo_config({"target_entropy": -1, "t_high": 3.0})
     assert "target_entropy" in str(err.value) and "t_high" in str(err.value)
 
 
@@ -55,3 +58,57 @@ def test_assignment_is_validated():
     cfg = AEPOConfig()
     with pytest.raises(ValueError):
         cfg.t_low = 5.0
+
+
+@pytest.mark.parametrize(
+    "raw, key",
+    [
+        ({"alpha": float("nan")}, "aepo.alpha"),
+        ({"alpha": "nan"}, "aepo.alpha"),
+        ({"t_high": float("inf")}, "aepo.t_high"),
+        ({"reward_threshold": float("nan")}, "aepo.reward_threshold"),
+        ({"controller": {"proportional_gain": float("nan")}}, "aepo.controller.proportional_gain"),
+        ({"entropy_adv": {"kappa": float("inf")}}, "aepo.entropy_adv.kappa"),
+        ({"entropy_coef": "-inf"}, "aepo.entropy_coef"),
+    ],
+)
+def test_non_finite_numbers_are_one_line_errors_naming_the_key(raw, key):
+    with pytest.raises(ConfigError) as err:
+        load_aepo_config(raw)
+    problems = str(err.value).splitlines()[1:]
+    assert len(problems) == 1 and problems[0].strip().startswith(f"{key}: Input should be a finite")
+
+
+def test_yaml_nan_and_inf_spellings_are_refused():
+    import yaml
+
+    for text in ("alpha: .nan", "t_high: .inf", "reward_threshold: .NaN"):
+        with pytest.raises(ConfigError, match="finite number"):
+            load_aepo_config(yaml.safe_load(text))
+
+
+@pytest.mark.parametrize(
+    "key, replacement",
+    [
+        ("oversample", "moved to extra_rollout.oversample"),
+        ("gain", "moved to controller.gain"),
+        ("entropy_adv_beta", "moved to entropy_adv.beta"),
+        ("entropy_ema", "removed: "),
+        ("integral_gain", "removed: "),
+    ],
+)
+def test_removed_keys_name_the_key_and_what_replaced_it(key, replacement):
+    with pytest.raises(ConfigError) as err:
+        load_aepo_config({key: 1})
+    assert f"aepo: {key}: {replacement}" in str(err.value)
+
+
+def test_at_most_18_top_level_keys():
+    assert len(AEPOConfig.model_fields) <= 18
+
+
+def test_generated_config_docs_are_up_to_date():
+    from aepo.core.config_docs import rendered
+
+    for path, text in rendered().items():
+        assert path.read_text() == text, f"{path} is stale: run python -m aepo.core.config_docs"

@@ -1,6 +1,7 @@
 """Eq. 1 under every loss aggregation: with ``alpha_meaning: paper`` each update's merged loss
 (and its gradient) is ``L_GRPO + alpha * L_REINFORCE`` computed separately, where
-``L_REINFORCE`` is the mean over the REINFORCE samples of their token-mean clipped term --
+``L_REINFORCE`` is the step's mean over its REINFORCE samples of their token-mean clipped
+term, each of the B mini-batches carrying ``B * k / K`` of it for its k of the K samples --
 whatever the aggregation mode, the number of mini-batches and data-parallel ranks."""
 
 import pytest
@@ -50,10 +51,11 @@ def merged_batch(seed, alpha, rows=32, length=HORIZON, num_extra=6, chunks=4):
     return new, old, mask, adv, reinforce
 
 
-def separate_loss(new, old, mask, reinforce, alpha, grpo_loss_fn):
+def separate_loss(new, old, mask, reinforce, alpha, grpo_loss_fn, share=1.0):
+    """``share``: this mini-batch's part of the step's REINFORCE term, ``B * k / K``."""
     grpo = grpo_loss_fn(new[~reinforce], old[~reinforce], mask[~reinforce])
     rf = clipped_reinforce_mean(new[reinforce], old[reinforce], torch.ones(1), mask[reinforce])
-    return grpo + alpha * rf
+    return grpo + alpha * share * rf
 
 
 @pytest.mark.parametrize("mode", AGG_MODES)
@@ -79,8 +81,9 @@ def test_local_aggregate_is_grpo_plus_alpha_mean_reinforce(mode, alpha):
             keep = ~reinforce[rows]
             return ppo_clip_loss(n, o, grpo_adv[rows][keep], m, agg=mode)[0]
 
+        share = 4 * int(reinforce[rows].sum()) / int(reinforce.sum())
         sub = (new[rows], old[rows], mask[rows], reinforce[rows])
-        expected = separate_loss(*sub[:3], sub[3], alpha, grpo_fn)
+        expected = separate_loss(*sub[:3], sub[3], alpha, grpo_fn, share)
         torch.testing.assert_close(merged, expected, rtol=1e-5, atol=1e-6)
         g_merged = torch.autograd.grad(merged, new)[0]
         g_expected = torch.autograd.grad(expected, new)[0]
@@ -98,6 +101,18 @@ def test_batch_share_leaves_the_advantages_to_the_aggregate():
     assert share < 0.3
     grpo_part = ppo_clip_loss(new[~reinforce], old[~reinforce], adv[~reinforce], mask[~reinforce])
     assert not torch.allclose(merged, grpo_part[0] + rf, rtol=1e-3)
+
+
+def test_a_minibatch_without_positives_does_not_weaken_the_step():
+    """3 REINFORCE rows over 4 mini-batches: the 3 that hold one carry 4/3 of the term each,
+    so the 4 updates together apply alpha * L_REINFORCE 4 times, as with 4 or 8 rows."""
+    new, old, mask, adv, reinforce = merged_batch(seed=5, alpha=1.0, num_extra=3)
+    minibatch = torch.arange(len(new)) // 8
+    scale = eq1_row_scale(mask.sum(-1), reinforce, minibatch, mode="token-sum")
+    # token-sum weighs each token 1, so a row's share of the term is scale * |o|
+    per_row = (scale.unsqueeze(1) * mask).sum(-1)
+    torch.testing.assert_close(per_row[reinforce], torch.full((3,), 4 / 3, dtype=torch.float32))
+    assert len(set(minibatch[reinforce].tolist())) == 3
 
 
 def test_scale_is_independent_of_batch_size_for_the_reinforce_term():
@@ -201,7 +216,10 @@ def test_verl_aggregate_is_grpo_plus_alpha_mean_reinforce(mode, dp):
                 global_batch_size=int(keep.sum()),
             )
 
-        expected = separate_loss(new[in_b], old[in_b], mask[in_b], reinforce[in_b], alpha, grpo_fn)
+        share = (rows // mini_rows) * int((in_b & reinforce).sum()) / int(reinforce.sum())
+        expected = separate_loss(
+            new[in_b], old[in_b], mask[in_b], reinforce[in_b], alpha, grpo_fn, share
+        )
         torch.testing.assert_close(merged, expected, rtol=1e-5, atol=1e-6)
         g_merged = torch.autograd.grad(merged, new)[0]
         g_expected = torch.autograd.grad(expected, new)[0]

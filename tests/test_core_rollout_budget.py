@@ -15,12 +15,12 @@ def plan(cfg, budget, rate, prompts=64, n=8, temperature=1.2):
 
 
 def test_fixed_budget_is_a_quarter_of_the_prompts_times_n():
-    p = plan(AEPOConfig(rollout_budget="fixed"), budget=60, rate=0.9)
+    p = plan(AEPOConfig(extra_rollout={"budget": "fixed"}), budget=60, rate=0.9)
     assert (p.num_prompts, p.samples_per_prompt, p.num_samples) == (16, 8, 128)
 
 
 def test_auto_budget_sizes_from_the_positive_rate():
-    cfg = AEPOConfig(rollout_budget="auto", oversample=1.25, max_extra_fraction=1.0)
+    cfg = AEPOConfig(extra_rollout={"budget": "auto", "oversample": 1.25, "max_fraction": 1.0})
     # 30 positives needed at 75% -> 50 samples -> 7 prompts x 8
     assert plan(cfg, budget=30, rate=0.75).num_samples == 56
     # a lower rate needs more
@@ -30,7 +30,7 @@ def test_auto_budget_sizes_from_the_positive_rate():
 
 
 def test_auto_budget_is_capped_and_floored():
-    cfg = AEPOConfig(max_extra_fraction=0.1, min_extra_samples=8)
+    cfg = AEPOConfig(extra_rollout={"max_fraction": 0.1, "min_samples": 8})
     assert plan(cfg, budget=60, rate=0.01).num_samples <= 0.1 * 64 * 8 + 8
     assert plan(cfg, budget=1, rate=1.0).num_samples == 8
     assert plan(cfg, budget=0, rate=1.0).num_samples == 0
@@ -58,7 +58,7 @@ def test_plan_for_decision_samples_at_the_recipes_temperature():
     from aepo.core import EntropyController, plan_for_decision
 
     for algorithm, expected in [("aepo", 1.2), ("aepo_no_temperature", 1.0)]:
-        cfg = AEPOConfig(algorithm=algorithm, target_entropy=0.5, rollout_budget="fixed")
+        cfg = AEPOConfig(algorithm=algorithm, target_entropy=0.5, extra_rollout={"budget": "fixed"})
         ctl = EntropyController(cfg)
         ctl.observe(0.2)
         decision = ctl.decide(1)

@@ -19,7 +19,7 @@ def run_steps(step: AEPOStep, entropies, start=1):
 
 
 def test_plans_and_selections_follow_aepo_seed():
-    cfg = AEPOConfig(samples_up=3, samples_down=3, rollout_budget="fixed")
+    cfg = AEPOConfig(samples_up=3, samples_down=3, extra_rollout={"budget": "fixed"})
     a = run_steps(AEPOStep(cfg), [0.2, 0.7, 0.3])
     b = run_steps(AEPOStep(cfg), [0.2, 0.7, 0.3])
     c = run_steps(AEPOStep(cfg.model_copy(update={"seed": 1})), [0.2, 0.7, 0.3])
@@ -28,7 +28,7 @@ def test_plans_and_selections_follow_aepo_seed():
 
 
 def test_state_dict_round_trip_continues_the_same_steps():
-    cfg = AEPOConfig(samples_up=3, samples_down=3, rollout_budget="fixed")
+    cfg = AEPOConfig(samples_up=3, samples_down=3, extra_rollout={"budget": "fixed"})
     straight = AEPOStep(cfg)
     run_steps(straight, [0.2, 0.7])
     resumed = AEPOStep(cfg)
@@ -45,7 +45,9 @@ def test_state_without_rng_is_refused_naming_the_entry():
 
 
 def test_paper_meaning_scales_alpha_by_the_proportional_strength():
-    cfg = AEPOConfig(gain="proportional", proportional_gain=1.0, alpha=2.0, target_entropy=0.5)
+    cfg = AEPOConfig(
+        controller={"gain": "proportional", "proportional_gain": 1.0}, alpha=2.0, target_entropy=0.5
+    )
     step = AEPOStep(cfg)
     step.observe(0.4)  # relative error 0.2 -> strength 0.2
     plan = step.plan(1, num_prompts=8, samples_per_prompt=4)

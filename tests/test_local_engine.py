@@ -60,7 +60,12 @@ def test_every_algorithm_trains_and_logs_entropy_and_reward(algorithm, cache_dir
 
 def test_controller_switches_temperature_when_entropy_crosses_target(cache_dir, tmp_path):
     config = small_config(
-        cache_dir, tmp_path / "switch", "aepo", steps=6, gain="fixed", target_entropy=50.0
+        cache_dir,
+        tmp_path / "switch",
+        "aepo",
+        steps=6,
+        controller={"gain": "fixed"},
+        target_entropy=50.0,
     )
     trainer = LocalTrainer(config)
     trainer.fit(steps=3)

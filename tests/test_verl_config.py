@@ -51,7 +51,8 @@ def test_shipped_config_composes_validates_and_passes_verl_checks(name):
     cfg = check_config(config)
     # What the file says under aepo: is what the run gets.
     for key, value in (yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())["aepo"]).items():
-        assert getattr(cfg, key) == value, (name, key)
+        got = getattr(cfg, key)
+        assert (got.model_dump() if hasattr(got, "model_dump") else got) == value, (name, key)
     validate_config(
         config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config)
     )

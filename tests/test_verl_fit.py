@@ -95,7 +95,7 @@ def compose_config(data: Path, out: Path, *overrides: str):
         f"trainer.default_local_dir={out / 'checkpoints'}",
         "aepo.samples_up=6",
         "aepo.samples_down=3",
-        "aepo.min_extra_samples=4",
+        "aepo.extra_rollout.min_samples=4",
     ]
     with initialize_config_module("aepo.backends.verl.config", version_base=None):
         return compose("aepo_trainer", overrides=base + list(overrides))

@@ -57,7 +57,7 @@ def compose_config(*overrides: str):
         "trainer.n_gpus_per_node=2",
         "aepo.samples_up=6",
         "aepo.samples_down=3",
-        "aepo.min_extra_samples=4",
+        "aepo.extra_rollout.min_samples=4",
     ]
     with initialize_config_module("aepo.backends.verl.config", version_base=None):
         return compose("aepo_trainer", overrides=base + list(overrides))
@@ -175,7 +175,7 @@ def test_step_one_measures_first_then_generates_extras_in_a_second_pass(aepo_con
     assert metrics["aepo/direction"] == 1.0
     assert metrics["aepo/temperature"] == pytest.approx(1.2)
     assert 0 < metrics["aepo/reinforce_samples"] <= aepo_config.aepo.samples_up
-    assert metrics["aepo/entropy"] == pytest.approx(trainer.aepo.controller.raw_entropy)
+    assert metrics["aepo/entropy"] == pytest.approx(trainer.aepo.controller.entropy)
     assert metrics["aepo/extra_gen_tokens"] > 0
 
 
@@ -301,9 +301,7 @@ def test_entropy_monitor_ignores_the_aepo_rows_pass(aepo_config):
     ids = td["input_ids"]
     ent = no_padding_2_padding(fake_entropy(ids), td)
     mask = td["response_mask"].float()
-    assert trainer.aepo.controller.raw_entropy == pytest.approx(
-        float((ent * mask).sum() / mask.sum())
-    )
+    assert trainer.aepo.controller.entropy == pytest.approx(float((ent * mask).sum() / mask.sum()))
 
 
 def test_append_merge_pads_to_the_batch_multiple_with_noop_rows():

@@ -1,9 +1,9 @@
 """The entropy controller: from a measured entropy to this step's temperature and budget.
 
 The paper's rule is bang-bang: ``T = t_low + (t_high - t_low) * 1[H < H*]`` with a fixed
-number of REINFORCE samples (60 up, 30 down). ``gain: proportional`` scales the push with
-the relative error ``|H - H*| / H*`` (and optionally its integral), so one config holds
-entropy on models whose natural drift differs in strength.
+number of REINFORCE samples (60 up, 30 down). ``controller.gain: proportional`` scales the
+push with the relative error ``|H - H*| / H*``, so one config holds entropy on models whose
+natural drift differs in strength, without oscillating around the target.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ class Decision:
 
     step: int
     entropy: float
-    """the (possibly EMA-smoothed) entropy the decision was based on"""
+    """the measured entropy the decision was based on"""
     target: float
     direction: int
     """+1 raise entropy (sample hot), -1 lower it (sample cold)"""
@@ -32,7 +32,7 @@ class Decision:
     budget: int
     """most REINFORCE samples that may enter this step's update"""
     strength: float
-    """1.0 under ``gain: fixed``; in [min_strength, 1] under ``gain: proportional``"""
+    """1.0 under ``gain: fixed``; in [MIN_STRENGTH, 1] under ``gain: proportional``"""
 
     def metrics(self) -> dict[str, float]:
         return {
@@ -43,6 +43,10 @@ class Decision:
             "aepo/budget": float(self.budget),
             "aepo/strength": self.strength,
         }
+
+
+MIN_STRENGTH = 0.1
+"""floor on the proportional strength, so that the push never vanishes near the target"""
 
 
 class EntropyController:
@@ -56,8 +60,6 @@ class EntropyController:
     def __init__(self, cfg: AEPOConfig):
         self.cfg = cfg
         self.entropy: float | None = None
-        self.raw_entropy: float | None = None
-        self.integral = 0.0
         self.history: list[Decision] = []
         """this process's decisions, for logs and tests; not saved in ``state_dict``, which
         stays the same size however long a run is"""
@@ -67,17 +69,12 @@ class EntropyController:
         return self.entropy is not None
 
     def observe(self, entropy: float) -> float:
-        """Record pi_old's token-mean entropy at temperature 1; returns the smoothed value."""
+        """Record pi_old's token-mean entropy at temperature 1."""
         entropy = float(entropy)
         if not math.isfinite(entropy) or entropy < 0:
             raise ValueError(f"measured entropy must be finite and >= 0, got {entropy}")
-        self.raw_entropy = entropy
-        ema = self.cfg.entropy_ema
-        if ema is None or self.entropy is None:
-            self.entropy = entropy
-        else:
-            self.entropy = ema * entropy + (1 - ema) * self.entropy
-        return self.entropy
+        self.entropy = entropy
+        return entropy
 
     def decide(self, step: int) -> Decision:
         if self.entropy is None:
@@ -86,55 +83,32 @@ class EntropyController:
             )
         cfg = self.cfg
         target = cfg.target_entropy
-        error = (target - self.entropy) / target  # > 0: entropy too low
-        if cfg.gain == "fixed":
-            direction = RAISE if self.entropy < target else LOWER
-            strength = 1.0
-        else:
-            self.integral = self._integrate(error)
-            control = cfg.proportional_gain * error + cfg.integral_gain * self.integral
-            direction = RAISE if control > 0 or (control == 0 and error > 0) else LOWER
-            strength = min(1.0, max(cfg.min_strength, abs(control)))
-
+        direction = RAISE if self.entropy < target else LOWER
         max_samples = cfg.samples_up if direction == RAISE else cfg.samples_down
-        far_temperature = cfg.t_high if direction == RAISE else cfg.t_low
+        strength = 1.0
         budget = max_samples
-        temperature = far_temperature
-        if cfg.gain == "proportional":
-            if cfg.scale_budget:
-                budget = int(round(max_samples * strength))
-            if cfg.scale_temperature:
-                temperature = 1.0 + (far_temperature - 1.0) * strength
+        if cfg.controller.gain == "proportional":
+            error = abs(target - self.entropy) / target
+            strength = min(1.0, max(MIN_STRENGTH, cfg.controller.proportional_gain * error))
+            budget = int(round(max_samples * strength))
         decision = Decision(
             step=step,
             entropy=self.entropy,
             target=target,
             direction=direction,
-            temperature=temperature,
+            temperature=cfg.t_high if direction == RAISE else cfg.t_low,
             budget=budget,
             strength=strength,
         )
         self.history.append(decision)
         return decision
 
-    def _integrate(self, error: float) -> float:
-        # Clamping the accumulated error is the anti-windup: after a long excursion the
-        # controller must not keep pushing the same way long after the target is crossed.
-        limit = self.cfg.integral_limit
-        return max(-limit, min(limit, self.integral + error))
-
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "entropy": self.entropy,
-            "raw_entropy": self.raw_entropy,
-            "integral": self.integral,
-            "config": self.cfg.model_dump(),
-        }
+        return {"entropy": self.entropy, "config": self.cfg.model_dump()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         try:
-            self.entropy = state["entropy"]
-            self.raw_entropy = state["raw_entropy"]
-            self.integral = float(state["integral"])
-        except (KeyError, TypeError) as err:
+            entropy = state["entropy"]
+            self.entropy = None if entropy is None else float(entropy)
+        except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"corrupt entropy-controller state: {err!r}") from err

@@ -103,16 +103,19 @@ def eq1_row_scale(
     horizon: float | None = None,
 ) -> torch.Tensor:
     """Per-row factors for the advantages of a merged batch so that, whatever ``mode``,
-    every optimiser step minimises ``L_GRPO + alpha * L_REINFORCE`` (Eq. 1):
+    the step minimises ``L_GRPO + alpha * L_REINFORCE`` (Eq. 1) in every update:
 
     - ``L_GRPO``: ``mode``'s aggregate over the GRPO rows of that mini-batch alone;
-    - ``L_REINFORCE``: the mean over the mini-batch's REINFORCE rows of each row's token
-      mean, ``(1/K) sum_o (1/|o|) sum_t`` (alpha already sits in those rows' advantages).
+    - ``L_REINFORCE``: the step's mean over its K REINFORCE rows of each row's token mean,
+      ``(1/K) sum_o (1/|o|) sum_t``; a mini-batch holding k of them gets ``B * k / K`` of
+      it (B mini-batches), so the B updates together apply it B times, as they apply
+      ``L_GRPO``'s B parts -- and a mini-batch that drew no positive does not make the push
+      weaker. ``plan_merge`` spreads the rows evenly, so normally ``k = K / B``.
 
-    PPO-clip's per-token loss is ``-A`` times a function of the ratio (also under dual clip),
-    so scaling a row's advantage by ``s > 0`` scales its loss and gradient by ``s``: the
-    weighting needs no loss of its own. ``s = wanted coefficient / the one the aggregate
-    gives``, per row.
+    alpha itself already sits in those rows' advantages. PPO-clip's per-token loss is
+    ``-A`` times a function of the ratio (also under dual clip), so scaling a row's advantage
+    by ``s > 0`` scales its loss and gradient by ``s``: the weighting needs no loss of its
+    own. ``s = wanted coefficient / the one the aggregate gives``, per row.
 
     ``lengths``: response tokens per row. ``reinforce``: rows carrying the REINFORCE term.
     ``minibatch``: the optimiser step each row falls in (the global mini-batch, over all
@@ -125,7 +128,9 @@ def eq1_row_scale(
     reinforce = reinforce.reshape(-1).to(torch.bool)
     minibatch = minibatch.reshape(-1)
     scale = torch.zeros_like(lengths)
-    for b in torch.unique(minibatch).tolist():
+    batches = torch.unique(minibatch).tolist()
+    total_k = int((reinforce & (lengths > 0)).sum())
+    for b in batches:
         rows = (minibatch == b).nonzero().reshape(-1)
         length = lengths[rows]
         is_rf = reinforce[rows]
@@ -139,9 +144,8 @@ def eq1_row_scale(
         grpo = ~is_rf
         if grpo.any():
             wanted[grpo] = _row_coefficients(length[grpo], mode, grpo_seqs, horizon)
-        k = int((is_rf & has_tokens).sum())
-        if k:
-            wanted[is_rf] = 1.0 / (k * length[is_rf].clamp_min(1.0))
+        if total_k:
+            wanted[is_rf] = len(batches) / (total_k * length[is_rf].clamp_min(1.0))
         scale[rows] = torch.where(has_tokens, wanted / actual, torch.zeros_like(actual))
     return scale.float()
 

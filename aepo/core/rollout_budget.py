@@ -1,7 +1,7 @@
-"""How many extra responses to generate for the REINFORCE term (design decision 4).
+"""How many extra responses to generate for the REINFORCE term.
 
 The authors sampled n responses for a quarter of the prompts every step (about +25%
-generation) to be sure of 30-60 positives. ``rollout_budget: auto`` instead sizes the pass
+generation) to be sure of 30-60 positives. ``extra_rollout.budget: auto`` instead sizes the pass
 from the positive rate observed at that temperature, so a step needing 30 positives at a
 70% positive rate generates ~56 responses, not a quarter of the batch.
 """
@@ -15,6 +15,11 @@ from typing import Any
 from aepo.core.config import AEPOConfig
 from aepo.core.controller import Decision
 from aepo.core.recipes import recipe_for
+
+FIXED_PROMPT_FRACTION = 0.25
+"""``budget: fixed``: the authors' code resamples a quarter of the prompts every step"""
+PRIOR_POSITIVE_RATE = 0.5
+"""``budget: auto`` assumes this rate at a temperature it has not sampled yet"""
 
 
 @dataclass(frozen=True)
@@ -31,7 +36,7 @@ class ExtraRolloutPlan:
 class PositiveRateTracker:
     """EMA of the fraction of extra samples that pass the filter, per temperature."""
 
-    def __init__(self, prior: float, momentum: float = 0.7):
+    def __init__(self, prior: float = PRIOR_POSITIVE_RATE, momentum: float = 0.7):
         self.prior = prior
         self.momentum = momentum
         self.rates: dict[str, float] = {}
@@ -82,14 +87,15 @@ def plan_extra_rollout(
             f"empty GRPO batch: num_prompts={num_prompts}, samples_per_prompt={samples_per_prompt}"
         )
     m = samples_per_prompt
+    extra = cfg.extra_rollout
     if budget <= 0:
         q = 0
-    elif cfg.rollout_budget == "fixed":
-        q = math.ceil(cfg.fixed_prompt_fraction * num_prompts)
+    elif extra.budget == "fixed":
+        q = math.ceil(FIXED_PROMPT_FRACTION * num_prompts)
     else:
         rate = max(positive_rate, 0.05)  # never plan on a rate so low the pass explodes
-        needed = max(cfg.min_extra_samples, math.ceil(budget / rate * cfg.oversample))
-        cap = max(1, math.floor(cfg.max_extra_fraction * num_prompts * m))
+        needed = max(extra.min_samples, math.ceil(budget / rate * extra.oversample))
+        cap = max(1, math.floor(extra.max_fraction * num_prompts * m))
         q = math.ceil(min(needed, cap) / m)
     q = min(q, num_prompts)
     return ExtraRolloutPlan(num_prompts=q, samples_per_prompt=m, temperature=temperature)

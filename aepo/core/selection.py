@@ -92,7 +92,6 @@ def select_from_extra_rollout(
         signal=recipe_for(cfg).signal,
         positive_filter=cfg.positive_filter,
         reward_threshold=cfg.reward_threshold,
-        advantage_threshold=cfg.advantage_threshold,
         generator=generator,
     )
     generated = int(rewards.numel())

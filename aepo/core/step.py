@@ -43,7 +43,7 @@ class AEPOStep:
         self.cfg = cfg
         self.recipe = recipe_for(cfg)
         self.controller = EntropyController(cfg)
-        self.positive_rates = PositiveRateTracker(cfg.prior_positive_rate)
+        self.positive_rates = PositiveRateTracker()
         self.rng = torch.Generator().manual_seed(cfg.seed)
 
     # --- decide and plan -------------------------------------------------------------------
@@ -98,7 +98,7 @@ class AEPOStep:
         decision's strength too, which is what makes the push fade near the target."""
         weight = self.cfg.alpha
         if self.cfg.alpha_meaning == "paper":
-            weight *= plan.decision.strength
+            weight *= plan.decision.strength  # 1.0 under controller.gain: fixed
         return reinforce_advantages(
             selection.signal.to(response_mask.device), weight, response_mask
         )

@@ -33,7 +33,7 @@ class WarmStartSettings(BaseModel):
     steps: int = Field(600, ge=1)
     batch_size: int = Field(128, ge=1)
     lr: float = Field(3e-3, gt=0)
-    valid_fraction: float = Field(0.6, ge=0, le=1)
+    valid_fraction: float = Field(0.8, ge=0, le=1)
     seed: int = 0
 
     def key(self) -> str:

@@ -2,12 +2,13 @@
 ``configs/tiny/*.yaml`` files (a test keeps the YAML files equal to these).
 
 ``AEPOConfig``'s defaults are the paper's (7B models, 8k-token answers). A 0.1M-parameter
-model on 4-token answers needs more authority per step: wider temperatures, a large alpha on
-a few rows (cheap to generate) and proportional gain, so the push fades near the target.
+model on 4-token answers needs more authority per step: wider temperatures, alpha 3 on a few
+rows (cheap to generate) and proportional gain, so the push fades near the target.
 """
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -29,31 +30,32 @@ TINY_TRAINER: dict[str, Any] = {
 }
 
 # Every tiny config carries the same entropy knobs, so baselines differ by one key
-# (``algorithm``) and no entropy setting is hidden in a default (users.md 1). Knobs an
-# algorithm does not use are ignored by its recipe. The baselines keep the paper's values
-# for their own knobs (entropy_coef, entropy_adv_beta/kappa).
+# (``algorithm``) and no entropy setting is hidden in a default. Knobs an algorithm does not
+# use are ignored by its recipe. The baselines keep the paper's values for their own knobs
+# (entropy_coef, entropy_adv).
 TINY_AEPO: dict[str, Any] = {
     "t_high": 2.0,
     "t_low": 0.5,
-    "alpha": 32.0,
+    # alpha_meaning: paper, so alpha is the weight of the mean over the REINFORCE samples,
+    # whatever the batch size (scripts/alpha_meaning.py measures 16, 32 and 64 prompts).
+    "alpha": 3.0,
+    "alpha_meaning": "paper",
     "samples_up": 12,
     "samples_down": 12,
-    "gain": "proportional",
-    "proportional_gain": 4.0,
     # The local engine samples the extra pass after the GRPO group anyway, so measuring this
     # step's entropy first costs nothing here and removes the one-step lag that made
     # previous_step oscillate (last-half std 0.07 vs 0.04 at H* = 0.2).
     "entropy_source": "current_batch",
-    "rollout_budget": "auto",
-    # A step that gets fewer positives than budgeted is fine (the controller pushes again
-    # next step); not oversampling keeps extra generation under 10% of the GRPO group's.
-    "oversample": 1.0,
-    "max_extra_fraction": 0.15,
     "positive_filter": "reward",
     "merge": "replace_zero_advantage",
+    "controller": {"gain": "proportional", "proportional_gain": 4.0},
+    # A step that gets fewer positives than budgeted is fine (the controller pushes again
+    # next step, and the paper meaning does not weaken the term with fewer rows); not
+    # oversampling and capping at 8% of the rows keeps extra generation under 10% of the
+    # GRPO group's tokens (hot samples run longer than the GRPO group's).
+    "extra_rollout": {"budget": "auto", "oversample": 1.0, "max_fraction": 0.08},
     "entropy_coef": 0.015,
-    "entropy_adv_beta": 0.4,
-    "entropy_adv_kappa": 2.0,
+    "entropy_adv": {"beta": 0.4, "kappa": 2.0},
 }
 
 ALGORITHM_TARGET = 0.25
@@ -70,7 +72,7 @@ def tiny_run_config(
     aepo: dict[str, Any] = {
         "algorithm": algorithm,
         "target_entropy": ALGORITHM_TARGET if target is None else target,
-        **TINY_AEPO,
+        **copy.deepcopy(TINY_AEPO),
     }
     trainer = dict(TINY_TRAINER)
     if output_dir is not None:

@@ -266,8 +266,8 @@ class LocalTrainer:
                 advantages,
                 old_entropy,
                 mask,
-                beta=cfg.entropy_adv_beta,
-                kappa=cfg.entropy_adv_kappa,
+                beta=cfg.entropy_adv.beta,
+                kappa=cfg.entropy_adv.kappa,
             )
         grpo = TrainBatch(grpo_rollout, old_logp, advantages)
         metrics: dict[str, float] = {

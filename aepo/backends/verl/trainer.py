@@ -192,8 +192,8 @@ class AEPORayTrainer(RayPPOTrainer):
                 batch.batch["advantages"],
                 batch.batch.pop(OLD_ENTROPY_KEY),
                 batch.batch["response_mask"],
-                beta=self.aepo_cfg.entropy_adv_beta,
-                kappa=self.aepo_cfg.entropy_adv_kappa,
+                beta=self.aepo_cfg.entropy_adv.beta,
+                kappa=self.aepo_cfg.entropy_adv.kappa,
             )
         if self.recipe.extra_rollout and self._plan is None:
             self._generate_after_measurement(len(batch))
