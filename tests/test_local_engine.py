@@ -11,7 +11,7 @@ from aepo.backends.local.presets import tiny_run_config
 from aepo.backends.local.settings import run_config_from_dict
 from aepo.backends.local.trainer import LocalTrainer
 from aepo.core import ALGORITHMS
-from aepo.core.metric_names import SHARED_METRICS
+from tests.shared_metrics import SHARED_METRICS
 
 
 @pytest.fixture(scope="module")

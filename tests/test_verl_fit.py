@@ -39,8 +39,8 @@ from aepo.backends.verl.checkpoint import STATE_FILE  # noqa: E402
 from aepo.backends.verl.extra_rollout import RolloutManagerProxy  # noqa: E402
 from aepo.backends.verl.startup import check_config  # noqa: E402
 from aepo.backends.verl.trainer import AEPORayTrainer  # noqa: E402
-from aepo.core.metric_names import SHARED_METRICS  # noqa: E402
 from aepo.tasks.tiny_model import build_tokenizer  # noqa: E402
+from tests.shared_metrics import SHARED_METRICS  # noqa: E402
 from tests.verl_fakes import (  # noqa: E402
     AGENT_LOOP_WORKERS,
     FakeActorWorkerGroup,
@@ -58,7 +58,7 @@ SAVE_FREQ = 2
 
 
 def write_dataset(path: Path) -> Path:
-    """STEPS batches of prompts in the schema ``aepo data prepare`` writes (verl.md 2.1)."""
+    """STEPS batches of prompts in the schema ``aepo data prepare`` writes (verl/utils/dataset/rl_dataset.py)."""
     rows = [
         {
             "data_source": "math",

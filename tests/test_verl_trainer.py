@@ -1,6 +1,6 @@
 """AEPORayTrainer's AEPO step on real verl objects (CPU).
 
-The trainer is built with ``object.__new__`` (no Ray workers, verl.md 8) and given fake
+The trainer is built with ``object.__new__`` (no Ray workers: RayPPOTrainer.__init__ would need a cluster) and given fake
 worker groups and a fake rollout manager. Everything between them is verl's and ours:
 DataProto, ``_get_gen_batch``, ``_balance_batch``, ``_compute_old_log_prob``,
 ``compute_advantage`` (GRPO), ``_update_actor``, the no-padding conversion, ``ppo_loss``.
@@ -82,7 +82,7 @@ def make_trainer(config) -> AEPORayTrainer:
 
 
 def dataset_batch(step: int) -> dict:
-    """What RLHFDataset + collate_fn yield (verl.md 2.1), for PROMPTS prompts."""
+    """What RLHFDataset + collate_fn yield (verl/utils/dataset/rl_dataset.py), for PROMPTS prompts."""
     idx = np.arange(PROMPTS) + step * PROMPTS
     return {
         "dummy_tensor": torch.zeros(PROMPTS, 1),

@@ -110,7 +110,7 @@ class FakeActorWorkerGroup:
 
 class FakeCheckpointManager:
     """CheckpointEngineManager's two calls fit() makes. ``awake`` follows the naive
-    backend's state machine (verl.md 1.3): only ``update_weights`` wakes the replicas."""
+    checkpoint-engine backend's state machine in verl 0.9.1: only ``update_weights`` wakes the replicas."""
 
     def __init__(self):
         self.events = []

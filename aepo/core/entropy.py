@@ -20,8 +20,9 @@ def token_logprobs_and_entropy(
     """Log-prob of ``tokens`` and the entropy of the distribution at each position.
 
     ``logits``: ``[batch, len, vocab]`` already aligned with ``tokens`` ``[batch, len]``.
-    Old log-probs and the entropy the controller reads are taken at temperature 1
-    (users.md 3: mixing temperatures skews both by up to a nat).
+    Old log-probs and the entropy the controller reads are taken at temperature 1: both
+    describe pi_old itself, and reading them at the sampling temperature (T_high, T_low)
+    would skew the ratio and the measurement by up to a nat.
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")

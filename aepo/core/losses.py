@@ -6,7 +6,8 @@ checks it against ``verl.trainer.ppo.core_algos`` number for number.
 
 The AEPO term needs no loss of its own: for a positive weight ``a``,
 ``min(r * a, clip(r) * a) = a * min(r, clip(r))``, so PPO-clip with advantage ``alpha * R``
-on the selected rows *is* ``alpha`` times the clipped REINFORCE term (design decision 2).
+on the selected rows *is* ``alpha`` times the clipped REINFORCE term; how much the rows
+weigh in the aggregate is ``eq1_row_scale``'s job.
 """
 
 from __future__ import annotations

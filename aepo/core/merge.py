@@ -1,4 +1,4 @@
-"""Where the selected REINFORCE rows go in the GRPO batch (design decision 2).
+"""Where the selected REINFORCE rows go in the GRPO batch.
 
 verl 0.9.1 needs the batch to stay divisible by the data-parallel size and by
 ``ppo_mini_batch_size * n``, so the extra rows *take the place* of GRPO rows whose advantage

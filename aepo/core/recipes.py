@@ -1,5 +1,5 @@
-"""Which core pieces each ``algorithm:`` uses (design decision 7): the one place that maps a
-name to behaviour, so engines branch on recipe fields, never on algorithm names."""
+"""Which core pieces each ``algorithm:`` uses: the one place that maps a name to behaviour,
+so engines branch on recipe fields, never on algorithm names (and cannot disagree)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from aepo.core.config import AEPOConfig
 
 @dataclass(frozen=True)
 class Recipe:
-    name: str
     extra_rollout: bool
     """sample extra responses for a REINFORCE term"""
     controlled_temperature: bool
@@ -26,7 +25,6 @@ class Recipe:
 def recipe_for(cfg: AEPOConfig) -> Recipe:
     algo = cfg.algorithm
     return Recipe(
-        name=algo,
         extra_rollout=algo in ("aepo", "aepo_no_temperature", "aepo_advantage"),
         controlled_temperature=algo in ("aepo", "aepo_advantage"),
         signal="advantage" if algo == "aepo_advantage" else "reward",

@@ -78,8 +78,3 @@ def load_benchmark(name: str, eval_dir: Path = DEFAULT_EVAL_DIR) -> LoadedProble
         answer_format=spec.answer_format,
         context_key=spec.context_key,
     )
-
-
-def available_benchmarks(eval_dir: Path = DEFAULT_EVAL_DIR) -> list[str]:
-    """Names whose file exists under ``eval_dir``."""
-    return [name for name in BENCHMARKS if benchmark_path(name, eval_dir).is_file()]

@@ -1,6 +1,6 @@
 """Entropy and reward per step for several runs, read from their TensorBoard logs.
 
-Both engines log the same scalar names (design decision 6), so one figure compares a local
+Both engines log the same scalar names, so one figure compares a local
 demo run with a verl run. Entropy is ``actor/entropy`` (pi_old at T = 1); a run that logged
 ``aepo/target_entropy`` gets its target as a dashed line in the run's colour.
 """

@@ -1,6 +1,6 @@
 """Checkpoints of a local run: the model (``save_pretrained``), the optimiser, and the
 trainer state (step, data position, entropy controller, positive-rate tracker, RNG states),
-so ``--resume`` continues the same trajectory (design decision 8)."""
+so ``--resume`` continues the same trajectory."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Every verl name we use that is not public API, read from verl 0.9.1 (design decision 1).
+"""Every verl name we use that is not public API, read from verl 0.9.1 and kept in
+one module, so that a verl upgrade is checked in one place.
 
 verl 0.9.1 documents the trainer, DataProto and the registries, but the agent-loop registry
 dict, the trainer's DP-size query and the checkpoint-folder lookup are private. They are

@@ -1,6 +1,6 @@
 """Turn selected extra samples into training rows and merge them into fit()'s batch.
 
-The row plan itself (which GRPO rows make room, design decision 2) is the core's
+The row plan itself (which GRPO rows make room) is the core's
 ``plan_merge``; this module only applies it to a verl ``DataProto``.
 """
 

@@ -2,7 +2,7 @@
 
 verl's checkpoint holds the model, optimizer and dataloader; the entropy controller's
 measurement, positive-rate estimates and selection RNG live here, so a resumed run
-continues the same entropy trajectory (design decision 8).
+continues the same entropy trajectory.
 """
 
 from __future__ import annotations

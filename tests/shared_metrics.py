@@ -1,5 +1,5 @@
-"""The TensorBoard scalars both engines write (design decision 6), so that ``aepo plot`` and
-users' dashboards read local and verl runs alike."""
+"""The TensorBoard scalars both engines must write, so that ``aepo plot`` and users'
+dashboards read local and verl runs alike (the engine tests check each one is logged)."""
 
 SHARED_METRICS: tuple[str, ...] = (
     "aepo/entropy",
