@@ -1,4 +1,55 @@
-"""The AEPO algorithm, framework-free (torch only): both engines call into this package."""
+"""The AEPO algorithm, framework-free (torch only): both engines call into this package.
+
+The objective (arXiv 2510.08141, Eq. 1), per step::
+
+    J_AEPO = J_GRPO + alpha * E_{o ~ pi_old^T} (1/|o|) sum_t min(r_t R, clip(r_t, 1-eps, 1+eps) R)
+
+where T is T_high when pi_old's entropy H is below the target H* and T_low otherwise, r_t is
+pi_theta / pi_old at T = 1, and R = 1 for the positive samples (the others drop out).
+
+How each term is realised (file -> what it holds):
+
+- ``J_GRPO``: the engine's own GRPO rows; ``advantages.group_advantage`` (= verl's
+  ``compute_grpo_outcome_advantage``) and ``losses.ppo_clip_loss`` (= verl's vanilla loss).
+- ``H`` vs ``H*`` -> T and the sample budget: ``controller.EntropyController``.
+- ``o ~ pi_old^T``: the engine generates; ``rollout_budget.plan_for_decision`` says how many,
+  ``step.AEPOStep.plan`` which prompts.
+- ``R`` and the positives: ``selection.select_reinforce_samples``.
+- ``alpha * min(r R, clip(r) R)``: PPO-clip with advantage ``alpha * R`` on those rows
+  (``advantages.reinforce_advantages``): for A > 0 the clipped surrogate *is* that term.
+- ``E_o (1/|o|) sum_t`` with weight alpha whatever the batch: ``losses.eq1_row_scale``
+  rescales every row's advantages for the engine's ``loss_agg_mode`` and mini-batches.
+- one step of all that, and its checkpoint state: ``step.AEPOStep``.
+
+Where we differ from the paper and from the authors' code (github.com/597358816/AEPO):
+
+1. Row replacement (``merge.plan_merge``): the REINFORCE rows take the place of GRPO rows
+   whose advantage is exactly 0 (whole-group ties, no gradient), spread over ranks and
+   mini-batches; the authors overwrite the first k rows, losing real GRPO rows. verl needs
+   the batch size unchanged, so appending is an option, not the default.
+2. Auto budget (``extra_rollout.budget: auto``): the extra pass is sized from the positive
+   rate seen at that temperature; the authors resample a quarter of the prompts x n every
+   step (about +25% generation) to be sure of 30-60 positives.
+3. Proportional gain (``controller.gain: proportional``, off by default): the paper's rule
+   is bang-bang; scaling the push with ``|H - H*| / H*`` stops a small model oscillating
+   around the target (README, "Why gain: proportional").
+4. One-step lag (``entropy_source: previous_step``, default): this step's T is decided from
+   the previous step's measurement so the extra requests ride in the same rollout call;
+   the authors measure the current batch and generate again (``current_batch``). Step 1
+   always measures first.
+5. Random capping (``select_reinforce_samples``): when more samples pass the filter than the
+   budget allows, a seeded uniform subset is kept, not the first ones, so no prompt wins by
+   its position in the batch.
+6. The weighting (``alpha_meaning: paper``, default): the REINFORCE rows are weighted so the
+   term is alpha times the mean over its samples, as Eq. 1 says. The authors (and our
+   ``batch_share``) leave the rows to the aggregation, where under token-mean their weight
+   is alpha x their share of the batch's tokens (60 rows of 4096: ~1.5% of alpha) and moves
+   with batch size and response lengths. Under ``paper`` a proportional gain scales alpha by
+   its strength, since a smaller budget no longer weakens a mean.
+7. Positives (``positive_filter: reward``, default): R >= 1, as in the paper; the authors'
+   code keeps samples whose group advantage among the temperature samples is > 0.05
+   (``positive_filter: advantage``).
+"""
 
 from aepo.core.advantages import (
     entropy_shaped_advantages,
