@@ -59,3 +59,20 @@ def test_paper_meaning_scales_alpha_by_the_proportional_strength():
     share.observe(0.4)
     plan = share.plan(1, num_prompts=8, samples_per_prompt=4)
     assert torch.allclose(share.advantages(plan, sel, mask), torch.full_like(mask, 2.0))
+
+
+def test_a_state_written_before_the_step_object_still_loads():
+    """verl's aepo_state.json from earlier versions: the same three entries, the controller's
+    with the fields it no longer keeps (history, integral, raw_entropy)."""
+    cfg = AEPOConfig()
+    current = AEPOStep(cfg).state_dict()
+    old = {
+        "algorithm": "aepo",
+        "global_step": 4,
+        "controller": {"entropy": 0.31, "raw_entropy": 0.3, "integral": 0.0, "history": []},
+        "positive_rates": current["positive_rates"],
+        "rng_state": current["rng_state"],
+    }
+    step = AEPOStep(cfg)
+    step.load_state_dict(old)
+    assert step.controller.entropy == 0.31 and step.plans_before_generation
