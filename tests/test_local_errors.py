@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import yaml
@@ -109,3 +111,72 @@ def test_resume_without_checkpoint_fails_clearly(tmp_path, capsys):
     )
     assert main(["train", "--config", str(cfg), "--resume", "--no-progress"]) == 1
     assert f"no checkpoint to resume from under {out / 'checkpoints'}" in capsys.readouterr().err
+
+
+def _fake_checkpoint(path, state_bytes=None):
+    """A checkpoint directory with every file; ``state_bytes`` replaces the trainer state."""
+    (path / "model").mkdir(parents=True)
+    torch.save({}, path / "optimizer.pt")
+    if state_bytes is None:
+        torch.save({"step": 0}, path / "trainer_state.pt")
+    else:
+        (path / "trainer_state.pt").write_bytes(state_bytes)
+    return path
+
+
+@pytest.mark.parametrize("left_over", ["half_written", "complete"])
+def test_resume_ignores_and_removes_unfinished_saves(tmp_path, caplog, left_over):
+    from aepo.backends.local.checkpoint import latest_checkpoint
+
+    root = tmp_path / "checkpoints"
+    finished = _fake_checkpoint(root / "step_000001")
+    # A save killed before its rename: a truncated trainer state, or every file written.
+    state = b"\x80\x02" if left_over == "half_written" else None
+    unfinished = _fake_checkpoint(root / "step_000002.tmp", state_bytes=state)
+    with caplog.at_level("WARNING"):
+        assert latest_checkpoint(tmp_path) == finished
+    assert not unfinished.exists()
+    assert f"removing {unfinished}: a save that did not finish" in caplog.text
+
+
+def test_resume_skips_a_checkpoint_directory_with_missing_files(tmp_path, caplog):
+    from aepo.backends.local.checkpoint import latest_checkpoint
+
+    finished = _fake_checkpoint(tmp_path / "checkpoints" / "step_000001")
+    partial = _fake_checkpoint(tmp_path / "checkpoints" / "step_000003")
+    (partial / "optimizer.pt").unlink()
+    with caplog.at_level("WARNING"):
+        assert latest_checkpoint(tmp_path) == finished
+    assert partial.exists(), "a directory a save never wrote is not ours to delete"
+    assert f"skipping {partial}: not a complete checkpoint (no optimizer.pt)" in caplog.text
+
+
+def test_resume_orders_checkpoints_by_step_number(tmp_path):
+    from aepo.backends.local.checkpoint import latest_checkpoint
+
+    _fake_checkpoint(tmp_path / "checkpoints" / "step_999999")
+    newest = _fake_checkpoint(tmp_path / "checkpoints" / "step_1000000")
+    assert latest_checkpoint(tmp_path) == newest
+
+
+def test_an_unfinished_save_given_by_path_is_refused(tmp_path):
+    unfinished = _fake_checkpoint(tmp_path / "step_000002.tmp")
+    with pytest.raises(CheckpointError, match=r"step_000002\.tmp is a save that did not finish"):
+        load_checkpoint_files(unfinished)
+
+
+def test_only_unfinished_saves_is_no_checkpoint(tmp_path):
+    from aepo.backends.local.checkpoint import latest_checkpoint
+
+    _fake_checkpoint(tmp_path / "checkpoints" / "step_000001.tmp")
+    with pytest.raises(CheckpointError, match="no checkpoint to resume from"):
+        latest_checkpoint(tmp_path)
+
+
+def test_resume_drops_a_metrics_line_cut_short_by_a_kill(tmp_path):
+    from aepo.backends.local.metrics_log import MetricsLogger, read_metrics
+
+    lines = [json.dumps({"step": s, "reward/mean": 0.5}) for s in (1, 2, 3)]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + "\n" + lines[2][:9])
+    MetricsLogger(tmp_path, resume_step=2).close()
+    assert [m["step"] for m in read_metrics(tmp_path)] == [1, 2]
