@@ -180,3 +180,62 @@ def test_resume_drops_a_metrics_line_cut_short_by_a_kill(tmp_path):
     (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + "\n" + lines[2][:9])
     MetricsLogger(tmp_path, resume_step=2).close()
     assert [m["step"] for m in read_metrics(tmp_path)] == [1, 2]
+
+
+def _resume_configs(tmp_path, **changes):
+    """A one-step GRPO run's config, and the same run's config with ``changes`` applied
+    (keys ``section__key``)."""
+    from aepo.tasks.tiny_model import save_tiny_model
+
+    model = save_tiny_model(tmp_path / "tiny")
+    base = {
+        "aepo": {"algorithm": "grpo", "target_entropy": 0.25},
+        "trainer": {
+            "model": str(model),
+            "output_dir": str(tmp_path / "run"),
+            "steps": 1,
+            "prompts_per_step": 2,
+            "samples_per_prompt": 2,
+            "mini_batches": 1,
+            "progress": False,
+        },
+    }
+    changed = yaml.safe_load(yaml.safe_dump(base))
+    for name, value in changes.items():
+        section, key = name.split("__")
+        changed[section][key] = value
+    return write(tmp_path / "first.yaml", base), write(tmp_path / "second.yaml", changed)
+
+
+def test_resuming_a_grpo_checkpoint_as_aepo_is_refused(tmp_path, capsys):
+    first, second = _resume_configs(tmp_path, aepo__algorithm="aepo", trainer__steps=2)
+    assert main(["train", "--config", str(first)]) == 0
+    capsys.readouterr()
+    assert main(["train", "--config", str(second), "--resume"]) == 1
+    err = capsys.readouterr().err
+    assert "step_000001 was trained with aepo.algorithm='grpo', the config says 'aepo'" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "run" / "checkpoints" / "step_000002").exists()
+
+
+def test_resuming_with_other_settings_warns_and_names_each_change(tmp_path, capsys):
+    first, second = _resume_configs(
+        tmp_path, aepo__target_entropy=0.5, trainer__lr=0.01, trainer__steps=2
+    )
+    assert main(["train", "--config", str(first)]) == 0
+    capsys.readouterr()
+    assert main(["train", "--config", str(second), "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: resuming " in err and "step_000001 with changes:" in err
+    assert "aepo.target_entropy 0.25 -> 0.5" in err
+    assert "trainer.lr 0.001 -> 0.01 (the optimiser keeps the checkpoint's value)" in err
+    assert "trainer.steps" not in err  # more steps is how a run is continued: not a change
+
+
+def test_resume_differences_ignore_run_control_keys():
+    from aepo.backends.local.checkpoint import resume_differences
+
+    saved = {"aepo": {"algorithm": "aepo"}, "trainer": {"steps": 5, "device": "cpu", "seed": 0}}
+    current = {"aepo": {"algorithm": "aepo"}, "trainer": {"steps": 9, "device": "cuda", "seed": 1}}
+    assert resume_differences("ckpt", saved, current) == "trainer.seed 0 -> 1"
+    assert resume_differences("ckpt", saved, saved) == ""

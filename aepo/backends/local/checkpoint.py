@@ -121,8 +121,9 @@ def save_checkpoint(path: Path, model, tokenizer, optimizer, state: dict[str, An
     return path
 
 
-def load_checkpoint_files(path: str | Path) -> tuple[Path, dict[str, Any], dict[str, Any]]:
-    """``(model_dir, optimizer_state, trainer_state)``, with errors naming the bad path."""
+def require_checkpoint_dir(path: str | Path) -> Path:
+    """``path`` as a finished checkpoint directory with every file, or a CheckpointError
+    naming what is wrong (read nothing yet)."""
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"checkpoint not found: {path}")
@@ -134,6 +135,12 @@ def load_checkpoint_files(path: str | Path) -> tuple[Path, dict[str, Any], dict[
     missing = _missing_files(path)
     if missing:
         raise CheckpointError(f"checkpoint {path} is incomplete: {path / missing[0]} is missing")
+    return path
+
+
+def load_checkpoint_files(path: str | Path) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+    """``(model_dir, optimizer_state, trainer_state)``, with errors naming the bad path."""
+    path = require_checkpoint_dir(path)
     loaded = []
     for name in (OPTIMIZER_FILE, STATE_FILE):
         try:
@@ -146,3 +153,80 @@ def load_checkpoint_files(path: str | Path) -> tuple[Path, dict[str, Any], dict[
     if missing:
         raise CheckpointError(f"{path / STATE_FILE} lacks {sorted(missing)}")
     return path / MODEL_DIR, loaded[0], state
+
+
+# Keys a resumed run may change without changing what it trains: how long, where, how fast.
+RUN_CONTROL_KEYS = frozenset(
+    {
+        "trainer.steps",
+        "trainer.output_dir",
+        "trainer.progress",
+        "trainer.device",
+        "trainer.torch_threads",
+        "trainer.save_every",
+        "trainer.entropy_chunk_rows",
+        "trainer.cache_dir",
+    }
+)
+# Keys a run cannot change half-way: the checkpoint's controller, tracker and optimiser state
+# belong to the algorithm they were trained with.
+FIXED_KEYS = frozenset({"aepo.algorithm"})
+# Values that come from the checkpoint whatever the config says (torch's load_state_dict
+# restores the optimiser's param_groups, hyper-parameters included).
+FROM_CHECKPOINT = {
+    "trainer.model": "the weights come from the checkpoint",
+    "trainer.warm_start": "the weights come from the checkpoint",
+    "trainer.lr": "the optimiser keeps the checkpoint's value",
+    "trainer.weight_decay": "the optimiser keeps the checkpoint's value",
+}
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def saved_run_config(path: str | Path) -> dict[str, Any] | None:
+    """The ``run_config`` a checkpoint was saved with (``None`` for one that has none), read
+    from the small trainer state only, before any weights are loaded."""
+    file = require_checkpoint_dir(path) / STATE_FILE
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=False)
+    except Exception as err:
+        raise CheckpointError(f"cannot read checkpoint file {file}: {err}") from err
+    saved = state.get("run_config") if isinstance(state, dict) else None
+    return saved if isinstance(saved, dict) else None
+
+
+def resume_differences(path: str | Path, saved: dict[str, Any], current: dict[str, Any]) -> str:
+    """Compare the config a checkpoint was trained with to the one resuming it. Raises
+    :class:`CheckpointError` for a change the run cannot continue under; returns a one-line
+    description of the other changes ('' when none)."""
+    old, new = _flatten(saved), _flatten(current)
+    changed = sorted(
+        k for k in old.keys() | new.keys() if old.get(k, "<unset>") != new.get(k, "<unset>")
+    )
+    for key in changed:
+        if key in FIXED_KEYS:
+            raise CheckpointError(
+                f"checkpoint {path} was trained with {key}={old.get(key)!r}, the config says "
+                f"{new.get(key)!r}: a run cannot change {key}; start a new run (its "
+                f"trainer.model can be {Path(path) / MODEL_DIR})"
+            )
+    notes = []
+    for key in changed:
+        if key in RUN_CONTROL_KEYS:
+            continue
+        reason = next(
+            (why for k, why in FROM_CHECKPOINT.items() if key == k or key.startswith(k + ".")),
+            None,
+        )
+        entry = f"{key} {old.get(key, '<unset>')!r} -> {new.get(key, '<unset>')!r}"
+        notes.append(f"{entry} ({reason})" if reason else entry)
+    return "; ".join(notes)

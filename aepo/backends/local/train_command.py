@@ -60,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
             resume_from = latest_checkpoint(config.trainer.output_dir)
         elif args.resume is not None:
             resume_from = Path(args.resume)
+        if resume_from is not None:
+            _check_resume_config(resume_from, config)
         trainer = LocalTrainer(config, resume_from=resume_from)
         if resume_from is not None:
             print(f"resumed from {resume_from} at step {trainer.step}")
@@ -76,3 +78,20 @@ def run(args: argparse.Namespace) -> int:
         return 1
     print(f"done: {trainer.step} steps, logs and checkpoints in {trainer.output_dir}")
     return 0
+
+
+def _check_resume_config(path: Path, config) -> None:
+    """Refuse a resume the checkpoint cannot continue (CheckpointError); warn on the rest."""
+    from aepo.backends.local.checkpoint import resume_differences, saved_run_config
+
+    saved = saved_run_config(path)
+    if saved is None:
+        print(
+            f"aepo train: warning: {path} does not record its config; "
+            "cannot check that this config continues it",
+            file=sys.stderr,
+        )
+        return
+    notes = resume_differences(path, saved, config.model_dump())
+    if notes:
+        print(f"aepo train: warning: resuming {path} with changes: {notes}", file=sys.stderr)
