@@ -239,3 +239,83 @@ def test_resume_differences_ignore_run_control_keys():
     current = {"aepo": {"algorithm": "aepo"}, "trainer": {"steps": 9, "device": "cuda", "seed": 1}}
     assert resume_differences("ckpt", saved, current) == "trainer.seed 0 -> 1"
     assert resume_differences("ckpt", saved, saved) == ""
+
+
+def _float_keys(model, prefix="trainer."):
+    from pydantic import BaseModel
+
+    keys = []
+    for name, field in model.model_fields.items():
+        if field.annotation is float:
+            keys.append(prefix + name)
+        elif isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            keys += _float_keys(field.annotation, f"{prefix}{name}.")
+    return keys
+
+
+def _nested(key, value):
+    *parents, last = key.split(".")
+    tree = {last: value}
+    for parent in reversed(parents):
+        tree = {parent: tree}
+    return tree
+
+
+def test_float_keys_are_found():
+    from aepo.backends.local.settings import TrainerSettings
+
+    assert {"trainer.lr", "trainer.grad_clip", "trainer.warm_start.lr"} <= set(
+        _float_keys(TrainerSettings)
+    )
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan"), "nan", "inf"])
+def test_every_trainer_float_key_must_be_finite(tmp_path, value):
+    from aepo.backends.local.settings import TrainerSettings
+
+    for key in _float_keys(TrainerSettings):
+        cfg = write(tmp_path / "f.yaml", _nested(key, value))
+        with pytest.raises(ConfigError, match=rf"f\.yaml:{key}: Input should be a finite number"):
+            load_run_config(cfg)
+
+
+def test_learning_rates_above_one_are_refused(tmp_path):
+    cfg = write(tmp_path / "lr.yaml", {"trainer": {"lr": 1000.0, "warm_start": {"lr": 3.0}}})
+    with pytest.raises(ConfigError, match=r"lr\.yaml:trainer\.lr: .*less than or equal to 1"):
+        load_run_config(cfg)
+    with pytest.raises(ConfigError, match=r"lr\.yaml:trainer\.warm_start\.lr: .*less than or"):
+        load_run_config(cfg)
+
+
+@pytest.mark.parametrize("text", ["", "\n", "# only a comment\n", "---\n"])
+def test_an_empty_config_file_is_refused(tmp_path, text):
+    cfg = tmp_path / "empty.yaml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigError, match=r"empty\.yaml is empty; a run file needs at least"):
+        load_run_config(cfg)
+
+
+@pytest.mark.parametrize("make", ["missing", "directory", "empty", "binary", "bad_yaml"])
+def test_config_file_errors_come_before_torch_is_imported(tmp_path, make):
+    import subprocess
+    import sys
+
+    path = tmp_path / "c.yaml"
+    if make == "directory":
+        path.mkdir()
+    elif make == "empty":
+        path.write_text("")
+    elif make == "binary":
+        path.write_bytes(bytes(range(128, 256)))
+    elif make == "bad_yaml":
+        path.write_text("aepo: [unclosed\n")
+    probe = (
+        "import sys; from aepo.cli import main; "
+        f"rc = main(['train', '--config', {str(path)!r}]); "
+        "print('torch imported' if 'torch' in sys.modules else 'no torch'); sys.exit(rc)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 2, done.stderr
+    assert done.stdout.strip() == "no torch"
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(path) in lines[0] and lines[0].startswith("aepo train: ")

@@ -25,12 +25,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from aepo.backends.local.run_file import RunFileError, read_run_file
+
+    try:
+        raw_file = read_run_file(args.config)
+    except RunFileError as err:
+        print(f"aepo train: {err}", file=sys.stderr)
+        return 2
+    # Validating the keys needs aepo.core (torch): a second or two, paid only from here on.
     from aepo.backends.local.checkpoint import CheckpointError, latest_checkpoint
-    from aepo.backends.local.settings import load_run_config
+    from aepo.backends.local.settings import run_config_from_dict
     from aepo.core import ConfigError
 
     try:
-        config = load_run_config(args.config)
+        config = run_config_from_dict(raw_file, source=str(args.config))
         overrides = {}
         if args.output_dir is not None:
             overrides["output_dir"] = str(args.output_dir)
@@ -41,8 +49,6 @@ def run(args: argparse.Namespace) -> int:
         if args.no_progress:
             overrides["progress"] = False
         if overrides:
-            from aepo.backends.local.settings import run_config_from_dict
-
             raw = config.model_dump(mode="json")
             raw["trainer"].update(overrides)
             config = run_config_from_dict(
