@@ -319,3 +319,18 @@ def test_config_file_errors_come_before_torch_is_imported(tmp_path, make):
     assert done.stdout.strip() == "no torch"
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and str(path) in lines[0] and lines[0].startswith("aepo train: ")
+
+
+def test_a_fresh_run_into_a_folder_with_checkpoints_is_refused(tmp_path, capsys):
+    first, _ = _resume_configs(tmp_path)
+    assert main(["train", "--config", str(first)]) == 0
+    metrics = (tmp_path / "run" / "metrics.jsonl").read_text()
+    capsys.readouterr()
+    assert main(["train", "--config", str(first)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"aepo train: {tmp_path / 'run'} already holds a run (checkpoints up to step_000001): "
+        f"--resume continues it; to start over, delete {tmp_path / 'run' / 'checkpoints'} or "
+        "pass another --output-dir"
+    )
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() == metrics  # nothing overwritten

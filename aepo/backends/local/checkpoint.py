@@ -85,6 +85,17 @@ def latest_checkpoint(run_dir: str | Path) -> Path:
     return max(finished)[1]
 
 
+def finished_checkpoints(run_dir: str | Path) -> list[Path]:
+    """The ``step_N`` directories of a run, oldest first (looked at only, nothing removed)."""
+    root = Path(run_dir) / CHECKPOINT_DIR
+    found = [
+        (int(m.group(1)), p)
+        for p in root.glob("step_*")
+        if (m := _FINISHED.fullmatch(p.name)) and p.is_dir()
+    ]
+    return [p for _, p in sorted(found)]
+
+
 def _fsync_tree(root: Path) -> None:
     # The rename below is the commit point; the files must be on disk before it, or a power
     # loss (unlike kill -9, which keeps the page cache) could leave a finished-looking

@@ -68,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
             resume_from = Path(args.resume)
         if resume_from is not None:
             _check_resume_config(resume_from, config)
+        else:
+            _refuse_to_overwrite_a_run(Path(config.trainer.output_dir))
         trainer = LocalTrainer(config, resume_from=resume_from)
         if resume_from is not None:
             print(f"resumed from {resume_from} at step {trainer.step}")
@@ -84,6 +86,19 @@ def run(args: argparse.Namespace) -> int:
         return 1
     print(f"done: {trainer.step} steps, logs and checkpoints in {trainer.output_dir}")
     return 0
+
+
+def _refuse_to_overwrite_a_run(output_dir: Path) -> None:
+    """A fresh run would truncate metrics.jsonl and replace the old run's checkpoints one
+    by one, leaving a mix that a later --resume would continue: refuse instead."""
+    from aepo.backends.local.checkpoint import CheckpointError, finished_checkpoints
+
+    found = finished_checkpoints(output_dir)
+    if found:
+        raise CheckpointError(
+            f"{output_dir} already holds a run (checkpoints up to {found[-1].name}): --resume "
+            f"continues it; to start over, delete {found[-1].parent} or pass another --output-dir"
+        )
 
 
 def _check_resume_config(path: Path, config) -> None:
