@@ -334,3 +334,18 @@ def test_a_fresh_run_into_a_folder_with_checkpoints_is_refused(tmp_path, capsys)
         "pass another --output-dir"
     )
     assert (tmp_path / "run" / "metrics.jsonl").read_text() == metrics  # nothing overwritten
+
+
+def test_a_diverged_step_is_a_one_line_error(tmp_path, capsys, monkeypatch):
+    first, _ = _resume_configs(tmp_path)
+    real_step = LocalTrainer.train_step
+    monkeypatch.setattr(
+        LocalTrainer, "train_step", lambda self: {**real_step(self), "actor/pg_loss": float("nan")}
+    )
+    capsys.readouterr()
+    assert main(["train", "--config", str(first)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "aepo train: the run diverged at step 1: actor/pg_loss is nan; checkpoints up to the "
+        f"last save are in {tmp_path / 'run'}"
+    )

@@ -84,6 +84,13 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, CheckpointError, ModelPathError, FileNotFoundError, ValueError) as err:
         print(f"aepo train: {err}", file=sys.stderr)
         return 1
+    except FloatingPointError as err:  # a diverged step: the checkpoints before it are intact
+        print(
+            f"aepo train: the run diverged at {err}; checkpoints up to the last save are in "
+            f"{config.trainer.output_dir}",
+            file=sys.stderr,
+        )
+        return 1
     print(f"done: {trainer.step} steps, logs and checkpoints in {trainer.output_dir}")
     return 0
 
