@@ -349,3 +349,19 @@ def test_a_diverged_step_is_a_one_line_error(tmp_path, capsys, monkeypatch):
         "aepo train: the run diverged at step 1: actor/pg_loss is nan; checkpoints up to the "
         f"last save are in {tmp_path / 'run'}"
     )
+
+
+def test_ctrl_c_says_how_to_resume(tmp_path, capsys, monkeypatch):
+    first, _ = _resume_configs(tmp_path)
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(LocalTrainer, "train_step", interrupted)
+    capsys.readouterr()
+    assert main(["train", "--config", str(first)]) == 130
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "aepo train: interrupted; --resume continues from the last checkpoint in "
+        f"{tmp_path / 'run'}"
+    )

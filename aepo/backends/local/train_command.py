@@ -91,6 +91,13 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    except KeyboardInterrupt:
+        print(
+            f"aepo train: interrupted; --resume continues from the last checkpoint in "
+            f"{config.trainer.output_dir}",
+            file=sys.stderr,
+        )
+        return 130  # the shell's code for a run stopped by SIGINT
     print(f"done: {trainer.step} steps, logs and checkpoints in {trainer.output_dir}")
     return 0
 
