@@ -14,8 +14,6 @@ pytest.importorskip("verl")
 
 from omegaconf import OmegaConf  # noqa: E402
 
-from aepo.backends.verl import cluster  # noqa: E402
-from aepo.backends.verl.cluster import NodeReport, choose_attention, node_problems  # noqa: E402
 from aepo.backends.verl.data_files import check_data_files  # noqa: E402
 from aepo.core import ConfigError  # noqa: E402
 from aepo.tasks.tiny_model import save_tiny_model  # noqa: E402
@@ -44,6 +42,8 @@ class WorkersWouldStart(Exception):
 
 def run_task_runner_until_workers(config, monkeypatch, flash_attn: bool = False):
     """``AEPOTaskRunner.run`` in this process, stopped where it would register workers."""
+    from aepo.backends.verl import cluster
+    from aepo.backends.verl.cluster import NodeReport
     from aepo.backends.verl.task_runner import AEPOTaskRunner
 
     def no_workers(self, config):
@@ -101,6 +101,8 @@ DATA = ["data.train_files=/data/train.parquet", "data.val_files=/data/val.parque
 
 
 def test_without_flash_attn_the_default_attention_becomes_sdpa_without_remove_padding(caplog):
+    from aepo.backends.verl.cluster import choose_attention
+
     config = compose_with(*DATA)
     OmegaConf.resolve(config)  # as in the task runner: the actor's copy is resolved by now
     assert config.actor_rollout_ref.model.use_remove_padding is True
@@ -146,6 +148,8 @@ def test_the_task_runner_loads_the_model_with_sdpa_when_flash_attn_is_missing(
     ids=["asked-for-flash-attn", "sequence-parallel"],
 )
 def test_what_needs_flash_attn_stops_with_the_remedy(override, message):
+    from aepo.backends.verl.cluster import choose_attention
+
     config = compose_with(*DATA, override)
     with pytest.raises(ConfigError, match=message) as refused:
         choose_attention(config, flash_attn_everywhere=False)
@@ -153,6 +157,8 @@ def test_what_needs_flash_attn_stops_with_the_remedy(override, message):
 
 
 def test_an_explicit_sdpa_is_left_alone():
+    from aepo.backends.verl.cluster import choose_attention
+
     config = compose_with(
         *DATA, "+actor_rollout_ref.model.override_config.attn_implementation=sdpa"
     )
@@ -301,6 +307,8 @@ def test_a_config_error_from_the_task_runner_prints_its_message_not_the_ray_trac
 
 
 def test_nodes_without_aepo_or_at_another_version_are_named():
+    from aepo.backends.verl.cluster import NodeReport, node_problems
+
     reports = [
         NodeReport("10.0.0.1", "head", "0.1.0", None, True),
         NodeReport("10.0.0.2", "gpu-2", None, "ModuleNotFoundError: No module named 'aepo'", True),
