@@ -97,6 +97,15 @@ def test_an_explicit_max_model_len_is_checked_against_the_lengths(tiny_model):
 DATA = ["data.train_files=/data/train.parquet", "data.val_files=/data/val.parquet"]
 
 
+def test_the_driver_reads_positions_where_verl_does_for_a_multimodal_config(tmp_path):
+    from aepo.backends.verl.startup import check_config
+
+    (tmp_path / "config.json").write_text('{"text_config": {"max_position_embeddings": 4096}}')
+    model = f"actor_rollout_ref.model.path={tmp_path}"
+    with pytest.raises(ConfigError, match=r"= 10240 exceeds max_position_embeddings = 4096"):
+        check_config(compose_with(*DATA, model, "data.max_response_length=8192"))
+
+
 # ---- flash-attn ------------------------------------------------------------------------
 
 

@@ -151,9 +151,13 @@ def _context_length_problems(config) -> list[str]:
         )
         return []
     try:
-        positions = json.loads(config_file.read_text()).get("max_position_embeddings")
+        model_config = json.loads(config_file.read_text())
     except (OSError, ValueError) as err:
         return [f"{config_file}: unreadable model config ({err})"]
+    # Where verl looks too (workers/rollout/utils.py:31-40): multimodal configs nest it.
+    positions = model_config.get("max_position_embeddings") or (
+        model_config.get("text_config") or {}
+    ).get("max_position_embeddings")
     if positions is None:
         return []
     return context_length_problems(config, int(positions), str(config_file))
