@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # AEPO on a Ray cluster of NNODES nodes x 8 GPUs. Every node needs the same environment
 # (`pip install -e ".[gpu]"` of this repository at the same path, the model and the data
-# reachable at the same paths, e.g. on shared storage).
+# reachable at the same paths, e.g. on shared storage). The task runner checks, before any
+# worker starts, that every node imports aepo at the driver's version, and names those that do not.
 #
 # 1. On the head node:    ray start --head --port=6379 --num-gpus=8
 # 2. On every other node: ray start --address=HEAD_IP:6379 --num-gpus=8

@@ -282,3 +282,46 @@ def test_missing_input_file_is_named(tmp_path, capsys):
     missing = tmp_path / "nope.jsonl"
     assert main(["data", "prepare", str(missing), "--output", str(tmp_path / "x.parquet")]) == 1
     assert str(missing) in capsys.readouterr().err
+
+
+def _good_json(path):
+    path.write_text(json.dumps([{"problem": "1+1", "answer": "2"}]))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("bin.json", bytes(range(128, 256)) * 8, "not UTF-8 text (byte 0"),
+        ("cut.json", b'[{"problem": "1+1", "answer": "2"}, {"problem": "2+', "not a valid JSON"),
+        ("bin.parquet", bytes(range(256)) * 8, "cannot read as parquet"),
+    ],
+)
+def test_unreadable_input_files_are_one_line_errors_naming_the_file(
+    tmp_path, capsys, name, content, message
+):
+    path = tmp_path / name
+    path.write_bytes(content)
+    assert main(["data", "prepare", str(path), "--output", str(tmp_path / "o.parquet")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"aepo data prepare: {path}: {message}")
+    assert len(err.splitlines()) == 1
+    assert not (tmp_path / "o.parquet").exists()
+
+
+def test_output_that_cannot_be_written_is_refused_before_reading(tmp_path, capsys):
+    data = _good_json(tmp_path / "in.json")
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    cases = {
+        folder: "is a directory",
+        data / "x.parquet": f"{data} is a file, not a directory",
+        data: "is also an input; writing it would destroy the input",
+    }
+    for output, message in cases.items():
+        assert main(["data", "prepare", str(data), "--output", str(output)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"aepo data prepare: --output {output}") and message in err
+        assert len(err.splitlines()) == 1
+    assert json.loads(data.read_text()) == [{"problem": "1+1", "answer": "2"}]  # untouched
+    assert list(folder.iterdir()) == []

@@ -351,3 +351,34 @@ def test_default_problems_per_call(backend, n, expected):
     from aepo.eval.command import default_problems_per_call
 
     assert default_problems_per_call(backend, n) == expected
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("--limit", "0"),
+        ("--limit", "-1"),
+        ("--batch-size", "0"),
+        ("--problems-per-call", "0"),
+        ("--n", "0"),
+        ("--max-tokens", "-5"),
+        ("--tensor-parallel-size", "0"),
+        ("--temperature", "nan"),
+        ("--temperature", "inf"),
+        ("--top-p", "nan"),
+        ("--gpu-memory-utilization", "1.5"),
+    ],
+)
+def test_out_of_range_flags_are_one_line_errors_naming_the_flag(
+    tiny_model, shared_data, tmp_path, capsys, flag, value
+):
+    command = eval_command(tiny_model, shared_data, tmp_path / "out", limit=1)
+    if flag in command:
+        command[command.index(flag) + 1] = value
+    else:
+        command += [flag, value]
+    assert main(command) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"aepo eval: {flag} must be ") and err.endswith(value)
+    assert len(err.splitlines()) == 1
+    assert not (tmp_path / "out").exists()

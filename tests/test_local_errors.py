@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import yaml
@@ -109,3 +111,257 @@ def test_resume_without_checkpoint_fails_clearly(tmp_path, capsys):
     )
     assert main(["train", "--config", str(cfg), "--resume", "--no-progress"]) == 1
     assert f"no checkpoint to resume from under {out / 'checkpoints'}" in capsys.readouterr().err
+
+
+def _fake_checkpoint(path, state_bytes=None):
+    """A checkpoint directory with every file; ``state_bytes`` replaces the trainer state."""
+    (path / "model").mkdir(parents=True)
+    torch.save({}, path / "optimizer.pt")
+    if state_bytes is None:
+        torch.save({"step": 0}, path / "trainer_state.pt")
+    else:
+        (path / "trainer_state.pt").write_bytes(state_bytes)
+    return path
+
+
+@pytest.mark.parametrize("left_over", ["half_written", "complete"])
+def test_resume_ignores_and_removes_unfinished_saves(tmp_path, caplog, left_over):
+    from aepo.backends.local.checkpoint import latest_checkpoint
+
+    root = tmp_path / "checkpoints"
+    finished = _fake_checkpoint(root / "step_000001")
+    # A save killed before its rename: a truncated trainer state, or every file written.
+    state = b"\x80\x02" if left_over == "half_written" else None
+    unfinished = _fake_checkpoint(root / "step_000002.tmp", state_bytes=state)
+    with caplog.at_level("WARNING"):
+        assert latest_checkpoint(tmp_path) == finished
+    assert not unfinished.exists()
+    assert f"removing {unfinished}: a save that did not finish" in caplog.text
+
+
+def test_resume_skips_a_checkpoint_directory_with_missing_files(tmp_path, caplog):
+    from aepo.backends.local.checkpoint import latest_checkpoint
+
+    finished = _fake_checkpoint(tmp_path / "checkpoints" / "step_000001")
+    partial = _fake_checkpoint(tmp_path / "checkpoints" / "step_000003")
+    (partial / "optimizer.pt").unlink()
+    with caplog.at_level("WARNING"):
+        assert latest_checkpoint(tmp_path) == finished
+    assert partial.exists(), "a directory a save never wrote is not ours to delete"
+    assert f"skipping {partial}: not a complete checkpoint (no optimizer.pt)" in caplog.text
+
+
+def test_resume_orders_checkpoints_by_step_number(tmp_path):
+    from aepo.backends.local.checkpoint import latest_checkpoint
+
+    _fake_checkpoint(tmp_path / "checkpoints" / "step_999999")
+    newest = _fake_checkpoint(tmp_path / "checkpoints" / "step_1000000")
+    assert latest_checkpoint(tmp_path) == newest
+
+
+def test_an_unfinished_save_given_by_path_is_refused(tmp_path):
+    unfinished = _fake_checkpoint(tmp_path / "step_000002.tmp")
+    with pytest.raises(CheckpointError, match=r"step_000002\.tmp is a save that did not finish"):
+        load_checkpoint_files(unfinished)
+
+
+def test_only_unfinished_saves_is_no_checkpoint(tmp_path):
+    from aepo.backends.local.checkpoint import latest_checkpoint
+
+    _fake_checkpoint(tmp_path / "checkpoints" / "step_000001.tmp")
+    with pytest.raises(CheckpointError, match="no checkpoint to resume from"):
+        latest_checkpoint(tmp_path)
+
+
+def test_resume_drops_a_metrics_line_cut_short_by_a_kill(tmp_path):
+    from aepo.backends.local.metrics_log import MetricsLogger, read_metrics
+
+    lines = [json.dumps({"step": s, "reward/mean": 0.5}) for s in (1, 2, 3)]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + "\n" + lines[2][:9])
+    MetricsLogger(tmp_path, resume_step=2).close()
+    assert [m["step"] for m in read_metrics(tmp_path)] == [1, 2]
+
+
+def _resume_configs(tmp_path, **changes):
+    """A one-step GRPO run's config, and the same run's config with ``changes`` applied
+    (keys ``section__key``)."""
+    from aepo.tasks.tiny_model import save_tiny_model
+
+    model = save_tiny_model(tmp_path / "tiny")
+    base = {
+        "aepo": {"algorithm": "grpo", "target_entropy": 0.25},
+        "trainer": {
+            "model": str(model),
+            "output_dir": str(tmp_path / "run"),
+            "steps": 1,
+            "prompts_per_step": 2,
+            "samples_per_prompt": 2,
+            "mini_batches": 1,
+            "progress": False,
+        },
+    }
+    changed = yaml.safe_load(yaml.safe_dump(base))
+    for name, value in changes.items():
+        section, key = name.split("__")
+        changed[section][key] = value
+    return write(tmp_path / "first.yaml", base), write(tmp_path / "second.yaml", changed)
+
+
+def test_resuming_a_grpo_checkpoint_as_aepo_is_refused(tmp_path, capsys):
+    first, second = _resume_configs(tmp_path, aepo__algorithm="aepo", trainer__steps=2)
+    assert main(["train", "--config", str(first)]) == 0
+    capsys.readouterr()
+    assert main(["train", "--config", str(second), "--resume"]) == 1
+    err = capsys.readouterr().err
+    assert "step_000001 was trained with aepo.algorithm='grpo', the config says 'aepo'" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "run" / "checkpoints" / "step_000002").exists()
+
+
+def test_resuming_with_other_settings_warns_and_names_each_change(tmp_path, capsys):
+    first, second = _resume_configs(
+        tmp_path, aepo__target_entropy=0.5, trainer__lr=0.01, trainer__steps=2
+    )
+    assert main(["train", "--config", str(first)]) == 0
+    capsys.readouterr()
+    assert main(["train", "--config", str(second), "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: resuming " in err and "step_000001 with changes:" in err
+    assert "aepo.target_entropy 0.25 -> 0.5" in err
+    assert "trainer.lr 0.001 -> 0.01 (the optimiser keeps the checkpoint's value)" in err
+    assert "trainer.steps" not in err  # more steps is how a run is continued: not a change
+
+
+def test_resume_differences_ignore_run_control_keys():
+    from aepo.backends.local.checkpoint import resume_differences
+
+    saved = {"aepo": {"algorithm": "aepo"}, "trainer": {"steps": 5, "device": "cpu", "seed": 0}}
+    current = {"aepo": {"algorithm": "aepo"}, "trainer": {"steps": 9, "device": "cuda", "seed": 1}}
+    assert resume_differences("ckpt", saved, current) == "trainer.seed 0 -> 1"
+    assert resume_differences("ckpt", saved, saved) == ""
+
+
+def _float_keys(model, prefix="trainer."):
+    from pydantic import BaseModel
+
+    keys = []
+    for name, field in model.model_fields.items():
+        if field.annotation is float:
+            keys.append(prefix + name)
+        elif isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            keys += _float_keys(field.annotation, f"{prefix}{name}.")
+    return keys
+
+
+def _nested(key, value):
+    *parents, last = key.split(".")
+    tree = {last: value}
+    for parent in reversed(parents):
+        tree = {parent: tree}
+    return tree
+
+
+def test_float_keys_are_found():
+    from aepo.backends.local.settings import TrainerSettings
+
+    assert {"trainer.lr", "trainer.grad_clip", "trainer.warm_start.lr"} <= set(
+        _float_keys(TrainerSettings)
+    )
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan"), "nan", "inf"])
+def test_every_trainer_float_key_must_be_finite(tmp_path, value):
+    from aepo.backends.local.settings import TrainerSettings
+
+    for key in _float_keys(TrainerSettings):
+        cfg = write(tmp_path / "f.yaml", _nested(key, value))
+        with pytest.raises(ConfigError, match=rf"f\.yaml:{key}: Input should be a finite number"):
+            load_run_config(cfg)
+
+
+def test_learning_rates_above_one_are_refused(tmp_path):
+    cfg = write(tmp_path / "lr.yaml", {"trainer": {"lr": 1000.0, "warm_start": {"lr": 3.0}}})
+    with pytest.raises(ConfigError, match=r"lr\.yaml:trainer\.lr: .*less than or equal to 1"):
+        load_run_config(cfg)
+    with pytest.raises(ConfigError, match=r"lr\.yaml:trainer\.warm_start\.lr: .*less than or"):
+        load_run_config(cfg)
+
+
+@pytest.mark.parametrize("text", ["", "\n", "# only a comment\n", "---\n"])
+def test_an_empty_config_file_is_refused(tmp_path, text):
+    cfg = tmp_path / "empty.yaml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigError, match=r"empty\.yaml is empty; a run file needs at least"):
+        load_run_config(cfg)
+
+
+@pytest.mark.parametrize("make", ["missing", "directory", "empty", "binary", "bad_yaml"])
+def test_config_file_errors_come_before_torch_is_imported(tmp_path, make):
+    import subprocess
+    import sys
+
+    path = tmp_path / "c.yaml"
+    if make == "directory":
+        path.mkdir()
+    elif make == "empty":
+        path.write_text("")
+    elif make == "binary":
+        path.write_bytes(bytes(range(128, 256)))
+    elif make == "bad_yaml":
+        path.write_text("aepo: [unclosed\n")
+    probe = (
+        "import sys; from aepo.cli import main; "
+        f"rc = main(['train', '--config', {str(path)!r}]); "
+        "print('torch imported' if 'torch' in sys.modules else 'no torch'); sys.exit(rc)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 2, done.stderr
+    assert done.stdout.strip() == "no torch"
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(path) in lines[0] and lines[0].startswith("aepo train: ")
+
+
+def test_a_fresh_run_into_a_folder_with_checkpoints_is_refused(tmp_path, capsys):
+    first, _ = _resume_configs(tmp_path)
+    assert main(["train", "--config", str(first)]) == 0
+    metrics = (tmp_path / "run" / "metrics.jsonl").read_text()
+    capsys.readouterr()
+    assert main(["train", "--config", str(first)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"aepo train: {tmp_path / 'run'} already holds a run (checkpoints up to step_000001): "
+        f"--resume continues it; to start over, delete {tmp_path / 'run' / 'checkpoints'} or "
+        "pass another --output-dir"
+    )
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() == metrics  # nothing overwritten
+
+
+def test_a_diverged_step_is_a_one_line_error(tmp_path, capsys, monkeypatch):
+    first, _ = _resume_configs(tmp_path)
+    real_step = LocalTrainer.train_step
+    monkeypatch.setattr(
+        LocalTrainer, "train_step", lambda self: {**real_step(self), "actor/pg_loss": float("nan")}
+    )
+    capsys.readouterr()
+    assert main(["train", "--config", str(first)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "aepo train: the run diverged at step 1: actor/pg_loss is nan; checkpoints up to the "
+        f"last save are in {tmp_path / 'run'}"
+    )
+
+
+def test_ctrl_c_says_how_to_resume(tmp_path, capsys, monkeypatch):
+    first, _ = _resume_configs(tmp_path)
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(LocalTrainer, "train_step", interrupted)
+    capsys.readouterr()
+    assert main(["train", "--config", str(first)]) == 130
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "aepo train: interrupted; --resume continues from the last checkpoint in "
+        f"{tmp_path / 'run'}"
+    )

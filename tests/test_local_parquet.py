@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+import yaml
 from transformers import AutoModelForCausalLM
 
 from aepo.backends.local.checkpoint import CheckpointError, latest_checkpoint
@@ -132,3 +133,58 @@ def test_a_bad_checkpoint_fails_before_any_model_is_loaded(tmp_path, monkeypatch
     with pytest.raises(CheckpointError, match=re.escape(f"checkpoint not found: {missing}")):
         LocalTrainer(run_config_from_dict(raw, "test"), resume_from=missing)
     assert loaded == []
+
+
+def _bad_parquet(path, prompts, reward_models):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"prompt": prompts, "reward_model": reward_models}), path)
+    return path
+
+
+GOOD_PROMPT = [{"role": "user", "content": "1+1=?"}]
+GOOD_TRUTH = {"style": "rule", "ground_truth": "2"}
+
+
+@pytest.mark.parametrize(
+    ("prompts", "reward_models", "message"),
+    [
+        ([GOOD_PROMPT, None, None], [GOOD_TRUTH] * 3, "row 2: prompt is null"),
+        (["1+1=?", "2+2=?"], [GOOD_TRUTH] * 2, "row 1: prompt is a plain string"),
+        ([GOOD_PROMPT, []], [GOOD_TRUTH] * 2, "row 2: prompt should be a non-empty list"),
+        ([GOOD_PROMPT, [{"role": "user"}]], [GOOD_TRUTH] * 2, "row 2: prompt[0] needs text"),
+        ([GOOD_PROMPT] * 2, [GOOD_TRUTH, None], "row 2: reward_model is null"),
+        ([GOOD_PROMPT] * 2, [{"style": "rule"}] * 2, "row 1: reward_model.ground_truth is missing"),
+        (
+            [GOOD_PROMPT] * 2,
+            [GOOD_TRUTH, {"style": "rule", "ground_truth": None}],
+            "row 2: reward_model.ground_truth is null",
+        ),
+        (
+            [GOOD_PROMPT] * 2,
+            [GOOD_TRUTH, {"style": "rule", "ground_truth": "  "}],
+            "row 2: reward_model.ground_truth is empty",
+        ),
+    ],
+)
+def test_a_bad_data_row_is_named_with_file_and_row(tmp_path, prompts, reward_models, message):
+    path = _bad_parquet(tmp_path / "bad.parquet", prompts, reward_models)
+    with pytest.raises(ValueError) as caught:
+        ParquetPrompts(path, build_tokenizer(), seed=0, apply_chat_template=True)
+    text = str(caught.value)
+    assert text.startswith(f"{path}: {message}") and "\n" not in text
+    if prompts[-1] is None:
+        assert text.endswith("(and 1 more bad rows)")
+
+
+def test_a_bad_data_row_is_a_one_line_train_error(tmp_path, capsys):
+    from aepo.cli import main
+
+    raw = two_step_run(tmp_path, [("1+1=?", "2")], {"algorithm": "grpo"})
+    _bad_parquet(Path(raw["trainer"]["data"]), [GOOD_PROMPT, None], [GOOD_TRUTH] * 2)
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    assert main(["train", "--config", str(config)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"aepo train: {raw['trainer']['data']}: row 2: prompt is null"

@@ -70,7 +70,8 @@ def test_default_config_is_the_papers_aepo_setting():
     assert (cfg.samples_up, cfg.samples_down) == (60, 30)
     assert config.data.train_batch_size == 512 and config.actor_rollout_ref.rollout.n == 8
     assert config.actor_rollout_ref.actor.ppo_mini_batch_size == 128
-    assert config.data.max_response_length == 8192
+    # The authors' released length, not the paper's 8192: Qwen2.5-Math-7B has 4096 positions.
+    assert (config.data.max_prompt_length, config.data.max_response_length) == (2048, 2048)
     assert config.reward.custom_reward_function.path == "pkg://aepo.rewards.math_reward"
 
 
@@ -172,7 +173,18 @@ def test_context_longer_than_the_local_models_positions_is_rejected(tmp_path):
     (tmp_path / "config.json").write_text('{"max_position_embeddings": 4096}')
     model = f"actor_rollout_ref.model.path={tmp_path}"
     with pytest.raises(ConfigError, match=r"= 10240 exceeds\s+max_position_embeddings = 4096"):
-        check_config(compose_default(model))
-    check_config(
-        compose_default(model, "data.max_prompt_length=2048", "data.max_response_length=2048")
+        check_config(compose_default(model, "data.max_response_length=8192"))
+    check_config(compose_default(model))  # the shipped 2048 + 2048
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_a_config_comment_promises_aepo_scalars_only_where_they_are_logged(name):
+    """verl logs ``aepo/*`` only for the recipes with an entropy controller (README)."""
+    from aepo.core import recipe_for
+
+    comment = "".join(
+        line for line in (CONFIGS / f"{name}.yaml").read_text().splitlines() if line.startswith("#")
     )
+    if not recipe_for(check_config(compose_shipped(name))).extra_rollout:
+        assert "aepo/entropy is still logged" not in comment
+        assert "aepo/" not in comment or "No aepo/* scalars are logged" in comment

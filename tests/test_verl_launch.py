@@ -73,7 +73,10 @@ def test_good_files_pass_and_report_the_training_rows(tmp_path):
             lambda d: write_rows(d / "no_answer.parquet", 10, ground_truth=False),
             r"no_answer.parquet lacks column\(s\) reward_model.ground_truth",
         ),
-        (lambda d: write_rows(d / "small.parquet", 3), r"hold 3 rows, fewer than .* = 4"),
+        (
+            lambda d: write_rows(d / "small.parquet", 3),
+            r"hold 3 rows verl keeps .*, fewer than .* = 4",
+        ),
         (
             lambda d: (d / "broken.parquet").write_bytes(b"not parquet") and d / "broken.parquet",
             r"broken.parquet: unreadable parquet",
@@ -180,7 +183,8 @@ def test_a_hub_id_in_the_local_cache_gets_the_context_length_check(tmp_path, mon
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
     fake_hub_cache(tmp_path, "Qwen/Qwen2.5-Math-7B", {"max_position_embeddings": 4096})
     with pytest.raises(ConfigError, match=r"= 10240 exceeds\s+max_position_embeddings = 4096"):
-        check_config(compose_with(*DATA))  # the default model path is the hub id
+        # The default model path is the hub id.
+        check_config(compose_with(*DATA, "data.max_response_length=8192"))
     # Not cached: only vLLM can tell, so the launch goes on (with a warning).
     check_config(compose_with(*DATA, "actor_rollout_ref.model.path=someone/uncached-model"))
 
@@ -208,10 +212,13 @@ def run_example(script: str, *args: str, env: dict[str, str]) -> subprocess.Comp
     )
 
 
-def test_readme_commands_reach_the_launch_with_the_stock_model_caught(readme_data, tmp_path):
+def test_the_shipped_command_starts_on_the_stock_model_and_the_papers_length_is_caught(
+    readme_data, tmp_path
+):
     """`MODEL_PATH=... bash examples/qwen-math-7b-AEPO.sh 0.75` as in the README, with a copy
-    of Qwen2.5-Math-7B's config.json (4096 positions): the paper's 2048 + 8192 tokens are
-    refused with the remedy, the authors' 2048 + 2048 go through every check."""
+    of Qwen2.5-Math-7B's config.json (4096 positions): as shipped (2048 + 2048 tokens, the
+    authors' released setting) it goes through every check; the paper's 2048 + 8192 is
+    refused with the remedy."""
     model = tmp_path / "Qwen2.5-Math-7B"
     model.mkdir()
     (model / "config.json").write_text('{"max_position_embeddings": 4096}')
@@ -221,24 +228,24 @@ def test_readme_commands_reach_the_launch_with_the_stock_model_caught(readme_dat
         "OUTPUT_DIR": str(tmp_path / "run"),
         "TENSORBOARD_DIR": str(tmp_path / "tb"),
     }
-    refused = run_example("qwen-math-7b-AEPO.sh", "0.75", env=env)
-    assert refused.returncode == 2
-    assert "aepo: cannot start AEPO training:" in refused.stdout
-    assert "exceeds max_position_embeddings = 4096" in refused.stdout
-    assert "Traceback" not in refused.stdout  # a user's mistake, not a crash
-    assert "Ray was not started" not in refused.stdout
-
-    shorter = ["data.max_prompt_length=2048", "data.max_response_length=2048"]
-    planned = run_example("qwen-math-7b-AEPO.sh", "0.75", *shorter, env=env)
+    planned = run_example("qwen-math-7b-AEPO.sh", "0.75", env=env)
     assert planned.returncode == 0, planned.stdout[-3000:] + planned.stderr[-3000:]
     out = planned.stdout
     assert "every start-up check passed; Ray was not started" in out
     assert "aepo (target entropy 0.75, T_high 1.2 / T_low 0.8, 60/30 samples)" in out
+    assert "prompt 2048 + response 2048 tokens" in out
     # 17,267 prepared prompts / 512 per step; the absolute TensorBoard directory reached
     # the Ray runtime environment through the script's `+ray_kwargs...` override.
     assert "17267 rows, 33 steps per epoch x 10 epochs" in out
     assert f"TensorBoard  {tmp_path / 'tb'}" in out
     assert f"checkpoints  {tmp_path / 'run' / 'checkpoints'}" in out
+
+    refused = run_example("qwen-math-7b-AEPO.sh", "0.75", "data.max_response_length=8192", env=env)
+    assert refused.returncode == 2
+    assert "aepo: cannot start AEPO training:" in refused.stdout
+    assert "= 10240 exceeds max_position_embeddings = 4096" in refused.stdout
+    assert "rope_theta" in refused.stdout
+    assert "Traceback" not in refused.stdout  # a user's mistake, not a crash
     # Both runs are kept in the log: re-running the command resumes.
     log = (tmp_path / "run" / "train.log").read_text()
     assert "max_position_embeddings = 4096" in log and "Ray was not started" in log
@@ -259,7 +266,7 @@ def test_grpo_script_plans_the_baseline(readme_data, tmp_path):
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "algorithm    grpo\n" in result.stdout
-    assert "prompt 2048 + response 8192 tokens" in result.stdout
+    assert "prompt 2048 + response 2048 tokens" in result.stdout
 
 
 def test_a_target_without_a_config_lists_the_shipped_ones():

@@ -109,9 +109,26 @@ def _default_output(args: argparse.Namespace) -> Path:
     return Path.cwd() / "outputs" / "data" / f"{name}.parquet"
 
 
+def _output_problem(output: Path, inputs: list[Path]) -> str | None:
+    """Why ``--output`` cannot be written, checked before minutes of reading inputs."""
+    if output.is_dir():
+        return f"--output {output} is a directory; give the parquet file to write"
+    for parent in output.parents:
+        if parent.exists() and not parent.is_dir():
+            return f"--output {output}: {parent} is a file, not a directory"
+    if output.exists() and any(output.resolve() == p.resolve() for p in inputs if p.exists()):
+        return f"--output {output} is also an input; writing it would destroy the input"
+    return None
+
+
 def _prepare(args: argparse.Namespace) -> int:
     if not args.inputs and not args.benchmarks:
         print("aepo data prepare: give input files and/or --benchmarks", file=sys.stderr)
+        return 2
+    output = args.output or _default_output(args)
+    problem = _output_problem(output, args.inputs)
+    if problem:
+        print(f"aepo data prepare: {problem}", file=sys.stderr)
         return 2
     try:
         loaded = [
@@ -142,7 +159,6 @@ def _prepare(args: argparse.Namespace) -> int:
         )
         problems = kept
     split = args.split or ("train" if args.inputs else "test")
-    output = args.output or _default_output(args)
     try:
         write_verl_parquet(
             problems,
@@ -153,6 +169,9 @@ def _prepare(args: argparse.Namespace) -> int:
         )
     except ValueError as error:
         print(f"aepo data prepare: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:
+        print(f"aepo data prepare: cannot write --output {output}: {error}", file=sys.stderr)
         return 1
     print(f"wrote {len(problems)} rows to {output}")
     return 0

@@ -8,6 +8,7 @@ managers read.
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,5 +119,12 @@ def write_verl_parquet(
     ]
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(rows), output)
+    # Written beside and renamed: an interrupted write never leaves a truncated parquet where
+    # the previous file (or nothing) was.
+    staging = output.with_name(output.name + ".tmp")
+    try:
+        pq.write_table(pa.Table.from_pylist(rows), staging)
+        os.replace(staging, output)
+    finally:
+        staging.unlink(missing_ok=True)
     return output

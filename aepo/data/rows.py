@@ -53,8 +53,21 @@ def _jsonl_rows(path: Path) -> Iterator[RawRow]:
             yield RawRow(line_number, record)
 
 
+def _not_utf8(path: Path, error: UnicodeDecodeError) -> ValueError:
+    return ValueError(f"{path}: not UTF-8 text (byte {error.start}: {error.reason})")
+
+
 def _json_array_rows(path: Path) -> Iterator[RawRow]:
-    records = json.loads(path.read_text(encoding="utf-8"))
+    # One document: a syntax error anywhere (a truncated download) leaves no row to trust.
+    try:
+        records = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise _not_utf8(path, error) from None
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f"{path}: not a valid JSON array ({error.msg}: line {error.lineno}, "
+            f"column {error.colno}); no row read"
+        ) from None
     if not isinstance(records, list):
         raise ValueError(f"{path}: expected a JSON array of objects")
     for index, record in enumerate(records, start=1):
@@ -67,7 +80,11 @@ def _json_array_rows(path: Path) -> Iterator[RawRow]:
 def _parquet_rows(path: Path) -> Iterator[RawRow]:
     import pyarrow.parquet as pq
 
-    for index, record in enumerate(pq.read_table(path).to_pylist(), start=1):
+    try:
+        table = pq.read_table(path)
+    except Exception as error:  # pyarrow raises ArrowInvalid, OSError, ... for bad files
+        raise ValueError(f"{path}: cannot read as parquet: {error}") from None
+    for index, record in enumerate(table.to_pylist(), start=1):
         yield RawRow(index, record)
 
 
@@ -81,8 +98,11 @@ def read_rows(path: Path) -> Iterator[RawRow]:
         return _jsonl_rows(path)
     if suffix == ".json":
         # Many "json" datasets are really JSON lines; the first character tells.
-        with path.open("r", encoding="utf-8") as handle:
-            first = handle.read(1024).lstrip()[:1]
+        try:
+            with path.open("r", encoding="utf-8") as handle:
+                first = handle.read(1024).lstrip()[:1]
+        except UnicodeDecodeError as error:
+            raise _not_utf8(path, error) from None
         return _json_array_rows(path) if first == "[" else _jsonl_rows(path)
     if suffix == ".parquet":
         return _parquet_rows(path)

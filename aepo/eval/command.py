@@ -11,6 +11,7 @@ Results go to ``--output`` (default ``./outputs/eval/<model folder name>``): ``p
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -137,7 +138,36 @@ def _make_sampler(args: argparse.Namespace):
     )
 
 
+def flag_problem(args: argparse.Namespace) -> str | None:
+    """The first flag out of range, as a sentence naming it; argparse checks only types, and
+    a 0 or negative count would reach slicing and range() (``--limit -1`` drops the last
+    problem of every benchmark, ``--limit 0`` evaluates none)."""
+    at_least_one = {
+        "--limit": args.limit,
+        "--n": args.n,
+        "--max-tokens": args.max_tokens,
+        "--problems-per-call": args.problems_per_call,
+        "--batch-size": args.batch_size,
+        "--tensor-parallel-size": args.tensor_parallel_size,
+        "--max-model-len": args.max_model_len,
+    }
+    for flag, value in at_least_one.items():
+        if value is not None and value < 1:
+            return f"{flag} must be at least 1, got {value}"
+    if not (math.isfinite(args.temperature) and args.temperature >= 0):
+        return f"--temperature must be a finite number >= 0, got {args.temperature}"
+    if not 0 < args.top_p <= 1:
+        return f"--top-p must be in (0, 1], got {args.top_p}"
+    if not 0 < args.gpu_memory_utilization <= 1:
+        return f"--gpu-memory-utilization must be in (0, 1], got {args.gpu_memory_utilization}"
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
+    problem = flag_problem(args)
+    if problem is not None:
+        print(f"aepo eval: {problem}", file=sys.stderr)
+        return 2
     from aepo.eval.progress_log import ProgressLog, RunMismatchError
     from aepo.eval.runner import evaluate
     from aepo.model_dir import require_model_dir, silence_transformers_progress

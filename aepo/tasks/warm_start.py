@@ -28,11 +28,11 @@ _FORMAT_VERSION = 1  # bump when the task, tokenizer or training loop changes me
 
 
 class WarmStartSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     steps: int = Field(600, ge=1)
     batch_size: int = Field(128, ge=1)
-    lr: float = Field(3e-3, gt=0)
+    lr: float = Field(3e-3, gt=0, le=1)
     valid_fraction: float = Field(0.8, ge=0, le=1)
     seed: int = 0
 

@@ -8,10 +8,13 @@ trajectory.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
+
+logger = logging.getLogger(__name__)
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
@@ -31,12 +34,21 @@ class MetricsLogger:
         if resume_step is None:
             self.path.write_text("")
         else:
-            kept = [m for m in read_metrics(self.run_dir) if m["step"] <= resume_step]
+            kept = [m for m in self._complete_lines() if m["step"] <= resume_step]
             self.path.write_text("".join(json.dumps(m) + "\n" for m in kept))
         # purge_step makes TensorBoard hide the events a crashed run wrote after the
         # checkpoint it is resumed from.
         purge = None if resume_step is None else resume_step + 1
         self.writer = SummaryWriter(str(self.run_dir / TENSORBOARD_DIR), purge_step=purge)
+
+    def _complete_lines(self) -> list[dict]:
+        # A run killed while appending leaves a last line cut short; it describes a step after
+        # the checkpoint anyway, so it goes like the other lines after it.
+        text = self.path.read_text() if self.path.is_file() else ""
+        lines = text.splitlines()
+        if lines and not text.endswith("\n"):
+            logger.warning("%s: dropping a last line cut short: %.60s", self.path, lines.pop())
+        return [json.loads(line) for line in lines if line.strip()]
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         for name, value in metrics.items():

@@ -20,7 +20,8 @@ BUILTIN = "builtin"
 
 
 class TrainerSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # .inf and .nan are valid YAML floats; no setting of this engine means anything with them.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     model: str = Field(
         BUILTIN, description="'builtin' (warm-started tiny Llama) or a local HF causal-LM dir"
@@ -34,7 +35,7 @@ class TrainerSettings(BaseModel):
     samples_per_prompt: int = Field(8, ge=2, description="n: GRPO group size")
     max_new_tokens: int = Field(4, ge=1)
     max_prompt_length: int = Field(1024, ge=1, description="longer prompts keep their end")
-    lr: float = Field(1e-3, gt=0)
+    lr: float = Field(1e-3, gt=0, le=1, description="AdamW learning rate")
     weight_decay: float = Field(0.0, ge=0)
     grad_clip: float = Field(1.0, gt=0)
     mini_batches: int = Field(4, ge=1, description="optimizer steps per epoch over a batch")
@@ -92,13 +93,10 @@ def run_config_from_dict(raw: Any, source: str) -> RunConfig:
 
 def load_run_config(path: str | Path) -> RunConfig:
     """Read and validate a YAML run file; every error names the file (and key)."""
-    import yaml
+    from aepo.backends.local.run_file import RunFileError, read_run_file
 
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        raw = read_run_file(path)
+    except RunFileError as err:
+        raise ConfigError(str(err)) from None
     return run_config_from_dict(raw, source=str(path))

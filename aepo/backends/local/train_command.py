@@ -25,12 +25,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from aepo.backends.local.run_file import RunFileError, read_run_file
+
+    try:
+        raw_file = read_run_file(args.config)
+    except RunFileError as err:
+        print(f"aepo train: {err}", file=sys.stderr)
+        return 2
+    # Validating the keys needs aepo.core (torch): a second or two, paid only from here on.
     from aepo.backends.local.checkpoint import CheckpointError, latest_checkpoint
-    from aepo.backends.local.settings import load_run_config
+    from aepo.backends.local.settings import run_config_from_dict
     from aepo.core import ConfigError
 
     try:
-        config = load_run_config(args.config)
+        config = run_config_from_dict(raw_file, source=str(args.config))
         overrides = {}
         if args.output_dir is not None:
             overrides["output_dir"] = str(args.output_dir)
@@ -41,8 +49,6 @@ def run(args: argparse.Namespace) -> int:
         if args.no_progress:
             overrides["progress"] = False
         if overrides:
-            from aepo.backends.local.settings import run_config_from_dict
-
             raw = config.model_dump(mode="json")
             raw["trainer"].update(overrides)
             config = run_config_from_dict(
@@ -60,6 +66,10 @@ def run(args: argparse.Namespace) -> int:
             resume_from = latest_checkpoint(config.trainer.output_dir)
         elif args.resume is not None:
             resume_from = Path(args.resume)
+        if resume_from is not None:
+            _check_resume_config(resume_from, config)
+        else:
+            _refuse_to_overwrite_a_run(Path(config.trainer.output_dir))
         trainer = LocalTrainer(config, resume_from=resume_from)
         if resume_from is not None:
             print(f"resumed from {resume_from} at step {trainer.step}")
@@ -74,5 +84,49 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, CheckpointError, ModelPathError, FileNotFoundError, ValueError) as err:
         print(f"aepo train: {err}", file=sys.stderr)
         return 1
+    except FloatingPointError as err:  # a diverged step: the checkpoints before it are intact
+        print(
+            f"aepo train: the run diverged at {err}; checkpoints up to the last save are in "
+            f"{config.trainer.output_dir}",
+            file=sys.stderr,
+        )
+        return 1
+    except KeyboardInterrupt:
+        print(
+            f"aepo train: interrupted; --resume continues from the last checkpoint in "
+            f"{config.trainer.output_dir}",
+            file=sys.stderr,
+        )
+        return 130  # the shell's code for a run stopped by SIGINT
     print(f"done: {trainer.step} steps, logs and checkpoints in {trainer.output_dir}")
     return 0
+
+
+def _refuse_to_overwrite_a_run(output_dir: Path) -> None:
+    """A fresh run would truncate metrics.jsonl and replace the old run's checkpoints one
+    by one, leaving a mix that a later --resume would continue: refuse instead."""
+    from aepo.backends.local.checkpoint import CheckpointError, finished_checkpoints
+
+    found = finished_checkpoints(output_dir)
+    if found:
+        raise CheckpointError(
+            f"{output_dir} already holds a run (checkpoints up to {found[-1].name}): --resume "
+            f"continues it; to start over, delete {found[-1].parent} or pass another --output-dir"
+        )
+
+
+def _check_resume_config(path: Path, config) -> None:
+    """Refuse a resume the checkpoint cannot continue (CheckpointError); warn on the rest."""
+    from aepo.backends.local.checkpoint import resume_differences, saved_run_config
+
+    saved = saved_run_config(path)
+    if saved is None:
+        print(
+            f"aepo train: warning: {path} does not record its config; "
+            "cannot check that this config continues it",
+            file=sys.stderr,
+        )
+        return
+    notes = resume_differences(path, saved, config.model_dump())
+    if notes:
+        print(f"aepo train: warning: resuming {path} with changes: {notes}", file=sys.stderr)

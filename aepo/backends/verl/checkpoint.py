@@ -50,3 +50,53 @@ def read_state(folder: str) -> dict[str, Any] | None:
             f"(got format {state.get('format') if isinstance(state, dict) else type(state).__name__})"
         )
     return state
+
+
+# What RayPPOTrainer._load_checkpoint's AEPO side reads from the file (trainer.py).
+STATE_KEYS = ("controller", "positive_rates", "rng_state")
+
+
+def resume_folder(trainer_config) -> str | None:
+    """The ``global_step_N`` folder verl 0.9.1 will resume from, found with its own rules
+    (``RayPPOTrainer._load_checkpoint``, ray_trainer.py:1052-1083: ``resume_mode``, then
+    ``latest_checkpointed_iteration.txt`` under ``default_local_dir``); None when it will
+    train from scratch. Relative paths are taken against this process's directory."""
+    mode = trainer_config.resume_mode
+    if mode == "disable":
+        return None
+    if mode == "resume_path":
+        folder = trainer_config.resume_from_path
+        if not isinstance(folder, str):
+            return None  # verl's own assertion names resume_from_path
+    else:
+        from verl.utils.checkpoint.checkpoint_manager import find_latest_ckpt_path
+
+        folder = find_latest_ckpt_path(os.path.abspath(trainer_config.default_local_dir))
+        if folder is None:
+            return None
+    return os.path.abspath(folder)
+
+
+def resume_problems(trainer_config, *, algorithm: str, uses_controller: bool) -> list[str]:
+    """A resume whose AEPO state is missing or unreadable, found before Ray starts rather
+    than after the workers have loaded the model. Only algorithms with an entropy
+    controller need the file (the trainer warns and goes on for the others)."""
+    folder = resume_folder(trainer_config)
+    if folder is None or not uses_controller:
+        return []
+    path = state_path(folder)
+    try:
+        state = read_state(folder)
+    except CheckpointStateError as err:
+        return [f"trainer.resume_mode={trainer_config.resume_mode}: {err}"]
+    if state is None:
+        return [
+            f"{path} is missing: resuming algorithm {algorithm!r} from {folder} would restart "
+            "the entropy controller from scratch. Restore the file from the run that wrote "
+            "this checkpoint, resume a checkpoint saved by aepo's trainer, or start afresh "
+            "with trainer.resume_mode=disable"
+        ]
+    absent = [key for key in STATE_KEYS if key not in state]
+    if absent:
+        return [f"{path}: corrupt AEPO state (no {', '.join(absent)})"]
+    return []

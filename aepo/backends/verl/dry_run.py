@@ -21,6 +21,20 @@ def tensorboard_dir(config) -> str | None:
     )
 
 
+def attention_plan(config) -> str:
+    """What :func:`aepo.backends.verl.cluster.choose_attention` will pick, judged from this
+    machine (the task runner decides from every Ray node)."""
+    import importlib.util
+
+    model = config.actor_rollout_ref.model
+    asked = (model.get("override_config") or {}).get("attn_implementation")
+    if asked is not None:
+        return f"{asked}, remove-padding {'on' if model.use_remove_padding else 'off'}"
+    if importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2 (flash-attn installed here)"
+    return "sdpa, remove-padding off (flash-attn is not installed here)"
+
+
 def run_summary(config, cfg: AEPOConfig, train_rows: int | None) -> str:
     """What a launch with this config would run: printed by a dry run."""
     data, trainer = config.data, config.trainer
@@ -53,6 +67,7 @@ def run_summary(config, cfg: AEPOConfig, train_rows: int | None) -> str:
             f"{data.max_prompt_length} + response {data.max_response_length} tokens",
         ),
         ("GPUs", f"{trainer.nnodes} node(s) x {trainer.n_gpus_per_node}"),
+        ("attention", attention_plan(config)),
         ("TensorBoard", tensorboard_dir(config) or "off (trainer.logger)"),
         ("checkpoints", str(trainer.default_local_dir)),
     ]

@@ -30,12 +30,13 @@ def launch(config) -> None:
 
     from aepo.backends.verl.data_files import check_data_files
     from aepo.backends.verl.dry_run import run_summary
-    from aepo.backends.verl.startup import check_config, make_local_paths_absolute
+    from aepo.backends.verl.startup import check_config, check_resume, make_local_paths_absolute
     from aepo.backends.verl.task_runner import AEPOTaskRunner
 
     auto_set_device(config)
     make_local_paths_absolute(config)
     aepo_config = check_config(config)
+    check_resume(config, aepo_config)
     train_rows = check_data_files(config)
     validate_config(
         config=config,
@@ -55,8 +56,15 @@ def main(config) -> None:
     try:
         launch(config)
     except ConfigError as err:  # a user's mistake: the message names the key, no traceback
-        print(f"aepo: {err}", file=sys.stderr)
+        print(f"aepo: {user_message(err)}", file=sys.stderr)
         sys.exit(2)
+
+
+def user_message(err: Exception) -> str:
+    """Raised in the task runner, a ConfigError reaches the driver as Ray's RayTaskError
+    subclass of it, whose text is the remote traceback; the message is its cause's."""
+    cause = getattr(err, "cause", None)
+    return str(cause if isinstance(cause, Exception) else err)
 
 
 if __name__ == "__main__":

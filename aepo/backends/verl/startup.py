@@ -11,6 +11,7 @@ from pathlib import Path
 from omegaconf import open_dict
 from verl.trainer.ppo.utils import need_critic
 
+from aepo.backends.verl.checkpoint import resume_problems
 from aepo.backends.verl.data_files import prompts_per_step
 from aepo.backends.verl.trainer import aepo_config_from
 from aepo.core import AEPOConfig, ConfigError, recipe_for
@@ -134,36 +135,71 @@ def _reward_problems(config) -> list[str]:
 
 
 def _context_length_problems(config) -> list[str]:
-    """The model must exist, and prompt + response must fit its positions: vLLM refuses a
-    longer max_model_len only once the GPUs are allocated. Qwen2.5-Math-7B's config.json
-    allows 4096 positions, less than the paper's 2048 + 8192, so this is the first thing a
-    new user meets."""
+    """The model must exist, and prompt + response must fit its positions. Checked here from
+    ``config.json`` when the model is on this machine; :func:`check_model_positions` checks
+    again in the task runner from the config verl loads, before any worker starts."""
     path = str(config.actor_rollout_ref.model.path)
     try:
         config_file = _model_config_file(path)
     except ModelPathError as err:
         return [f"actor_rollout_ref.model.path: {err}"]
     if config_file is None:
-        logger.warning(
+        logger.info(
             "actor_rollout_ref.model.path=%s is not in the local Hugging Face cache: whether "
-            "prompt + response fit its positions is checked only by vLLM, on the GPUs",
+            "prompt + response fit its positions is checked once the task runner loads it",
             path,
         )
         return []
     try:
-        positions = json.loads(config_file.read_text()).get("max_position_embeddings")
+        model_config = json.loads(config_file.read_text())
     except (OSError, ValueError) as err:
         return [f"{config_file}: unreadable model config ({err})"]
-    needed = int(config.data.max_prompt_length) + int(config.data.max_response_length)
-    if positions is None or needed <= int(positions):
+    # Where verl looks too (workers/rollout/utils.py:31-40): multimodal configs nest it.
+    positions = model_config.get("max_position_embeddings") or (
+        model_config.get("text_config") or {}
+    ).get("max_position_embeddings")
+    if positions is None:
         return []
-    return [
-        f"data.max_prompt_length + data.max_response_length = {needed} exceeds "
-        f"max_position_embeddings = {positions} in {config_file}: shorten them (the AEPO "
-        "authors' released config uses 2048 + 2048), or train from a copy of the model whose "
-        f"config.json sets max_position_embeddings >= {needed} (a larger rope_theta, e.g. "
-        "40000, keeps long contexts usable)"
-    ]
+    return context_length_problems(config, int(positions), str(config_file))
+
+
+def context_length_problems(config, positions: int, source: str) -> list[str]:
+    """verl sets ``rollout.max_model_len`` to the model's positions when it is unset and then
+    silently caps every response at ``max_model_len`` minus its prompt (verl 0.9.1
+    ``workers/rollout/vllm_rollout/vllm_async_server.py:592-617, 1104-1105``): a response
+    length beyond the positions would train on truncated responses with no error."""
+    needed = int(config.data.max_prompt_length) + int(config.data.max_response_length)
+    remedy = (
+        "shorten them (the AEPO authors' released config uses 2048 + 2048), or train from a "
+        f"copy of the model whose config.json sets max_position_embeddings >= {needed} (a "
+        "larger rope_theta, e.g. 40000, keeps long contexts usable)"
+    )
+    lengths = f"data.max_prompt_length + data.max_response_length = {needed}"
+    limit = config.actor_rollout_ref.rollout.get("max_model_len")
+    if limit is not None and int(limit) > positions:
+        return [
+            f"actor_rollout_ref.rollout.max_model_len = {limit} exceeds "
+            f"max_position_embeddings = {positions} in {source}: lower it, or {remedy}"
+        ]
+    if limit is not None and needed > int(limit):
+        return [
+            f"{lengths} exceeds actor_rollout_ref.rollout.max_model_len = {limit}: vLLM would "
+            "cut every response short; raise it (or remove it) or shorten the lengths"
+        ]
+    if needed <= positions:
+        return []
+    return [f"{lengths} exceeds max_position_embeddings = {positions} in {source}: {remedy}"]
+
+
+def check_model_positions(config, hf_config) -> None:
+    """The task runner's check, from the model config verl itself loaded (a hub id is
+    resolved by then), before any worker or GPU is allocated. Raises ConfigError."""
+    from verl.workers.rollout.utils import get_max_position_embeddings
+
+    source = f"the config of {config.actor_rollout_ref.model.path}"
+    problems = context_length_problems(config, get_max_position_embeddings(hf_config), source)
+    if problems:
+        raise ConfigError("cannot start AEPO training:\n  " + "\n  ".join(problems))
 
 
 def _model_config_file(path: str) -> Path | None:
@@ -185,6 +221,18 @@ def _model_config_file(path: str) -> Path | None:
             f"{path!r} is neither a local model directory nor a Hugging Face model id ({err})"
         ) from err
     return Path(cached) if isinstance(cached, str) else None
+
+
+def check_resume(config, cfg: AEPOConfig) -> None:
+    """The AEPO state of the checkpoint verl will resume from is there and readable. Raises
+    ConfigError naming the file."""
+    problems = resume_problems(
+        config.trainer,
+        algorithm=cfg.algorithm,
+        uses_controller=recipe_for(cfg).extra_rollout,
+    )
+    if problems:
+        raise ConfigError("cannot resume AEPO training:\n  " + "\n  ".join(problems))
 
 
 def make_local_paths_absolute(config) -> None:

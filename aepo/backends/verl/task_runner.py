@@ -25,15 +25,24 @@ class AEPOTaskRunner(BaseTaskRunner):
         from verl.utils.config import omega_conf_to_dataclass, validate_config
         from verl.utils.dataset.rl_dataset import collate_fn
 
-        from aepo.backends.verl.data_files import check_data_files
-        from aepo.backends.verl.startup import check_config
+        from aepo.backends.verl.cluster import check_nodes, choose_attention
+        from aepo.backends.verl.data_files import check_data_files, loader_rows_problems
+        from aepo.backends.verl.startup import check_config, check_model_positions, check_resume
         from aepo.backends.verl.trainer import AEPORayTrainer
+        from aepo.core import ConfigError
 
         print(f"AEPOTaskRunner hostname: {socket.gethostname()}, PID: {os.getpid()}")
         OmegaConf.resolve(config)
         aepo_config = check_config(config)
-        # Again here: on a cluster this actor may run on another node than the driver.
-        check_data_files(config)
+        # Again here: on a cluster this actor may run on another node than the driver. The
+        # rows verl keeps are counted below, from verl's own dataset.
+        check_data_files(config, count_kept_rows=False)
+        check_resume(config, aepo_config)
+        nodes = check_nodes()
+        choose_attention(config, flash_attn_everywhere=all(node.flash_attn for node in nodes))
+        model_config = omega_conf_to_dataclass(config.actor_rollout_ref.model)
+        # The driver could not read a hub id that is not cached yet; verl has loaded it now.
+        check_model_positions(config, model_config.hf_config)
 
         actor_rollout_cls, ray_worker_group_cls = self.add_actor_rollout_worker(config)
         self.add_critic_worker(config)
@@ -46,7 +55,6 @@ class AEPOTaskRunner(BaseTaskRunner):
             use_critic=need_critic(config),
         )
 
-        model_config = omega_conf_to_dataclass(config.actor_rollout_ref.model)
         tokenizer, processor = model_config.tokenizer, model_config.processor
         resource_pool_manager = self.init_resource_pool_mgr(config)
         train_dataset = create_rl_dataset(
@@ -57,6 +65,9 @@ class AEPOTaskRunner(BaseTaskRunner):
             is_train=True,
             max_samples=config.data.get("train_max_samples", -1),
         )
+        problems = loader_rows_problems(config, len(train_dataset))
+        if problems:
+            raise ConfigError("cannot start AEPO training:\n  " + "\n  ".join(problems))
         val_dataset = create_rl_dataset(
             config.data.val_files,
             config.data,
