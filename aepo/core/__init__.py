@@ -34,9 +34,11 @@ Where we differ from the paper and from the authors' code (github.com/597358816/
    is bang-bang; scaling the push with ``|H - H*| / H*`` stops a small model oscillating
    around the target (README, "Why gain: proportional").
 4. One-step lag (``entropy_source: previous_step``, default): this step's T is decided from
-   the previous step's measurement so the extra requests ride in the same rollout call;
-   the authors measure the current batch and generate again (``current_batch``). Step 1
-   always measures first.
+   the previous step's measurement so the extra requests ride in the same rollout call.
+   The authors' code lags too (it reads the last update's ``actor/entropy_loss``, the
+   entropy of pi_theta during that update) but generates the extras in a second call;
+   ``current_batch`` measures pi_old on this step's batch first, as the paper describes,
+   and then generates. Step 1 always measures first.
 5. Random capping (``select_reinforce_samples``): when more samples pass the filter than the
    budget allows, a seeded uniform subset is kept, not the first ones, so no prompt wins by
    its position in the batch.
