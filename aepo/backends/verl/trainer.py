@@ -230,6 +230,12 @@ class AEPORayTrainer(RayPPOTrainer):
         outputs = pending.outputs
         if outputs is None or len(outputs) == 0:
             return batch, metrics
+        if "rollout_log_probs" in outputs.batch.keys():
+            # vLLM's own log-probs of what it sampled: shows the temperature it sampled at
+            # (compare actor/entropy, the mean surprise of the T = 1 samples).
+            metrics["aepo/extra_rollout_nll"] = -float(
+                masked_mean(outputs.batch["rollout_log_probs"], outputs.batch["response_mask"])
+            )
 
         if "rm_scores" not in outputs.batch.keys():
             # A colocated reward model does not score inside the agent loop (verl.md 2.6).
