@@ -149,7 +149,7 @@ def test_reinforce_rows_are_merged(runs):
 @pytest.mark.e2e
 def test_vllm_serves_the_updated_weights(runs):
     """verl's rollout-vs-actor log-prob difference stays small after each update; with lr
-    1e-2 on a 0.14 M-parameter model a stale vLLM would be far off (the policy moves)."""
+    3e-3 on a 0.14 M-parameter model a stale vLLM would be far off (the policy moves)."""
     for name in ("previous_step", "resumed", "current_batch"):
         diff = scalar(runs[name], "training/rollout_probs_diff_mean")
         assert all(np.isfinite(v) and v < 0.01 for v in diff.values()), (name, diff)
@@ -159,7 +159,7 @@ def test_vllm_serves_the_updated_weights(runs):
     diff = max(
         v for run in runs.values() for v in scalar(run, "training/rollout_probs_diff_mean").values()
     )
-    assert drift > 10 * diff, (drift, diff)
+    assert drift > 5 * diff, (drift, diff)
     # ... and the policy vLLM samples from at the last step is not the first one.
     first = scalar(runs["previous_step"], "actor/entropy")[1]
     last = scalar(runs["resumed"], "actor/entropy")[RESUMED_STEPS]
