@@ -267,6 +267,7 @@ def test_reset_reward_counters():
         "scored": 0,
         "no_answer": 0,
         "unparseable": 0,
+        "timed_out": 0,
         "bad_ground_truth": 0,
     }
 
