@@ -126,12 +126,17 @@ def ground_truth_text(ground_truth: Any) -> str:
     return str(ground_truth).strip()
 
 
-_SPACES = re.compile(r"\s+|\\[,;: !]")
+# Typesetting only: spaces, delimiter sizing and display-style fractions change how an answer
+# looks, never what it means, so the exact-match shortcut ignores them.
+_SPACES = re.compile(r"\s+|\\[,;: !]|\\(?:left|right|displaystyle)(?![a-zA-Z])")
+_STYLED_FRACTION = re.compile(r"\\[dt]frac(?![a-zA-Z])")
 
 
 def _canonical_text(latex: str) -> str:
-    """Text form for the exact-match shortcut: no spaces, math delimiters or unit marks."""
-    return _without_marks(_SPACES.sub("", latex).strip("$"))
+    """Text form for the exact-match shortcut: no spaces, sizing, math delimiters or unit
+    marks."""
+    text = _STYLED_FRACTION.sub(r"\\frac", _SPACES.sub("", latex))
+    return _without_marks(text.strip("$"))
 
 
 def think_format_ok(response: str) -> bool:

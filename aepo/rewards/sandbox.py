@@ -155,7 +155,10 @@ def _template_main(control_fd: int, memory_limit: int) -> None:
     control = socket.socket(fileno=control_fd)
     import aepo.rewards.math_reward as math_reward
 
-    math_reward.symbolic_verdict("1", "1")  # load the parser's lazily built grammar once
+    # Load the parser's grammar and sympy's lazily imported modules once, here, rather than
+    # in every worker forked from this process.
+    for answer, truth in [("1", "1"), ("(3, \\frac{\\pi}{2})", "[2, 5)"), ("x^2+1", "\\{1,2\\}")]:
+        math_reward.symbolic_verdict(answer, truth)
     # Workers are never waited for one by one: let the kernel reap them.
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     _send(control, {"ready": os.getpid()})
