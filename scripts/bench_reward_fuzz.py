@@ -8,8 +8,10 @@ Every input is scored twice: by ``--threads`` threads of this process, then by a
 is unsafe). It prints calls per second, the slowest call and its input, crashes, scores that
 are neither 0 nor 1, inputs whose verdict differs between the two runs, and how much this
 process's resident memory grew over the threaded run; it exits 1 when a goal is missed
-(a crash, a non-binary score, a call over ``--max-call-s``, a differing verdict, or growth over
-``--max-rss-growth-mb``).
+(a crash, a non-binary score, a call over ``--max-call-s``, a verdict that differs although
+both runs compared the answer, or growth over ``--max-rss-growth-mb``). Verdicts that differ
+because one run stopped the answer at its deadline are counted apart: on a machine with more
+runnable processes than cores a slow but legitimate check can miss the deadline in one run.
 """
 
 from __future__ import annotations
@@ -334,7 +336,9 @@ def main(argv: list[str] | None = None) -> int:
         "0 crashes": figures["crashes"] == 0,
         "0 non-binary scores": figures["non_binary_scores"] == 0,
         f"no call over {args.max_call_s:g} s": figures["slowest_call_s"] <= args.max_call_s,
-        "same verdicts in threads and process pool": figures["differing_verdicts"] == 0,
+        # a run starved of CPU time can stop a slow answer at the deadline that the other
+        # run checked: counted apart, since that answer scored 0 as documented, not at random
+        "same verdicts wherever both runs checked in time": figures["differing_both_checked"] == 0,
         f"memory flat within {args.max_rss_growth_mb:g} MB": figures["rss_growth_mb"]
         <= args.max_rss_growth_mb,
     }

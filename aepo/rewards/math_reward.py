@@ -11,7 +11,7 @@ Two entry points share one implementation:
 Both are safe in threads, Ray actors and process pools, and bounded in time and memory on any
 input: answers that are not settled by a cheap in-process check (the same text, two integers, a
 multiple-choice letter) are compared by math-verify in a worker process that is killed at a
-deadline (:mod:`aepo.rewards.sandbox`; 0.8 s by default, ``AEPO_REWARD_TIMEOUT``) and runs
+deadline (:mod:`aepo.rewards.sandbox`; 0.7 s by default, ``AEPO_REWARD_TIMEOUT``) and runs
 under an address-space limit. Answers sympy is known to spend minutes on are refused before
 that (:mod:`aepo.rewards.cost_guard`), so they cost no worker. No input makes them raise: an
 answer that cannot be read or checked in time scores 0 and is counted

@@ -42,7 +42,7 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TIMEOUT_S = 0.8
+DEFAULT_TIMEOUT_S = 0.7
 """Wall-clock seconds a call may take, waiting for a free worker included. Below one second so
 that a caller's slowest call, kill and bookkeeping included, stays under a second."""
 
@@ -50,6 +50,7 @@ DEFAULT_MEMORY_LIMIT_BYTES = 1 << 30
 """Address space a worker may add to what the loaded template already maps."""
 
 DEFAULT_MAX_WORKERS = 4
+WORKER_NICENESS = 5
 CALLS_PER_WORKER = 2000
 """A worker is replaced after this many calls, so caches inside sympy cannot grow for ever."""
 
@@ -130,6 +131,9 @@ def _serve(sock: socket.socket, memory_limit: int) -> None:
     from aepo.rewards.math_reward import symbolic_verdict
 
     _limit_memory(memory_limit)
+    # A worker past its deadline burns a core until the caller's kill arrives; below the
+    # caller's priority it cannot delay that kill on a busy machine.
+    os.nice(WORKER_NICENESS)
     for served in range(1, CALLS_PER_WORKER + 1):
         try:
             answer, truth = _recv(sock)
@@ -224,6 +228,7 @@ class WorkerPool:
         self._template: subprocess.Popen | None = None
         self._control: socket.socket | None = None
         self._closed = False
+        self._failure: str | None = None
         self.kills = 0
 
     # The template -------------------------------------------------------------------------
@@ -301,22 +306,31 @@ class WorkerPool:
     # Workers ------------------------------------------------------------------------------
 
     def _acquire(self, deadline: float) -> _Worker | None:
+        """An idle worker, or None if none is free by the deadline. New workers are forked in
+        the background: on a busy machine a fork can take longer than a call may."""
         with self._cond:
             while True:
                 if self._idle:
                     return self._idle.pop()
+                if self._failure is not None:
+                    raise SandboxUnavailable(self._failure)
                 if self._count < self.max_workers:
                     self._count += 1
-                    break
+                    threading.Thread(target=self._add_worker, daemon=True).start()
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return None
                 self._cond.wait(remaining)
+
+    def _add_worker(self) -> None:
         try:
-            return self._fork_worker()
-        except BaseException:
+            worker = self._fork_worker()
+        except BaseException as err:  # the callers waiting for it fall back to checking in-process
+            with self._cond:
+                self._failure = f"cannot start an answer-checking worker: {err}"
             self._release(None)
-            raise
+            return
+        self._release(worker)
 
     def _release(self, worker: _Worker | None) -> None:
         with self._cond:
