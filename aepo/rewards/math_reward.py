@@ -51,6 +51,9 @@ for _name in ("math_verify.parser", "math_verify.grader"):
 _MAX_GROUND_TRUTH_CHARS = 2000
 _BAD_GROUND_TRUTH = "ground truth unreadable"
 _EMPTY_ANSWER = "empty answer"
+# Longer answers are not even compared as text: no ground truth we read is that long, even
+# written out with spaces, and megabytes of box content would cost milliseconds per call.
+_MAX_COMPARED_CHARS = 4 * _MAX_GROUND_TRUTH_CHARS
 
 
 @dataclass(frozen=True)
@@ -242,6 +245,8 @@ def _choice_letter(answer: str) -> str | None:
 
 def quick_verdict(answer: str, ground_truth: str) -> tuple[bool, str | None] | None:
     """The verdict when plain text settles it, else None (then math-verify must compare)."""
+    if len(answer) > _MAX_COMPARED_CHARS:
+        return False, f"answer refused: longer than {_MAX_COMPARED_CHARS} characters"
     text, truth = _canonical_text(answer), _canonical_text(ground_truth)
     if not text:
         return False, _EMPTY_ANSWER

@@ -332,12 +332,17 @@ class WorkerPool:
             return
         self._release(worker)
 
-    def _release(self, worker: _Worker | None) -> None:
+    def _release(self, worker: _Worker | None, replace: bool = False) -> None:
+        """Return ``worker`` to the idle list, or (None) forget one that is gone; ``replace``
+        forks its successor at once, so that the next caller finds it ready."""
         with self._cond:
             if worker is None or self._closed:
                 self._count -= 1
                 if worker is not None:
                     worker.kill()
+                elif replace and not self._closed and self._failure is None:
+                    self._count += 1
+                    threading.Thread(target=self._add_worker, daemon=True).start()
             else:
                 self._idle.append(worker)
             self._cond.notify()
@@ -356,16 +361,16 @@ class WorkerPool:
         except TimeoutError:
             self.kills += 1
             worker.kill()
-            self._release(None)
+            self._release(None, replace=True)
             return False, TIMED_OUT, True
         except (EOFError, OSError, ValueError):
             # killed by the kernel, or a crash in C code: no verdict, no retry
             worker.kill()
-            self._release(None)
+            self._release(None, replace=True)
             return False, WORKER_DIED, True
         if retiring:
             worker.kill()
-            self._release(None)
+            self._release(None, replace=True)
         else:
             self._release(worker)
         return bool(correct), problem, problem == OUT_OF_MEMORY
