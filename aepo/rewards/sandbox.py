@@ -229,6 +229,7 @@ class WorkerPool:
         self._control: socket.socket | None = None
         self._closed = False
         self._failure: str | None = None
+        self._started = False
         self.kills = 0
 
     # The template -------------------------------------------------------------------------
@@ -281,6 +282,7 @@ class WorkerPool:
             ) from err
         ours.settimeout(None)
         self._template, self._control = template, ours
+        self._started = True
 
     def _fork_worker(self) -> _Worker:
         with self._start_lock:
@@ -349,8 +351,10 @@ class WorkerPool:
 
     def verdict(self, answer: str, truth: str) -> tuple[bool, str | None, bool]:
         """(correct, why it could not be compared, timed out or out of memory)."""
-        if self._template is None:
-            self.start()  # once per process, not counted against the deadline
+        if not self._started:
+            # once per process, not counted against the deadline; a template that dies later
+            # is restarted by the background fork, while callers wait no longer than a call may
+            self.start()
         deadline = time.monotonic() + self.timeout_s
         worker = self._acquire(deadline)
         if worker is None:
@@ -369,7 +373,7 @@ class WorkerPool:
             self._release(None, replace=True)
             return False, WORKER_DIED, True
         if retiring:
-            worker.kill()
+            worker.sock.close()  # it exits by itself; its pid may soon be another process's
             self._release(None, replace=True)
         else:
             self._release(worker)
