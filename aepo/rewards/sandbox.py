@@ -230,6 +230,8 @@ class WorkerPool:
         self._closed = False
         self._failure: str | None = None
         self._started = False
+        self._wanted = 0  # workers the forking thread still has to start
+        self._forker: threading.Thread | None = None
         self.kills = 0
 
     # The template -------------------------------------------------------------------------
@@ -237,6 +239,11 @@ class WorkerPool:
     def start(self) -> None:
         """Start the template process now (a second or more) rather than on the first call."""
         with self._start_lock:
+            if self._forker is None:
+                self._forker = threading.Thread(
+                    target=self._fork_forever, name="aepo-reward-forker", daemon=True
+                )
+                self._forker.start()
             if self._template is not None and self._template.poll() is None:
                 return
             self._start_template()
@@ -318,21 +325,31 @@ class WorkerPool:
                     raise SandboxUnavailable(self._failure)
                 if self._count < self.max_workers:
                     self._count += 1
-                    threading.Thread(target=self._add_worker, daemon=True).start()
+                    self._wanted += 1
+                    self._cond.notify_all()
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return None
                 self._cond.wait(remaining)
 
-    def _add_worker(self) -> None:
-        try:
-            worker = self._fork_worker()
-        except BaseException as err:  # the callers waiting for it fall back to checking in-process
+    def _fork_forever(self) -> None:
+        """Fork the workers callers asked for, one at a time, in this one thread: starting a
+        thread per fork would make the caller wait until that thread first runs."""
+        while True:
             with self._cond:
-                self._failure = f"cannot start an answer-checking worker: {err}"
-            self._release(None)
-            return
-        self._release(worker)
+                while self._wanted == 0 and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return
+                self._wanted -= 1
+            try:
+                worker = self._fork_worker()
+            except BaseException as err:  # the callers waiting fall back to checking in-process
+                with self._cond:
+                    self._failure = f"cannot start an answer-checking worker: {err}"
+                self._release(None)
+                continue
+            self._release(worker)
 
     def _release(self, worker: _Worker | None, replace: bool = False) -> None:
         """Return ``worker`` to the idle list, or (None) forget one that is gone; ``replace``
@@ -344,10 +361,10 @@ class WorkerPool:
                     worker.kill()
                 elif replace and not self._closed and self._failure is None:
                     self._count += 1
-                    threading.Thread(target=self._add_worker, daemon=True).start()
+                    self._wanted += 1
             else:
                 self._idle.append(worker)
-            self._cond.notify()
+            self._cond.notify_all()
 
     def verdict(self, answer: str, truth: str) -> tuple[bool, str | None, bool]:
         """(correct, why it could not be compared, timed out or out of memory)."""
@@ -384,6 +401,7 @@ class WorkerPool:
             self._closed = True
             idle, self._idle = self._idle, []
             self._count -= len(idle)
+            self._cond.notify_all()
         for worker in idle:
             worker.kill()
         if os.getpid() == self._pid and self._control is not None:
