@@ -16,8 +16,14 @@ from aepo.rewards.math_reward import (
     reset_reward_counters,
     reward_counters,
     score,
+    start_workers,
     think_format_ok,
 )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _workers_started():
+    start_workers()  # once per process (it imports sympy); the timed tests time calls, not that
 
 
 def boxed(answer: str) -> str:
@@ -267,6 +273,7 @@ def test_reset_reward_counters():
         "scored": 0,
         "no_answer": 0,
         "unparseable": 0,
+        "timed_out": 0,
         "bad_ground_truth": 0,
     }
 

@@ -8,6 +8,8 @@ and treats ``\\{`` and ``\\}`` as literal characters, as LaTeX does.
 
 from __future__ import annotations
 
+import re
+
 _BOX_COMMANDS = ("\\boxed", "\\fbox")
 
 
@@ -31,23 +33,29 @@ def _last_box_command(text: str) -> tuple[int, int] | None:
     return best
 
 
+_GROUPING = re.compile(r"[\\{}]")
+
+
 def _braced_group(text: str, open_index: int) -> str | None:
     """Content of the brace group opening at ``open_index``, or None if it never closes."""
     depth = 0
     i = open_index
-    while i < len(text):
+    while True:
+        found = _GROUPING.search(text, i)  # jumps over plain text (responses can be megabytes)
+        if found is None:
+            return None
+        i = found.start()
         char = text[i]
         if char == "\\":
             i += 2  # an escaped character (\{, \}, \\) never opens or closes a group
             continue
         if char == "{":
             depth += 1
-        elif char == "}":
+        else:
             depth -= 1
             if depth == 0:
                 return text[open_index + 1 : i]
         i += 1
-    return None
 
 
 def last_boxed_content(text: str) -> str | None:

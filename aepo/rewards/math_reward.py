@@ -8,11 +8,14 @@ Two entry points share one implementation:
   with ``path`` set to this file and ``name: compute_score``); it returns the dict verl's
   reward managers expect: ``score`` plus extra values that verl logs per data source.
 
-Both are safe in threads and Ray workers: math-verify is called with its signal-based
-timeouts switched off (they raise outside the main thread) and time is bounded instead by
-parsing only the short content of the last box and refusing answers sympy could spend
-minutes on (:mod:`aepo.rewards.cost_guard`). No input makes them raise: an answer that cannot
-be read scores 0 and is counted (:func:`reward_counters`).
+Both are safe in threads, Ray actors and process pools, and bounded in time and memory on any
+input: answers that are not settled by a cheap in-process check (the same text, two integers, a
+multiple-choice letter) are compared by math-verify in a worker process that is killed at a
+deadline (:mod:`aepo.rewards.sandbox`; 0.7 s by default, ``AEPO_REWARD_TIMEOUT``) and runs
+under an address-space limit. Answers sympy is known to spend minutes on are refused before
+that (:mod:`aepo.rewards.cost_guard`), so they cost no worker. No input makes them raise: an
+answer that cannot be read or checked in time scores 0 and is counted
+(:func:`reward_counters`).
 
 In verl configs prefer ``path: pkg://aepo.rewards.math_reward``; a file path also works (verl
 then executes this file as an anonymous module, which is why this module avoids
@@ -22,11 +25,14 @@ module missing from ``sys.modules``).
 
 import logging
 import re
+import sys
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from aepo.rewards import sandbox
 from aepo.rewards.boxed import last_boxed_content
 from aepo.rewards.cost_guard import MAX_ANSWER_CHARS, too_costly_to_parse
 
@@ -44,6 +50,10 @@ for _name in ("math_verify.parser", "math_verify.grader"):
 
 _MAX_GROUND_TRUTH_CHARS = 2000
 _BAD_GROUND_TRUTH = "ground truth unreadable"
+_EMPTY_ANSWER = "empty answer"
+# Longer answers are not even compared as text: no ground truth we read is that long, even
+# written out with spaces, and megabytes of box content would cost milliseconds per call.
+_MAX_COMPARED_CHARS = 4 * _MAX_GROUND_TRUTH_CHARS
 
 
 @dataclass(frozen=True)
@@ -56,8 +66,9 @@ class RewardResult:
     answer: the content of the last ``\\boxed{}``; None when the response has none.
     format_ok: the response has a closed final box (and ``<think>...</think>`` before it when
         ``require_think``).
-    unparseable: a box was found but its content could not be read or was refused as too
-        costly, so it scored 0 without a real comparison.
+    unparseable: a box was found but its content could not be read, was refused as too
+        costly, or was not settled within the time or memory limit, so it scored 0 without a
+        real comparison.
     """
 
     score: float
@@ -68,11 +79,19 @@ class RewardResult:
 
 
 class RewardCounters:
-    """How many responses were scored, had no answer, or had an unreadable answer (per process)."""
+    """Responses scored, with no (or an empty) answer, with an answer that could not be checked
+    (``unparseable``; ``timed_out`` counts those of them stopped by the time or memory limit),
+    and with a ground truth that could not be read (per process)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._counts = {"scored": 0, "no_answer": 0, "unparseable": 0, "bad_ground_truth": 0}
+        self._counts = {
+            "scored": 0,
+            "no_answer": 0,
+            "unparseable": 0,
+            "timed_out": 0,
+            "bad_ground_truth": 0,
+        }
 
     def add(self, **increments: int) -> None:
         with self._lock:
@@ -110,12 +129,17 @@ def ground_truth_text(ground_truth: Any) -> str:
     return str(ground_truth).strip()
 
 
-_SPACES = re.compile(r"\s+|\\[,;: !]")
+# Typesetting only: spaces, delimiter sizing and display-style fractions change how an answer
+# looks, never what it means, so the exact-match shortcut ignores them.
+_SPACES = re.compile(r"\s+|\\[,;: !]|\\(?:left|right|displaystyle)(?![a-zA-Z])")
+_STYLED_FRACTION = re.compile(r"\\[dt]frac(?![a-zA-Z])")
 
 
 def _canonical_text(latex: str) -> str:
-    """Text form for the exact-match shortcut: no spaces or math delimiters."""
-    return _SPACES.sub("", latex).strip("$")
+    """Text form for the exact-match shortcut: no spaces, sizing, math delimiters or unit
+    marks."""
+    text = _STYLED_FRACTION.sub(r"\\frac", _SPACES.sub("", latex))
+    return _without_marks(text.strip("$"))
 
 
 def think_format_ok(response: str) -> bool:
@@ -139,16 +163,17 @@ def _parse_math(latex: str) -> list:
     )
 
 
-_TRAILING_PERCENT = re.compile(r"\s*\\?%\s*$")
+# Benchmarks state percentages and angles as the bare number (OlympiadBench keeps "%" in a unit
+# field, MATH writes "30^\circ" for an answer of 30), and math-verify leaves "10\%" and "30°"
+# unparsed, so a trailing percent or degree mark is dropped from both sides.
+_TRAILING_MARK = re.compile(r"\s*(?:\\?%|°|\\degree|\^\s*\{?\s*\\circ\s*\}?)\s*$")
 
 
-def _without_percent(latex: str) -> str:
-    """Benchmarks state percentages as the number (OlympiadBench keeps "%" as a unit field),
-    and math-verify leaves "10\\%" unparsed, so a trailing percent sign is dropped."""
-    return _TRAILING_PERCENT.sub("", latex)
+def _without_marks(latex: str) -> str:
+    return _TRAILING_MARK.sub("", latex)
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=1024)
 def _parsed_ground_truth(ground_truth: str) -> tuple:
     # Labels are trusted to be sane but may be long (College Math has worked paragraphs),
     # so only the cost checks, not the answer length limit, apply to their start.
@@ -157,17 +182,27 @@ def _parsed_ground_truth(ground_truth: str) -> tuple:
     ):
         return ()
     try:
-        return tuple(_parse_math(_without_percent(ground_truth.strip().strip("$"))))
+        return tuple(_parse_math(_without_marks(ground_truth.strip().strip("$"))))
     except Exception:  # math-verify and sympy raise many kinds; a bad label must not stop a run
         logger.debug("cannot parse ground truth %r", ground_truth, exc_info=True)
         return ()
 
 
-@lru_cache(maxsize=65536)
-def _verdict(answer: str, ground_truth: str) -> tuple[bool, str | None]:
-    """(correct, why the answer or the ground truth could not be compared)."""
-    if _canonical_text(answer) == _canonical_text(ground_truth):
-        return True, None
+def _has_infinity(parsed) -> bool:
+    from sympy import Basic, S
+
+    marks = (S.Infinity, S.NegativeInfinity, S.ComplexInfinity, S.NaN)
+    return any(isinstance(item, Basic) and item.has(*marks) for item in parsed)
+
+
+def symbolic_verdict(answer: str, ground_truth: str) -> tuple[bool, str | None]:
+    """math-verify's comparison: (correct, why the answer or the ground truth could not be
+    compared). Unbounded in time and memory, so :func:`score` runs it in a worker process."""
+    import mpmath
+
+    # sympy raises mpmath's process-wide precision while it evaluates; start every call from
+    # the default, whatever a previous call left behind
+    mpmath.mp.prec = 53
     refusal = too_costly_to_parse(answer)
     if refusal:
         return False, f"answer refused: {refusal}"
@@ -175,15 +210,135 @@ def _verdict(answer: str, ground_truth: str) -> tuple[bool, str | None]:
     if not gold:
         return False, _BAD_GROUND_TRUTH
     try:
-        predicted = _parse_math(_without_percent(answer))
+        predicted = _parse_math(_without_marks(answer))
         if not predicted:
             return False, "answer unreadable"
         from math_verify import verify
 
-        return bool(verify(list(gold), predicted, timeout_seconds=None)), None
+        correct = bool(verify(list(gold), predicted, timeout_seconds=None))
+    except MemoryError:
+        raise
     except Exception:  # see _parsed_ground_truth
         logger.debug("cannot verify %r against %r", answer, ground_truth, exc_info=True)
         return False, "answer unreadable"
+    # sympy's simplify sometimes reduces "2^{\infty} - 1/2" to zero, depending on the order
+    # of terms it happens to build: an infinite answer never equals a finite ground truth
+    if correct and _has_infinity(predicted) and not _has_infinity(gold):
+        return False, None
+    return correct, None
+
+
+_INTEGER = re.compile(r"[-+]?\d{1,15}")
+_CHOICE_ALONE = re.compile(r"(?:\\(?:text|textbf|mathrm|mathbf)\{)?\(?([A-E])\)?\}?")
+_CHOICE_LABEL = re.compile(r"(?:\\(?:text|textbf|mathrm|mathbf)\{)?\(([A-E])\)")
+
+
+def _choice_letter(answer: str) -> str | None:
+    """The option an answer names: "C", "(C)", "\\text{(C)}", or "\\textbf{(C)}\\ 7" (AMC
+    answer keys print the letter and the value)."""
+    alone = _CHOICE_ALONE.fullmatch(answer)
+    if alone:
+        return alone.group(1)
+    labelled = _CHOICE_LABEL.match(answer)
+    return labelled.group(1) if labelled else None
+
+
+def quick_verdict(answer: str, ground_truth: str) -> tuple[bool, str | None] | None:
+    """The verdict when plain text settles it, else None (then math-verify must compare)."""
+    if len(answer) > _MAX_COMPARED_CHARS:
+        return False, f"answer refused: longer than {_MAX_COMPARED_CHARS} characters"
+    text, truth = _canonical_text(answer), _canonical_text(ground_truth)
+    if not text:
+        return False, _EMPTY_ANSWER
+    if not truth:
+        return False, _BAD_GROUND_TRUTH
+    if text == truth:
+        return True, None
+    if _INTEGER.fullmatch(text) and _INTEGER.fullmatch(truth):
+        return int(text) == int(truth), None
+    # A multiple-choice key ("C", "(C)", "\text{(C)}") is matched by an answer naming that
+    # option, with or without its value; an answer naming another option is wrong.
+    key = _CHOICE_ALONE.fullmatch(truth)
+    if key:
+        chosen = _choice_letter(text)
+        if chosen is not None:
+            return chosen == key.group(1), None
+    refusal = too_costly_to_parse(answer)
+    if refusal:
+        return False, f"answer refused: {refusal}"
+    return None
+
+
+class _VerdictCache:
+    """Least-recently-used verdicts, bounded in bytes as well as in entries: answers are
+    policy output, so neither their number nor their length is ours to choose."""
+
+    def __init__(self, max_bytes: int = 16 << 20, max_key_chars: int = 2 * MAX_ANSWER_CHARS):
+        self.max_bytes = max_bytes
+        self.max_key_chars = max_key_chars
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[tuple[str, str], tuple[tuple, int]] = OrderedDict()
+        self.bytes = 0
+
+    def get(self, key: tuple[str, str]) -> tuple | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            self._entries.move_to_end(key)
+            return entry[0]
+
+    def put(self, key: tuple[str, str], value: tuple) -> None:
+        if len(key[0]) + len(key[1]) > self.max_key_chars:
+            return
+        size = sys.getsizeof(key[0]) + sys.getsizeof(key[1]) + 300  # key, tuple, dict slot
+        with self._lock:
+            if key in self._entries:
+                return
+            self._entries[key] = (value, size)
+            self.bytes += size
+            while self.bytes > self.max_bytes:
+                _, (_, dropped) = self._entries.popitem(last=False)
+                self.bytes -= dropped
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+_CACHE = _VerdictCache()
+_IN_PROCESS = threading.Lock()
+_sandbox_failure: str | None = None
+
+
+def _checked_verdict(answer: str, ground_truth: str) -> tuple[bool, str | None, bool]:
+    """(correct, problem, stopped by the time or memory limit), from a worker process."""
+    global _sandbox_failure
+    cached = _CACHE.get((answer, ground_truth))
+    if cached is not None:
+        return cached
+    workers = sandbox.pool()
+    result = None
+    if _sandbox_failure is None and workers.timeout_s > 0:
+        try:
+            result = workers.verdict(answer, ground_truth)
+        except sandbox.SandboxUnavailable as err:
+            _sandbox_failure = str(err)
+            logger.warning(
+                "math reward: %s; checking answers in this process, without a time limit", err
+            )
+    if result is None:
+        # one at a time: sympy's numeric evaluation changes process-wide mpmath state
+        with _IN_PROCESS:
+            result = (*symbolic_verdict(answer, ground_truth), False)
+    _CACHE.put((answer, ground_truth), result)
+    return result
+
+
+def start_workers() -> None:
+    """Start the answer-checking process now (a second or two: it imports sympy) instead of
+    on the first call that needs it; the wait for that start is not counted against the
+    per-call time limit."""
+    sandbox.pool().start()
 
 
 def score(
@@ -198,17 +353,23 @@ def score(
         truth = ground_truth_text(ground_truth)
         answer = last_boxed_content(response if isinstance(response, str) else str(response))
         format_ok = answer is not None and (not require_think or think_format_ok(response))
+        problem, timed_out = None, False
         if answer is None:
-            _COUNTERS.add(scored=1, no_answer=1)
-            correct, problem = False, None
+            correct = False
         else:
-            correct, problem = _verdict(answer, truth)
-            if problem == _BAD_GROUND_TRUTH:
-                _COUNTERS.add(scored=1, bad_ground_truth=1)
-            elif problem:
-                _COUNTERS.add(scored=1, unparseable=1)
+            quick = quick_verdict(answer, truth)
+            if quick is not None:
+                correct, problem = quick
             else:
-                _COUNTERS.add(scored=1)
+                correct, problem, timed_out = _checked_verdict(answer, truth)
+        if answer is None or problem == _EMPTY_ANSWER:
+            _COUNTERS.add(scored=1, no_answer=1)
+        elif problem == _BAD_GROUND_TRUTH:
+            _COUNTERS.add(scored=1, bad_ground_truth=1)
+        elif problem:
+            _COUNTERS.add(scored=1, unparseable=1, timed_out=int(timed_out))
+        else:
+            _COUNTERS.add(scored=1)
         value = 1.0 if (correct and format_ok) else 0.0
         if not format_ok:
             value -= format_penalty
@@ -217,7 +378,7 @@ def score(
             correct=correct,
             answer=answer,
             format_ok=format_ok,
-            unparseable=problem is not None and problem != _BAD_GROUND_TRUTH,
+            unparseable=problem is not None and problem not in (_BAD_GROUND_TRUTH, _EMPTY_ANSWER),
         )
     except Exception:  # last line of defence: a reward must never stop training
         logger.warning("math reward failed; scoring 0", exc_info=True)

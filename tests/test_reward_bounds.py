@@ -1,0 +1,323 @@
+"""The math reward's bounds: time, memory, threads, processes, determinism (issues 14 and 15)."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from aepo.rewards import math_reward, sandbox
+from aepo.rewards.math_reward import (
+    quick_verdict,
+    reward_counters,
+    score,
+    start_workers,
+    symbolic_verdict,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _workers_started():
+    start_workers()  # the one-time start (it imports sympy) is not what these tests time
+
+
+def _nested(depth: int, pair: str = "{}") -> str:
+    return pair[0] * depth + "1" + pair[1] * depth
+
+
+# (response, ground truth) that took seconds to minutes, or gigabytes, on the old reward
+STALLS = [
+    ("\\boxed (x+1)^{999}", "10"),
+    ("\\boxed (x+y)^{9999}", "x^2+1"),
+    ("\\boxed 999999^{999999}", "\\sqrt{2}"),
+    ("\\boxed \\Gamma(999999)", "\\pi/4"),
+    ("\\boxed \\sin(10^{999999})", "[1,2)"),
+    ("\\boxed 2^{-999999}", "0"),
+    ("\\boxed{" + _nested(50) + "}", "2"),
+    ("\\boxed{" + _nested(18) + "}", "2"),
+    ("\\boxed{" + _nested(40, "()") + "}", "2"),
+    ("\\boxed{(x+1)^{1000}}", "3"),
+    ("\\boxed{999999^{999999}}", "1"),
+    ("\\boxed{(x+1)^{999999}}", "1"),
+    ("The answer follows from the lemma. " * 300, "1"),
+    ("The answer follows from the lemma. " * 300 + "\\boxed{4}", "5"),
+]
+
+
+@pytest.mark.parametrize(
+    ("response", "truth"), STALLS, ids=[f"stall{i}" for i in range(len(STALLS))]
+)
+def test_answers_that_stalled_score_zero_within_a_second(response, truth):
+    started = time.perf_counter()
+    result = score(response, truth)
+    assert time.perf_counter() - started < 1.0
+    assert result.score == 0.0 and not result.correct
+
+
+def test_an_answer_stopped_at_the_deadline_is_counted_and_the_next_call_is_checked():
+    before = reward_counters()
+    kills = sandbox.pool().kills
+    started = time.perf_counter()
+    result = score("\\boxed{(x+1)^{1000}+17}", "3")  # not cached: not among STALLS
+    assert time.perf_counter() - started < 1.0
+    assert result.unparseable and result.score == 0.0
+    after = reward_counters()
+    assert after["timed_out"] == before["timed_out"] + 1
+    assert after["unparseable"] == before["unparseable"] + 1
+    assert sandbox.pool().kills == kills + 1
+    # the killed worker was replaced: the next answer gets a real comparison
+    assert score("\\boxed{\\frac{14}{3}}", "14/3").correct
+
+
+def test_workers_run_under_an_address_space_limit():
+    workers = sandbox.WorkerPool(max_workers=1, memory_limit_bytes=64 << 20)
+    try:
+        assert workers.verdict("\\frac{1}{2}", "0.5") == (True, None, False)
+        worker = workers._idle[0]
+        status = Path(f"/proc/{worker.pid}/status").read_text()
+        mapped = next(
+            int(line.split()[1]) * 1024 for line in status.splitlines() if "VmSize" in line
+        )
+        limits = Path(f"/proc/{worker.pid}/limits").read_text()
+        limit = int(
+            next(line for line in limits.splitlines() if "address space" in line).split()[3]
+        )
+        assert mapped < limit <= mapped + (64 << 20)
+    finally:
+        workers.close()
+
+
+def test_a_worker_that_dies_scores_zero_without_raising():
+    workers = sandbox.WorkerPool(max_workers=1)
+    try:
+        assert workers.verdict("2", "2")[0]
+        os.kill(workers._idle[0].pid, 9)
+        assert workers.verdict("3", "3") == (False, sandbox.WORKER_DIED, True)
+        assert workers.verdict("3", "3") == (True, None, False)  # a fresh worker took over
+    finally:
+        workers.close()
+
+
+def _score_in_child(cases):
+    return [(score(response, truth).score, time.perf_counter()) for response, truth in cases]
+
+
+def test_scores_in_a_daemonic_forked_pool_worker():
+    """multiprocessing.Pool workers are daemonic (multiprocessing refuses them children) and
+    forked from a parent whose own checking processes they must not share."""
+    cases = [
+        ("\\boxed{(x+1)^{1000}}", "3"),
+        ("\\boxed{\\frac{14}{3}}", "14/3"),
+        ("\\boxed{5}", "6"),
+    ]
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        started = time.perf_counter()
+        outcome = pool.apply_async(_score_in_child, (cases,)).get(timeout=120)
+    assert [value for value, _ in outcome] == [0.0, 1.0, 0.0]
+    assert outcome[0][1] - started < 60  # the child's first call includes its own start
+    assert score("\\boxed{\\frac{14}{3}}", "14/3").correct  # the parent's pool still works
+
+
+def test_verdict_starts_from_default_mpmath_precision(monkeypatch):
+    """sympy raises mpmath's process-wide precision while it evaluates and concurrent threads
+    have left it at 274,472 bits; every comparison must start from 53 bits whatever it finds."""
+    import math_verify
+    import mpmath
+
+    seen = []
+    real_verify = math_verify.verify
+
+    def recording_verify(*args, **kwargs):
+        seen.append(mpmath.mp.prec)
+        return real_verify(*args, **kwargs)
+
+    monkeypatch.setattr(math_verify, "verify", recording_verify)
+    saved = mpmath.mp.prec
+    try:
+        mpmath.mp.prec = 274_472
+        assert symbolic_verdict("\\sqrt{2}", "1.414214") == (True, None)
+    finally:
+        mpmath.mp.prec = saved
+    assert seen == [53]
+
+
+def test_checks_from_threads_leave_this_process_precision_alone():
+    import mpmath
+
+    cases = [(f"\\boxed{{\\sqrt{{{i}}}}}", f"{i**0.5:.6f}") for i in range(2, 14)]
+    cases += [(f"\\boxed{{\\frac{{\\pi}}{{{i}}}}}", f"{3.14159265 / i:.5f}") for i in range(2, 8)]
+    seen, stop = set(), threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            seen.add(mpmath.mp.prec)
+            time.sleep(0.0005)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        with ThreadPoolExecutor(4) as threads:
+            values = list(threads.map(lambda case: score(*case).score, cases))
+    finally:
+        stop.set()
+        watcher.join()
+    assert seen == {53} and mpmath.mp.prec == 53
+    assert set(values) <= {0.0, 1.0}
+
+
+_DETERMINISM_SCRIPT = """
+import json
+from aepo.rewards.math_reward import score
+cases = [("\\\\boxed{2^{\\\\infty}}", "0.5"), ("\\\\boxed{\\\\infty}", "0"), ("\\\\boxed{-\\\\infty}", "1"),
+         ("\\\\boxed{(-\\\\infty, 0)}", "(-\\\\infty, 0)"), ("\\\\boxed{1^{\\\\infty}}", "1")]
+print(json.dumps([score(r, t).score for r, t in cases]))
+"""
+
+
+def test_the_same_input_gets_the_same_score_in_every_process():
+    outputs = set()
+    for seed in ("0", "1", "2", "3", "4", "5"):
+        env = dict(os.environ, PYTHONHASHSEED=seed, PYTHONPATH=str(REPO))
+        done = subprocess.run(
+            [sys.executable, "-c", _DETERMINISM_SCRIPT],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        outputs.add(done.stdout.strip().splitlines()[-1])
+    assert len(outputs) == 1
+    assert json.loads(outputs.pop())[:4] == [0.0, 0.0, 0.0, 1.0]
+
+
+def test_an_infinite_answer_never_equals_a_finite_ground_truth():
+    assert symbolic_verdict("2^{\\infty}", "0.5") == (False, None)
+    assert symbolic_verdict("(-\\infty, 0) \\cup (1, \\infty)", "(-\\infty,0)\\cup(1,\\infty)")[0]
+
+
+@pytest.mark.parametrize(
+    ("response", "truth"),
+    [("\\boxed{}", ""), ("\\boxed{}", " "), ("\\boxed{ }", ""), ("\\boxed{$ $}", "$$")],
+)
+def test_an_empty_answer_is_never_correct(response, truth):
+    before = reward_counters()["no_answer"]
+    result = score(response, truth)
+    assert not result.correct and result.score == 0.0 and not result.unparseable
+    assert reward_counters()["no_answer"] == before + 1
+
+
+def test_a_blank_ground_truth_is_counted_as_unreadable():
+    before = reward_counters()["bad_ground_truth"]
+    assert score("\\boxed{3}", "  ").score == 0.0
+    assert reward_counters()["bad_ground_truth"] == before + 1
+
+
+@pytest.mark.parametrize(
+    ("answer", "truth", "expected"),
+    [
+        ("30°", "30", True),
+        ("30 °", "30", True),
+        ("30^\\circ", "30", True),
+        ("30^{\\circ}", "30", True),
+        ("30\\degree", "30", True),
+        ("30", "30^\\circ", True),
+        ("30°", "45", False),
+        ("\\frac{\\pi}{6}°", "\\frac{\\pi}{6}", True),
+    ],
+)
+def test_degree_marks(answer, truth, expected):
+    assert score(f"\\boxed{{{answer}}}", truth).correct is expected
+
+
+@pytest.mark.parametrize(
+    ("answer", "truth", "expected"),
+    [
+        ("\\textbf{(C)}\\ 7", "C", True),  # AMC answer keys print the option and its value
+        ("\\textbf{(C) } 7", "C", True),
+        ("(C) 7", "\\text{(C)}", True),
+        ("\\text{(C)}", "(C)", True),
+        ("\\mathrm{C}", "C", True),
+        ("\\textbf{(B)}\\ 7", "C", False),  # another option
+        ("B", "C", False),
+        ("7", "C", False),  # the value alone does not say which option was meant
+    ],
+)
+def test_multiple_choice_letters(answer, truth, expected):
+    assert score(f"\\boxed{{{answer}}}", truth).correct is expected
+
+
+@pytest.mark.parametrize(
+    ("answer", "truth"),
+    [
+        ("0204", "204"),
+        ("-0", "0"),
+        ("+5", "5"),
+        ("204", "240"),
+        ("123456789012345", "123456789012346"),
+        ("-7", "7"),
+    ],
+)
+def test_the_in_process_integer_shortcut_agrees_with_math_verify(answer, truth):
+    quick = quick_verdict(answer, truth)
+    assert quick is not None
+    assert quick == symbolic_verdict(answer, truth)
+
+
+def test_the_verdict_cache_is_bounded_in_bytes_and_key_length():
+    cache = math_reward._VerdictCache(max_bytes=1 << 20, max_key_chars=800)
+    cache.put(("x" * 100_000, "1"), (False, None, False))
+    assert len(cache) == 0  # too long to keep
+    for i in range(20_000):
+        cache.put((f"{i:0400d}", "1"), (False, None, False))
+    assert cache.bytes <= 1 << 20 and 0 < len(cache) < 20_000
+    newest = (f"{19_999:0400d}", "1")
+    assert cache.get(newest) == (False, None, False)
+    assert cache.get((f"{0:0400d}", "1")) is None  # the oldest made room
+
+
+def _rss_mb() -> float:
+    status = Path("/proc/self/status").read_text()
+    return next(int(line.split()[1]) for line in status.splitlines() if "VmRSS" in line) / 1024
+
+
+def test_memory_stays_flat_over_many_distinct_long_answers():
+    """2,000 distinct 100 KB answers used to add 192 MB to the verdict cache."""
+    score("\\boxed{" + "7" * 100_000 + "}", "1")
+    before = _rss_mb()
+    for i in range(2_000):
+        score("\\boxed{" + f"{i:06d}" + "7" * 100_000 + "}", "1")
+    for i in range(8_000):
+        score(f"\\boxed{{{i}}}", "17")
+    assert _rss_mb() - before < 50
+
+
+def test_fuzz_benchmark_meets_its_goals(tmp_path):
+    """A small run of scripts/bench_reward_fuzz.py: no crash, no call over a second, the same
+    verdicts from threads and from a process pool, memory flat."""
+    out = tmp_path / "figures.json"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    done = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "bench_reward_fuzz.py"), "--inputs", "100"]
+        + ["--json", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    figures = json.loads(out.read_text())
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert figures["crashes"] == 0 and figures["non_binary_scores"] == 0
+    assert figures["slowest_call_s"] <= 1.0
+    assert figures["differing_both_checked"] == 0
+    assert figures["correct_scores"] > 0  # ordinary answers were checked, not all refused
