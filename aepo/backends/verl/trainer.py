@@ -222,14 +222,13 @@ class AEPORayTrainer(RayPPOTrainer):
         metrics["aepo/positive_rate"] = 0.0
         if extras is None or len(extras.outputs) == 0:
             return batch, metrics
+        outputs = extras.outputs
         if "rollout_log_probs" in outputs.batch.keys():
             # vLLM's own log-probs of what it sampled: shows the temperature it sampled at
             # (compare actor/entropy, the mean surprise of the T = 1 samples).
             metrics["aepo/extra_rollout_nll"] = -float(
                 masked_mean(outputs.batch["rollout_log_probs"], outputs.batch["response_mask"])
             )
-
-        outputs = extras.outputs
         if "rm_scores" not in outputs.batch.keys():
             # A colocated reward model scores after generation, not inside the agent loop
             # (RayPPOTrainer._compute_reward_colocate), so the extra rows need the same pass.
