@@ -321,6 +321,27 @@ def test_config_file_errors_come_before_torch_is_imported(tmp_path, make):
     assert len(lines) == 1 and str(path) in lines[0] and lines[0].startswith("aepo train: ")
 
 
+@pytest.mark.parametrize(
+    "text, key",
+    [("aepo:\n  alpha: .nan\n", "aepo.alpha"), ("trainer:\n  lr: .inf\n", "trainer.lr")],
+)
+def test_bad_config_keys_are_refused_before_torch_is_imported(tmp_path, text, key):
+    import subprocess
+    import sys
+
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    probe = (
+        "import sys; from aepo.cli import main; "
+        f"rc = main(['train', '--config', {str(path)!r}]); "
+        "print('torch imported' if 'torch' in sys.modules else 'no torch'); sys.exit(rc)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 2, done.stderr
+    assert done.stdout.strip() == "no torch"
+    assert f"{path}:{key}" in done.stderr
+
+
 def test_a_fresh_run_into_a_folder_with_checkpoints_is_refused(tmp_path, capsys):
     first, _ = _resume_configs(tmp_path)
     assert main(["train", "--config", str(first)]) == 0

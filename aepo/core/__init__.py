@@ -53,69 +53,49 @@ Where we differ from the paper and from the authors' code (github.com/597358816/
    (``positive_filter: advantage``).
 """
 
-from aepo.core.advantages import (
-    entropy_shaped_advantages,
-    group_advantage,
-    reinforce_advantages,
-)
-from aepo.core.config import ALGORITHMS, AEPOConfig, ConfigError, load_aepo_config
-from aepo.core.controller import LOWER, RAISE, Decision, EntropyController
-from aepo.core.entropy import token_logprobs_and_entropy
-from aepo.core.losses import (
-    AGG_MODES,
-    VERL_AGG_MODES,
-    aggregate,
-    entropy_bonus_loss,
-    eq1_row_scale,
-    masked_mean,
-    ppo_clip_loss,
-)
-from aepo.core.merge import MergePlan, plan_merge
-from aepo.core.recipes import Recipe, recipe_for
-from aepo.core.rollout_budget import (
-    ExtraRolloutPlan,
-    PositiveRateTracker,
-    plan_extra_rollout,
-    plan_for_decision,
-)
-from aepo.core.selection import (
-    Selection,
-    select_from_extra_rollout,
-    select_reinforce_samples,
-)
-from aepo.core.step import AEPOStep, StepPlan
+import importlib
 
-__all__ = [
-    "AGG_MODES",
-    "ALGORITHMS",
-    "AEPOStep",
-    "StepPlan",
-    "VERL_AGG_MODES",
-    "eq1_row_scale",
-    "AEPOConfig",
-    "ConfigError",
-    "Decision",
-    "EntropyController",
-    "ExtraRolloutPlan",
-    "LOWER",
-    "MergePlan",
-    "PositiveRateTracker",
-    "RAISE",
-    "Recipe",
-    "Selection",
-    "aggregate",
-    "entropy_bonus_loss",
-    "entropy_shaped_advantages",
-    "group_advantage",
-    "load_aepo_config",
-    "masked_mean",
-    "plan_extra_rollout",
-    "plan_for_decision",
-    "plan_merge",
-    "ppo_clip_loss",
-    "recipe_for",
-    "reinforce_advantages",
-    "select_from_extra_rollout",
-    "select_reinforce_samples",
-    "token_logprobs_and_entropy",
-]
+# Where each public name lives. Imported on first use (PEP 562), so that reading and
+# validating a config (aepo.core.config, pydantic only) does not pay for importing torch:
+# a configuration error comes back in well under a second.
+_EXPORTS = {
+    "advantages": ("entropy_shaped_advantages", "group_advantage", "reinforce_advantages"),
+    "config": ("ALGORITHMS", "AEPOConfig", "ConfigError", "load_aepo_config"),
+    "controller": ("LOWER", "RAISE", "Decision", "EntropyController"),
+    "entropy": ("token_logprobs_and_entropy",),
+    "losses": (
+        "AGG_MODES",
+        "VERL_AGG_MODES",
+        "aggregate",
+        "entropy_bonus_loss",
+        "eq1_row_scale",
+        "masked_mean",
+        "ppo_clip_loss",
+    ),
+    "merge": ("MergePlan", "plan_merge"),
+    "recipes": ("Recipe", "recipe_for"),
+    "rollout_budget": (
+        "ExtraRolloutPlan",
+        "PositiveRateTracker",
+        "plan_extra_rollout",
+        "plan_for_decision",
+    ),
+    "selection": ("Selection", "select_from_extra_rollout", "select_reinforce_samples"),
+    "step": ("AEPOStep", "StepPlan"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str):
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

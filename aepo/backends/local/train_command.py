@@ -32,8 +32,8 @@ def run(args: argparse.Namespace) -> int:
     except RunFileError as err:
         print(f"aepo train: {err}", file=sys.stderr)
         return 2
-    # Validating the keys needs aepo.core (torch): a second or two, paid only from here on.
-    from aepo.backends.local.checkpoint import CheckpointError, latest_checkpoint
+    # Validating the keys needs pydantic, not torch (aepo.core imports lazily): a bad key
+    # comes back before the training stack is imported.
     from aepo.backends.local.settings import run_config_from_dict
     from aepo.core import ConfigError
 
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as err:
         print(f"aepo train: {err}", file=sys.stderr)
         return 2
-
+    from aepo.backends.local.checkpoint import CheckpointError, latest_checkpoint
     from aepo.backends.local.trainer import LocalTrainer, ModelPathError
 
     try:
