@@ -295,11 +295,21 @@ def test_an_empty_config_file_is_refused(tmp_path, text):
         load_run_config(cfg)
 
 
-@pytest.mark.parametrize("make", ["missing", "directory", "empty", "binary", "bad_yaml"])
-def test_config_file_errors_come_before_torch_is_imported(tmp_path, make):
+def _train_in_a_fresh_process(path):
+    """``aepo train --config path`` in a new interpreter; stdout says whether torch got imported."""
     import subprocess
     import sys
 
+    probe = (
+        "import sys; from aepo.cli import main; "
+        f"rc = main(['train', '--config', {str(path)!r}]); "
+        "print('torch imported' if 'torch' in sys.modules else 'no torch'); sys.exit(rc)"
+    )
+    return subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("make", ["missing", "directory", "empty", "binary", "bad_yaml"])
+def test_config_file_errors_come_before_torch_is_imported(tmp_path, make):
     path = tmp_path / "c.yaml"
     if make == "directory":
         path.mkdir()
@@ -309,12 +319,7 @@ def test_config_file_errors_come_before_torch_is_imported(tmp_path, make):
         path.write_bytes(bytes(range(128, 256)))
     elif make == "bad_yaml":
         path.write_text("aepo: [unclosed\n")
-    probe = (
-        "import sys; from aepo.cli import main; "
-        f"rc = main(['train', '--config', {str(path)!r}]); "
-        "print('torch imported' if 'torch' in sys.modules else 'no torch'); sys.exit(rc)"
-    )
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    done = _train_in_a_fresh_process(path)
     assert done.returncode == 2, done.stderr
     assert done.stdout.strip() == "no torch"
     lines = done.stderr.strip().splitlines()
@@ -326,17 +331,9 @@ def test_config_file_errors_come_before_torch_is_imported(tmp_path, make):
     [("aepo:\n  alpha: .nan\n", "aepo.alpha"), ("trainer:\n  lr: .inf\n", "trainer.lr")],
 )
 def test_bad_config_keys_are_refused_before_torch_is_imported(tmp_path, text, key):
-    import subprocess
-    import sys
-
     path = tmp_path / "c.yaml"
     path.write_text(text)
-    probe = (
-        "import sys; from aepo.cli import main; "
-        f"rc = main(['train', '--config', {str(path)!r}]); "
-        "print('torch imported' if 'torch' in sys.modules else 'no torch'); sys.exit(rc)"
-    )
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    done = _train_in_a_fresh_process(path)
     assert done.returncode == 2, done.stderr
     assert done.stdout.strip() == "no torch"
     assert f"{path}:{key}" in done.stderr
