@@ -60,6 +60,10 @@ TINY_AEPO: dict[str, Any] = {
     "entropy_adv": {"beta": 0.4, "kappa": 2.0},
 }
 
+ENTROPY_METHOD_BASELINES = ("clip_cov", "kl_cov", "adaptive_entropy", "top_entropy")
+"""the field's entropy controls (Clip-Cov, KL-Cov, Skywork-OR1, 80/20), each at its papers'
+defaults: the tiny configs add no section for them, so ``AEPOConfig``'s defaults apply"""
+
 ALGORITHM_TARGET = 0.25
 """target used by the single-target runs (ablations, configs that are not per-target)"""
 
@@ -95,6 +99,7 @@ def tiny_config_files() -> dict[str, dict[str, Any]]:
         "entropy_adv",
         "aepo_no_temperature",
         "aepo_advantage",
+        *ENTROPY_METHOD_BASELINES,
     ):
         files[f"{algorithm}.yaml"] = tiny_run_config(algorithm, output_dir=f"runs/tiny/{algorithm}")
     return files

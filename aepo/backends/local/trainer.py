@@ -42,6 +42,7 @@ from aepo.core import (
     masked_mean,
     ppo_clip_loss,
     recipe_for,
+    top_entropy_advantages,
 )
 from aepo.model_dir import (
     ModelPathError,
@@ -137,6 +138,7 @@ class LocalTrainer:
         self.step = 0
         self.data_position = 0
         self.aepo = AEPOStep(self.cfg)
+        self._policy_loss = self._make_policy_loss()
         if resume_from is None:
             model_dir = self._model_source()
         else:
@@ -158,6 +160,27 @@ class LocalTrainer:
                 self.settings.warm_start, self.settings.cache_dir, progress=self.settings.progress
             )
         return Path(self.settings.model)
+
+    def _make_policy_loss(self):
+        """PPO-clip (``aepo.core``), or Clip-Cov / KL-Cov from verl's registry."""
+        if self.recipe.policy_loss == "vanilla":
+            cfg, agg = self.cfg, self.settings.loss_agg
+
+            def vanilla(log_prob, old_log_prob, advantages, mask):
+                return ppo_clip_loss(
+                    log_prob,
+                    old_log_prob,
+                    advantages,
+                    mask,
+                    clip_low=cfg.clip_ratio,
+                    clip_high=cfg.clip_ratio,
+                    agg=agg,
+                )
+
+            return vanilla
+        from aepo.backends.policy_loss import verl_policy_loss
+
+        return verl_policy_loss(self.cfg, self.recipe.policy_loss, self.settings.loss_agg)
 
     def _new_optimizer(self) -> torch.optim.Optimizer:
         return torch.optim.AdamW(
@@ -269,6 +292,13 @@ class LocalTrainer:
                 beta=cfg.entropy_adv.beta,
                 kappa=cfg.entropy_adv.kappa,
             )
+        top_entropy_metrics: dict[str, float] = {}
+        if recipe.top_entropy_quantile is not None:
+            # The threshold is over this step's whole batch, from pi_old's entropies (the
+            # paper's batch-level tau_rho^B; TRL takes pi_theta's per micro-batch).
+            advantages, top_entropy_metrics = top_entropy_advantages(
+                advantages, old_entropy, mask, recipe.top_entropy_quantile
+            )
         grpo = TrainBatch(grpo_rollout, old_logp, advantages)
         metrics: dict[str, float] = {
             "reward/mean": float(rewards.mean()),
@@ -277,6 +307,7 @@ class LocalTrainer:
             "aepo/extra_gen_tokens": 0.0,
             "aepo/extra_gen_fraction": 0.0,
         }
+        metrics.update(top_entropy_metrics)
         gen_tokens = grpo_rollout.num_tokens
 
         batch = grpo
@@ -293,7 +324,7 @@ class LocalTrainer:
             if extra_batch is not None:
                 batch = self._merge(grpo, extra_batch, seq_adv, metrics)
 
-        metrics.update(self._update(batch))
+        metrics.update(self._update(batch, old_entropy=entropy))
         elapsed = time.perf_counter() - started
         metrics["perf/step_time_s"] = elapsed
         metrics["perf/gen_tokens"] = float(gen_tokens)
@@ -358,11 +389,23 @@ class LocalTrainer:
             merged.advantages = merged.advantages * scale.to(merged.advantages).unsqueeze(1)
         return merged
 
-    def _update(self, batch: TrainBatch) -> dict[str, float]:
-        s, cfg, recipe = self.settings, self.cfg, self.recipe
+    def _entropy_coef_for_step(self, old_entropy: float) -> float | None:
+        """The entropy bonus's coefficient for every optimizer step of this update; None
+        when adaptive entropy control sets it per optimizer step."""
+        coef = self.aepo.entropy_coef
+        if coef is None:
+            return self.recipe.entropy_coef
+        if self.cfg.adaptive_entropy.update == "training_step":
+            return coef.begin_step(old_entropy)
+        return None
+
+    def _update(self, batch: TrainBatch, old_entropy: float = math.nan) -> dict[str, float]:
+        s, recipe = self.settings, self.recipe
         self.model.train()
         bounds = self._minibatch_bounds(len(batch.rollout))
-        losses, clipfracs, kls, grad_norms = [], [], [], []
+        losses, clipfracs, kls, grad_norms, coefs = [], [], [], [], []
+        step_coef = self._entropy_coef_for_step(old_entropy)
+        adaptive = self.aepo.entropy_coef
         for _ in range(s.ppo_epochs):
             for lo, hi in zip(bounds[:-1], bounds[1:], strict=False):
                 part = batch.select(torch.arange(lo, hi, device=batch.advantages.device))
@@ -373,40 +416,43 @@ class LocalTrainer:
                     self.model,
                     part.rollout,
                     chunk_rows=s.entropy_chunk_rows,
-                    with_entropy=recipe.entropy_coef > 0,
+                    with_entropy=recipe.needs_current_entropy,
                 )
-                loss, diag = ppo_clip_loss(
-                    logp,
-                    part.old_logp,
-                    part.advantages,
-                    mask,
-                    clip_low=cfg.clip_ratio,
-                    clip_high=cfg.clip_ratio,
-                    agg=s.loss_agg,
-                )
+                loss, diag = self._policy_loss(logp, part.old_logp, part.advantages, mask)
                 total = loss
-                if recipe.entropy_coef > 0:
-                    total = total + entropy_bonus_loss(ent, mask, recipe.entropy_coef, s.loss_agg)
+                coef = adaptive.applied if step_coef is None else step_coef
+                if coef > 0:
+                    total = total + entropy_bonus_loss(ent, mask, coef, s.loss_agg)
                 self.optimizer.zero_grad(set_to_none=True)
                 total.backward()
                 grad_norms.append(
                     float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), s.grad_clip))
                 )
                 self.optimizer.step()
+                if step_coef is None:
+                    # TRL: the mini-batch's token-mean entropy of pi_theta, measured in the
+                    # forward pass of this optimizer step, sets the next step's coefficient.
+                    adaptive.update(float(masked_mean(ent.detach(), mask)))
                 losses.append(loss.item())
-                clipfracs.append(diag["actor/pg_clipfrac"])
+                coefs.append(coef)
+                if "actor/pg_clipfrac" in diag:  # verl's kl_cov reports none
+                    clipfracs.append(diag["actor/pg_clipfrac"])
                 kls.append(diag["actor/ppo_kl"])
         self.model.eval()
 
         def mean(xs):
             return float(np.mean(xs)) if xs else 0.0
 
-        return {
+        metrics = {
             "actor/pg_loss": mean(losses),
             "actor/pg_clipfrac": mean(clipfracs),
             "actor/ppo_kl": mean(kls),
             "actor/grad_norm": mean(grad_norms),
         }
+        if adaptive is not None:
+            metrics["aepo/entropy_coef"] = adaptive.coef
+            metrics["aepo/entropy_coef_applied"] = mean(coefs)
+        return metrics
 
     # --- loop -------------------------------------------------------------------------
     def fit(self, steps: int | None = None, desc: str | None = None) -> list[dict]:
