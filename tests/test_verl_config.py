@@ -41,6 +41,10 @@ def test_every_file_the_issue_asks_for_is_shipped():
         "entropy_adv",
         "aepo_no_temperature",
         "aepo_advantage",
+        "clip_cov",
+        "kl_cov",
+        "adaptive_entropy",
+        "top_entropy",
     }
     assert expected <= set(SHIPPED)
 
@@ -188,3 +192,67 @@ def test_a_config_comment_promises_aepo_scalars_only_where_they_are_logged(name)
     if not recipe_for(check_config(compose_shipped(name))).extra_rollout:
         assert "aepo/entropy is still logged" not in comment
         assert "aepo/" not in comment or "No aepo/* scalars are logged" in comment
+
+
+def test_cov_baselines_become_verls_policy_loss_settings():
+    clip = omega_conf_to_dataclass(compose_checked("clip_cov").actor_rollout_ref.actor)
+    assert clip.policy_loss.loss_mode == "clip_cov"
+    assert (clip.policy_loss.clip_cov_ratio, clip.policy_loss.clip_cov_lb) == (2e-4, 1.0)
+    assert clip.policy_loss.clip_cov_ub == 5.0
+    kl = omega_conf_to_dataclass(
+        compose_checked("kl_cov", "aepo.kl_cov.ratio=0.002").actor_rollout_ref.actor
+    )
+    # verl's own default ppo_kl_coef is 0.1; the KL-Cov authors' is 1.
+    assert (kl.policy_loss.loss_mode, kl.policy_loss.kl_cov_ratio) == ("kl_cov", 0.002)
+    assert kl.policy_loss.ppo_kl_coef == 1.0
+    grpo = compose_checked("grpo").actor_rollout_ref.actor.policy_loss
+    assert grpo.loss_mode == "vanilla"
+
+
+def compose_checked(name, *overrides):
+    config = compose_shipped(name, *overrides)
+    check_config(config)
+    return config
+
+
+@pytest.mark.parametrize(
+    ("name", "override", "message"),
+    [
+        (
+            "kl_cov",
+            "actor_rollout_ref.actor.policy_loss.ppo_kl_coef=0.5",
+            r"policy_loss\.ppo_kl_coef=0\.5 conflicts with aepo\.kl_cov\.coef=1\.0",
+        ),
+        (
+            "clip_cov",
+            "actor_rollout_ref.actor.policy_loss.loss_mode=gspo",
+            r"loss_mode=gspo conflicts with aepo\.algorithm=clip_cov",
+        ),
+        (
+            "adaptive_entropy",
+            "aepo.adaptive_entropy.update=optimizer_step",
+            r"aepo\.adaptive_entropy\.update=optimizer_step: the verl engine",
+        ),
+        (
+            "adaptive_entropy",
+            "actor_rollout_ref.actor.entropy_coeff=0.01",
+            r"entropy_coeff=0\.01 conflicts with aepo\.algorithm=adaptive_entropy",
+        ),
+        (
+            "top_entropy",
+            "algorithm.rollout_correction.bypass_mode=true",
+            r"bypass_mode must be false: it skips the old-log-prob pass",
+        ),
+    ],
+)
+def test_entropy_method_conflicts_are_rejected_naming_the_keys(name, override, message):
+    with pytest.raises(ConfigError, match=message):
+        check_config(compose_shipped(name, override))
+
+
+def test_adaptive_entropy_makes_the_worker_compute_pi_thetas_entropy():
+    config = compose_checked("adaptive_entropy")
+    assert config.actor_rollout_ref.actor.calculate_entropy is True
+    assert config.actor_rollout_ref.actor.entropy_coeff == 0
+    # The verl value equal to ours (or verl's default) is no conflict.
+    compose_checked("clip_cov", "actor_rollout_ref.actor.policy_loss.clip_cov_ub=5.0")

@@ -19,6 +19,16 @@ VERL_POLICY_LOSSES = ("clip_cov", "kl_cov")
 """the ``recipe.policy_loss`` values that come from verl's registry (``vanilla`` is ours)"""
 
 
+AEPO_KEY_OF = {
+    "clip_cov_ratio": "aepo.clip_cov.ratio",
+    "clip_cov_lb": "aepo.clip_cov.lower",
+    "clip_cov_ub": "aepo.clip_cov.upper",
+    "kl_cov_ratio": "aepo.kl_cov.ratio",
+    "ppo_kl_coef": "aepo.kl_cov.coef",
+}
+"""verl's ``actor.policy_loss`` key -> the aepo key that sets it"""
+
+
 def verl_policy_loss_settings(cfg: AEPOConfig, loss_mode: str) -> dict[str, Any]:
     """``actor.policy_loss`` keys (verl 0.9.1 ``workers/config/actor.py: PolicyLossConfig``)
     that carry ``aepo.clip_cov`` / ``aepo.kl_cov`` for ``loss_mode``."""
