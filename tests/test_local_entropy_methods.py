@@ -72,7 +72,7 @@ def adaptive(cache_dir, out, target, steps=2, **section):
         cache_dir=str(cache_dir),
         warm_start={"steps": 100, "batch_size": 64, "valid_fraction": 1.0},
     )
-    raw["aepo"]["adaptive_entropy"] = {"step": 0.01, **section}
+    raw["aepo"]["baselines"] = {"adaptive_entropy": {"step": 0.01, **section}}
     return run_config_from_dict(raw, source="test")
 
 
@@ -139,7 +139,7 @@ def test_cov_losses_act_on_the_highest_covariance_tokens_only(algorithm):
     if algorithm == "clip_cov":
         assert log_prob.grad[changed].item() == 0
     else:
-        expected_extra = cfg.kl_cov.coef * torch.sign(new - old)[changed] / mask.sum()
+        expected_extra = cfg.baselines.kl_cov.coef * torch.sign(new - old)[changed] / mask.sum()
         torch.testing.assert_close(
             log_prob.grad[changed] - plain.grad[changed], expected_extra, rtol=1e-4, atol=1e-6
         )

@@ -54,9 +54,8 @@ def test_shipped_config_composes_validates_and_passes_verl_checks(name):
     config = compose_shipped(name)
     cfg = check_config(config)
     # What the file says under aepo: is what the run gets.
-    for key, value in (yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())["aepo"]).items():
-        got = getattr(cfg, key)
-        assert (got.model_dump() if hasattr(got, "model_dump") else got) == value, (name, key)
+    written = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())["aepo"]
+    assert_written_values_are_used(written, cfg.model_dump(), name)
     validate_config(
         config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config)
     )
@@ -65,6 +64,16 @@ def test_shipped_config_composes_validates_and_passes_verl_checks(name):
     assert actor.clip_ratio_low == actor.clip_ratio_high == cfg.clip_ratio
     assert "tensorboard" in config.trainer.logger
     assert config.trainer.use_v1 is False
+
+
+def assert_written_values_are_used(written: dict, got: dict, where: str) -> None:
+    """Every key a file sets has that value in the validated config (sections recursively;
+    a section may set only some of its keys)."""
+    for key, value in written.items():
+        if isinstance(value, dict):
+            assert_written_values_are_used(value, got[key], f"{where}.{key}")
+        else:
+            assert got[key] == value, (f"{where}.{key}", got[key], value)
 
 
 def test_default_config_is_the_papers_aepo_setting():
@@ -200,7 +209,7 @@ def test_cov_baselines_become_verls_policy_loss_settings():
     assert (clip.policy_loss.clip_cov_ratio, clip.policy_loss.clip_cov_lb) == (2e-4, 1.0)
     assert clip.policy_loss.clip_cov_ub == 5.0
     kl = omega_conf_to_dataclass(
-        compose_checked("kl_cov", "aepo.kl_cov.ratio=0.002").actor_rollout_ref.actor
+        compose_checked("kl_cov", "aepo.baselines.kl_cov.ratio=0.002").actor_rollout_ref.actor
     )
     # verl's own default ppo_kl_coef is 0.1; the KL-Cov authors' is 1.
     assert (kl.policy_loss.loss_mode, kl.policy_loss.kl_cov_ratio) == ("kl_cov", 0.002)
@@ -221,7 +230,7 @@ def compose_checked(name, *overrides):
         (
             "kl_cov",
             "actor_rollout_ref.actor.policy_loss.ppo_kl_coef=0.5",
-            r"policy_loss\.ppo_kl_coef=0\.5 conflicts with aepo\.kl_cov\.coef=1\.0",
+            r"policy_loss\.ppo_kl_coef=0\.5 conflicts with aepo\.baselines\.kl_cov\.coef=1\.0",
         ),
         (
             "clip_cov",
@@ -230,8 +239,8 @@ def compose_checked(name, *overrides):
         ),
         (
             "adaptive_entropy",
-            "aepo.adaptive_entropy.update=optimizer_step",
-            r"aepo\.adaptive_entropy\.update=optimizer_step: the verl engine",
+            "aepo.baselines.adaptive_entropy.update=optimizer_step",
+            r"aepo\.baselines\.adaptive_entropy\.update=optimizer_step: the verl",
         ),
         (
             "adaptive_entropy",

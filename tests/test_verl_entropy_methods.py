@@ -88,8 +88,8 @@ def test_top_entropy_keeps_advantage_only_on_the_batchs_highest_entropy_tokens()
 def adaptive_config(*extra):
     return compose_config(
         "aepo.algorithm=adaptive_entropy",
-        "aepo.adaptive_entropy.update=training_step",
-        "aepo.adaptive_entropy.step=0.01",
+        "aepo.baselines.adaptive_entropy.update=training_step",
+        "aepo.baselines.adaptive_entropy.step=0.01",
         "actor_rollout_ref.actor.calculate_entropy=true",  # what check_config sets
         *extra,
     )
@@ -174,7 +174,7 @@ def test_adaptive_entropy_coefficient_resumes_from_aepo_state(tmp_path):
 @pytest.mark.parametrize("algorithm", ["clip_cov", "kl_cov"])
 def test_local_engines_cov_loss_equals_the_verl_workers_on_the_same_batch(algorithm):
     config = compose_config(f"aepo.algorithm={algorithm}")
-    cfg = check_config(config)  # writes aepo.clip_cov / aepo.kl_cov into actor.policy_loss
+    cfg = check_config(config)  # writes aepo.baselines.clip_cov / .kl_cov into actor.policy_loss
     trainer = make_trainer(config)
     fit_step(trainer, step=1)
     td = update_batch(trainer)

@@ -1,5 +1,5 @@
 """Clip-Cov and KL-Cov (arXiv 2505.22617) from verl 0.9.1's policy-loss registry, for both
-engines: ``aepo.clip_cov`` / ``aepo.kl_cov`` map onto verl's ``actor.policy_loss`` keys here,
+engines: ``aepo.baselines.clip_cov`` / ``.kl_cov`` map onto verl's ``actor.policy_loss`` keys here,
 the verl engine writes them into its config (``startup.check_config``) and the local engine
 calls the same registered function (``verl.trainer.ppo.core_algos.get_policy_loss_fn``) on a
 real verl actor config, so the two cannot compute different losses.
@@ -20,26 +20,29 @@ VERL_POLICY_LOSSES = ("clip_cov", "kl_cov")
 
 
 AEPO_KEY_OF = {
-    "clip_cov_ratio": "aepo.clip_cov.ratio",
-    "clip_cov_lb": "aepo.clip_cov.lower",
-    "clip_cov_ub": "aepo.clip_cov.upper",
-    "kl_cov_ratio": "aepo.kl_cov.ratio",
-    "ppo_kl_coef": "aepo.kl_cov.coef",
+    "clip_cov_ratio": "aepo.baselines.clip_cov.ratio",
+    "clip_cov_lb": "aepo.baselines.clip_cov.lower",
+    "clip_cov_ub": "aepo.baselines.clip_cov.upper",
+    "kl_cov_ratio": "aepo.baselines.kl_cov.ratio",
+    "ppo_kl_coef": "aepo.baselines.kl_cov.coef",
 }
 """verl's ``actor.policy_loss`` key -> the aepo key that sets it"""
 
 
 def verl_policy_loss_settings(cfg: AEPOConfig, loss_mode: str) -> dict[str, Any]:
     """``actor.policy_loss`` keys (verl 0.9.1 ``workers/config/actor.py: PolicyLossConfig``)
-    that carry ``aepo.clip_cov`` / ``aepo.kl_cov`` for ``loss_mode``."""
+    that carry ``aepo.baselines.clip_cov`` / ``.kl_cov`` for ``loss_mode``."""
     if loss_mode == "clip_cov":
         return {
-            "clip_cov_ratio": cfg.clip_cov.ratio,
-            "clip_cov_lb": cfg.clip_cov.lower,
-            "clip_cov_ub": cfg.clip_cov.upper,
+            "clip_cov_ratio": cfg.baselines.clip_cov.ratio,
+            "clip_cov_lb": cfg.baselines.clip_cov.lower,
+            "clip_cov_ub": cfg.baselines.clip_cov.upper,
         }
     if loss_mode == "kl_cov":
-        return {"kl_cov_ratio": cfg.kl_cov.ratio, "ppo_kl_coef": cfg.kl_cov.coef}
+        return {
+            "kl_cov_ratio": cfg.baselines.kl_cov.ratio,
+            "ppo_kl_coef": cfg.baselines.kl_cov.coef,
+        }
     raise ValueError(f"no verl policy-loss settings for loss_mode {loss_mode!r}")
 
 

@@ -209,8 +209,7 @@ class AdaptiveEntropyConfig(_Section):
             "`optimizer_step`: after every optimizer step, from that mini-batch's entropy of "
             "pi_theta (TRL); `training_step`: once per step, from pi_old's token-mean entropy "
             "(the one the AEPO controller reads). The verl engine supports only "
-            "`training_step` (its actor worker holds the coefficient fixed for a whole update); "
-            "with one mini-batch per step the two agree.",
+            "`training_step` (its actor worker holds the coefficient fixed for a whole update).",
             f"optimizer_step: TRL 1.16 (GRPOTrainer, use_adaptive_entropy); {SKYWORK}",
         ),
     )
@@ -239,6 +238,15 @@ class TopEntropyConfig(_Section):
             f"{TOP_ENTROPY_PAPER} (rho = 0.2); TRL 1.16 top_entropy_quantile",
         ),
     )
+
+
+class BaselinesConfig(_Section):
+    """The field's entropy controls, one section each (used by the algorithm of that name)."""
+
+    clip_cov: ClipCovConfig = Field(default_factory=ClipCovConfig)
+    kl_cov: KLCovConfig = Field(default_factory=KLCovConfig)
+    adaptive_entropy: AdaptiveEntropyConfig = Field(default_factory=AdaptiveEntropyConfig)
+    top_entropy: TopEntropyConfig = Field(default_factory=TopEntropyConfig)
 
 
 REMOVED_KEYS: dict[str, str] = {
@@ -370,10 +378,7 @@ class AEPOConfig(_Section):
         0.015, ge=0, description=doc("Entropy-Reg: lambda of the entropy bonus.", PAPER)
     )
     entropy_adv: EntropyAdvConfig = Field(default_factory=EntropyAdvConfig)
-    clip_cov: ClipCovConfig = Field(default_factory=ClipCovConfig)
-    kl_cov: KLCovConfig = Field(default_factory=KLCovConfig)
-    adaptive_entropy: AdaptiveEntropyConfig = Field(default_factory=AdaptiveEntropyConfig)
-    top_entropy: TopEntropyConfig = Field(default_factory=TopEntropyConfig)
+    baselines: BaselinesConfig = Field(default_factory=BaselinesConfig)
 
     @model_validator(mode="before")
     @classmethod

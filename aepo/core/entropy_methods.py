@@ -72,7 +72,7 @@ class AdaptiveEntropyCoef:
       clipped to ``[min_coef, max_coef]``;
     - the bonus applied is ``c`` when the entropy is <= the target, else 0.
 
-    Two cadences (``aepo.adaptive_entropy.update``):
+    Two cadences (``aepo.baselines.adaptive_entropy.update``):
 
     - ``optimizer_step`` (TRL): every optimizer step applies :attr:`applied`, the ``c`` and
       gate left by the previous step's measurement (no bonus before the first), then

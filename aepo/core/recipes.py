@@ -24,7 +24,7 @@ class Recipe:
     """verl 0.9.1's policy-loss name (``actor.policy_loss.loss_mode``): ``vanilla`` PPO-clip,
     or ``clip_cov`` / ``kl_cov``, which both engines take from verl's registry"""
     adaptive_entropy: bool = False
-    """an entropy bonus whose coefficient follows target_entropy (``aepo.adaptive_entropy``)"""
+    """an entropy bonus whose coefficient follows target_entropy (``aepo.baselines.adaptive_entropy``)"""
     top_entropy_quantile: float | None = None
     """only this share of tokens, those with the highest pi_old entropy, keep an advantage"""
 
@@ -49,5 +49,5 @@ def recipe_for(cfg: AEPOConfig) -> Recipe:
         entropy_adv=algo == "entropy_adv",
         policy_loss=algo if algo in ("clip_cov", "kl_cov") else "vanilla",
         adaptive_entropy=algo == "adaptive_entropy",
-        top_entropy_quantile=cfg.top_entropy.quantile if algo == "top_entropy" else None,
+        top_entropy_quantile=cfg.baselines.top_entropy.quantile if algo == "top_entropy" else None,
     )

@@ -47,7 +47,7 @@ class AEPOStep:
         self.positive_rates = PositiveRateTracker()
         self.rng = torch.Generator().manual_seed(cfg.seed)
         self.entropy_coef: AdaptiveEntropyCoef | None = (
-            AdaptiveEntropyCoef(cfg.adaptive_entropy, cfg.target_entropy)
+            AdaptiveEntropyCoef(cfg.baselines.adaptive_entropy, cfg.target_entropy)
             if self.recipe.adaptive_entropy
             else None
         )

@@ -395,7 +395,7 @@ class LocalTrainer:
         coef = self.aepo.entropy_coef
         if coef is None:
             return self.recipe.entropy_coef
-        if self.cfg.adaptive_entropy.update == "training_step":
+        if self.cfg.baselines.adaptive_entropy.update == "training_step":
             return coef.begin_step(old_entropy)
         return None
 

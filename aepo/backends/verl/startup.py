@@ -93,7 +93,7 @@ def check_config(config) -> AEPOConfig:
 
 
 def _policy_loss_problems(config, cfg: AEPOConfig, recipe) -> list[str]:
-    """Clip-Cov / KL-Cov: ``aepo.clip_cov`` / ``aepo.kl_cov`` become verl's
+    """Clip-Cov / KL-Cov: ``aepo.baselines.clip_cov`` / ``.kl_cov`` become verl's
     ``actor.policy_loss`` settings; a verl value that is neither verl's default nor ours is a
     conflict (two places would claim the same knob)."""
     from verl.workers.config import PolicyLossConfig
@@ -148,11 +148,11 @@ def _adaptive_entropy_problems(config, cfg: AEPOConfig, recipe) -> list[str]:
         return []
     actor = config.actor_rollout_ref.actor
     problems = []
-    if cfg.adaptive_entropy.update != "training_step":
+    if cfg.baselines.adaptive_entropy.update != "training_step":
         problems.append(
-            f"aepo.adaptive_entropy.update={cfg.adaptive_entropy.update}: the verl engine "
+            f"aepo.baselines.adaptive_entropy.update={cfg.baselines.adaptive_entropy.update}: the verl engine "
             "updates the coefficient once per training step (verl's actor worker holds "
-            "entropy_coeff fixed for a whole update); set aepo.adaptive_entropy.update="
+            "entropy_coeff fixed for a whole update); set aepo.baselines.adaptive_entropy.update="
             "training_step"
         )
     if float(actor.entropy_coeff) != 0:

@@ -235,7 +235,7 @@ class AEPORayTrainer(RayPPOTrainer):
         """Skywork-OR1's ``alpha_k = c_k * 1[e_k <= target]`` from this step's pi_old entropy,
         installed as the actor workers' ``entropy_coeff`` for this step's update. verl's
         worker keeps its loss's coefficient for the whole update, so the coefficient moves
-        once per training step here (``aepo.adaptive_entropy.update: training_step``)."""
+        once per training step here (``aepo.baselines.adaptive_entropy.update: training_step``)."""
         if self._old_entropy is None:
             raise RuntimeError(
                 "adaptive_entropy: no pi_old entropy was measured this step "
