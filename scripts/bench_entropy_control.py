@@ -5,7 +5,8 @@ plus wall time per step and generated tokens per second (medians over seeds).
     python scripts/bench_entropy_control.py                 # 1 seed, 150 steps
     python scripts/bench_entropy_control.py --seeds 0 1 2   # medians over 3 seeds
 
-Prints a markdown table (the README's) and writes runs/bench/bench.json.
+Prints a markdown table (the README's) and writes runs/bench/bench.json; then the target-based
+baseline (adaptive entropy, Skywork-OR1) beside AEPO at each target.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     from aepo.backends.local.settings import run_config_from_dict
     from aepo.backends.local.summary import format_table, summarize
     from aepo.backends.local.trainer import LocalTrainer
+    from aepo.core import recipe_for
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -50,7 +52,11 @@ def main(argv: list[str] | None = None) -> int:
         ("entropy_adv", "entropy_adv", None),
         ("aepo_no_temperature", "aepo_no_temperature", None),
         ("aepo_advantage", "aepo_advantage", None),
+        ("clip_cov", "clip_cov", None),
+        ("kl_cov", "kl_cov", None),
+        ("top_entropy", "top_entropy", None),
     ]
+    rows += [(f"adaptive_entropy H*={t:g}", "adaptive_entropy", t) for t in args.targets]
     if args.only:
         rows = [r for r in rows if r[0] in args.only]
 
@@ -64,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides[key] = yaml.safe_load(value)
 
     results = []
+    rms = {}  # name -> median RMS deviation / H* over seeds (target-based rows)
     started = time.perf_counter()
     for name, algorithm, variant in rows:
         per_seed = []
@@ -88,10 +95,14 @@ def main(argv: list[str] | None = None) -> int:
             config = run_config_from_dict(raw, source=name)
             trainer = LocalTrainer(config)
             history = trainer.fit(desc=f"{name} seed {seed}")
-            has_target = config.aepo.algorithm.startswith("aepo")
+            has_target = recipe_for(config.aepo).targets_entropy
             per_seed.append(
                 summarize(name, history, config.aepo.target_entropy if has_target else None)
             )
+            if has_target:
+                rms.setdefault(name, []).append(
+                    _relative_rms_deviation(history, config.aepo.target_entropy)
+                )
         results.append(_median(per_seed))
 
     print(
@@ -99,11 +110,44 @@ def main(argv: list[str] | None = None) -> int:
         f"{time.perf_counter() - started:.0f} s in all; medians over seeds\n"
     )
     print(format_table(results, timing=True))
+    print("\n" + _same_target_table(results, rms, args.targets))
     args.output_dir.mkdir(parents=True, exist_ok=True)
     (args.output_dir / "bench.json").write_text(
         json.dumps([r.as_dict() for r in results], indent=2)
     )
     return 0
+
+
+def _relative_rms_deviation(history: list[dict], target: float) -> float:
+    """sqrt(mean (H - H*)^2) / H* over the last half of the steps: unlike the tracking error
+    (the bias of the mean) it also counts how far the entropy swings around the target."""
+    import numpy as np
+
+    entropy = np.array([h["actor/entropy"] for h in history])
+    last_half = entropy[len(entropy) // 2 :]
+    return float(np.sqrt(np.mean((last_half - target) ** 2)) / target)
+
+
+def _same_target_table(results, rms: dict, targets: list[float]) -> str:
+    """adaptive_entropy beside AEPO at each target: the two ways to hold an entropy level."""
+    by_name = {r.name: r for r in results}
+    lines = [
+        "| target H* | method | tracking error | RMS deviation / H* | final reward "
+        "| extra gen tokens |",
+        "|---|---|---|---|---|---|",
+    ]
+    for t in targets:
+        for method in ("aepo", "adaptive_entropy"):
+            name = f"{method} H*={t:g}"
+            if name not in by_name:
+                continue
+            s = by_name[name]
+            lines.append(
+                f"| {t:g} | {method} | {100 * s.tracking_error:.1f}% "
+                f"| {100 * statistics.median(rms[name]):.1f}% | {s.final_reward:.3f} "
+                f"| {100 * s.extra_token_fraction:.1f}% |"
+            )
+    return "\n".join(lines)
 
 
 def _median(summaries):

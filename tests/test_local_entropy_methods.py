@@ -85,6 +85,7 @@ def test_adaptive_entropy_coefficient_moves_towards_the_target_each_optimizer_st
     history = LocalTrainer(adaptive(cache_dir, tmp_path / "up", 50.0)).fit()
     assert [h["aepo/entropy_coef"] for h in history] == pytest.approx([0.02, 0.04])
     assert [h["aepo/entropy_coef_applied"] for h in history] == pytest.approx([0.005, 0.025])
+    assert all(h["aepo/target_entropy"] == 50.0 for h in history)  # aepo plot draws it
     # Far below: the coefficient stays at its floor and no bonus is applied.
     history = LocalTrainer(adaptive(cache_dir, tmp_path / "down", 1e-3)).fit()
     assert all(h["aepo/entropy_coef"] == 0 for h in history)

@@ -108,6 +108,7 @@ def test_adaptive_entropy_installs_skyworks_coefficient_in_the_workers_loss_each
     assert max(measured) < 0.5
     assert applied == pytest.approx([0.0, 0.01, 0.02])
     assert out.meta_info["metrics"]["aepo/entropy_coef"] == pytest.approx(0.03)
+    assert out.meta_info["metrics"]["aepo/target_entropy"] == 0.5
     fns = trainer.actor_rollout_wg.loss_fns
     assert [fn.keywords["config"].entropy_coeff for fn in fns] == pytest.approx(applied)
     assert all(fn.func is ppo_loss for fn in fns)

@@ -115,7 +115,8 @@ class AdaptiveEntropyCoef:
         self.last_entropy = entropy
 
     def metrics(self) -> dict[str, float]:
-        return {"aepo/entropy_coef": self.coef, "aepo/entropy_coef_applied": self.applied}
+        """``c`` after the latest update, and the target (``aepo plot`` draws it dashed)."""
+        return {"aepo/entropy_coef": self.coef, "aepo/target_entropy": self.target}
 
     def state_dict(self) -> dict[str, Any]:
         return {"coef": self.coef, "last_entropy": self.last_entropy}

@@ -34,6 +34,11 @@ class Recipe:
         return self.extra_rollout or self.adaptive_entropy
 
     @property
+    def targets_entropy(self) -> bool:
+        """whether the algorithm steers towards ``target_entropy`` (a run has a tracking error)"""
+        return self.extra_rollout or self.adaptive_entropy
+
+    @property
     def needs_current_entropy(self) -> bool:
         """whether the update needs pi_theta's token entropy (an entropy bonus)"""
         return self.entropy_coef > 0 or self.adaptive_entropy

@@ -450,7 +450,7 @@ class LocalTrainer:
             "actor/grad_norm": mean(grad_norms),
         }
         if adaptive is not None:
-            metrics["aepo/entropy_coef"] = adaptive.coef
+            metrics.update(adaptive.metrics())
             metrics["aepo/entropy_coef_applied"] = mean(coefs)
         return metrics
 

@@ -245,7 +245,7 @@ class AEPORayTrainer(RayPPOTrainer):
         coef = adaptive.begin_step(self._old_entropy)
         self._old_entropy = None
         self.set_actor_entropy_coeff(coef)
-        return {"aepo/entropy_coef": adaptive.coef, "aepo/entropy_coef_applied": coef}
+        return {**adaptive.metrics(), "aepo/entropy_coef_applied": coef}
 
     def set_actor_entropy_coeff(self, coef: float) -> None:
         if coef == self._worker_entropy_coeff:
