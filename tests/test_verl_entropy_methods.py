@@ -199,3 +199,18 @@ def test_local_engines_cov_loss_equals_the_verl_workers_on_the_same_batch(algori
         log_prob, td["old_log_probs"], td["advantages"], td["response_mask"], clip_ratio_c=math.inf
     )
     assert not torch.isclose(local_loss, vanilla), f"{algorithm} changed nothing on this batch"
+
+
+def test_dry_run_names_each_methods_own_settings():
+    from aepo.backends.verl.dry_run import algorithm_summary
+    from tests.test_verl_config import compose_shipped
+
+    expected = {
+        "clip_cov": "clip_cov (verl's clip_cov loss, ratio 0.0002, covariance in (1, 5))",
+        "kl_cov": "kl_cov (verl's kl_cov loss, ratio 0.0002, coef 1)",
+        "adaptive_entropy": "adaptive_entropy (target entropy 0.5, c from 0 by 0.005 within "
+        "[0, 1] each training step)",
+        "top_entropy": "top_entropy (gradient through the top 20% of tokens by entropy)",
+    }
+    for name, line in expected.items():
+        assert algorithm_summary(check_config(compose_shipped(name))) == line
