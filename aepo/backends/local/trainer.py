@@ -8,7 +8,8 @@ One step:
    selects the positives (advantage ``alpha * R``) and plans where they go in the batch;
 3. the selected rows replace rows of the GRPO batch as the merge plan says, and every row's
    advantage is weighted so each update is ``L_GRPO + alpha * L_REINFORCE`` (``alpha_meaning``);
-4. PPO-clip updates in contiguous mini-batches (the merge plan spreads extra rows over them).
+4. PPO-clip (or verl's Clip-Cov / KL-Cov) updates in contiguous mini-batches (the merge plan
+   spreads extra rows over them), with the recipe's entropy bonus (fixed, or adaptive).
 """
 
 from __future__ import annotations

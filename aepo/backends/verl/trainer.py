@@ -7,12 +7,15 @@ and each override adds one piece of the algorithm (every decision is the core's
 - ``init_workers``: the rollout manager is wrapped so fit()'s generate call comes to
   :meth:`AEPORayTrainer.generate_sequences`, which appends this step's extra requests when
   the plan can be made before generation (``entropy_source: previous_step``);
-- ``_compute_old_log_prob``: pi_old's token-mean entropy at T = 1 feeds the controller;
+- ``_compute_old_log_prob``: pi_old's token-mean entropy at T = 1 feeds the controller (and
+  adaptive entropy control); its token entropies ride along for Entropy-Adv and the 80/20 rule;
 - ``_update_actor``: for ``current_batch`` (and step 1) the plan is made and the extra pass
   generated here, after the measurement and before the update; positives are selected, get
   old log-probs at T = 1 and advantage ``alpha * R``, take the place of zero-advantage GRPO
   rows (whose policy gradient is zero, so the batch keeps the size verl's dispatch needs),
-  and every row's advantage is weighted for Eq. 1; Entropy-Adv shapes the advantages here;
+  and every row's advantage is weighted for Eq. 1; Entropy-Adv shapes the advantages here, the
+  80/20 rule zeroes those of the low-entropy tokens, and adaptive entropy control installs this
+  step's coefficient as the actor workers' ``entropy_coeff``;
 - ``_save_checkpoint`` / ``_load_checkpoint``: ``aepo_state.json`` beside verl's files.
 
 Which of these steps run is decided by the core's recipe (``aepo/core/recipes.py``).
