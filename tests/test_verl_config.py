@@ -188,3 +188,22 @@ def test_a_config_comment_promises_aepo_scalars_only_where_they_are_logged(name)
     if not recipe_for(check_config(compose_shipped(name))).extra_rollout:
         assert "aepo/entropy is still logged" not in comment
         assert "aepo/" not in comment or "No aepo/* scalars are logged" in comment
+
+
+def test_target_schedule_is_one_override_on_any_config():
+    cfg = check_config(
+        compose_default(
+            "aepo.target_entropy=0.25", "aepo.target_schedule={kind:cosine,start:1.0,steps:50}"
+        )
+    )
+    assert cfg.target_schedule.model_dump() == {"kind": "cosine", "start": 1.0, "steps": 50}
+    anneal = check_config(compose_shipped("aepo_linear_anneal"))
+    assert (anneal.target_schedule.kind, anneal.target_schedule.start) == ("linear", 1.0)
+    assert anneal.target_entropy == 0.5
+
+
+def test_bad_target_schedule_fails_naming_the_key():
+    with pytest.raises(
+        ConfigError, match=r"aepo\.target_schedule\.steps: .*greater than or equal to 1"
+    ):
+        check_config(compose_default("aepo.target_schedule={kind:linear,start:1.0,steps:0}"))

@@ -42,6 +42,7 @@ from aepo.core import (
     masked_mean,
     ppo_clip_loss,
     recipe_for,
+    target_at,
 )
 from aepo.model_dir import (
     ModelPathError,
@@ -276,6 +277,8 @@ class LocalTrainer:
             "response_length/mean": float(mask.sum(-1).float().mean()),
             "aepo/extra_gen_tokens": 0.0,
             "aepo/extra_gen_fraction": 0.0,
+            # Every algorithm logs the step's target: the line its entropy is judged against.
+            "aepo/target_entropy": target_at(cfg, step),
         }
         gen_tokens = grpo_rollout.num_tokens
 

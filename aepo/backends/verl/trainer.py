@@ -57,6 +57,7 @@ from aepo.core import (
     load_aepo_config,
     masked_mean,
     recipe_for,
+    target_at,
 )
 
 logger = logging.getLogger(__name__)
@@ -186,7 +187,11 @@ class AEPORayTrainer(RayPPOTrainer):
     def _update_actor(self, batch: DataProto) -> DataProto:
         # Both engines log reward/mean, the mean reward of the T = 1 (GRPO) samples, so that
         # `aepo plot` reads local and verl runs alike; fit() logs it only as critic/score/mean.
-        metrics = {"reward/mean": float(batch.batch["token_level_scores"].sum(-1).mean())}
+        metrics = {
+            "reward/mean": float(batch.batch["token_level_scores"].sum(-1).mean()),
+            # Every algorithm logs the step's target: the line its entropy is judged against.
+            "aepo/target_entropy": target_at(self.aepo_cfg, self.global_steps),
+        }
         if OLD_ENTROPY_KEY in batch.batch.keys():  # set only for Entropy-Adv
             batch.batch["advantages"] = entropy_shaped_advantages(
                 batch.batch["advantages"],
