@@ -471,7 +471,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\nTRL {trl.__version__} vs aepo on the built-in task: {len(args.seeds)} seed(s) "
         f"{args.seeds}, {args.steps} steps, torch threads {args.threads}, "
-        f"{time.perf_counter() - started:.0f} s in all; metrics over the last half of the steps"
+        f"{time.perf_counter() - started:.0f} s in all; metrics over the last half of the steps; "
+        f"TRL adaptive entropy_coef_delta {args.trl_coef_delta or 'TRL default (0.005)'}"
     )
     print(format_tables(medians))
     args.output_dir.mkdir(parents=True, exist_ok=True)
