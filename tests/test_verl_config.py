@@ -207,3 +207,11 @@ def test_bad_target_schedule_fails_naming_the_key():
         ConfigError, match=r"aepo\.target_schedule\.steps: .*greater than or equal to 1"
     ):
         check_config(compose_default("aepo.target_schedule={kind:linear,start:1.0,steps:0}"))
+
+
+def test_dry_run_summary_names_the_schedule():
+    from aepo.backends.verl.dry_run import run_summary
+
+    config = compose_shipped("aepo_linear_anneal")
+    summary = run_summary(config, check_config(config), train_rows=None)
+    assert "aepo (target entropy linear 1.0 -> 0.5 over 200 steps, T_high 1.2" in summary

@@ -51,8 +51,15 @@ def run_summary(config, cfg: AEPOConfig, train_rows: int | None) -> str:
     if cfg.algorithm == "grpo":
         algorithm = "grpo"
     else:
+        target = f"target entropy {cfg.target_entropy}"
+        schedule = cfg.target_schedule
+        if schedule is not None and schedule.kind != "constant":
+            target = (
+                f"target entropy {schedule.kind} {schedule.start} -> {cfg.target_entropy} "
+                f"over {schedule.steps} steps"
+            )
         algorithm = (
-            f"{cfg.algorithm} (target entropy {cfg.target_entropy}, "
+            f"{cfg.algorithm} ({target}, "
             f"T_high {cfg.t_high} / T_low {cfg.t_low}, {cfg.samples_up}/{cfg.samples_down} samples)"
         )
     lines = [
