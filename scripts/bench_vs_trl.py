@@ -2,8 +2,11 @@
 """AEPO side by side with TRL 1.16's GRPOTrainer (plain, and with its adaptive entropy
 coefficient) on the same model, prompts, reward and batch shape.
 
-    pip install -e ".[bench]"        # TRL 1.16.0; never a dependency of the package itself
-    python scripts/bench_vs_trl.py --seeds 0 1 2 --steps 100 --targets 0.25
+    make bench-trl     # .venv-bench: the main venv plus the `bench` extra (TRL 1.16.0)
+    .venv-bench/bin/python scripts/bench_vs_trl.py --seeds 0 1 2 --targets 0.25 --threads 1
+
+TRL is never a dependency of the package, and must not be importable where verl trains:
+verl 0.9.1's FSDP worker then imports a class TRL 1.16 removed (scripts/install_bench_env.sh).
 
 Rows: TRL GRPO, TRL adaptive entropy (Skywork-OR1's rule, ``use_adaptive_entropy`` at the
 same target), our AEPO in both ``entropy_source`` modes and our GRPO. The model directory, the
@@ -353,7 +356,7 @@ def run_trl(
 
     output_dir = Path(s.output_dir)
     logger = MetricsLogger(output_dir)
-    bar = tqdm(total=s.steps, desc=desc, dynamic_ncols=True)
+    bar = tqdm(total=s.steps, desc=desc, dynamic_ncols=True, disable=not s.progress)
 
     class MeasuredGRPOTrainer(GRPOTrainer):
         def _generate_and_score_completions(self, inputs):
@@ -436,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import trl
     except ImportError:
-        parser.exit(2, 'TRL is not installed: pip install -e ".[bench]"\n')
+        parser.exit(2, "TRL is not installed: make bench-trl (scripts/install_bench_env.sh)\n")
     if trl.__version__ != TRL_VERSION:
         print(f"warning: TRL {trl.__version__}, measured with {TRL_VERSION}", file=sys.stderr)
     import torch

@@ -184,3 +184,33 @@ def test_trl_accepts_the_mapped_config(bench, tmp_path):
     assert args.steps_per_generation == s.mini_batches
     assert args.use_adaptive_entropy and args.entropy_target == 0.25
     assert args.loss_type == "bnpo" and args.delta == 3.0
+
+
+def test_trl_run_logs_one_measurement_per_step(bench, tmp_path):
+    """A real 2-step TRL run through the bench (skipped without TRL, the `bench` extra)."""
+    pytest.importorskip("trl", reason="TRL is the optional `bench` extra")
+    from aepo.backends.local.metrics_log import read_metrics
+
+    raw = tiny_run_config(
+        "aepo",
+        0.25,
+        output_dir=str(tmp_path / "trl"),
+        steps=2,
+        prompts_per_step=4,
+        samples_per_prompt=4,
+        mini_batches=2,
+        torch_threads=1,
+        progress=False,
+        cache_dir=str(tmp_path / "cache"),
+        warm_start={"steps": 100, "batch_size": 64, "valid_fraction": 1.0},
+    )
+    config = run_config_from_dict(raw, source="test")
+    log, cpu, wall = bench.run_trl(config, 0.25, "trl test", coef_delta=0.002)
+    assert len(log.entropies) == len(log.rewards) == 2
+    assert all(0 < h < 10 for h in log.entropies) and all(0 <= r <= 1 for r in log.rewards)
+    assert 0 < log.grpo_tokens <= 2 * 4 * 4 * config.trainer.max_new_tokens
+    assert log.extra_tokens == 0 and cpu > 0 and wall > 0
+    logged = read_metrics(tmp_path / "trl")
+    assert [m["step"] for m in logged] == [1, 2]
+    assert [m["actor/entropy"] for m in logged] == pytest.approx(log.entropies)
+    assert all(m["aepo/target_entropy"] == 0.25 for m in logged)
