@@ -265,3 +265,30 @@ def test_adaptive_entropy_makes_the_worker_compute_pi_thetas_entropy():
     assert config.actor_rollout_ref.actor.entropy_coeff == 0
     # The verl value equal to ours (or verl's default) is no conflict.
     compose_checked("clip_cov", "actor_rollout_ref.actor.policy_loss.clip_cov_ub=5.0")
+
+
+def test_target_schedule_is_one_override_on_any_config():
+    cfg = check_config(
+        compose_default(
+            "aepo.target_entropy=0.25", "aepo.target_schedule={kind:cosine,start:1.0,steps:50}"
+        )
+    )
+    assert cfg.target_schedule.model_dump() == {"kind": "cosine", "start": 1.0, "steps": 50}
+    anneal = check_config(compose_shipped("aepo_linear_anneal"))
+    assert (anneal.target_schedule.kind, anneal.target_schedule.start) == ("linear", 1.0)
+    assert anneal.target_entropy == 0.5
+
+
+def test_bad_target_schedule_fails_naming_the_key():
+    with pytest.raises(
+        ConfigError, match=r"aepo\.target_schedule\.steps: .*greater than or equal to 1"
+    ):
+        check_config(compose_default("aepo.target_schedule={kind:linear,start:1.0,steps:0}"))
+
+
+def test_dry_run_summary_names_the_schedule():
+    from aepo.backends.verl.dry_run import run_summary
+
+    config = compose_shipped("aepo_linear_anneal")
+    summary = run_summary(config, check_config(config), train_rows=None)
+    assert "aepo (target entropy linear 1.0 -> 0.5 over 200 steps, T_high 1.2" in summary

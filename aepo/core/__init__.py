@@ -79,6 +79,7 @@ _EXPORTS = {
     ),
     "merge": ("MergePlan", "plan_merge"),
     "recipes": ("Recipe", "recipe_for"),
+    "schedule": ("target_at",),
     "rollout_budget": (
         "ExtraRolloutPlan",
         "PositiveRateTracker",

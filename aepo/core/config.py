@@ -249,6 +249,54 @@ class BaselinesConfig(_Section):
     top_entropy: TopEntropyConfig = Field(default_factory=TopEntropyConfig)
 
 
+class TargetScheduleConfig(_Section):
+    """A target that moves with the step, from ``start`` to ``target_entropy``."""
+
+    kind: Literal["constant", "linear", "cosine"] = Field(
+        description=doc(
+            "`linear` or `cosine` from `start` at step 1 to `target_entropy` after `steps` "
+            "steps, held there afterwards; `constant`: `target_entropy` at every step.",
+            "this package; Entrocraft reports linear annealing as its best schedule",
+        ),
+    )
+    start: float | None = Field(
+        None,
+        gt=0,
+        description=doc("H* at step 1 (`linear`, `cosine`).", "this package"),
+    )
+    steps: int | None = Field(
+        None,
+        ge=1,
+        description=doc(
+            "steps the schedule takes to reach `target_entropy` (`linear`, `cosine`).",
+            "this package",
+        ),
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _end_is_target_entropy(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "end" in data:
+            raise ValueError(
+                f"'end' is not a key: the schedule ends at aepo.target_entropy, set that "
+                f"instead (got end={data['end']!r})"
+            )
+        return data
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> TargetScheduleConfig:
+        given = [k for k in ("start", "steps") if getattr(self, k) is not None]
+        if self.kind == "constant" and given:
+            raise ValueError(
+                f"kind constant holds target_entropy at every step; "
+                f"{' and '.join(given)} would be ignored: remove them"
+            )
+        missing = [k for k in ("start", "steps") if getattr(self, k) is None]
+        if self.kind != "constant" and missing:
+            raise ValueError(f"kind {self.kind} needs {' and '.join(missing)}")
+        return self
+
+
 REMOVED_KEYS: dict[str, str] = {
     "entropy_ema": "removed: no measurement needed smoothing (the raw measurement is used)",
     "integral_gain": "removed: the integral term was never enabled by a measured config",
@@ -291,7 +339,19 @@ class AEPOConfig(_Section):
         0.5,
         gt=0,
         description=doc(
-            "H*, token-mean entropy of pi_old at T = 1 (also adaptive_entropy's target).", PAPER
+            "H*, token-mean entropy of pi_old at T = 1 (also adaptive_entropy's target; with "
+            "`target_schedule`: where the schedule ends).",
+            PAPER,
+        ),
+    )
+    target_schedule: TargetScheduleConfig | None = Field(
+        None,
+        description=doc(
+            "a target that changes with the step, one line of YAML: "
+            "`{kind: linear, start: 1.0, steps: 200}` anneals H* from 1.0 to "
+            "`target_entropy` over 200 steps (kinds: constant, linear, cosine); null: "
+            "`target_entropy` at every step. Logged as aepo/target_entropy.",
+            "this package",
         ),
     )
     t_high: float = Field(
@@ -412,7 +472,8 @@ def validation_problems(err: ValidationError, source: str) -> str:
         value = e.get("input")
         if e["type"] == "extra_forbidden":
             lines.append(f"{where}: unknown key (value {value!r})")
-        elif e["type"] == "value_error" and not loc:
+        elif e["type"] == "value_error" and (not loc or isinstance(value, dict)):
+            # a section's own check: its message names the keys; the whole mapping is noise
             lines.append(f"{where}: {e['msg'].removeprefix('Value error, ')}")
         else:
             lines.append(f"{where}: {e['msg']} (got {value!r})")

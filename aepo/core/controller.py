@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aepo.core.config import AEPOConfig
+from aepo.core.schedule import target_at
 
 RAISE = 1
 LOWER = -1
@@ -60,6 +61,9 @@ class EntropyController:
     def __init__(self, cfg: AEPOConfig):
         self.cfg = cfg
         self.entropy: float | None = None
+        self.last_step: int | None = None
+        self.last_target: float | None = None
+        """step and target of the last decision (saved; a resumed run reports them too)"""
         self.history: list[Decision] = []
         """this process's decisions, for logs and tests; not saved in ``state_dict``, which
         stays the same size however long a run is"""
@@ -82,7 +86,7 @@ class EntropyController:
                 "EntropyController.decide() before any observe(): measure pi_old's entropy first"
             )
         cfg = self.cfg
-        target = cfg.target_entropy
+        target = target_at(cfg, step)  # aepo.target_schedule, or target_entropy
         direction = RAISE if self.entropy < target else LOWER
         max_samples = cfg.samples_up if direction == RAISE else cfg.samples_down
         strength = 1.0
@@ -101,14 +105,26 @@ class EntropyController:
             strength=strength,
         )
         self.history.append(decision)
+        self.last_step, self.last_target = step, target
         return decision
 
     def state_dict(self) -> dict[str, Any]:
-        return {"entropy": self.entropy, "config": self.cfg.model_dump()}
+        # The target needs no state (a function of the step, which both engines restore);
+        # the last one is saved so a checkpoint shows where a schedule stood.
+        return {
+            "entropy": self.entropy,
+            "config": self.cfg.model_dump(),
+            "last_step": self.last_step,
+            "last_target": self.last_target,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         try:
             entropy = state["entropy"]
             self.entropy = None if entropy is None else float(entropy)
+            # Absent from checkpoints written before target schedules existed.
+            last_step, last_target = state.get("last_step"), state.get("last_target")
+            self.last_step = None if last_step is None else int(last_step)
+            self.last_target = None if last_target is None else float(last_target)
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"corrupt entropy-controller state: {err!r}") from err

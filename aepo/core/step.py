@@ -22,6 +22,7 @@ from aepo.core.losses import eq1_row_scale
 from aepo.core.merge import MergePlan, plan_merge
 from aepo.core.recipes import recipe_for
 from aepo.core.rollout_budget import ExtraRolloutPlan, PositiveRateTracker, plan_for_decision
+from aepo.core.schedule import target_at
 from aepo.core.selection import Selection, select_from_extra_rollout
 
 
@@ -52,6 +53,14 @@ class AEPOStep:
             else None
         )
         """adaptive_entropy's coefficient (None for the other algorithms)"""
+
+    def follow_target(self, step: int) -> float:
+        """This step's target (``aepo.target_schedule``, else ``target_entropy``); the
+        adaptive entropy coefficient chases the same one. Engines call it once per step."""
+        target = target_at(self.cfg, step)
+        if self.entropy_coef is not None:
+            self.entropy_coef.target = target
+        return target
 
     # --- decide and plan -------------------------------------------------------------------
     @property

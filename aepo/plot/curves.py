@@ -70,8 +70,9 @@ def plot_runs(
             steps, values = scalars[ENTROPY]
             ax_h.plot(steps, values, color=colour, ls=style, label=label, lw=1.3)
         if TARGET in scalars:
-            _, targets = scalars[TARGET]
-            ax_h.axhline(float(targets[-1]), color=colour, ls="--", lw=1, alpha=0.8)
+            # A line over the steps, not a constant: aepo.target_schedule moves the target.
+            steps, targets = scalars[TARGET]
+            ax_h.plot(steps, targets, color=colour, ls="--", lw=1, alpha=0.8)
         if REWARD in scalars:
             steps, values = scalars[REWARD]
             ax_r.plot(steps, values, color=colour, ls=style, lw=1.1)

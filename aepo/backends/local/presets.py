@@ -102,6 +102,14 @@ def tiny_config_files() -> dict[str, dict[str, Any]]:
         *ENTROPY_METHOD_BASELINES,
     ):
         files[f"{algorithm}.yaml"] = tiny_run_config(algorithm, output_dir=f"runs/tiny/{algorithm}")
+    anneal = tiny_run_config("aepo", min(DEMO_TARGETS), output_dir="runs/tiny/aepo_linear_anneal")
+    # From the highest demo target down to the lowest over two thirds of the run, then held.
+    anneal["aepo"]["target_schedule"] = {
+        "kind": "linear",
+        "start": max(DEMO_TARGETS),
+        "steps": TINY_TRAINER["steps"] * 2 // 3,
+    }
+    files["aepo_linear_anneal.yaml"] = anneal
     return files
 
 

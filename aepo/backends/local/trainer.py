@@ -307,6 +307,8 @@ class LocalTrainer:
             "response_length/mean": float(mask.sum(-1).float().mean()),
             "aepo/extra_gen_tokens": 0.0,
             "aepo/extra_gen_fraction": 0.0,
+            # Every algorithm logs the step's target: the line its entropy is judged against.
+            "aepo/target_entropy": self.aepo.follow_target(step),
         }
         metrics.update(top_entropy_metrics)
         gen_tokens = grpo_rollout.num_tokens

@@ -35,12 +35,23 @@ def attention_plan(config) -> str:
     return "sdpa, remove-padding off (flash-attn is not installed here)"
 
 
+def target_summary(cfg: AEPOConfig) -> str:
+    """The entropy target, or the schedule that moves it."""
+    schedule = cfg.target_schedule
+    if schedule is not None and schedule.kind != "constant":
+        return (
+            f"target entropy {schedule.kind} {schedule.start} -> {cfg.target_entropy} "
+            f"over {schedule.steps} steps"
+        )
+    return f"target entropy {cfg.target_entropy}"
+
+
 def algorithm_summary(cfg: AEPOConfig) -> str:
     """The algorithm and the settings its recipe uses."""
     recipe, b = recipe_for(cfg), cfg.baselines
     if recipe.extra_rollout:
         settings = (
-            f"target entropy {cfg.target_entropy}, T_high {cfg.t_high} / T_low {cfg.t_low}, "
+            f"{target_summary(cfg)}, T_high {cfg.t_high} / T_low {cfg.t_low}, "
             f"{cfg.samples_up}/{cfg.samples_down} samples"
         )
     elif recipe.policy_loss == "clip_cov":
@@ -53,7 +64,7 @@ def algorithm_summary(cfg: AEPOConfig) -> str:
     elif recipe.adaptive_entropy:
         a = b.adaptive_entropy
         settings = (
-            f"target entropy {cfg.target_entropy}, c from {a.initial_coef:g} by {a.step:g} "
+            f"{target_summary(cfg)}, c from {a.initial_coef:g} by {a.step:g} "
             f"within [{a.min_coef:g}, {a.max_coef:g}] each {a.update.replace('_', ' ')}"
         )
     elif recipe.top_entropy_quantile is not None:

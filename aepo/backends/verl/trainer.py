@@ -199,7 +199,11 @@ class AEPORayTrainer(RayPPOTrainer):
     def _update_actor(self, batch: DataProto) -> DataProto:
         # Both engines log reward/mean, the mean reward of the T = 1 (GRPO) samples, so that
         # `aepo plot` reads local and verl runs alike; fit() logs it only as critic/score/mean.
-        metrics = {"reward/mean": float(batch.batch["token_level_scores"].sum(-1).mean())}
+        metrics = {
+            "reward/mean": float(batch.batch["token_level_scores"].sum(-1).mean()),
+            # Every algorithm logs the step's target: the line its entropy is judged against.
+            "aepo/target_entropy": self.aepo.follow_target(self.global_steps),
+        }
         old_entropy = None
         if OLD_ENTROPY_KEY in batch.batch.keys():  # set only for Entropy-Adv and 80/20
             old_entropy = batch.batch.pop(OLD_ENTROPY_KEY)
