@@ -274,6 +274,8 @@ def test_reset_reward_counters():
         "no_answer": 0,
         "unparseable": 0,
         "timed_out": 0,
+        "machine_busy": 0,
+        "out_of_memory": 0,
         "bad_ground_truth": 0,
     }
 

@@ -69,6 +69,8 @@ class RewardResult:
     unparseable: a box was found but its content could not be read, was refused as too
         costly, or was not settled within the time or memory limit, so it scored 0 without a
         real comparison.
+    problem: why the answer was not compared (None when it was): the refusal, the limit
+        that stopped it, "empty answer" or "ground truth unreadable".
     """
 
     score: float
@@ -76,12 +78,16 @@ class RewardResult:
     answer: str | None
     format_ok: bool
     unparseable: bool
+    problem: str | None = None
 
 
 class RewardCounters:
     """Responses scored, with no (or an empty) answer, with an answer that could not be checked
-    (``unparseable``; ``timed_out`` counts those of them stopped by the time or memory limit),
-    and with a ground truth that could not be read (per process)."""
+    (``unparseable``; ``timed_out`` counts those of them stopped by the CPU-time, memory or
+    wall-clock limit, ``out_of_memory`` those stopped by the memory limit, and
+    ``machine_busy`` those stopped by the wall clock before they used their CPU time: only
+    these verdicts depend on the machine's load), and with a ground truth that could not be
+    read (per process)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -90,6 +96,8 @@ class RewardCounters:
             "no_answer": 0,
             "unparseable": 0,
             "timed_out": 0,
+            "machine_busy": 0,
+            "out_of_memory": 0,
             "bad_ground_truth": 0,
         }
 
@@ -311,7 +319,8 @@ _sandbox_failure: str | None = None
 
 
 def _checked_verdict(answer: str, ground_truth: str) -> tuple[bool, str | None, bool]:
-    """(correct, problem, stopped by the time or memory limit), from a worker process."""
+    """(correct, problem, stopped by a limit), from a worker process; a verdict that depends
+    on the machine's load is not cached."""
     global _sandbox_failure
     cached = _CACHE.get((answer, ground_truth))
     if cached is not None:
@@ -330,7 +339,8 @@ def _checked_verdict(answer: str, ground_truth: str) -> tuple[bool, str | None, 
         # one at a time: sympy's numeric evaluation changes process-wide mpmath state
         with _IN_PROCESS:
             result = (*symbolic_verdict(answer, ground_truth), False)
-    _CACHE.put((answer, ground_truth), result)
+    if result[1] not in sandbox.LOAD_DEPENDENT:  # the next call may well be checked
+        _CACHE.put((answer, ground_truth), result)
     return result
 
 
@@ -367,7 +377,13 @@ def score(
         elif problem == _BAD_GROUND_TRUTH:
             _COUNTERS.add(scored=1, bad_ground_truth=1)
         elif problem:
-            _COUNTERS.add(scored=1, unparseable=1, timed_out=int(timed_out))
+            _COUNTERS.add(
+                scored=1,
+                unparseable=1,
+                timed_out=int(timed_out),
+                machine_busy=int(problem == sandbox.MACHINE_BUSY),
+                out_of_memory=int(problem == sandbox.OUT_OF_MEMORY),
+            )
         else:
             _COUNTERS.add(scored=1)
         value = 1.0 if (correct and format_ok) else 0.0
@@ -379,11 +395,12 @@ def score(
             answer=answer,
             format_ok=format_ok,
             unparseable=problem is not None and problem not in (_BAD_GROUND_TRUTH, _EMPTY_ANSWER),
+            problem=problem,
         )
     except Exception:  # last line of defence: a reward must never stop training
         logger.warning("math reward failed; scoring 0", exc_info=True)
         _COUNTERS.add(scored=1, unparseable=1)
-        return RewardResult(-format_penalty, False, None, False, True)
+        return RewardResult(-format_penalty, False, None, False, True, "the reward raised")
 
 
 def compute_score(
