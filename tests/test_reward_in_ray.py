@@ -77,15 +77,6 @@ def _gone(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    """A one-node Ray cluster on this machine only (``address="local"`` never joins a
-    running cluster), torn down after the module."""
-    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
 def test_verdicts_in_a_ray_actor_equal_the_drivers_and_nothing_outlives_it(local_ray):
     actor = ray.remote(num_cpus=0)(RewardActor).remote()
     in_actor = ray.get(actor.score.remote(CASES), timeout=180)

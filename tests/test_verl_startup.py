@@ -332,17 +332,6 @@ def test_nodes_without_aepo_or_at_another_version_are_named():
     assert len(problems) == 2
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    """A one-node Ray cluster on this machine only (``address="local"`` never joins a
-    running cluster), torn down after the module."""
-    import ray
-
-    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
 def test_every_node_of_a_real_ray_cluster_is_probed(local_ray, monkeypatch):
     import importlib.util
 
