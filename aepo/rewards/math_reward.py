@@ -10,11 +10,13 @@ Two entry points share one implementation:
 
 Both are safe in threads, Ray actors and process pools, and bounded in time and memory on any
 input: answers that are not settled by a cheap in-process check (the same text, two integers, a
-multiple-choice letter) are compared by math-verify in a worker process that is killed at a
-deadline (:mod:`aepo.rewards.sandbox`; 0.7 s by default, ``AEPO_REWARD_TIMEOUT``) and runs
-under an address-space limit. Answers sympy is known to spend minutes on are refused before
-that (:mod:`aepo.rewards.cost_guard`), so they cost no worker. No input makes them raise: an
-answer that cannot be read or checked in time scores 0 and is counted
+multiple-choice letter) are compared by math-verify in a worker process
+(:mod:`aepo.rewards.sandbox`) that may spend 0.3 CPU-seconds on one comparison
+(``AEPO_REWARD_CPU_S``) and runs under an address-space limit. CPU time, unlike the wall clock,
+does not depend on what else the machine runs, so an answer gets the same verdict on an idle
+and on a loaded machine. Answers sympy is known to spend minutes on are refused before that
+(:mod:`aepo.rewards.cost_guard`), so they cost no worker. No input makes them raise: an answer
+that cannot be read or checked within the limits scores 0 and is counted
 (:func:`reward_counters`).
 
 In verl configs prefer ``path: pkg://aepo.rewards.math_reward``; a file path also works (verl
@@ -33,7 +35,7 @@ from functools import lru_cache
 from typing import Any
 
 from aepo.rewards import sandbox
-from aepo.rewards.boxed import last_boxed_content
+from aepo.rewards.boxed import last_boxed_content, without_redundant_braces
 from aepo.rewards.cost_guard import MAX_ANSWER_CHARS, too_costly_to_parse
 
 logger = logging.getLogger(__name__)
@@ -211,6 +213,7 @@ def symbolic_verdict(answer: str, ground_truth: str) -> tuple[bool, str | None]:
     # sympy raises mpmath's process-wide precision while it evaluates; start every call from
     # the default, whatever a previous call left behind
     mpmath.mp.prec = 53
+    answer = without_redundant_braces(answer)
     refusal = too_costly_to_parse(answer)
     if refusal:
         return False, f"answer refused: {refusal}"
@@ -255,6 +258,7 @@ def quick_verdict(answer: str, ground_truth: str) -> tuple[bool, str | None] | N
     """The verdict when plain text settles it, else None (then math-verify must compare)."""
     if len(answer) > _MAX_COMPARED_CHARS:
         return False, f"answer refused: longer than {_MAX_COMPARED_CHARS} characters"
+    answer = without_redundant_braces(answer)
     text, truth = _canonical_text(answer), _canonical_text(ground_truth)
     if not text:
         return False, _EMPTY_ANSWER

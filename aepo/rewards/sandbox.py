@@ -1,11 +1,16 @@
-"""Symbolic answer checks in worker processes that are killed at a deadline.
+"""Symbolic answer checks in worker processes, stopped at a CPU-time budget.
 
 sympy can spend minutes or gigabytes on a short answer (``(x+1)^{999999}``, eighteen nested
 braces), and no pattern list catches every such form. A thread cannot be stopped while it runs
-a C-level big-integer power, so the check runs in a separate process instead: a call that is
-not answered by its deadline kills the worker and scores 0, and every worker runs under an
-address-space limit (``RLIMIT_AS``), so a memory bomb ends in a ``MemoryError`` inside the
-worker rather than in the kernel's OOM killer.
+a C-level big-integer power, so the check runs in a separate process instead. Each comparison
+may use ``cpu_budget_s`` of CPU time: the worker's profiling timer (``ITIMER_PROF``) stops it
+there, and the caller, which reads the worker's CPU time from ``/proc``, kills a worker that
+went past it inside one C call. CPU time rather than the wall clock decides, so which answers
+are too costly does not depend on the machine's load. A wall-clock limit remains as the last
+resort; a call it stops before the worker used its budget is reported as
+:data:`MACHINE_BUSY`, which the caller neither caches nor mistakes for a verdict. Every worker
+runs under an address-space limit (``RLIMIT_AS``), so a memory bomb ends inside the worker
+rather than in the kernel's OOM killer.
 
 Workers are forked from a *template* process started with ``subprocess`` (fork + exec, safe in
 a process that runs threads, unlike ``os.fork``), which imports sympy and math-verify once: a
@@ -43,7 +48,7 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_CPU_BUDGET_S = 0.25
+DEFAULT_CPU_BUDGET_S = 0.3
 """CPU seconds one comparison may use. This, not the wall clock, decides which answers are
 too costly to check: a process's CPU time does not depend on what else the machine runs, so
 the same answer gets the same verdict on an idle and on a loaded machine."""
