@@ -32,6 +32,14 @@ _LARGE_GAMMA = re.compile(
 )
 _OPENERS, _CLOSERS = "({[", ")}]"
 
+MAX_POLYNOMIAL_POWER = 99
+"""``(x+1)^{100}`` and higher are refused: sympy expands them to compare (a thousand terms of
+thousand-digit coefficients for ``(x+1)^{1000}``, far over the worker's CPU budget)."""
+_POWER_OF_GROUP = re.compile(rf"\)\s*\^\s*\{{?\s*\d{{{len(str(MAX_POLYNOMIAL_POWER)) + 1},}}")
+_COMMAND = re.compile(r"\\[a-zA-Z]+")
+_TRIG = re.compile(r"\\(?:sin|cos|tan|sec|csc|cot)(?![a-zA-Z])")
+_THOUSAND_DIGIT_EXPONENT = re.compile(r"\^\s*\{?\s*\d{4,}")
+
 
 def nesting_depth(text: str) -> int:
     """How deep brackets and braces nest (escaped ``\\{``/``\\}`` included, unbalanced ones
@@ -95,6 +103,26 @@ def _has_large_factorial(text: str) -> bool:
     return False
 
 
+def _has_large_polynomial_power(text: str) -> bool:
+    """``( ... )^{N}`` with N > MAX_POLYNOMIAL_POWER around a sum that holds a variable."""
+    for match in _POWER_OF_GROUP.finditer(text):
+        depth, start = 0, None
+        for i in range(match.start(), -1, -1):
+            if text[i] == ")":
+                depth += 1
+            elif text[i] == "(":
+                depth -= 1
+                if depth == 0:
+                    start = i
+                    break
+        if start is None:
+            continue
+        group = _COMMAND.sub("", text[start : match.start()])
+        if re.search(r"[a-zA-Z]", group) and re.search(r"[-+]", group):
+            return True
+    return False
+
+
 def too_costly_to_parse(latex: str) -> str | None:
     """Why ``latex`` must not be handed to sympy, or None if it is safe."""
     if len(latex) > MAX_ANSWER_CHARS:
@@ -106,6 +134,10 @@ def too_costly_to_parse(latex: str) -> str | None:
         return "a tower of powers"
     if _has_large_factorial(latex) or _LARGE_GAMMA.search(latex):
         return f"a factorial of something other than a number below 10^{MAX_FACTORIAL_DIGITS}"
+    if _has_large_polynomial_power(as_carets):
+        return f"a power of a polynomial above {MAX_POLYNOMIAL_POWER}"
+    if _TRIG.search(latex) and _THOUSAND_DIGIT_EXPONENT.search(as_carets):
+        return "a trigonometric function next to a power above 999 (argument reduction)"
     if nesting_depth(latex) > MAX_NESTING:
         return f"brackets nested deeper than {MAX_NESTING}"
     return None

@@ -246,7 +246,10 @@ def _template_main(control_fd: int, memory_limit: int, cpu_budget_s: float) -> N
         math_reward.symbolic_verdict(answer, truth)
     # Workers are never waited for one by one: let the kernel reap them.
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
-    _send(control, {"ready": os.getpid()})
+    try:
+        _send(control, {"ready": os.getpid()})
+    except OSError:
+        return  # the caller went away while this process started
     while True:
         try:
             _recv(control)
