@@ -21,8 +21,9 @@ MAX_NESTING = 4
 """Brackets and braces nested deeper than this are refused (after braces that group nothing
 are dropped, :func:`aepo.rewards.boxed.without_redundant_braces`). Real answers stay within
 four (``\\left(\\frac{\\sqrt{\\frac{3}{2}}}{2}\\right)``); each level adds 0.03-0.1 CPU-s to
-the parse, and what four levels cost (up to about 0.2 s) stays clear of the worker's CPU
-budget, so that no answer accepted here is decided by CPU-time noise."""
+the parse, and what four levels cost (up to 0.3 s in a worker whose caches are cold) stays
+clear of the worker's CPU budget (0.5 s), so that no answer accepted here is decided by
+CPU-time noise or by which worker took it."""
 
 _LONG_EXPONENT = re.compile(rf"\^\s*\{{?\s*[-+]?\s*\d{{{MAX_EXPONENT_DIGITS + 1},}}")
 _SMALL_FACTORIAL = re.compile(rf"(?<![\d.])\d{{1,{MAX_FACTORIAL_DIGITS}}}\s*$")

@@ -11,7 +11,7 @@ Two entry points share one implementation:
 Both are safe in threads, Ray actors and process pools, and bounded in time and memory on any
 input: answers that are not settled by a cheap in-process check (the same text, two integers, a
 multiple-choice letter) are compared by math-verify in a worker process
-(:mod:`aepo.rewards.sandbox`) that may spend 0.3 CPU-seconds on one comparison
+(:mod:`aepo.rewards.sandbox`) that may spend 0.5 CPU-seconds on one comparison
 (``AEPO_REWARD_CPU_S``) and runs under an address-space limit. CPU time, unlike the wall clock,
 does not depend on what else the machine runs, so an answer gets the same verdict on an idle
 and on a loaded machine. Answers sympy is known to spend minutes on are refused before that

@@ -48,7 +48,7 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_CPU_BUDGET_S = 0.3
+DEFAULT_CPU_BUDGET_S = 0.5
 """CPU seconds one comparison may use. This, not the wall clock, decides which answers are
 too costly to check: a process's CPU time does not depend on what else the machine runs, so
 the same answer gets the same verdict on an idle and on a loaded machine."""
@@ -227,7 +227,8 @@ _WARM_UP = [
     ("(3, \\frac{\\pi}{2})", "[2, 5)"),
     ("x^2+1", "\\{1,2\\}"),
     ("\\left(\\frac{\\sqrt{2}}{2}\\right)", "0.5"),
-    ("{{\\frac{1}{2}}}", "\\frac{\\pi}{4}"),
+    ("((\\frac{1}{2}))", "\\frac{\\pi}{4}"),
+    ("(((x)))", "x^2+1"),
     ("[[1]]", "(1, 2)"),
     ("\\text{yes}", "10\\%"),
     ("-2, 1", "1,-2"),
