@@ -11,7 +11,7 @@ from pathlib import Path
 from omegaconf import open_dict
 from verl.trainer.ppo.utils import need_critic
 
-from aepo.backends.verl.checkpoint import resume_problems
+from aepo.backends.verl.checkpoint import resume_folder, resume_problems
 from aepo.backends.verl.data_files import prompts_per_step
 from aepo.backends.verl.trainer import aepo_config_from
 from aepo.core import AEPOConfig, ConfigError, recipe_for
@@ -315,15 +315,14 @@ def _model_config_file(path: str) -> Path | None:
 
 
 def check_resume(config, cfg: AEPOConfig) -> None:
-    """The AEPO state of the checkpoint verl will resume from is there and readable. Raises
-    ConfigError naming the file."""
-    problems = resume_problems(
-        config.trainer,
-        algorithm=cfg.algorithm,
-        uses_controller=recipe_for(cfg).has_state,
-    )
+    """The AEPO state of the checkpoint verl will resume from is there, readable and written
+    by the same algorithm: else ConfigError naming the file. Other ``aepo`` settings that
+    differ from the checkpoint's are named in one warning."""
+    problems, changes = resume_problems(config.trainer, cfg)
     if problems:
         raise ConfigError("cannot resume AEPO training:\n  " + "\n  ".join(problems))
+    if changes:
+        logger.warning("resuming %s with changes: %s", resume_folder(config.trainer), changes)
 
 
 def make_local_paths_absolute(config) -> None:

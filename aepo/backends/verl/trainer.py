@@ -377,6 +377,8 @@ class AEPORayTrainer(RayPPOTrainer):
     def aepo_state_dict(self) -> dict:
         return {
             "algorithm": self.aepo_cfg.algorithm,
+            # compared with the resuming config before Ray starts (checkpoint.resume_problems)
+            "run_config": {"aepo": self.aepo_cfg.model_dump(mode="json")},
             "uses_controller": self.recipe.has_state,
             "global_step": self.global_steps,
             **self.aepo.state_dict(),
@@ -432,12 +434,11 @@ class AEPORayTrainer(RayPPOTrainer):
                 self.aepo_cfg.algorithm,
             )
             return
-        if state.get("algorithm") != self.aepo_cfg.algorithm:
-            logger.warning(
-                "%s was written by algorithm %r, resuming as %r",
-                path,
-                state.get("algorithm"),
-                self.aepo_cfg.algorithm,
+        if state.get("algorithm", self.aepo_cfg.algorithm) != self.aepo_cfg.algorithm:
+            # start-up refuses this before Ray starts; a trainer built some other way must too
+            raise CheckpointStateError(
+                f"{path} was written by aepo.algorithm={state['algorithm']!r}, the config says "
+                f"{self.aepo_cfg.algorithm!r}: a run cannot change aepo.algorithm"
             )
         if uses_controller or state.get("uses_controller"):
             self.load_aepo_state_dict(state, source=path)
