@@ -451,3 +451,37 @@ def test_a_resume_with_other_aepo_settings_warns_naming_each(tmp_path, monkeypat
             compose_with(*files, f"trainer.default_local_dir={checkpoints}"), monkeypatch
         )
     assert not [r for r in caplog.records if "resuming" in r.getMessage()]
+
+
+@pytest.mark.parametrize("has_value_head", [False, True])
+def test_a_trl_that_verls_workers_cannot_use_is_named_per_node(
+    tmp_path, monkeypatch, has_value_head
+):
+    """A stand-in ``trl`` package on the path: installing the real TRL 1.16 here would break
+    this venv's verl workers, which is the case under test."""
+    import sys
+
+    from aepo.backends.verl.cluster import NodeReport, _probe, node_problems
+
+    package = tmp_path / "trl"
+    package.mkdir()
+    body = '__version__ = "1.16.0"\n'
+    if has_value_head:
+        body += "class AutoModelForCausalLMWithValueHead: ...\n"
+    (package / "__init__.py").write_text(body)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in [m for m in sys.modules if m == "trl" or m.startswith("trl.")]:
+        monkeypatch.delitem(sys.modules, name)
+    try:
+        found = _probe("aepo")()
+    finally:
+        for name in [m for m in sys.modules if m == "trl" or m.startswith("trl.")]:
+            del sys.modules[name]
+    if has_value_head:
+        assert found["trl_problem"] is None
+        return
+    assert "TRL 1.16.0 is installed" in found["trl_problem"]
+    report = NodeReport("10.0.0.1", "head", "0.1.0", None, True, found["trl_problem"])
+    (problem,) = node_problems([report], "0.1.0")
+    assert problem.startswith("Ray node 10.0.0.1 (head): TRL 1.16.0 is installed")
+    assert "pip uninstall trl" in problem and "make bench-trl" in problem
