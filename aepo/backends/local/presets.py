@@ -18,7 +18,7 @@ TINY_TRAINER: dict[str, Any] = {
     "steps": 150,
     "prompts_per_step": 32,
     "samples_per_prompt": 8,
-    "max_new_tokens": 4,
+    "max_new_tokens": 5,
     "lr": 1e-3,
     "mini_batches": 4,
     "ppo_epochs": 1,

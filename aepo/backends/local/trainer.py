@@ -23,7 +23,7 @@ import torch
 
 from aepo.backends.local import checkpoint as ckpt
 from aepo.backends.local.metrics_log import MetricsLogger
-from aepo.backends.local.prompts import DigitSumPrompts, ParquetPrompts, PromptSource
+from aepo.backends.local.prompts import BuiltinTaskPrompts, ParquetPrompts, PromptSource
 from aepo.backends.local.rollout import (
     Rollout,
     decode_responses,
@@ -155,7 +155,10 @@ class LocalTrainer:
             from aepo.tasks.warm_start import warm_start_model
 
             return warm_start_model(
-                self.settings.warm_start, self.settings.cache_dir, progress=self.settings.progress
+                self.settings.warm_start,
+                self.settings.cache_dir,
+                progress=self.settings.progress,
+                task=self.settings.warm_start_task,
             )
         return Path(self.settings.model)
 
@@ -165,8 +168,8 @@ class LocalTrainer:
         )
 
     def _prompt_source(self) -> PromptSource:
-        if self.settings.data == BUILTIN:
-            return DigitSumPrompts(self.settings.seed)
+        if self.settings.builtin_task is not None:
+            return BuiltinTaskPrompts(self.settings.builtin_task, self.settings.seed)
         return ParquetPrompts(
             self.settings.data,
             self.tokenizer,
