@@ -113,3 +113,34 @@ def test_proportional_stays_within_bounds(entropy, kp):
         assert MIN_STRENGTH <= d.strength <= 1
         assert 0 <= d.budget <= max(cfg.samples_up, cfg.samples_down)
         assert d.temperature in (cfg.t_low, cfg.t_high)
+
+
+def test_settle_keeps_the_temperature_and_resizes_the_push_from_the_new_measurement():
+    ctl = controller(controller={"gain": "proportional", "proportional_gain": 2.0})
+    ctl.observe(0.3)  # 40% below: strength 0.8
+    planned = ctl.decide(step=2)
+    ctl.observe(0.45)  # this step's measurement, still below but closer: strength 0.2
+    settled = ctl.settle(planned)
+    assert (settled.direction, settled.temperature, settled.step) == (RAISE, 1.2, 2)
+    assert settled.entropy == 0.45
+    assert settled.strength == pytest.approx(0.2) and settled.budget == 12
+    assert ctl.history == [settled]  # logs show the push that was applied
+
+
+def test_settle_drops_a_push_the_new_measurement_says_is_wrong():
+    for gain in ("fixed", "proportional"):
+        ctl = controller(controller={"gain": gain})
+        ctl.observe(0.4)
+        planned = ctl.decide(step=2)  # hot samples, to raise entropy
+        ctl.observe(0.6)  # but entropy is already above the target now
+        settled = ctl.settle(planned)
+        assert settled.temperature == planned.temperature == 1.2
+        assert (settled.budget, settled.strength) == (0, 0.0)
+
+
+def test_settle_needs_a_measurement():
+    ctl = controller()
+    ctl.observe(0.4)
+    decision = ctl.decide(1)
+    with pytest.raises(RuntimeError, match="observe"):
+        EntropyController(ctl.cfg).settle(decision)

@@ -76,3 +76,28 @@ def test_a_state_written_before_the_step_object_still_loads():
     step = AEPOStep(cfg)
     step.load_state_dict(old)
     assert step.controller.entropy == 0.31 and step.plans_before_generation
+
+
+def test_previous_step_plans_are_settled_by_the_measurement_that_follows_them():
+    cfg = AEPOConfig(
+        target_entropy=0.5,
+        entropy_source="previous_step",
+        samples_up=8,
+        samples_down=8,
+        controller={"gain": "proportional", "proportional_gain": 2.0},
+    )
+    step = AEPOStep(cfg)
+    step.observe(0.3)
+    first = step.plan(1, num_prompts=16, samples_per_prompt=4)
+    assert step.settle(first) is first  # made after its measurement: nothing to redo
+    assert step.plans_before_generation
+    second = step.plan(2, num_prompts=16, samples_per_prompt=4)  # from step 1's 0.3
+    step.observe(0.7)  # step 2's own measurement crossed the target
+    settled = step.settle(second)
+    assert settled.rollout == second.rollout and settled.prompts == second.prompts
+    assert (settled.decision.budget, settled.decision.strength) == (0, 0.0)
+    rewards = torch.ones(second.num_samples)
+    groups = [p for p in second.prompts for _ in range(4)]
+    selection, _ = step.select(settled, rewards, groups)
+    assert len(selection) == 0  # hot samples would have raised entropy further
+    assert step.settle(settled) is settled

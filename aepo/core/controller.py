@@ -9,7 +9,7 @@ natural drift differs in strength, without oscillating around the target.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from aepo.core.config import AEPOConfig
@@ -32,7 +32,8 @@ class Decision:
     budget: int
     """most REINFORCE samples that may enter this step's update"""
     strength: float
-    """1.0 under ``gain: fixed``; in [MIN_STRENGTH, 1] under ``gain: proportional``"""
+    """1.0 under ``gain: fixed``; in [MIN_STRENGTH, 1] under ``gain: proportional``; 0 when
+    :meth:`EntropyController.settle` dropped a push that the measurement says is wrong"""
 
     def metrics(self) -> dict[str, float]:
         return {
@@ -84,13 +85,7 @@ class EntropyController:
         cfg = self.cfg
         target = cfg.target_entropy
         direction = RAISE if self.entropy < target else LOWER
-        max_samples = cfg.samples_up if direction == RAISE else cfg.samples_down
-        strength = 1.0
-        budget = max_samples
-        if cfg.controller.gain == "proportional":
-            error = abs(target - self.entropy) / target
-            strength = min(1.0, max(MIN_STRENGTH, cfg.controller.proportional_gain * error))
-            budget = int(round(max_samples * strength))
+        strength, budget = self._push(direction, self.entropy, target)
         decision = Decision(
             step=step,
             entropy=self.entropy,
@@ -102,6 +97,38 @@ class EntropyController:
         )
         self.history.append(decision)
         return decision
+
+    def _push(self, direction: int, entropy: float, target: float) -> tuple[float, int]:
+        """(strength, budget) of a push in ``direction`` from ``entropy``."""
+        cfg = self.cfg
+        max_samples = cfg.samples_up if direction == RAISE else cfg.samples_down
+        if cfg.controller.gain != "proportional":
+            return 1.0, max_samples
+        error = abs(target - entropy) / target
+        strength = min(1.0, max(MIN_STRENGTH, cfg.controller.proportional_gain * error))
+        return strength, int(round(max_samples * strength))
+
+    def settle(self, decision: Decision) -> Decision:
+        """Re-decide the push of ``decision`` from the latest measurement, keeping its
+        temperature (the extra pass is already sampled at it).
+
+        Under ``entropy_source: previous_step`` the temperature is chosen before this step's
+        entropy is measured, one update late; the REINFORCE rows enter the update only after
+        the measurement, so their number and weight can follow it. If the measurement has
+        crossed the target since, the samples push the wrong way and none is used (budget
+        and strength 0); otherwise the budget and strength are those the measurement gives.
+        """
+        if self.entropy is None:
+            raise RuntimeError("EntropyController.settle() before any observe()")
+        direction = RAISE if self.entropy < decision.target else LOWER
+        if direction != decision.direction:
+            strength, budget = 0.0, 0
+        else:
+            strength, budget = self._push(direction, self.entropy, decision.target)
+        settled = replace(decision, entropy=self.entropy, budget=budget, strength=strength)
+        if self.history and self.history[-1] == decision:
+            self.history[-1] = settled
+        return settled
 
     def state_dict(self) -> dict[str, Any]:
         return {"entropy": self.entropy, "config": self.cfg.model_dump()}

@@ -46,7 +46,14 @@ def num_valid_answers() -> int:
 
 
 def sample_targets(rng: np.random.Generator, count: int) -> list[int]:
-    return [int(t) for t in rng.integers(0, len(TARGETS), size=count)]
+    """``count`` prompt digits, every digit as often as possible (shuffled permutations of
+    0-9, cut to length): a collapsed policy's entropy differs from digit to digit, so drawing
+    them independently made the mix, and so the measured entropy, jump from batch to batch
+    (std 0.042 at H = 0.5 over 32-prompt batches of one fixed policy; 0.009 balanced)."""
+    digits: list[int] = []
+    while len(digits) < count:
+        digits.extend(int(d) for d in rng.permutation(len(TARGETS)))
+    return digits[:count]
 
 
 def entropy_ceiling() -> float:
@@ -57,11 +64,25 @@ def entropy_ceiling() -> float:
     return math.log(num_valid_answers()) / ANSWER_TOKENS
 
 
+WARM_START_DIGIT_SHARE = 0.5
+"""in a correct warm-start answer, each digit is the prompt's with this probability"""
+
+
 def warm_start_answer(rng: np.random.Generator, digit: int, valid: bool) -> str:
-    """A warm-start target: uniform over the correct answers (``valid``), else uniform over
-    all four-digit strings (noise, right 34 % of the time as random digits are)."""
+    """A warm-start target. ``valid``: each position is the prompt's digit with probability
+    WARM_START_DIGIT_SHARE, else another digit, redrawn until the answer contains it; the
+    tiny model learns this per-position rule in a few hundred steps, where uniform draws
+    over the 3439 correct answers (whose last digit depends on the first three) left it
+    right only 41-57 % of the time after 600 steps. Otherwise uniform over all four-digit
+    strings (noise, right 34 % of the time as random digits are)."""
     while True:
-        answer = "".join(str(d) for d in rng.integers(0, 10, size=ANSWER_DIGITS))
+        if valid:
+            own = rng.random(ANSWER_DIGITS) < WARM_START_DIGIT_SHARE
+            others = (digit + rng.integers(1, 10, size=ANSWER_DIGITS)) % 10
+            digits = np.where(own, digit, others)
+        else:
+            digits = rng.integers(0, 10, size=ANSWER_DIGITS)
+        answer = "".join(str(d) for d in digits)
         if not valid or str(digit) in answer:
             return answer
 

@@ -260,6 +260,8 @@ class LocalTrainer:
         self.aepo.observe(entropy)
         if recipe.extra_rollout and plan is None:  # measure first (step 1, current_batch)
             plan = self.aepo.plan(step, num_prompts=len(prompts), samples_per_prompt=n)
+        elif plan is not None:  # planned before the measurement: its push follows it now
+            plan = self.aepo.settle(plan)
 
         rewards = self._rewards(grpo_rollout, truths)
         seq_adv = group_advantage(rewards, group_ids).to(self.device)
