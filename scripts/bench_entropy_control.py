@@ -1,9 +1,12 @@
 #!/usr/bin/env python
 """Every algorithm on the built-in task with the same seeds: the demo's summary columns
-plus wall time per step and generated tokens per second (medians over seeds).
+(tracking error, RMS deviation / H*, step-to-step std, reward, extra tokens) plus wall time
+per step and generated tokens per second (medians over seeds). AEPO runs at every target in
+both entropy modes (``--modes``).
 
     python scripts/bench_entropy_control.py                 # 1 seed, 150 steps
     python scripts/bench_entropy_control.py --seeds 0 1 2   # medians over 3 seeds
+    python scripts/bench_entropy_control.py --only "aepo H*=0.5 previous_step"
 
 Prints a markdown table (the README's) and writes runs/bench/bench.json.
 """
@@ -29,6 +32,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--steps", type=int, default=TINY_TRAINER["steps"])
     parser.add_argument("--targets", type=float, nargs="+", default=list(DEMO_TARGETS))
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        default=["current_batch", "previous_step"],
+        choices=["current_batch", "previous_step"],
+        help="entropy_source of the per-target AEPO rows",
+    )
     parser.add_argument("--output-dir", type=Path, default=Path("runs/bench"))
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--cache-dir", type=Path)
@@ -43,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     rows = [("grpo", "grpo", None)]
-    rows += [(f"aepo H*={t:g}", "aepo", t) for t in args.targets]
+    rows += [(f"aepo H*={t:g} {m}", "aepo", (t, m)) for t in args.targets for m in args.modes]
     rows += [
         ("aepo fixed budget", "aepo", "fixed"),
         ("entropy_reg", "entropy_reg", None),
@@ -68,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, algorithm, variant in rows:
         per_seed = []
         for seed in args.seeds:
-            target = variant if isinstance(variant, float) else None
+            target, mode = variant if isinstance(variant, tuple) else (None, None)
             raw = tiny_run_config(
                 algorithm,
                 target,
@@ -82,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
                 torch_threads=args.threads,
                 cache_dir=None if args.cache_dir is None else str(args.cache_dir),
             )
+            if mode is not None:
+                raw["aepo"]["entropy_source"] = mode
             raw["aepo"].update(overrides)
             if variant == "fixed":
                 raw["aepo"]["extra_rollout"]["budget"] = "fixed"
@@ -113,7 +125,7 @@ def _median(summaries):
     numeric = {
         k: statistics.median(getattr(s, k) for s in summaries)
         for k, v in first.as_dict().items()
-        if isinstance(v, float) and k != "target"
+        if isinstance(v, float) and k != "target" and None not in (getattr(s, k) for s in summaries)
     }
     return replace(first, **numeric)
 

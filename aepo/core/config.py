@@ -200,9 +200,10 @@ class AEPOConfig(_Section):
     entropy_source: Literal["previous_step", "current_batch"] = Field(
         "previous_step",
         description=doc(
-            "`previous_step`: decide from the last measurement, extras ride in the same "
-            "rollout call; `current_batch`: measure first, then a second pass. Step 1 always "
-            "measures first.",
+            "`previous_step`: choose the temperature from the last measurement, so the extras "
+            "ride in the same rollout call, then size their push (budget, strength; none if "
+            "the target was crossed) from this step's measurement; `current_batch`: measure "
+            "first, then a second pass. Step 1 always measures first.",
             "this package (the authors' code measures the current batch)",
         ),
     )
