@@ -46,16 +46,17 @@ TINY_AEPO: dict[str, Any] = {
     "alpha_meaning": "batch_share",
     "samples_up": 12,
     "samples_down": 12,
-    # The local engine samples the extra pass after the GRPO group anyway, so measuring this
-    # step's entropy first costs nothing here and removes the one-step lag that made
-    # previous_step oscillate (last-half std 0.07 vs 0.04 at H* = 0.2).
-    "entropy_source": "current_batch",
+    # verl's default mode: the temperature comes from the last measurement and the push is
+    # settled from this step's own (EntropyController.settle), which made it as tight as
+    # current_batch on contains_digit (README, bench table: both modes side by side).
+    "entropy_source": "previous_step",
     "positive_filter": "reward",
     "merge": "replace_zero_advantage",
     "controller": {"gain": "proportional", "proportional_gain": 4.0},
     # A step that gets fewer positives than budgeted is fine (the controller pushes again
-    # next step); not oversampling and capping at 8% of the rows keeps extra generation
-    # under 10% of the GRPO group's tokens (hot samples run longer than the GRPO group's).
+    # next step); not oversampling and capping a pass at 8% of the rows keeps extra
+    # generation at 3-4% of the GRPO group's tokens over a run (near the target the push
+    # needs one prompt's samples, the auto budget's floor).
     "extra_rollout": {"budget": "auto", "oversample": 1.0, "max_fraction": 0.08},
     "entropy_coef": 0.015,
     "entropy_adv": {"beta": 0.4, "kappa": 2.0},
