@@ -144,3 +144,65 @@ def test_settle_needs_a_measurement():
     decision = ctl.decide(1)
     with pytest.raises(RuntimeError, match="observe"):
         EntropyController(ctl.cfg).settle(decision)
+
+
+def _settled_entropy(integral_gain: float, steps: int = 200) -> float:
+    """Mean entropy over the last half of a simulated policy that drifts down 0.03 per step
+    and rises 0.12 x the push strength (a proportional push alone needs a standing error)."""
+    ctl = controller(
+        controller={
+            "gain": "proportional",
+            "proportional_gain": 4.0,
+            "integral_gain": integral_gain,
+        }
+    )
+    entropy, trace = 0.9, []
+    for step in range(1, steps + 1):
+        ctl.observe(entropy)
+        trace.append(entropy)
+        d = ctl.decide(step)
+        entropy += -0.03 + 0.12 * d.direction * d.strength
+    tail = trace[steps // 2 :]
+    return sum(tail) / len(tail)
+
+
+def test_integral_gain_removes_the_offset_a_proportional_push_leaves():
+    assert abs(_settled_entropy(0.0) - 0.5) / 0.5 > 0.04  # ~6% below: the standing error
+    assert abs(_settled_entropy(0.1) - 0.5) / 0.5 < 0.01
+
+
+def test_integral_does_not_wind_up_far_from_the_target_and_counts_each_measurement_once():
+    ctl = controller(controller={"gain": "proportional", "integral_gain": 0.5})
+    ctl.observe(1.5)  # 200% above the target: outside the integration band
+    ctl.decide(1)
+    assert ctl.integral == 0.0
+    ctl.observe(0.45)  # 10% below
+    planned = ctl.decide(2)
+    assert ctl.integral == pytest.approx(0.05)
+    ctl.settle(planned)  # the same measurement again: not integrated twice
+    ctl.decide(3)
+    assert ctl.integral == pytest.approx(0.05)
+    for step in range(4, 40):
+        ctl.observe(0.45)
+        ctl.decide(step)
+    assert ctl.integral == pytest.approx(0.5)  # INTEGRAL_LIMIT
+
+
+def test_integral_state_round_trips_and_an_old_state_loads_with_none():
+    a = controller(controller={"gain": "proportional", "integral_gain": 0.2})
+    for step, h in enumerate([0.45, 0.48, 0.44], start=1):
+        a.observe(h)
+        a.decide(step)
+    b = controller(controller={"gain": "proportional", "integral_gain": 0.2})
+    b.load_state_dict(a.state_dict())
+    assert b.integral == a.integral > 0
+    a.observe(0.52)
+    b.observe(0.52)
+    assert a.decide(4) == b.decide(4)
+    old = controller(controller={"gain": "proportional", "integral_gain": 0.2})
+    old.load_state_dict({"entropy": 0.3, "config": {}})  # saved before the integral existed
+    assert old.integral == 0.0 and old.entropy == 0.3
+    with pytest.raises(ValueError, match="corrupt entropy-controller state.*integral"):
+        old.load_state_dict({"entropy": 0.3, "integral": float("nan")})
+    with pytest.raises(ValueError, match="corrupt entropy-controller state"):
+        old.load_state_dict({"entropy": 0.3, "integral": "x"})

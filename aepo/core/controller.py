@@ -48,6 +48,10 @@ class Decision:
 
 MIN_STRENGTH = 0.1
 """floor on the proportional strength, so that the push never vanishes near the target"""
+INTEGRAL_BAND = 0.25
+"""relative errors |H - H*| / H* beyond this are not integrated (no wind-up on the way in)"""
+INTEGRAL_LIMIT = 0.5
+"""most strength the integral may add or remove"""
 
 
 class EntropyController:
@@ -61,6 +65,10 @@ class EntropyController:
     def __init__(self, cfg: AEPOConfig):
         self.cfg = cfg
         self.entropy: float | None = None
+        self.integral = 0.0
+        """``controller.integral_gain`` x the summed relative errors near the target, within
+        +-INTEGRAL_LIMIT: the standing push that a steady drift needs"""
+        self._integrated = True  # whether the latest measurement is in ``integral`` yet
         self.history: list[Decision] = []
         """this process's decisions, for logs and tests; not saved in ``state_dict``, which
         stays the same size however long a run is"""
@@ -75,7 +83,26 @@ class EntropyController:
         if not math.isfinite(entropy) or entropy < 0:
             raise ValueError(f"measured entropy must be finite and >= 0, got {entropy}")
         self.entropy = entropy
+        self._integrated = False
         return entropy
+
+    def _command(self, target: float) -> float:
+        """Signed push: > 0 raise, <= 0 lower; its size is the strength before the floor and
+        cap. Without integral gain its sign is the paper's rule (H < H* raises)."""
+        assert self.entropy is not None
+        error = (target - self.entropy) / target
+        ctl = self.cfg.controller
+        if not self._integrated:
+            self._integrated = True
+            # Only near the target: the descent from a warm start's entropy would otherwise
+            # wind the sum up and overshoot for as many steps as it took to unwind.
+            if ctl.integral_gain > 0 and abs(error) < INTEGRAL_BAND:
+                self.integral = min(
+                    INTEGRAL_LIMIT, max(-INTEGRAL_LIMIT, self.integral + ctl.integral_gain * error)
+                )
+        if ctl.gain != "proportional":
+            return 1.0 if error > 0 else -1.0
+        return ctl.proportional_gain * error + self.integral
 
     def decide(self, step: int) -> Decision:
         if self.entropy is None:
@@ -84,8 +111,9 @@ class EntropyController:
             )
         cfg = self.cfg
         target = cfg.target_entropy
-        direction = RAISE if self.entropy < target else LOWER
-        strength, budget = self._push(direction, self.entropy, target)
+        command = self._command(target)
+        direction = RAISE if command > 0 else LOWER
+        strength, budget = self._push(direction, command)
         decision = Decision(
             step=step,
             entropy=self.entropy,
@@ -98,14 +126,13 @@ class EntropyController:
         self.history.append(decision)
         return decision
 
-    def _push(self, direction: int, entropy: float, target: float) -> tuple[float, int]:
-        """(strength, budget) of a push in ``direction`` from ``entropy``."""
+    def _push(self, direction: int, command: float) -> tuple[float, int]:
+        """(strength, budget) of a push in ``direction`` for a signed ``command``."""
         cfg = self.cfg
         max_samples = cfg.samples_up if direction == RAISE else cfg.samples_down
         if cfg.controller.gain != "proportional":
             return 1.0, max_samples
-        error = abs(target - entropy) / target
-        strength = min(1.0, max(MIN_STRENGTH, cfg.controller.proportional_gain * error))
+        strength = min(1.0, max(MIN_STRENGTH, abs(command)))
         return strength, int(round(max_samples * strength))
 
     def settle(self, decision: Decision) -> Decision:
@@ -120,22 +147,37 @@ class EntropyController:
         """
         if self.entropy is None:
             raise RuntimeError("EntropyController.settle() before any observe()")
-        direction = RAISE if self.entropy < decision.target else LOWER
+        command = self._command(decision.target)
+        direction = RAISE if command > 0 else LOWER
         if direction != decision.direction:
             strength, budget = 0.0, 0
         else:
-            strength, budget = self._push(direction, self.entropy, decision.target)
+            strength, budget = self._push(direction, command)
         settled = replace(decision, entropy=self.entropy, budget=budget, strength=strength)
         if self.history and self.history[-1] == decision:
             self.history[-1] = settled
         return settled
 
     def state_dict(self) -> dict[str, Any]:
-        return {"entropy": self.entropy, "config": self.cfg.model_dump()}
+        return {
+            "entropy": self.entropy,
+            "integral": self.integral,
+            "integrated": self._integrated,
+            "config": self.cfg.model_dump(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """A state saved before the integral term existed loads with an empty integral."""
         try:
             entropy = state["entropy"]
             self.entropy = None if entropy is None else float(entropy)
-        except (KeyError, TypeError, ValueError) as err:
+            integral = float(state.get("integral", 0.0))
+            integrated = state.get("integrated", True)
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise ValueError(f"corrupt entropy-controller state: {err!r}") from err
+        if not math.isfinite(integral) or not isinstance(integrated, bool):
+            raise ValueError(
+                f"corrupt entropy-controller state: integral={integral!r}, "
+                f"integrated={integrated!r}"
+            )
+        self.integral, self._integrated = integral, integrated
