@@ -25,7 +25,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache-dir", type=Path, help="warm-start cache (default ~/.cache/aepo)")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
-    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: the tiny model gains nothing from more on a "
+        "shared 2-core machine, and the README's table was measured with 1)",
+    )
     parser.add_argument("--no-progress", action="store_true")
 
 
