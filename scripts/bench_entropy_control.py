@@ -8,7 +8,8 @@ both entropy modes (``--modes``).
     python scripts/bench_entropy_control.py --seeds 0 1 2   # medians over 3 seeds
     python scripts/bench_entropy_control.py --only "aepo H*=0.5 previous_step"
 
-Prints a markdown table (the README's) and writes runs/bench/bench.json.
+Prints a markdown table (the README's) and writes runs/bench/bench.json; then the target-based
+baseline (adaptive entropy, Skywork-OR1) beside AEPO at each target.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     from aepo.backends.local.settings import run_config_from_dict
     from aepo.backends.local.summary import format_table, summarize
     from aepo.backends.local.trainer import LocalTrainer
+    from aepo.core import recipe_for
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -60,7 +62,11 @@ def main(argv: list[str] | None = None) -> int:
         ("entropy_adv", "entropy_adv", None),
         ("aepo_no_temperature", "aepo_no_temperature", None),
         ("aepo_advantage", "aepo_advantage", None),
+        ("clip_cov", "clip_cov", None),
+        ("kl_cov", "kl_cov", None),
+        ("top_entropy", "top_entropy", None),
     ]
+    rows += [(f"adaptive_entropy H*={t:g}", "adaptive_entropy", t) for t in args.targets]
     if args.only:
         rows = [r for r in rows if r[0] in args.only]
 
@@ -100,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             config = run_config_from_dict(raw, source=name)
             trainer = LocalTrainer(config)
             history = trainer.fit(desc=f"{name} seed {seed}")
-            has_target = config.aepo.algorithm.startswith("aepo")
+            has_target = recipe_for(config.aepo).targets_entropy
             per_seed.append(
                 summarize(name, history, config.aepo.target_entropy if has_target else None)
             )
@@ -111,11 +117,36 @@ def main(argv: list[str] | None = None) -> int:
         f"{time.perf_counter() - started:.0f} s in all; medians over seeds\n"
     )
     print(format_table(results, timing=True))
+    print("\n" + _same_target_table(results, args.targets, args.modes))
     args.output_dir.mkdir(parents=True, exist_ok=True)
     (args.output_dir / "bench.json").write_text(
         json.dumps([r.as_dict() for r in results], indent=2)
     )
     return 0
+
+
+def _same_target_table(results, targets: list[float], modes: list[str]) -> str:
+    """adaptive_entropy beside AEPO (in each entropy mode) at each target: the two ways to
+    hold an entropy level. RMS deviation (RunSummary.rms_deviation) also counts the swings
+    around the target that the tracking error (the mean's offset) averages out."""
+    by_name = {r.name: r for r in results}
+    lines = [
+        "| target H* | method | tracking error | RMS deviation / H* | final reward "
+        "| extra gen tokens |",
+        "|---|---|---|---|---|---|",
+    ]
+    for t in targets:
+        names = [f"aepo H*={t:g} {m}" for m in modes] + [f"adaptive_entropy H*={t:g}"]
+        for name in names:
+            if name not in by_name:
+                continue
+            s = by_name[name]
+            lines.append(
+                f"| {t:g} | {name.replace(f' H*={t:g}', '')} | {100 * s.tracking_error:.1f}% "
+                f"| {100 * s.rms_deviation:.1f}% | {s.final_reward:.3f} "
+                f"| {100 * s.extra_token_fraction:.1f}% |"
+            )
+    return "\n".join(lines)
 
 
 def _median(summaries):

@@ -1,17 +1,18 @@
-"""Fuzz the math reward: seeded hostile and ordinary responses through threads and a process pool.
+"""Fuzz the math reward: seeded hostile and ordinary responses, one thread, threads, processes.
 
     python scripts/bench_reward_fuzz.py                  # 10,000 inputs, 4 threads, 2 processes
     python scripts/bench_reward_fuzz.py --inputs 300 --json out.json
 
-Every input is scored twice: by ``--threads`` threads of this process, then by a
-``--processes`` process pool (started with ``spawn``, as forking a process that runs threads
-is unsafe). It prints calls per second, the slowest call and its input, crashes, scores that
-are neither 0 nor 1, inputs whose verdict differs between the two runs, and how much this
-process's resident memory grew over the threaded run; it exits 1 when a goal is missed
-(a crash, a non-binary score, a call over ``--max-call-s``, a verdict that differs although
-both runs compared the answer, or growth over ``--max-rss-growth-mb``). Verdicts that differ
-because one run stopped the answer at its deadline are counted apart: on a machine with more
-runnable processes than cores a slow but legitimate check can miss the deadline in one run.
+Every input is scored three times: by one thread (the reference), by ``--threads`` threads of
+another process, and by a ``--processes`` process pool (started with ``spawn``, as forking a
+process that runs threads is unsafe); each run starts with an empty verdict cache. It prints
+calls per second, the slowest call and its input, crashes, scores that are neither 0 nor 1,
+the inputs whose score differs from the one-thread run (with why each run scored it), and how
+much the scoring process's resident memory grew; then the three goals of the reward's issue
+(the same scores in every mode, no call over ``--max-call-s``, memory flat within
+``--max-rss-growth-mb``) and two more (no crash, binary scores). It exits 1 when one is missed.
+Calls stopped by the wall clock before using their CPU-time budget (``machine_busy``: the only
+verdicts that depend on the machine's load) are counted per run.
 """
 
 from __future__ import annotations
@@ -25,44 +26,10 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
-# The known bombs (response, ground truth): each took seconds to minutes, or gigabytes,
-# before the reward checked answers in killable worker processes.
-KNOWN_BOMBS = [
-    ("\\boxed (x+1)^{999}", "10"),
-    ("\\boxed (x+y)^{9999}", "x^2+1"),
-    ("\\boxed 999999^{999999}", "\\sqrt{2}"),
-    ("\\boxed \\Gamma(999999)", "\\pi/4"),
-    ("\\boxed \\sin(10^{999999})", "[1,2)"),
-    ("\\boxed 2^{-999999}", "0"),
-    ("\\boxed{" + "{" * 50 + "1" + "}" * 50 + "}", "1"),
-    ("\\boxed{" + "{" * 18 + "1" + "}" * 18 + "}", "2"),
-    ("\\boxed{" + "(" * 40 + "1" + ")" * 40 + "}", "2"),
-    ("\\boxed{(x+1)^{1000}}", "3"),
-    ("\\boxed{999999^{999999}}", "1"),
-    ("\\boxed{(x+1)^{999999}}", "1"),
-    ("The answer follows from the lemma. " * 300, "1"),
-    ("The answer follows from the lemma. " * 300 + "\\boxed{4}", "5"),
-    ("\\boxed{2^{\\infty}}", "0.5"),
-    ("\\boxed{}", ""),
-    ("\\boxed{9^{9^{9}}}", "1"),
-    ("\\boxed{100000!}", "1"),
-]
+from aepo.rewards.adversarial import FALSE_POSITIVES, ORDINARY, STALLS
+from aepo.rewards.sandbox import MACHINE_BUSY
 
-# Answers the reward must keep getting right (and wrong) under load.
-ORDINARY = [
-    ("204", "204", True),
-    ("240", "204", False),
-    ("\\frac{14}{3}", "14/3", True),
-    ("-1.5", "-\\frac{3}{2}", True),
-    ("(3, \\frac{\\pi}{2})", "\\left( 3, \\frac{\\pi}{2} \\right)", True),
-    ("48\\sqrt2", "48 \\sqrt{2}", True),
-    ("4n - 10", "10-4 n", False),
-    ("[2, 5)", "[2,5)", True),
-    ("30°", "30", True),
-    ("\\textbf{(C)}\\ 7", "C", True),
-    ("\\text{diverges}", "diverges", True),
-    ("-2, 1", "1,-2", True),
-]
+KNOWN_BOMBS = STALLS + FALSE_POSITIVES
 
 _FRAGMENTS = [
     "\\frac{",
@@ -216,18 +183,18 @@ def generate(seed: int, count: int) -> list[tuple[str, str]]:
     return inputs[:count]
 
 
-def _score_timed(case: tuple[str, str]) -> tuple[float | None, float, str | None, bool]:
-    """(score, seconds, the exception if one escaped, whether the answer went unchecked)."""
+def _score_timed(case: tuple[str, str]) -> tuple[float | None, float, str | None, str | None]:
+    """(score, seconds, the exception if one escaped, why the answer was not compared)."""
     from aepo.rewards.math_reward import score
 
     response, truth = case
     started = time.perf_counter()
     try:
         result = score(response, truth)
-        value, error, unchecked = result.score, None, result.unparseable
+        value, error, problem = result.score, None, result.problem
     except BaseException as err:  # counted: the reward promises never to raise
-        value, error, unchecked = None, f"{type(err).__name__}: {err}", True
-    return value, time.perf_counter() - started, error, unchecked
+        value, error, problem = None, f"{type(err).__name__}: {err}", "raised"
+    return value, time.perf_counter() - started, error, problem
 
 
 def _start_checking_workers() -> None:
@@ -250,74 +217,111 @@ def _rss_mb() -> float:
     return float("nan")
 
 
+def _in_process(cases: list[tuple[str, str]], threads: int) -> dict:
+    """Score ``cases`` from ``threads`` threads of this process (a fresh one per run)."""
+    from aepo.rewards.math_reward import reward_counters, start_workers
+
+    started = time.perf_counter()
+    start_workers()
+    start_s = time.perf_counter() - started
+    rss_before = _rss_mb()
+    started = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        results = list(pool.map(_score_timed, cases))
+    return {
+        "results": results,
+        "seconds": time.perf_counter() - started,
+        "worker_start_s": start_s,
+        "rss_growth_mb": _rss_mb() - rss_before,
+        "counters": reward_counters(),
+    }
+
+
+def _in_process_pool(cases: list[tuple[str, str]], processes: int) -> dict:
+    context = get_context("spawn")
+    with ProcessPoolExecutor(
+        processes, mp_context=context, initializer=_start_checking_workers
+    ) as pool:
+        # every process starts its checking workers before the clock starts
+        pids: set[int] = set()
+        for _ in range(20):
+            pids.update(pool.map(_pid_after_a_pause, range(processes)))
+            if len(pids) >= processes:
+                break
+        started = time.perf_counter()
+        results = list(pool.map(_score_timed, cases, chunksize=16))
+        return {"results": results, "seconds": time.perf_counter() - started}
+
+
+def _run_in_fresh_process(cases: list[tuple[str, str]], threads: int) -> dict:
+    """One in-process run in its own spawned process: an empty verdict cache, its own
+    workers, its own memory to measure."""
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as one:
+        return one.submit(_in_process, cases, threads).result()
+
+
 def _short(text: str, limit: int = 90) -> str:
     shown = repr(text)
     return shown if len(shown) <= limit else shown[: limit - 20] + f"...' ({len(text)} chars)"
 
 
 def run(args: argparse.Namespace) -> dict:
-    from aepo.rewards.math_reward import reward_counters, start_workers
-
     cases = generate(args.seed, args.inputs)
-    started = time.perf_counter()
-    start_workers()
-    start_s = time.perf_counter() - started
-    rss_before = _rss_mb()
-
-    started = time.perf_counter()
-    with ThreadPoolExecutor(args.threads) as threads:
-        threaded = list(threads.map(_score_timed, cases))
-    thread_s = time.perf_counter() - started
-    rss_after = _rss_mb()
-    counters = reward_counters()
-
-    context = get_context("spawn")
-    with ProcessPoolExecutor(
-        args.processes, mp_context=context, initializer=_start_checking_workers
-    ) as processes:
-        # every process starts its checking workers before the clock starts
-        pids: set[int] = set()
-        for _ in range(20):
-            pids.update(processes.map(_pid_after_a_pause, range(args.processes)))
-            if len(pids) >= args.processes:
-                break
-        started = time.perf_counter()
-        pooled = list(processes.map(_score_timed, cases, chunksize=16))
-        pool_s = time.perf_counter() - started
-
-    every = threaded + pooled
-    slowest_index = max(range(len(every)), key=lambda i: every[i][1])
-    slowest_case = cases[slowest_index % len(cases)]
-    crashes = [(cases[i % len(cases)], r[2]) for i, r in enumerate(every) if r[2] is not None]
-    non_binary = sum(1 for r in every if r[0] not in (0.0, 1.0))
-    differing = [i for i, (a, b) in enumerate(zip(threaded, pooled, strict=True)) if a[0] != b[0]]
-    # a verdict that differs because one run ran out of time (on a starved machine) is told
-    # apart from one where both runs compared the answer and disagreed
-    differing_checked = [i for i in differing if not threaded[i][3] and not pooled[i][3]]
-    return {
-        "inputs": len(cases),
-        "seed": args.seed,
-        "threads": args.threads,
-        "processes": args.processes,
-        "worker_start_s": round(start_s, 3),
-        "thread_calls_per_s": round(len(cases) / thread_s, 1),
-        "pool_calls_per_s": round(len(cases) / pool_s, 1),
-        "slowest_call_s": round(every[slowest_index][1], 3),
-        "slowest_input": _short(slowest_case[0]) + " / " + _short(slowest_case[1], 30),
-        "slowest_run": "threads" if slowest_index < len(cases) else "process pool",
-        "crashes": len(crashes),
-        "first_crash": repr(crashes[0])[:300] if crashes else None,
-        "non_binary_scores": non_binary,
-        "correct_scores": sum(1 for r in threaded if r[0] == 1.0),
-        "unchecked_threads": sum(1 for r in threaded if r[3]),
-        "unchecked_pool": sum(1 for r in pooled if r[3]),
-        "differing_verdicts": len(differing),
-        "differing_both_checked": len(differing_checked),
-        "first_differing": _short(cases[differing[0]][0]) if differing else None,
-        "rss_before_mb": round(rss_before, 1),
-        "rss_growth_mb": round(rss_after - rss_before, 1),
-        "counters_threaded_run": counters,
+    runs = {
+        "one thread": _run_in_fresh_process(cases, 1),
+        f"{args.threads} threads": _run_in_fresh_process(cases, args.threads),
+        f"{args.processes}-process pool": _in_process_pool(cases, args.processes),
     }
+    reference = runs["one thread"]["results"]
+    figures: dict = {"inputs": len(cases), "seed": args.seed}
+    slowest = (0.0, "", "")
+    crashes, non_binary = [], 0
+    mismatches: dict[str, list[int]] = {}
+    for mode, outcome in runs.items():
+        results = outcome["results"]
+        figures[f"calls per s, {mode}"] = round(len(cases) / outcome["seconds"], 1)
+        for i, (value, seconds, error, _) in enumerate(results):
+            if seconds > slowest[0]:
+                slowest = (seconds, mode, _short(cases[i][0]) + " / " + _short(cases[i][1], 30))
+            if error is not None:
+                crashes.append((cases[i], error))
+            if value not in (0.0, 1.0):
+                non_binary += 1
+        if results is not reference:
+            mismatches[mode] = [i for i in range(len(cases)) if results[i][0] != reference[i][0]]
+            figures[f"of them not machine_busy, {mode}"] = sum(
+                1 for i in mismatches[mode] if MACHINE_BUSY not in (results[i][3], reference[i][3])
+            )
+        figures[f"machine_busy, {mode}"] = sum(1 for r in results if r[3] == MACHINE_BUSY)
+        figures[f"calls over {args.max_call_s:g} s, {mode}"] = sum(
+            1 for r in results if r[1] > args.max_call_s
+        )
+    for mode in ("one thread", f"{args.threads} threads"):
+        figures[f"worker start s, {mode}"] = round(runs[mode]["worker_start_s"], 3)
+        figures[f"RSS growth MB, {mode}"] = round(runs[mode]["rss_growth_mb"], 1)
+    figures["counters, one thread"] = runs["one thread"]["counters"]
+    figures["correct scores, one thread"] = sum(1 for r in reference if r[0] == 1.0)
+    figures["slowest call s"] = round(slowest[0], 3)
+    figures["slowest call"] = f"{slowest[1]}: {slowest[2]}"
+    figures["crashes"] = len(crashes)
+    figures["first crash"] = repr(crashes[0])[:300] if crashes else None
+    figures["non-binary scores"] = non_binary
+    for mode, differing in mismatches.items():
+        figures[f"scores differing from one thread, {mode}"] = len(differing)
+        figures[f"differing inputs, {mode}"] = [
+            f"{_short(cases[i][0], 70)} / {_short(cases[i][1], 20)}: one thread "
+            f"{reference[i][0]} ({reference[i][3]}), here {runs[mode]['results'][i][0]} "
+            f"({runs[mode]['results'][i][3]})"
+            for i in differing[:10]
+        ]
+    figures["_max_rss_growth_mb"] = max(
+        figures[f"RSS growth MB, {mode}"] for mode in ("one thread", f"{args.threads} threads")
+    )
+    figures["_mismatches"] = sum(len(d) for d in mismatches.values())
+    figures["_mismatches_not_busy"] = sum(
+        figures[f"of them not machine_busy, {mode}"] for mode in mismatches
+    )
+    return figures
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -333,19 +337,24 @@ def main(argv: list[str] | None = None) -> int:
 
     figures = run(args)
     goals = {
-        "0 crashes": figures["crashes"] == 0,
-        "0 non-binary scores": figures["non_binary_scores"] == 0,
-        f"no call over {args.max_call_s:g} s": figures["slowest_call_s"] <= args.max_call_s,
-        # a run starved of CPU time can stop a slow answer at the deadline that the other
-        # run checked: counted apart, since that answer scored 0 as documented, not at random
-        "same verdicts wherever both runs checked in time": figures["differing_both_checked"] == 0,
-        f"memory flat within {args.max_rss_growth_mb:g} MB": figures["rss_growth_mb"]
+        "scores the same in every mode": figures["_mismatches"] == 0,
+        f"no call over {args.max_call_s:g} s": figures["slowest call s"] <= args.max_call_s,
+        f"memory flat within {args.max_rss_growth_mb:g} MB": figures["_max_rss_growth_mb"]
         <= args.max_rss_growth_mb,
+        "0 crashes": figures["crashes"] == 0,
+        "0 non-binary scores": figures["non-binary scores"] == 0,
     }
     figures["goals_met"] = all(goals.values())
-    print(f"{'figure':<28} value")
+    print(f"{'figure':<44} value")
     for key, value in figures.items():
-        print(f"{key:<28} {value}")
+        if key.startswith("_"):
+            continue
+        if isinstance(value, list):
+            print(f"{key:<44} {len(value)} shown")
+            for line in value:
+                print(f"    {line}")
+        else:
+            print(f"{key:<44} {value}")
     for goal, met in goals.items():
         print(f"goal: {goal:<44} {'met' if met else 'MISSED'}")
     if args.json:

@@ -15,6 +15,17 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(scope="module")
+def local_ray():
+    """A one-node Ray cluster on this machine only (``address="local"`` never joins a
+    running cluster), torn down after the module."""
+    import ray
+
+    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
 def _register_hypothesis_profiles() -> None:
     from hypothesis import settings
 

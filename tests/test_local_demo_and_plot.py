@@ -73,3 +73,45 @@ def test_shipped_tiny_configs_load_and_match_the_presets(name):
 
 def test_no_stray_tiny_configs():
     assert {p.name for p in CONFIGS.glob("*.yaml")} == set(tiny_config_files())
+
+
+def test_plot_labels_tell_apart_runs_in_same_named_folders(tmp_path):
+    """The benchmark writes every method to ``<method>/seed0``: folder names alone clash."""
+    from aepo.plot.curves import run_labels
+
+    methods = ["grpo", "clip_cov", "kl_cov", "adaptive_entropy", "top_entropy"]
+    dirs = [tmp_path / m / "seed0" for m in methods] + [tmp_path / "solo"]
+    assert run_labels(dirs) == [f"{m}/seed0" for m in methods] + ["solo"]
+
+
+def test_plot_draws_more_runs_than_colours_each_distinguishable(tmp_path):
+    import numpy as np
+
+    from aepo.plot.curves import ENTROPY, REWARD, TARGET, plot_runs
+
+    steps = np.arange(1, 6)
+    runs = {
+        f"run{i}": {ENTROPY: (steps, 0.1 * i + 0 * steps), REWARD: (steps, 0.5 + 0 * steps)}
+        for i in range(13)
+    }
+    runs["run0"][TARGET] = (steps, 0.25 + 0 * steps)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    saved = {}
+    real_savefig = plt.Figure.savefig
+
+    def keep(fig, *args, **kwargs):
+        saved["fig"] = fig
+        return real_savefig(fig, *args, **kwargs)
+
+    plt.Figure.savefig = keep
+    try:
+        plot_runs(runs, tmp_path / "many.png")
+    finally:
+        plt.Figure.savefig = real_savefig
+    lines = saved["fig"].axes[0].get_legend().get_lines()
+    looks = {(line.get_color(), line.get_linestyle()) for line in lines}
+    assert len(lines) == 13 and len(looks) == 13

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from aepo.rewards import math_reward, sandbox
+from aepo.rewards.adversarial import STALLS
 from aepo.rewards.math_reward import (
     quick_verdict,
     reward_counters,
@@ -31,29 +33,6 @@ def _workers_started():
     start_workers()  # the one-time start (it imports sympy) is not what these tests time
 
 
-def _nested(depth: int, pair: str = "{}") -> str:
-    return pair[0] * depth + "1" + pair[1] * depth
-
-
-# (response, ground truth) that took seconds to minutes, or gigabytes, on the old reward
-STALLS = [
-    ("\\boxed (x+1)^{999}", "10"),
-    ("\\boxed (x+y)^{9999}", "x^2+1"),
-    ("\\boxed 999999^{999999}", "\\sqrt{2}"),
-    ("\\boxed \\Gamma(999999)", "\\pi/4"),
-    ("\\boxed \\sin(10^{999999})", "[1,2)"),
-    ("\\boxed 2^{-999999}", "0"),
-    ("\\boxed{" + _nested(50) + "}", "2"),
-    ("\\boxed{" + _nested(18) + "}", "2"),
-    ("\\boxed{" + _nested(40, "()") + "}", "2"),
-    ("\\boxed{(x+1)^{1000}}", "3"),
-    ("\\boxed{999999^{999999}}", "1"),
-    ("\\boxed{(x+1)^{999999}}", "1"),
-    ("The answer follows from the lemma. " * 300, "1"),
-    ("The answer follows from the lemma. " * 300 + "\\boxed{4}", "5"),
-]
-
-
 @pytest.mark.parametrize(
     ("response", "truth"), STALLS, ids=[f"stall{i}" for i in range(len(STALLS))]
 )
@@ -64,19 +43,73 @@ def test_answers_that_stalled_score_zero_within_a_second(response, truth):
     assert result.score == 0.0 and not result.correct
 
 
-def test_an_answer_stopped_at_the_deadline_is_counted_and_the_next_call_is_checked():
+def test_an_answer_over_its_cpu_budget_is_counted_and_the_next_call_is_checked():
     before = reward_counters()
-    kills = sandbox.pool().kills
     started = time.perf_counter()
-    result = score("\\boxed{(x+1)^{1000}+17}", "3")  # not cached: not among STALLS
-    assert time.perf_counter() - started < 1.0
+    result = score("\\boxed{(x+y+z)^{60}+17}", "3")  # no text rule refuses it
+    assert time.perf_counter() - started < 5.0  # 0.3 s on idle cores; the CPU budget decides
     assert result.unparseable and result.score == 0.0
+    assert result.problem == sandbox.OVER_CPU_BUDGET
     after = reward_counters()
     assert after["timed_out"] == before["timed_out"] + 1
     assert after["unparseable"] == before["unparseable"] + 1
-    assert sandbox.pool().kills == kills + 1
-    # the killed worker was replaced: the next answer gets a real comparison
+    assert after["machine_busy"] == before["machine_busy"]
     assert score("\\boxed{\\frac{14}{3}}", "14/3").correct
+
+
+def test_a_starved_worker_scores_zero_counted_as_busy_and_is_not_cached(monkeypatch):
+    """A worker that gets no CPU time (stopped here, as on an overloaded machine) says nothing
+    about the answer: the call scores 0 at the wall-clock limit, counted as machine_busy, and
+    the same answer is checked again on the next call instead of being served from the
+    cache."""
+    workers = sandbox.WorkerPool(max_workers=1, timeout_s=0.5)
+    monkeypatch.setattr(sandbox, "_POOL", workers)
+    try:
+        assert workers.verdict("2", "2")[0]
+        (stopped,) = workers._idle
+        os.kill(stopped.pid, signal.SIGSTOP)
+        before = reward_counters()
+        answer = ("\\boxed{\\frac{7}{\\sqrt{49}}}", "1")
+        result = score(*answer)
+        assert result.score == 0.0 and result.problem == sandbox.MACHINE_BUSY
+        after = reward_counters()
+        assert after["machine_busy"] == before["machine_busy"] + 1
+        assert after["timed_out"] == before["timed_out"] + 1
+        assert _exits(stopped.pid)
+        assert score(*answer).score == 1.0  # a fresh worker compared it: nothing was cached
+    finally:
+        workers.close()
+
+
+def _exits(pid: int, within_s: float = 30.0) -> bool:
+    """Whether process ``pid`` is gone (or a zombie) within ``within_s`` (a kill is delivered
+    asynchronously)."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return True
+        if state in ("Z", "X"):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_the_cpu_budget_not_the_wall_clock_decides():
+    """A worker that answers within the budget is waited for however slowly it runs; one that
+    uses up its budget is stopped however fast the machine is."""
+    generous = sandbox.WorkerPool(max_workers=1, cpu_budget_s=30.0, timeout_s=60.0)
+    stingy = sandbox.WorkerPool(max_workers=1, cpu_budget_s=0.01, timeout_s=60.0)
+    try:
+        answer = ("\\left(\\left(\\frac{3}{\\sqrt{9}}\\right)\\right)", "1")
+        assert generous.verdict(*answer) == (True, None, False)
+        assert stingy.verdict(*answer) == (False, sandbox.OVER_CPU_BUDGET, True)
+        assert stingy.verdict("\\frac{1}{2}", "0.5")[1] in (None, sandbox.OVER_CPU_BUDGET)
+        assert stingy.kills == 0  # it stopped itself at the budget: no kill needed
+    finally:
+        generous.close()
+        stingy.close()
 
 
 def test_workers_run_under_an_address_space_limit():
@@ -151,28 +184,68 @@ def test_verdict_starts_from_default_mpmath_precision(monkeypatch):
     assert seen == [53]
 
 
-def test_checks_from_threads_leave_this_process_precision_alone():
+def test_concurrent_checks_leave_this_process_precision_alone():
+    """sympy evaluates Gamma and other functions under ``mpmath.workprec``, which saves and
+    restores the process-wide precision: threads interleaving there left it anywhere from 2 to
+    75 bits (and, in longer runs, 274,472) when answers were checked in the caller's process.
+    Checked in worker processes, the caller's precision is 53 bits throughout and after."""
+    import math
+
     import mpmath
 
-    cases = [(f"\\boxed{{\\sqrt{{{i}}}}}", f"{i**0.5:.6f}") for i in range(2, 14)]
-    cases += [(f"\\boxed{{\\frac{{\\pi}}{{{i}}}}}", f"{3.14159265 / i:.5f}") for i in range(2, 8)]
+    cases = [
+        (f"\\boxed{{\\Gamma(\\frac{{{k}}}{{3}})}}", f"{math.gamma(k / 3):.4f}")
+        for k in range(4, 40)
+        if k % 3
+    ]
     seen, stop = set(), threading.Event()
 
     def watch():
         while not stop.is_set():
             seen.add(mpmath.mp.prec)
-            time.sleep(0.0005)
+            time.sleep(0.0002)
 
     watcher = threading.Thread(target=watch)
+    switch_interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads take turns often, as on a busy many-core machine
     watcher.start()
     try:
         with ThreadPoolExecutor(4) as threads:
             values = list(threads.map(lambda case: score(*case).score, cases))
     finally:
+        sys.setswitchinterval(switch_interval)
         stop.set()
         watcher.join()
     assert seen == {53} and mpmath.mp.prec == 53
-    assert set(values) <= {0.0, 1.0}
+    assert values == [score(*case).score for case in cases]  # the same verdicts, one thread
+
+
+def _rss_kb() -> int:
+    status = Path("/proc/self/status").read_text()
+    return next(int(line.split()[1]) for line in status.splitlines() if "VmRSS" in line)
+
+
+def test_a_memory_bomb_stops_at_the_address_space_limit(monkeypatch):
+    """An answer that passes every text rule but needs more memory than its worker may map:
+    the worker stops at its limit (math-verify turns the MemoryError into "not equal", so the
+    worker reads its own peak), scores 0 counted as out_of_memory, is replaced, and the
+    caller's memory does not move. A 4 MiB limit makes a 1,891-term expansion such a bomb."""
+    workers = sandbox.WorkerPool(max_workers=1, memory_limit_bytes=4 << 20, cpu_budget_s=30.0)
+    monkeypatch.setattr(sandbox, "_POOL", workers)
+    try:
+        assert score("\\boxed{\\frac{1}{2}}", "0.5").correct
+        (first,) = workers._idle
+        before, rss_before = reward_counters(), _rss_kb()
+        result = score("\\boxed{(x+y+z)^{60}+2}", "0.5")
+        assert result.score == 0.0 and result.problem == sandbox.OUT_OF_MEMORY
+        after = reward_counters()
+        assert after["out_of_memory"] == before["out_of_memory"] + 1
+        assert after["unparseable"] == before["unparseable"] + 1
+        assert _rss_kb() - rss_before < 2048  # the caller's RSS, in KiB
+        assert score("\\boxed{\\frac{3}{6}}", "0.5").correct  # a fresh worker took over
+        assert first not in workers._idle and _exits(first.pid)
+    finally:
+        workers.close()
 
 
 _DETERMINISM_SCRIPT = """
@@ -303,21 +376,54 @@ def test_memory_stays_flat_over_many_distinct_long_answers():
 
 
 def test_fuzz_benchmark_meets_its_goals(tmp_path):
-    """A small run of scripts/bench_reward_fuzz.py: no crash, no call over a second, the same
-    verdicts from threads and from a process pool, memory flat."""
+    """A small run of scripts/bench_reward_fuzz.py: no crash, binary scores, the same scores
+    from one thread, four threads and a process pool, memory flat. The wall-clock goals are
+    the benchmark's to report (this machine may be loaded): here every call must merely end
+    within the reward's own last-resort limit, and a score may differ between runs only where
+    one run was stopped by that limit and counted machine_busy."""
     out = tmp_path / "figures.json"
     env = dict(os.environ, PYTHONPATH=str(REPO))
+    limit = sandbox.DEFAULT_TIMEOUT_S + 2.0
     done = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "bench_reward_fuzz.py"), "--inputs", "100"]
-        + ["--json", str(out)],
+        [sys.executable, str(REPO / "scripts" / "bench_reward_fuzz.py"), "--inputs", "150"]
+        + ["--max-call-s", str(limit), "--json", str(out)],
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
     )
     figures = json.loads(out.read_text())
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert figures["crashes"] == 0 and figures["non_binary_scores"] == 0
-    assert figures["slowest_call_s"] <= 1.0
-    assert figures["differing_both_checked"] == 0
-    assert figures["correct_scores"] > 0  # ordinary answers were checked, not all refused
+    assert figures["crashes"] == 0 and figures["non-binary scores"] == 0, done.stdout
+    assert figures["_mismatches_not_busy"] == 0, done.stdout
+    assert figures["slowest call s"] <= limit
+    assert figures["_max_rss_growth_mb"] <= 50
+    assert figures["correct scores, one thread"] > 0  # ordinary answers were checked
+
+
+@pytest.mark.parametrize(
+    ("latex", "expected"),
+    [
+        ("{" * 50 + "1" + "}" * 50, "1"),
+        ("\\frac{{1}}{2}", "\\frac{1}{2}"),
+        ("x^{{2}}", "x^{2}"),
+        ("{1,2}", "1,2"),
+        ("{a}{b}", "{a}{b}"),  # two groups side by side: nothing to drop
+        ("\\{1,2\\}", "\\{1,2\\}"),  # escaped braces are a set, not grouping
+        ("{{{x}", "{{{x}"),  # unbalanced: left as it is
+    ],
+)
+def test_braces_that_group_nothing_are_dropped(latex, expected):
+    from aepo.rewards.boxed import without_redundant_braces
+
+    assert without_redundant_braces(latex) == expected
+
+
+def test_deeply_braced_answers_are_judged_cheaply_and_the_same_everywhere():
+    """Eighteen nested braces took 138 CPU-s in the first reward, and braces nested four or
+    five deep cost about the CPU budget, so their verdict depended on which worker (with
+    which caches) took them. Braces only group: the answer inside is what is compared."""
+    before = reward_counters()["timed_out"]
+    assert score("\\boxed{" + "{" * 18 + "1" + "}" * 18 + "}", "1").correct
+    assert score("\\boxed{{{{{\\frac{1}{2}}}}}}", "0.5").correct
+    assert not score("\\boxed{" + "{" * 50 + "7" + "}" * 50 + "}", "1").correct
+    assert reward_counters()["timed_out"] == before

@@ -192,6 +192,18 @@ def test_refused_answer_still_matches_identical_ground_truth():
         ("10^{10000000}", True),
         ("12345!", True),
         ("(n+1)!", True),
+        ("(x+1)^{99}", False),
+        ("(x+1)^{100}", True),
+        ("(x+58)^{945}", True),
+        ("\\left(a-b\\right)^{1000}", True),
+        ("(\\pi+1)^{100}", False),  # no variable: evaluated as a number
+        ("(2)^{1000}", False),
+        ("\\sin(10^{999})", False),
+        ("\\sin(10^{3380})", True),
+        ("\\Gamma(12345)", True),
+        ("\\Gamma(1234)", False),
+        ("((((x))))", False),
+        ("(((((x)))))", True),
     ],
 )
 def test_cost_guard(latex, refused):
@@ -274,6 +286,8 @@ def test_reset_reward_counters():
         "no_answer": 0,
         "unparseable": 0,
         "timed_out": 0,
+        "machine_busy": 0,
+        "out_of_memory": 0,
         "bad_ground_truth": 0,
     }
 

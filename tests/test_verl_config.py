@@ -41,6 +41,10 @@ def test_every_file_the_issue_asks_for_is_shipped():
         "entropy_adv",
         "aepo_no_temperature",
         "aepo_advantage",
+        "clip_cov",
+        "kl_cov",
+        "adaptive_entropy",
+        "top_entropy",
     }
     assert expected <= set(SHIPPED)
 
@@ -50,9 +54,8 @@ def test_shipped_config_composes_validates_and_passes_verl_checks(name):
     config = compose_shipped(name)
     cfg = check_config(config)
     # What the file says under aepo: is what the run gets.
-    for key, value in (yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())["aepo"]).items():
-        got = getattr(cfg, key)
-        assert (got.model_dump() if hasattr(got, "model_dump") else got) == value, (name, key)
+    written = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())["aepo"]
+    assert_written_values_are_used(written, cfg.model_dump(), name)
     validate_config(
         config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config)
     )
@@ -61,6 +64,16 @@ def test_shipped_config_composes_validates_and_passes_verl_checks(name):
     assert actor.clip_ratio_low == actor.clip_ratio_high == cfg.clip_ratio
     assert "tensorboard" in config.trainer.logger
     assert config.trainer.use_v1 is False
+
+
+def assert_written_values_are_used(written: dict, got: dict, where: str) -> None:
+    """Every key a file sets has that value in the validated config (sections recursively;
+    a section may set only some of its keys)."""
+    for key, value in written.items():
+        if isinstance(value, dict):
+            assert_written_values_are_used(value, got[key], f"{where}.{key}")
+        else:
+            assert got[key] == value, (f"{where}.{key}", got[key], value)
 
 
 def test_default_config_is_the_papers_aepo_setting():
@@ -188,3 +201,94 @@ def test_a_config_comment_promises_aepo_scalars_only_where_they_are_logged(name)
     if not recipe_for(check_config(compose_shipped(name))).extra_rollout:
         assert "aepo/entropy is still logged" not in comment
         assert "aepo/" not in comment or "No aepo/* scalars are logged" in comment
+
+
+def test_cov_baselines_become_verls_policy_loss_settings():
+    clip = omega_conf_to_dataclass(compose_checked("clip_cov").actor_rollout_ref.actor)
+    assert clip.policy_loss.loss_mode == "clip_cov"
+    assert (clip.policy_loss.clip_cov_ratio, clip.policy_loss.clip_cov_lb) == (2e-4, 1.0)
+    assert clip.policy_loss.clip_cov_ub == 5.0
+    kl = omega_conf_to_dataclass(
+        compose_checked("kl_cov", "aepo.baselines.kl_cov.ratio=0.002").actor_rollout_ref.actor
+    )
+    # verl's own default ppo_kl_coef is 0.1; the KL-Cov authors' is 1.
+    assert (kl.policy_loss.loss_mode, kl.policy_loss.kl_cov_ratio) == ("kl_cov", 0.002)
+    assert kl.policy_loss.ppo_kl_coef == 1.0
+    grpo = compose_checked("grpo").actor_rollout_ref.actor.policy_loss
+    assert grpo.loss_mode == "vanilla"
+
+
+def compose_checked(name, *overrides):
+    config = compose_shipped(name, *overrides)
+    check_config(config)
+    return config
+
+
+@pytest.mark.parametrize(
+    ("name", "override", "message"),
+    [
+        (
+            "kl_cov",
+            "actor_rollout_ref.actor.policy_loss.ppo_kl_coef=0.5",
+            r"policy_loss\.ppo_kl_coef=0\.5 conflicts with aepo\.baselines\.kl_cov\.coef=1\.0",
+        ),
+        (
+            "clip_cov",
+            "actor_rollout_ref.actor.policy_loss.loss_mode=gspo",
+            r"loss_mode=gspo conflicts with aepo\.algorithm=clip_cov",
+        ),
+        (
+            "adaptive_entropy",
+            "aepo.baselines.adaptive_entropy.update=optimizer_step",
+            r"aepo\.baselines\.adaptive_entropy\.update=optimizer_step: the verl",
+        ),
+        (
+            "adaptive_entropy",
+            "actor_rollout_ref.actor.entropy_coeff=0.01",
+            r"entropy_coeff=0\.01 conflicts with aepo\.algorithm=adaptive_entropy",
+        ),
+        (
+            "top_entropy",
+            "algorithm.rollout_correction.bypass_mode=true",
+            r"bypass_mode must be false: it skips the old-log-prob pass",
+        ),
+    ],
+)
+def test_entropy_method_conflicts_are_rejected_naming_the_keys(name, override, message):
+    with pytest.raises(ConfigError, match=message):
+        check_config(compose_shipped(name, override))
+
+
+def test_adaptive_entropy_makes_the_worker_compute_pi_thetas_entropy():
+    config = compose_checked("adaptive_entropy")
+    assert config.actor_rollout_ref.actor.calculate_entropy is True
+    assert config.actor_rollout_ref.actor.entropy_coeff == 0
+    # The verl value equal to ours (or verl's default) is no conflict.
+    compose_checked("clip_cov", "actor_rollout_ref.actor.policy_loss.clip_cov_ub=5.0")
+
+
+def test_target_schedule_is_one_override_on_any_config():
+    cfg = check_config(
+        compose_default(
+            "aepo.target_entropy=0.25", "aepo.target_schedule={kind:cosine,start:1.0,steps:50}"
+        )
+    )
+    assert cfg.target_schedule.model_dump() == {"kind": "cosine", "start": 1.0, "steps": 50}
+    anneal = check_config(compose_shipped("aepo_linear_anneal"))
+    assert (anneal.target_schedule.kind, anneal.target_schedule.start) == ("linear", 1.0)
+    assert anneal.target_entropy == 0.5
+
+
+def test_bad_target_schedule_fails_naming_the_key():
+    with pytest.raises(
+        ConfigError, match=r"aepo\.target_schedule\.steps: .*greater than or equal to 1"
+    ):
+        check_config(compose_default("aepo.target_schedule={kind:linear,start:1.0,steps:0}"))
+
+
+def test_dry_run_summary_names_the_schedule():
+    from aepo.backends.verl.dry_run import run_summary
+
+    config = compose_shipped("aepo_linear_anneal")
+    summary = run_summary(config, check_config(config), train_rows=None)
+    assert "aepo (target entropy linear 1.0 -> 0.5 over 200 steps, T_high 1.2" in summary

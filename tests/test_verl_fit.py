@@ -350,6 +350,21 @@ def test_resumed_run_continues_the_uninterrupted_trajectory(tmp_path, aepo_run):
     assert resumed.trainer.aepo_state_dict() == aepo_run.trainer.aepo_state_dict()
 
 
+def test_target_schedule_through_fit_and_a_resume_mid_schedule(tmp_path):
+    schedule = ("aepo.target_entropy=0.2", "aepo.target_schedule={kind:linear,start:0.8,steps:3}")
+    expected = {1: 0.8, 2: 0.6, 3: 0.4, 4: 0.2}
+    first = run_fit(tmp_path, *schedule, f"trainer.total_training_steps={SAVE_FREQ}")
+    resumed = run_fit(tmp_path, *schedule, tensorboard="tb_resumed")
+    logged = {**first.scalars["aepo/target_entropy"], **resumed.scalars["aepo/target_entropy"]}
+    assert set(resumed.scalars["aepo/target_entropy"]) == {3, 4}
+    assert logged == pytest.approx(expected)
+    history = resumed.trainer.aepo.controller.history
+    assert [(d.step, d.target) for d in history] == [
+        (3, pytest.approx(0.4)),
+        (4, pytest.approx(0.2)),
+    ]
+
+
 # ---- GRPO --------------------------------------------------------------------------------
 
 
@@ -362,6 +377,34 @@ def test_grpo_through_fit_generates_and_updates_only_the_plain_batch(tmp_path):
         assert len(td["response_mask"]) == ROWS and not is_aepo_row(td).any()
         _, group_sizes = np.unique(tu.get(td, "uid"), return_counts=True)
         assert set(group_sizes.tolist()) == {N}, "fit's GRPO groups, nothing replaced"
-    assert not [tag for tag in run.scalars if tag.startswith("aepo/")]
+    # No controller, no decision metrics: only the target its entropy is judged against.
+    assert [tag for tag in run.scalars if tag.startswith("aepo/")] == ["aepo/target_entropy"]
+    assert set(run.scalars["aepo/target_entropy"]) == {1, 2}
     assert set(run.scalars["reward/mean"]) == {1, 2}
     assert set(run.scalars["actor/entropy"]) == {1, 2}
+
+
+# ---- adaptive entropy ----------------------------------------------------------------------
+
+
+def test_adaptive_entropy_through_fit_sets_logs_and_resumes_its_coefficient(tmp_path):
+    keys = (
+        "aepo.algorithm=adaptive_entropy",
+        "aepo.baselines.adaptive_entropy.update=training_step",
+        "aepo.baselines.adaptive_entropy.step=0.01",
+    )
+    straight = run_fit(tmp_path / "straight", *keys)
+    # The fake pi_old's entropy (~0.4) is below the target 0.5 at every step.
+    expected = {1: 0.0, 2: 0.01, 3: 0.02, 4: 0.03}
+    assert straight.scalars["aepo/entropy_coef_applied"] == pytest.approx(expected)
+    assert set(straight.scalars["aepo/target_entropy"].values()) == {0.5}
+    coefficients = [fn.keywords["config"].entropy_coeff for fn in straight.actor.loss_fns]
+    assert coefficients == pytest.approx(list(expected.values()))
+    assert all(tu.get(td, "calculate_entropy") is True for td in straight.actor.updates)
+
+    run_fit(tmp_path / "stopped", *keys, f"trainer.total_training_steps={SAVE_FREQ}")
+    resumed = run_fit(tmp_path / "stopped", *keys, tensorboard="tb_resumed")
+    for tag in ("aepo/entropy_coef", "aepo/entropy_coef_applied"):
+        for step in (3, 4):
+            assert resumed.scalars[tag][step] == pytest.approx(straight.scalars[tag][step]), tag
+    assert resumed.actor.loss_fns[0].keywords["config"].entropy_coeff == pytest.approx(0.02)

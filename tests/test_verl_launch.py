@@ -123,6 +123,8 @@ def test_launch_checks_then_hands_our_task_runner_to_run_ppo(tmp_path, monkeypat
     with pytest.raises(ConfigError):
         launch(compose_with(*files[1:], f"data.train_files={tmp_path / 'absent.parquet'}"))
     monkeypatch.setenv(DRY_RUN_VARIABLE, "1")
+    with pytest.raises(ConfigError, match=r"aepo\.alpha"):  # the dry run checks it too
+        launch(compose_with(*files, "aepo.alpha=nan"))
     launch(compose_with(*files))
     assert not handed, "a bad config and a dry run must stop before Ray starts"
     assert "20 rows, 2 steps per epoch" in capsys.readouterr().out

@@ -332,17 +332,6 @@ def test_nodes_without_aepo_or_at_another_version_are_named():
     assert len(problems) == 2
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    """A one-node Ray cluster on this machine only (``address="local"`` never joins a
-    running cluster), torn down after the module."""
-    import ray
-
-    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
 def test_every_node_of_a_real_ray_cluster_is_probed(local_ray, monkeypatch):
     import importlib.util
 
@@ -389,3 +378,110 @@ def test_the_node_probe_runs_where_aepo_cannot_be_imported(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "ModuleNotFoundError: No module named 'aepo'"
+
+
+def state_written_by(overrides: list[str]) -> str:
+    """The aepo_state.json our trainer writes for a run composed with ``overrides``."""
+    from types import SimpleNamespace
+
+    from aepo.backends.verl.trainer import AEPORayTrainer, aepo_config_from
+    from aepo.core import AEPOStep, recipe_for
+
+    cfg = aepo_config_from(compose_with(*overrides))
+    trainer = SimpleNamespace(
+        aepo_cfg=cfg, recipe=recipe_for(cfg), aepo=AEPOStep(cfg), global_steps=3
+    )
+    return json.dumps({"format": 1, **AEPORayTrainer.aepo_state_dict(trainer)})
+
+
+@pytest.mark.parametrize("written_by", ["grpo", "entropy_reg"])
+def test_a_resume_with_another_algorithm_stops_before_ray(tmp_path, monkeypatch, written_by):
+    files = run_files(tmp_path)
+    checkpoints = tmp_path / "checkpoints"
+    state = state_written_by([*files, f"aepo.algorithm={written_by}"])
+    folder = checkpoint_dir(checkpoints, 3, state)
+    config = compose_with(*files, f"trainer.default_local_dir={checkpoints}")
+    with pytest.raises(ConfigError) as refused:
+        launch_until_ray(config, monkeypatch)
+    header, problem = str(refused.value).splitlines()
+    assert problem.strip().startswith(
+        f"{folder / 'aepo_state.json'} was written by aepo.algorithm={written_by!r}, the config "
+        "says 'aepo': a run cannot change aepo.algorithm"
+    )
+    # The same algorithm resumes; so does starting afresh.
+    for fine in (f"aepo.algorithm={written_by}", "trainer.resume_mode=disable"):
+        config = compose_with(*files, f"trainer.default_local_dir={checkpoints}", fine)
+        assert launch_until_ray(config, monkeypatch)
+
+
+def test_a_state_file_that_records_only_its_algorithm_is_still_compared(tmp_path, monkeypatch):
+    """aepo_state.json written before the config was recorded in it names its algorithm."""
+    files = run_files(tmp_path)
+    checkpoints = tmp_path / "checkpoints"
+    old = json.loads(state_written_by([*files, "aepo.algorithm=aepo"]))
+    del old["run_config"]
+    checkpoint_dir(checkpoints, 3, json.dumps(old))
+    config = compose_with(*files, f"trainer.default_local_dir={checkpoints}")
+    assert launch_until_ray(config, monkeypatch)
+    config = compose_with(
+        *files, f"trainer.default_local_dir={checkpoints}", "aepo.algorithm=aepo_advantage"
+    )
+    with pytest.raises(ConfigError, match=r"was written by aepo.algorithm='aepo', the config says"):
+        launch_until_ray(config, monkeypatch)
+
+
+def test_a_resume_with_other_aepo_settings_warns_naming_each(tmp_path, monkeypatch, caplog):
+    files = run_files(tmp_path)
+    checkpoints = tmp_path / "checkpoints"
+    checkpoint_dir(checkpoints, 3, state_written_by(files))
+    config = compose_with(
+        *files,
+        f"trainer.default_local_dir={checkpoints}",
+        "aepo.target_entropy=0.25",
+        "aepo.alpha=2",
+    )
+    with caplog.at_level("WARNING", logger="aepo.backends.verl.startup"):
+        assert launch_until_ray(config, monkeypatch)
+    (warning,) = [r.getMessage() for r in caplog.records if "resuming" in r.getMessage()]
+    assert f"resuming {checkpoints / 'global_step_3'} with changes: " in warning
+    assert "aepo.alpha 1.0 -> 2.0" in warning and "aepo.target_entropy 0.5 -> 0.25" in warning
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="aepo.backends.verl.startup"):
+        assert launch_until_ray(
+            compose_with(*files, f"trainer.default_local_dir={checkpoints}"), monkeypatch
+        )
+    assert not [r for r in caplog.records if "resuming" in r.getMessage()]
+
+
+@pytest.mark.parametrize("has_value_head", [False, True])
+def test_a_trl_that_verls_workers_cannot_use_is_named_per_node(
+    tmp_path, monkeypatch, has_value_head
+):
+    """A stand-in ``trl`` package on the path: installing the real TRL 1.16 here would break
+    this venv's verl workers, which is the case under test."""
+    import sys
+
+    from aepo.backends.verl.cluster import NodeReport, _probe, node_problems
+
+    package = tmp_path / "trl"
+    package.mkdir()
+    body = '__version__ = "1.16.0"\n'
+    if has_value_head:
+        body += "class AutoModelForCausalLMWithValueHead: ...\n"
+    (package / "__init__.py").write_text(body)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in [m for m in sys.modules if m == "trl" or m.startswith("trl.")]:
+        monkeypatch.delitem(sys.modules, name)
+    try:
+        found = _probe("aepo")()
+    finally:
+        for name in [m for m in sys.modules if m == "trl" or m.startswith("trl.")]:
+            del sys.modules[name]
+    if has_value_head:
+        assert found["trl_problem"] is None
+        return
+    assert "TRL 1.16.0 is installed" in found["trl_problem"]
+    report = NodeReport("10.0.0.1", "head", "0.1.0", None, True, found["trl_problem"])
+    (problem,) = node_problems([report], "0.1.0")
+    assert problem.startswith("Ray node 10.0.0.1 (head): TRL 1.16.0 is installed")
+    assert "pip uninstall trl" in problem and "make bench-trl" in problem

@@ -324,7 +324,9 @@ def test_grpo_recipe_leaves_the_batch_alone():
     assert torch.equal(td["advantages"], grpo.batch["advantages"])
     assert len(trainer.async_rollout_manager.calls) == 1
     metrics = out.meta_info["metrics"]
-    assert not any(key.startswith("aepo/") for key in metrics)
+    # No controller, so no decision metrics; only the target its entropy is judged against.
+    assert {key for key in metrics if key.startswith("aepo/")} == {"aepo/target_entropy"}
+    assert metrics["aepo/target_entropy"] == trainer.aepo_cfg.target_entropy
 
 
 def test_entropy_adv_shapes_advantages_with_old_pass_entropies():
@@ -462,3 +464,38 @@ def test_validation_generation_passes_through_untouched(aepo_config):
     assert len(trainer.rollout_manager.calls) == before + 1
     assert all(math.isnan(t) for t in call["temperatures"]) and trainer._extras is None
     assert trainer._generation_prompts is prompts, "validation must not replace the stashed prompts"
+
+
+def test_target_schedule_is_logged_each_step_and_survives_the_checkpoint(tmp_path):
+    config = compose_config(
+        f"trainer.default_local_dir={tmp_path}",
+        "trainer.resume_mode=auto",
+        "aepo.target_entropy=0.25",
+        "aepo.target_schedule={kind:linear,start:0.75,steps:4}",
+    )
+    expected = {1: 0.75, 2: 0.625, 3: 0.5, 4: 0.375, 5: 0.25}
+    trainer = make_trainer(config)
+    for step in (1, 2):
+        _, out = fit_step(trainer, step=step)
+        assert out.meta_info["metrics"]["aepo/target_entropy"] == pytest.approx(expected[step])
+    assert [d.target for d in trainer.aepo.controller.history] == pytest.approx([0.75, 0.625])
+    trainer._save_checkpoint()
+    saved = json.loads((tmp_path / "global_step_2" / STATE_FILE).read_text())
+    assert saved["controller"]["last_target"] == pytest.approx(0.625)
+    assert saved["controller"]["config"]["target_schedule"] == {
+        "kind": "linear",
+        "start": 0.75,
+        "steps": 4,
+    }
+
+    resumed = make_trainer(config)
+    resumed.global_steps = 0
+    resumed._load_checkpoint()
+    assert resumed.global_steps == 2
+    assert resumed.aepo.controller.last_target == pytest.approx(0.625)
+    for step in (3, 4, 5):
+        _, out = fit_step(resumed, step=step)
+        assert out.meta_info["metrics"]["aepo/target_entropy"] == pytest.approx(expected[step])
+    assert [d.target for d in resumed.aepo.controller.history] == pytest.approx(
+        [expected[s] for s in (3, 4, 5)]
+    )

@@ -49,6 +49,7 @@ class FakeActorWorkerGroup:
         self.ref_batches = []
         self.updates = []
         self.saved, self.loaded = [], []
+        self.loss_fns = []
 
     def _check_dispatch(self, td, micro: int | None = None, mesh: str = "actor") -> int:
         # verl's nd-dispatch splits a call's batch into one equal chunk per DP rank.
@@ -98,6 +99,10 @@ class FakeActorWorkerGroup:
         return tu.get_tensordict(
             {}, non_tensor_dict={"metrics": {"mfu": 0.0, "actor/pg_loss": pg_loss}}
         )
+
+    def set_loss_fn(self, loss_fn):
+        """verl sends it to every rank (Dispatch.ONE_TO_ALL); the fake keeps each one."""
+        self.loss_fns.append(loss_fn)
 
     def save_checkpoint(self, local_path, hdfs_path, global_step, max_ckpt_to_keep=None):
         Path(local_path).mkdir(parents=True, exist_ok=True)

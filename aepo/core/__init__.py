@@ -63,6 +63,11 @@ _EXPORTS = {
     "config": ("ALGORITHMS", "AEPOConfig", "ConfigError", "load_aepo_config"),
     "controller": ("LOWER", "RAISE", "Decision", "EntropyController"),
     "entropy": ("token_logprobs_and_entropy",),
+    "entropy_methods": (
+        "AdaptiveEntropyCoef",
+        "high_entropy_token_mask",
+        "top_entropy_advantages",
+    ),
     "losses": (
         "AGG_MODES",
         "VERL_AGG_MODES",
@@ -74,6 +79,7 @@ _EXPORTS = {
     ),
     "merge": ("MergePlan", "plan_merge"),
     "recipes": ("Recipe", "recipe_for"),
+    "schedule": ("target_at",),
     "rollout_budget": (
         "ExtraRolloutPlan",
         "PositiveRateTracker",

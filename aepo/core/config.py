@@ -21,10 +21,20 @@ Algorithm = Literal[
     "entropy_adv",
     "aepo_no_temperature",
     "aepo_advantage",
+    "clip_cov",
+    "kl_cov",
+    "adaptive_entropy",
+    "top_entropy",
 ]
 ALGORITHMS: tuple[str, ...] = Algorithm.__args__  # type: ignore[attr-defined]
 
 PAPER = "arXiv 2510.08141"
+COV_PAPER = "arXiv 2505.22617"
+"""Clip-Cov and KL-Cov: The Entropy Mechanism of RL for Reasoning LMs (PRIME-RL)"""
+SKYWORK = "arXiv 2505.22312"
+"""adaptive entropy control: Skywork Open Reasoner 1 (Skywork-OR1)"""
+TOP_ENTROPY_PAPER = "arXiv 2506.01939"
+"""the 80/20 rule: Beyond the 80/20 Rule, high-entropy minority tokens"""
 MAX_TEMPERATURE = 2.0
 """vLLM's sampler refuses temperatures above 2 inside a rollout worker, mid-run"""
 
@@ -112,6 +122,191 @@ class EntropyAdvConfig(_Section):
     )
 
 
+class ClipCovConfig(_Section):
+    """Clip-Cov's constants (verl's ``clip_cov`` policy loss does the work)."""
+
+    ratio: float = Field(
+        2e-4,
+        gt=0,
+        lt=1,
+        description=doc(
+            "Clip-Cov: fraction of the batch's tokens, drawn among those whose covariance "
+            "(A - mean A)(log pi - mean log pi) lies in (lower, upper), whose gradient is "
+            "detached.",
+            f"{COV_PAPER}; verl 0.9.1 policy_loss.clip_cov_ratio",
+        ),
+    )
+    lower: float = Field(
+        1.0,
+        description=doc(
+            "Clip-Cov: lower bound of the covariance a detached token may have.",
+            f"{COV_PAPER}; verl 0.9.1 policy_loss.clip_cov_lb",
+        ),
+    )
+    upper: float = Field(
+        5.0,
+        description=doc(
+            "Clip-Cov: upper bound of the covariance a detached token may have.",
+            f"{COV_PAPER}; verl 0.9.1 policy_loss.clip_cov_ub",
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ClipCovConfig:
+        if not self.upper > self.lower:
+            raise ValueError(f"upper must be > lower, got lower={self.lower}, upper={self.upper}")
+        return self
+
+
+class KLCovConfig(_Section):
+    """KL-Cov's constants (verl's ``kl_cov`` policy loss does the work)."""
+
+    ratio: float = Field(
+        2e-4,
+        gt=0,
+        lt=1,
+        description=doc(
+            "KL-Cov: fraction of the batch's tokens with the largest covariance that get the "
+            "KL penalty coef * |log pi - log pi_old|.",
+            f"{COV_PAPER}; verl 0.9.1 policy_loss.kl_cov_ratio",
+        ),
+    )
+    coef: float = Field(
+        1.0,
+        gt=0,
+        description=doc(
+            "KL-Cov: weight of that penalty (verl 0.9.1's config default is 0.1; the authors' "
+            "code and run scripts use 1).",
+            f"{COV_PAPER}, github.com/PRIME-RL/Entropy-Mechanism-of-RL (ppo_kl_coef=1)",
+        ),
+    )
+
+
+class AdaptiveEntropyConfig(_Section):
+    """Adaptive entropy control: an entropy bonus whose coefficient chases target_entropy."""
+
+    initial_coef: float = Field(
+        0.0,
+        ge=0,
+        description=doc("adaptive_entropy: the coefficient c before the first update.", SKYWORK),
+    )
+    step: float = Field(
+        0.005,
+        gt=0,
+        description=doc(
+            "adaptive_entropy: c grows by this when the measured entropy is <= target_entropy "
+            "and shrinks by it otherwise.",
+            f"{SKYWORK}; TRL 1.16 entropy_coef_delta",
+        ),
+    )
+    min_coef: float = Field(
+        0.0,
+        ge=0,
+        description=doc(
+            "adaptive_entropy: lower bound of c.", f"{SKYWORK}; TRL 1.16 entropy_coef_min"
+        ),
+    )
+    max_coef: float = Field(
+        1.0,
+        ge=0,
+        description=doc(
+            "adaptive_entropy: upper bound of c.", f"{SKYWORK}; TRL 1.16 entropy_coef_max"
+        ),
+    )
+    update: Literal["optimizer_step", "training_step"] = Field(
+        "optimizer_step",
+        description=doc(
+            "`optimizer_step`: after every optimizer step, from that mini-batch's entropy of "
+            "pi_theta (TRL); `training_step`: once per step, from pi_old's token-mean entropy "
+            "(the one the AEPO controller reads). The verl engine supports only "
+            "`training_step` (its actor worker holds the coefficient fixed for a whole update).",
+            f"optimizer_step: TRL 1.16 (GRPOTrainer, use_adaptive_entropy); {SKYWORK}",
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _range(self) -> AdaptiveEntropyConfig:
+        if not self.min_coef <= self.initial_coef <= self.max_coef:
+            raise ValueError(
+                "need min_coef <= initial_coef <= max_coef, got "
+                f"{self.min_coef}, {self.initial_coef}, {self.max_coef}"
+            )
+        return self
+
+
+class TopEntropyConfig(_Section):
+    """The 80/20 rule: policy gradient only through the batch's highest-entropy tokens."""
+
+    quantile: float = Field(
+        0.2,
+        gt=0,
+        le=1,
+        description=doc(
+            "top_entropy: share of the step's response tokens, those with the highest pi_old "
+            "entropy (threshold: the batch's (1 - quantile) quantile), that keep their "
+            "advantage; the others get advantage 0 but still count in the loss's denominator.",
+            f"{TOP_ENTROPY_PAPER} (rho = 0.2); TRL 1.16 top_entropy_quantile",
+        ),
+    )
+
+
+class BaselinesConfig(_Section):
+    """The field's entropy controls, one section each (used by the algorithm of that name)."""
+
+    clip_cov: ClipCovConfig = Field(default_factory=ClipCovConfig)
+    kl_cov: KLCovConfig = Field(default_factory=KLCovConfig)
+    adaptive_entropy: AdaptiveEntropyConfig = Field(default_factory=AdaptiveEntropyConfig)
+    top_entropy: TopEntropyConfig = Field(default_factory=TopEntropyConfig)
+
+
+class TargetScheduleConfig(_Section):
+    """A target that moves with the step, from ``start`` to ``target_entropy``."""
+
+    kind: Literal["constant", "linear", "cosine"] = Field(
+        description=doc(
+            "`linear` or `cosine` from `start` at step 1 to `target_entropy` after `steps` "
+            "steps, held there afterwards; `constant`: `target_entropy` at every step.",
+            "this package; Entrocraft reports linear annealing as its best schedule",
+        ),
+    )
+    start: float | None = Field(
+        None,
+        gt=0,
+        description=doc("H* at step 1 (`linear`, `cosine`).", "this package"),
+    )
+    steps: int | None = Field(
+        None,
+        ge=1,
+        description=doc(
+            "steps the schedule takes to reach `target_entropy` (`linear`, `cosine`).",
+            "this package",
+        ),
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _end_is_target_entropy(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "end" in data:
+            raise ValueError(
+                f"'end' is not a key: the schedule ends at aepo.target_entropy, set that "
+                f"instead (got end={data['end']!r})"
+            )
+        return data
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> TargetScheduleConfig:
+        given = [k for k in ("start", "steps") if getattr(self, k) is not None]
+        if self.kind == "constant" and given:
+            raise ValueError(
+                f"kind constant holds target_entropy at every step; "
+                f"{' and '.join(given)} would be ignored: remove them"
+            )
+        missing = [k for k in ("start", "steps") if getattr(self, k) is None]
+        if self.kind != "constant" and missing:
+            raise ValueError(f"kind {self.kind} needs {' and '.join(missing)}")
+        return self
+
+
 REMOVED_KEYS: dict[str, str] = {
     "entropy_ema": "removed: no measurement needed smoothing (the raw measurement is used)",
     "integral_gain": "removed: the integral term was never enabled by a measured config",
@@ -145,12 +340,29 @@ class AEPOConfig(_Section):
         "aepo",
         description=doc(
             "`grpo`, `aepo`, `entropy_reg`, `entropy_adv`, `aepo_no_temperature`, "
-            "`aepo_advantage` (see Algorithms).",
-            f"{PAPER} Sec. 4 and 5",
+            "`aepo_advantage`, `clip_cov`, `kl_cov`, `adaptive_entropy`, `top_entropy` (see "
+            "Algorithms).",
+            f"{PAPER} Sec. 4 and 5; {COV_PAPER}; {SKYWORK}; {TOP_ENTROPY_PAPER}",
         ),
     )
     target_entropy: float = Field(
-        0.5, gt=0, description=doc("H*, token-mean entropy of pi_old at T = 1.", PAPER)
+        0.5,
+        gt=0,
+        description=doc(
+            "H*, token-mean entropy of pi_old at T = 1 (also adaptive_entropy's target; with "
+            "`target_schedule`: where the schedule ends).",
+            PAPER,
+        ),
+    )
+    target_schedule: TargetScheduleConfig | None = Field(
+        None,
+        description=doc(
+            "a target that changes with the step, one line of YAML: "
+            "`{kind: linear, start: 1.0, steps: 200}` anneals H* from 1.0 to "
+            "`target_entropy` over 200 steps (kinds: constant, linear, cosine); null: "
+            "`target_entropy` at every step. Logged as aepo/target_entropy.",
+            "this package",
+        ),
     )
     t_high: float = Field(
         1.2,
@@ -237,6 +449,7 @@ class AEPOConfig(_Section):
         0.015, ge=0, description=doc("Entropy-Reg: lambda of the entropy bonus.", PAPER)
     )
     entropy_adv: EntropyAdvConfig = Field(default_factory=EntropyAdvConfig)
+    baselines: BaselinesConfig = Field(default_factory=BaselinesConfig)
 
     @model_validator(mode="before")
     @classmethod
@@ -270,7 +483,8 @@ def validation_problems(err: ValidationError, source: str) -> str:
         value = e.get("input")
         if e["type"] == "extra_forbidden":
             lines.append(f"{where}: unknown key (value {value!r})")
-        elif e["type"] == "value_error" and not loc:
+        elif e["type"] == "value_error" and (not loc or isinstance(value, dict)):
+            # a section's own check: its message names the keys; the whole mapping is noise
             lines.append(f"{where}: {e['msg'].removeprefix('Value error, ')}")
         else:
             lines.append(f"{where}: {e['msg']} (got {value!r})")

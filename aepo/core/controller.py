@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from aepo.core.config import AEPOConfig
+from aepo.core.schedule import target_at
 
 RAISE = 1
 LOWER = -1
@@ -69,6 +70,9 @@ class EntropyController:
         """``controller.integral_gain`` x the summed relative errors near the target, within
         +-INTEGRAL_LIMIT: the standing push that a steady drift needs"""
         self._integrated = True  # whether the latest measurement is in ``integral`` yet
+        self.last_step: int | None = None
+        self.last_target: float | None = None
+        """step and target of the last decision (saved; a resumed run reports them too)"""
         self.history: list[Decision] = []
         """this process's decisions, for logs and tests; not saved in ``state_dict``, which
         stays the same size however long a run is"""
@@ -110,7 +114,7 @@ class EntropyController:
                 "EntropyController.decide() before any observe(): measure pi_old's entropy first"
             )
         cfg = self.cfg
-        target = cfg.target_entropy
+        target = target_at(cfg, step)  # aepo.target_schedule, or target_entropy
         command = self._command(target)
         direction = RAISE if command > 0 else LOWER
         strength, budget = self._push(direction, command)
@@ -124,6 +128,7 @@ class EntropyController:
             strength=strength,
         )
         self.history.append(decision)
+        self.last_step, self.last_target = step, target
         return decision
 
     def _push(self, direction: int, command: float) -> tuple[float, int]:
@@ -159,11 +164,15 @@ class EntropyController:
         return settled
 
     def state_dict(self) -> dict[str, Any]:
+        # The target needs no state (a function of the step, which both engines restore);
+        # the last one is saved so a checkpoint shows where a schedule stood.
         return {
             "entropy": self.entropy,
             "integral": self.integral,
             "integrated": self._integrated,
             "config": self.cfg.model_dump(),
+            "last_step": self.last_step,
+            "last_target": self.last_target,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -171,6 +180,11 @@ class EntropyController:
         try:
             entropy = state["entropy"]
             self.entropy = None if entropy is None else float(entropy)
+            # Absent from checkpoints written before target schedules existed.
+            last_step, last_target = state.get("last_step"), state.get("last_target")
+            self.last_step = None if last_step is None else int(last_step)
+            self.last_target = None if last_target is None else float(last_target)
+            # Absent from checkpoints written before the integral term existed.
             integral = float(state.get("integral", 0.0))
             integrated = state.get("integrated", True)
         except (KeyError, TypeError, ValueError, AttributeError) as err:

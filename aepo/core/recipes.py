@@ -20,6 +20,28 @@ class Recipe:
     """Entropy-Reg: bonus lambda * H on the current policy (0 disables)"""
     entropy_adv: bool
     """Entropy-Adv: shape GRPO advantages with pi_old's token entropy"""
+    policy_loss: str = "vanilla"
+    """verl 0.9.1's policy-loss name (``actor.policy_loss.loss_mode``): ``vanilla`` PPO-clip,
+    or ``clip_cov`` / ``kl_cov``, which both engines take from verl's registry"""
+    adaptive_entropy: bool = False
+    """an entropy bonus whose coefficient follows target_entropy (``aepo.baselines.adaptive_entropy``)"""
+    top_entropy_quantile: float | None = None
+    """only this share of tokens, those with the highest pi_old entropy, keep an advantage"""
+
+    @property
+    def has_state(self) -> bool:
+        """whether a resumed run needs the saved AEPO state to continue the same run"""
+        return self.extra_rollout or self.adaptive_entropy
+
+    @property
+    def targets_entropy(self) -> bool:
+        """whether the algorithm steers towards ``target_entropy`` (a run has a tracking error)"""
+        return self.extra_rollout or self.adaptive_entropy
+
+    @property
+    def needs_current_entropy(self) -> bool:
+        """whether the update needs pi_theta's token entropy (an entropy bonus)"""
+        return self.entropy_coef > 0 or self.adaptive_entropy
 
 
 def recipe_for(cfg: AEPOConfig) -> Recipe:
@@ -30,4 +52,7 @@ def recipe_for(cfg: AEPOConfig) -> Recipe:
         signal="advantage" if algo == "aepo_advantage" else "reward",
         entropy_coef=cfg.entropy_coef if algo == "entropy_reg" else 0.0,
         entropy_adv=algo == "entropy_adv",
+        policy_loss=algo if algo in ("clip_cov", "kl_cov") else "vanilla",
+        adaptive_entropy=algo == "adaptive_entropy",
+        top_entropy_quantile=cfg.baselines.top_entropy.quantile if algo == "top_entropy" else None,
     )

@@ -17,10 +17,12 @@ import torch
 from aepo.core.advantages import reinforce_advantages
 from aepo.core.config import AEPOConfig
 from aepo.core.controller import Decision, EntropyController
+from aepo.core.entropy_methods import AdaptiveEntropyCoef
 from aepo.core.losses import eq1_row_scale
 from aepo.core.merge import MergePlan, plan_merge
 from aepo.core.recipes import recipe_for
 from aepo.core.rollout_budget import ExtraRolloutPlan, PositiveRateTracker, plan_for_decision
+from aepo.core.schedule import target_at
 from aepo.core.selection import Selection, select_from_extra_rollout
 
 
@@ -49,6 +51,20 @@ class AEPOStep:
         self.rng = torch.Generator().manual_seed(cfg.seed)
         self.measurements = 0
         """entropies observed in this process (tells :meth:`settle` whether a plan is stale)"""
+        self.entropy_coef: AdaptiveEntropyCoef | None = (
+            AdaptiveEntropyCoef(cfg.baselines.adaptive_entropy, cfg.target_entropy)
+            if self.recipe.adaptive_entropy
+            else None
+        )
+        """adaptive_entropy's coefficient (None for the other algorithms)"""
+
+    def follow_target(self, step: int) -> float:
+        """This step's target (``aepo.target_schedule``, else ``target_entropy``); the
+        adaptive entropy coefficient chases the same one. Engines call it once per step."""
+        target = target_at(self.cfg, step)
+        if self.entropy_coef is not None:
+            self.entropy_coef.target = target
+        return target
 
     # --- decide and plan -------------------------------------------------------------------
     @property
@@ -162,11 +178,14 @@ class AEPOStep:
 
     # --- checkpoint ------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {
+        state = {
             "controller": self.controller.state_dict(),
             "positive_rates": self.positive_rates.state_dict(),
             "rng_state": self.rng.get_state().tolist(),
         }
+        if self.entropy_coef is not None:
+            state["adaptive_entropy"] = self.entropy_coef.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Raises ``ValueError`` naming what is missing or malformed."""
@@ -174,6 +193,8 @@ class AEPOStep:
             self.controller.load_state_dict(state["controller"])
             self.positive_rates.load_state_dict(state["positive_rates"])
             rng_state = state["rng_state"]
+            if self.entropy_coef is not None:
+                self.entropy_coef.load_state_dict(state["adaptive_entropy"])
         except KeyError as err:
             raise ValueError(f"AEPO state has no {err.args[0]!r} entry") from None
         except (TypeError, AttributeError) as err:

@@ -61,17 +61,21 @@ def plot_runs(
     out_png.parent.mkdir(parents=True, exist_ok=True)
     fig, (ax_h, ax_r) = plt.subplots(2, 1, figsize=(8, 6.5), sharex=True, height_ratios=[2, 1])
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    # Past the colour cycle (10 colours), a new line style keeps every run distinguishable.
+    styles = ["-", "-.", ":"]
     for i, (label, scalars) in enumerate(runs.items()):
         colour = colours[i % len(colours)]
+        style = styles[(i // len(colours)) % len(styles)]
         if ENTROPY in scalars:
             steps, values = scalars[ENTROPY]
-            ax_h.plot(steps, values, color=colour, label=label, lw=1.3)
+            ax_h.plot(steps, values, color=colour, ls=style, label=label, lw=1.3)
         if TARGET in scalars:
-            _, targets = scalars[TARGET]
-            ax_h.axhline(float(targets[-1]), color=colour, ls="--", lw=1, alpha=0.8)
+            # A line over the steps, not a constant: aepo.target_schedule moves the target.
+            steps, targets = scalars[TARGET]
+            ax_h.plot(steps, targets, color=colour, ls="--", lw=1, alpha=0.8)
         if REWARD in scalars:
             steps, values = scalars[REWARD]
-            ax_r.plot(steps, values, color=colour, lw=1.1)
+            ax_r.plot(steps, values, color=colour, ls=style, lw=1.1)
     ax_h.set_ylabel("entropy of pi_old at T=1 (nats/token)")
     ax_h.set_ylim(bottom=0)
     ax_h.legend(fontsize=8)
@@ -87,13 +91,30 @@ def plot_runs(
     return out_png
 
 
+def run_labels(run_dirs: list[Path]) -> list[str]:
+    """Each run's folder name, with as many parent folders as it takes to tell runs apart
+    (the benchmark writes ``<method>/seed0``: the labels become ``clip_cov/seed0``, ...)."""
+    parts = [d.resolve().parts for d in run_dirs]
+    depth = [1] * len(run_dirs)
+    while True:
+        labels = ["/".join(p[-k:]) for p, k in zip(parts, depth, strict=True)]
+        clashes = {x for x in labels if labels.count(x) > 1}
+        grow = [i for i, x in enumerate(labels) if x in clashes and depth[i] < len(parts[i])]
+        if not grow:
+            return labels
+        for i in grow:
+            depth[i] += 1
+
+
 def plot_run_dirs(
     run_dirs: list[str | Path], out_png: str | Path, labels: list[str] | None = None
 ) -> Path:
     run_dirs = [Path(d) for d in run_dirs]
     if labels is not None and len(labels) != len(run_dirs):
         raise ValueError(f"{len(labels)} labels for {len(run_dirs)} run directories")
-    names = labels or [d.name for d in run_dirs]
+    names = labels or run_labels(run_dirs)
+    if len(set(names)) != len(names):
+        raise ValueError(f"two runs share a label: {names}")
     return plot_runs(
         {name: load_scalars(d) for name, d in zip(names, run_dirs, strict=True)}, out_png
     )

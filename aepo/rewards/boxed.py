@@ -82,3 +82,37 @@ def last_boxed_content(text: str) -> str | None:
         end += 1
     content = text[i:end].rstrip(".,;")
     return content or None
+
+
+def without_redundant_braces(latex: str) -> str:
+    """``latex`` without the braces that group nothing: a group whose only content is another
+    group (``{{x}}`` is ``{x}``) and a group around the whole text (``{x}`` is ``x``). Braces
+    only group in LaTeX, so neither changes what an answer means; math-verify's parser,
+    though, spends time exponential in how deeply braces nest (18 levels took 138 CPU-s).
+    Escaped ``\\{`` and ``\\}`` are literal characters and stay."""
+    while True:
+        closing: dict[int, int] = {}
+        opened: list[int] = []
+        i = 0
+        while i < len(latex):
+            char = latex[i]
+            if char == "\\":
+                i += 2
+                continue
+            if char == "{":
+                opened.append(i)
+            elif char == "}" and opened:
+                closing[opened.pop()] = i
+            i += 1
+        dropped = {
+            index
+            for start, end in closing.items()
+            if closing.get(start + 1) == end - 1
+            for index in (start, end)
+        }
+        text = "".join(char for i, char in enumerate(latex) if i not in dropped).strip()
+        if text.startswith("{") and _braced_group(text, 0) == text[1:-1]:
+            text = text[1:-1].strip()
+        if text == latex:
+            return text
+        latex = text

@@ -10,11 +10,13 @@ Two entry points share one implementation:
 
 Both are safe in threads, Ray actors and process pools, and bounded in time and memory on any
 input: answers that are not settled by a cheap in-process check (the same text, two integers, a
-multiple-choice letter) are compared by math-verify in a worker process that is killed at a
-deadline (:mod:`aepo.rewards.sandbox`; 0.7 s by default, ``AEPO_REWARD_TIMEOUT``) and runs
-under an address-space limit. Answers sympy is known to spend minutes on are refused before
-that (:mod:`aepo.rewards.cost_guard`), so they cost no worker. No input makes them raise: an
-answer that cannot be read or checked in time scores 0 and is counted
+multiple-choice letter) are compared by math-verify in a worker process
+(:mod:`aepo.rewards.sandbox`) that may spend 0.5 CPU-seconds on one comparison
+(``AEPO_REWARD_CPU_S``) and runs under an address-space limit. CPU time, unlike the wall clock,
+does not depend on what else the machine runs, so an answer gets the same verdict on an idle
+and on a loaded machine. Answers sympy is known to spend minutes on are refused before that
+(:mod:`aepo.rewards.cost_guard`), so they cost no worker. No input makes them raise: an answer
+that cannot be read or checked within the limits scores 0 and is counted
 (:func:`reward_counters`).
 
 In verl configs prefer ``path: pkg://aepo.rewards.math_reward``; a file path also works (verl
@@ -33,7 +35,7 @@ from functools import lru_cache
 from typing import Any
 
 from aepo.rewards import sandbox
-from aepo.rewards.boxed import last_boxed_content
+from aepo.rewards.boxed import last_boxed_content, without_redundant_braces
 from aepo.rewards.cost_guard import MAX_ANSWER_CHARS, too_costly_to_parse
 
 logger = logging.getLogger(__name__)
@@ -69,6 +71,8 @@ class RewardResult:
     unparseable: a box was found but its content could not be read, was refused as too
         costly, or was not settled within the time or memory limit, so it scored 0 without a
         real comparison.
+    problem: why the answer was not compared (None when it was): the refusal, the limit
+        that stopped it, "empty answer" or "ground truth unreadable".
     """
 
     score: float
@@ -76,12 +80,16 @@ class RewardResult:
     answer: str | None
     format_ok: bool
     unparseable: bool
+    problem: str | None = None
 
 
 class RewardCounters:
     """Responses scored, with no (or an empty) answer, with an answer that could not be checked
-    (``unparseable``; ``timed_out`` counts those of them stopped by the time or memory limit),
-    and with a ground truth that could not be read (per process)."""
+    (``unparseable``; ``timed_out`` counts those of them stopped by the CPU-time, memory or
+    wall-clock limit, ``out_of_memory`` those stopped by the memory limit, and
+    ``machine_busy`` those stopped by the wall clock before they used their CPU time: only
+    these verdicts depend on the machine's load), and with a ground truth that could not be
+    read (per process)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -90,6 +98,8 @@ class RewardCounters:
             "no_answer": 0,
             "unparseable": 0,
             "timed_out": 0,
+            "machine_busy": 0,
+            "out_of_memory": 0,
             "bad_ground_truth": 0,
         }
 
@@ -203,6 +213,7 @@ def symbolic_verdict(answer: str, ground_truth: str) -> tuple[bool, str | None]:
     # sympy raises mpmath's process-wide precision while it evaluates; start every call from
     # the default, whatever a previous call left behind
     mpmath.mp.prec = 53
+    answer = without_redundant_braces(answer)
     refusal = too_costly_to_parse(answer)
     if refusal:
         return False, f"answer refused: {refusal}"
@@ -247,6 +258,7 @@ def quick_verdict(answer: str, ground_truth: str) -> tuple[bool, str | None] | N
     """The verdict when plain text settles it, else None (then math-verify must compare)."""
     if len(answer) > _MAX_COMPARED_CHARS:
         return False, f"answer refused: longer than {_MAX_COMPARED_CHARS} characters"
+    answer = without_redundant_braces(answer)
     text, truth = _canonical_text(answer), _canonical_text(ground_truth)
     if not text:
         return False, _EMPTY_ANSWER
@@ -311,7 +323,8 @@ _sandbox_failure: str | None = None
 
 
 def _checked_verdict(answer: str, ground_truth: str) -> tuple[bool, str | None, bool]:
-    """(correct, problem, stopped by the time or memory limit), from a worker process."""
+    """(correct, problem, stopped by a limit), from a worker process; a verdict that depends
+    on the machine's load is not cached."""
     global _sandbox_failure
     cached = _CACHE.get((answer, ground_truth))
     if cached is not None:
@@ -330,7 +343,8 @@ def _checked_verdict(answer: str, ground_truth: str) -> tuple[bool, str | None, 
         # one at a time: sympy's numeric evaluation changes process-wide mpmath state
         with _IN_PROCESS:
             result = (*symbolic_verdict(answer, ground_truth), False)
-    _CACHE.put((answer, ground_truth), result)
+    if result[1] not in sandbox.LOAD_DEPENDENT:  # the next call may well be checked
+        _CACHE.put((answer, ground_truth), result)
     return result
 
 
@@ -367,7 +381,13 @@ def score(
         elif problem == _BAD_GROUND_TRUTH:
             _COUNTERS.add(scored=1, bad_ground_truth=1)
         elif problem:
-            _COUNTERS.add(scored=1, unparseable=1, timed_out=int(timed_out))
+            _COUNTERS.add(
+                scored=1,
+                unparseable=1,
+                timed_out=int(timed_out),
+                machine_busy=int(problem == sandbox.MACHINE_BUSY),
+                out_of_memory=int(problem == sandbox.OUT_OF_MEMORY),
+            )
         else:
             _COUNTERS.add(scored=1)
         value = 1.0 if (correct and format_ok) else 0.0
@@ -379,11 +399,12 @@ def score(
             answer=answer,
             format_ok=format_ok,
             unparseable=problem is not None and problem not in (_BAD_GROUND_TRUTH, _EMPTY_ANSWER),
+            problem=problem,
         )
     except Exception:  # last line of defence: a reward must never stop training
         logger.warning("math reward failed; scoring 0", exc_info=True)
         _COUNTERS.add(scored=1, unparseable=1)
-        return RewardResult(-format_penalty, False, None, False, True)
+        return RewardResult(-format_penalty, False, None, False, True, "the reward raised")
 
 
 def compute_score(

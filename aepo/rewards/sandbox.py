@@ -1,11 +1,16 @@
-"""Symbolic answer checks in worker processes that are killed at a deadline.
+"""Symbolic answer checks in worker processes, stopped at a CPU-time budget.
 
 sympy can spend minutes or gigabytes on a short answer (``(x+1)^{999999}``, eighteen nested
 braces), and no pattern list catches every such form. A thread cannot be stopped while it runs
-a C-level big-integer power, so the check runs in a separate process instead: a call that is
-not answered by its deadline kills the worker and scores 0, and every worker runs under an
-address-space limit (``RLIMIT_AS``), so a memory bomb ends in a ``MemoryError`` inside the
-worker rather than in the kernel's OOM killer.
+a C-level big-integer power, so the check runs in a separate process instead. Each comparison
+may use ``cpu_budget_s`` of CPU time: the worker's profiling timer (``ITIMER_PROF``) stops it
+there, and the caller, which reads the worker's CPU time from ``/proc``, kills a worker that
+went past it inside one C call. CPU time rather than the wall clock decides, so which answers
+are too costly does not depend on the machine's load. A wall-clock limit remains as the last
+resort; a call it stops before the worker used its budget is reported as
+:data:`MACHINE_BUSY`, which the caller neither caches nor mistakes for a verdict. Every worker
+runs under an address-space limit (``RLIMIT_AS``), so a memory bomb ends inside the worker
+rather than in the kernel's OOM killer.
 
 Workers are forked from a *template* process started with ``subprocess`` (fork + exec, safe in
 a process that runs threads, unlike ``os.fork``), which imports sympy and math-verify once: a
@@ -31,6 +36,7 @@ import json
 import logging
 import os
 import resource
+import select
 import signal
 import socket
 import struct
@@ -42,22 +48,39 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TIMEOUT_S = 0.7
-"""Wall-clock seconds a call may take, waiting for a free worker included. Below one second so
-that a caller's slowest call, kill and bookkeeping included, stays under a second."""
+DEFAULT_CPU_BUDGET_S = 0.5
+"""CPU seconds one comparison may use. This, not the wall clock, decides which answers are
+too costly to check: a process's CPU time does not depend on what else the machine runs, so
+the same answer gets the same verdict on an idle and on a loaded machine."""
+
+DEFAULT_TIMEOUT_S = 5.0
+"""Wall-clock seconds a call may take, waiting for a free worker included: the last resort,
+for a worker that makes no progress at all. It is not what bounds an ordinary call: on a
+machine that gives each worker a quarter of a core the CPU budget stops any answer within
+about a second. A call stopped by this limit before its worker used the CPU budget scored 0
+only because the machine was busy (:data:`MACHINE_BUSY`, counted, never cached)."""
+
+_CPU_GRACE_S = 0.05
+"""CPU time past the budget after which the caller kills a worker that did not stop itself
+(it is inside one long C call, such as a big-integer power, where no signal is handled)."""
+_CPU_POLL_S = 0.02
 
 DEFAULT_MEMORY_LIMIT_BYTES = 1 << 30
 """Address space a worker may add to what the loaded template already maps."""
 
 DEFAULT_MAX_WORKERS = 4
-WORKER_NICENESS = 5
 CALLS_PER_WORKER = 2000
 """A worker is replaced after this many calls, so caches inside sympy cannot grow for ever."""
 
-TIMED_OUT = "no verdict within the time limit"
+OVER_CPU_BUDGET = "no verdict within the CPU-time budget"
 OUT_OF_MEMORY = "no verdict within the memory limit"
+MACHINE_BUSY = "no verdict within the wall-clock limit, the CPU-time budget unused (busy machine)"
 WORKER_DIED = "the checking process died"
 UNREADABLE = "answer unreadable"
+
+LOAD_DEPENDENT = frozenset({MACHINE_BUSY, WORKER_DIED})
+"""Problems that say nothing about the answer: the same call on a less busy machine (or in a
+worker that was not killed from outside) could have been checked. Never cached."""
 
 _HEADER = struct.Struct("!I")
 _START_TIMEOUT_S = 120.0  # importing sympy on a busy machine can take many seconds
@@ -83,6 +106,12 @@ def _recv_exact(sock: socket.socket, n: int, deadline: float | None) -> bytes:
     return bytes(buf)
 
 
+def _readable(sock: socket.socket, until: float) -> bool:
+    """Whether ``sock`` has data (or was closed) before the monotonic time ``until``."""
+    remaining = max(0.0, until - time.monotonic())
+    return bool(select.select([sock], [], [], remaining)[0])
+
+
 def _recv(sock: socket.socket, deadline: float | None = None):
     (size,) = _HEADER.unpack(_recv_exact(sock, _HEADER.size, deadline))
     return json.loads(_recv_exact(sock, size, deadline))
@@ -103,69 +132,125 @@ def _env_number(name: str, default: float, kind=float):
 # --- inside the template and the workers -----------------------------------------------------
 
 
-def _address_space_bytes() -> int:
+def _address_space_bytes(field: str = "VmSize") -> int:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmSize:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass
     return 0
 
 
-def _limit_memory(extra_bytes: int) -> None:
+def _limit_memory(extra_bytes: int) -> int | None:
+    """Set the address-space limit; returns it (None when there is none)."""
     if extra_bytes <= 0:
-        return
+        return None
     current = _address_space_bytes()
     if not current:
-        return  # no /proc: the deadline still bounds the call
+        return None  # no /proc: the CPU budget still bounds the call
     limit = current + extra_bytes
     _, hard = resource.getrlimit(resource.RLIMIT_AS)
     if hard != resource.RLIM_INFINITY:
         limit = min(limit, hard)
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    return limit
 
 
-def _serve(sock: socket.socket, memory_limit: int) -> None:
-    """A worker's loop: one (answer, ground truth) in, one [correct, problem, retiring] out."""
+_NEAR_LIMIT_BYTES = 4 << 20
+"""A worker whose peak address space came this close to its limit ran out of memory, though
+math-verify's ``except Exception`` may have turned the MemoryError into a plain "not equal"
+(Python maps memory in arenas of at most 1 MiB, so a failed one leaves the peak this close)."""
+
+
+class _OverCpuBudget(BaseException):
+    """Raised by the profiling timer: a BaseException, so that the ``except Exception`` of
+    math-verify and sympy cannot swallow it."""
+
+
+_budget_armed = False
+
+
+def _stop_at_cpu_budget(signum, frame) -> None:
+    if _budget_armed:
+        raise _OverCpuBudget
+
+
+def _serve(sock: socket.socket, memory_limit: int, cpu_budget_s: float) -> None:
+    """A worker's loop: one (answer, ground truth) in, one [correct, problem, retiring,
+    CPU seconds] out."""
+    global _budget_armed
     from aepo.rewards.math_reward import symbolic_verdict
 
-    _limit_memory(memory_limit)
-    # A worker past its deadline burns a core until the caller's kill arrives; below the
-    # caller's priority it cannot delay that kill on a busy machine.
-    os.nice(WORKER_NICENESS)
+    limit = _limit_memory(memory_limit)
+    inherited_peak = _address_space_bytes("VmPeak")  # the template's, copied by fork
+    # ITIMER_PROF counts this process's CPU time (user and system), whatever the load
+    signal.signal(signal.SIGPROF, _stop_at_cpu_budget)
     for served in range(1, CALLS_PER_WORKER + 1):
         try:
             answer, truth = _recv(sock)
         except (EOFError, OSError, ValueError):
             return
         retiring = served == CALLS_PER_WORKER
+        started = time.process_time()
         try:
-            correct, problem = symbolic_verdict(answer, truth)
+            _budget_armed = True
+            signal.setitimer(signal.ITIMER_PROF, cpu_budget_s)
+            try:
+                correct, problem = symbolic_verdict(answer, truth)
+            finally:
+                _budget_armed = False
+                signal.setitimer(signal.ITIMER_PROF, 0)
+        except _OverCpuBudget:
+            # sympy's caches (functools.lru_cache) keep only finished results, and mpmath's
+            # precision is reset before every call, so the worker and its warm caches stay
+            correct, problem = False, OVER_CPU_BUDGET
         except MemoryError:
             # the heap may be fragmented or half-built objects left behind: start afresh
             correct, problem, retiring = False, OUT_OF_MEMORY, True
         except BaseException:  # RecursionError and anything sympy raises: score 0, carry on
             correct, problem = False, UNREADABLE
+        peak = _address_space_bytes("VmPeak")
+        if limit is not None and peak > inherited_peak and peak >= limit - _NEAR_LIMIT_BYTES:
+            # the peak never falls again: the next call would look out of memory too
+            correct, problem, retiring = False, OUT_OF_MEMORY, True
         try:
-            _send(sock, [bool(correct), problem, retiring])
+            _send(sock, [bool(correct), problem, retiring, time.process_time() - started])
         except OSError:
             return
         if retiring:
             return
 
 
-def _template_main(control_fd: int, memory_limit: int) -> None:
+_WARM_UP = [
+    ("1", "1"),
+    ("(3, \\frac{\\pi}{2})", "[2, 5)"),
+    ("x^2+1", "\\{1,2\\}"),
+    ("\\left(\\frac{\\sqrt{2}}{2}\\right)", "0.5"),
+    ("((\\frac{1}{2}))", "\\frac{\\pi}{4}"),
+    ("(((x)))", "x^2+1"),
+    ("[[1]]", "(1, 2)"),
+    ("\\text{yes}", "10\\%"),
+    ("-2, 1", "1,-2"),
+]
+
+
+def _template_main(control_fd: int, memory_limit: int, cpu_budget_s: float) -> None:
     control = socket.socket(fileno=control_fd)
     import aepo.rewards.math_reward as math_reward
 
     # Load the parser's grammar and sympy's lazily imported modules once, here, rather than
     # in every worker forked from this process.
-    for answer, truth in [("1", "1"), ("(3, \\frac{\\pi}{2})", "[2, 5)"), ("x^2+1", "\\{1,2\\}")]:
+    # Every fork inherits the parser's prediction cache warmed here, so an answer costs about
+    # the same CPU time in any worker, a fresh one included.
+    for answer, truth in _WARM_UP:
         math_reward.symbolic_verdict(answer, truth)
     # Workers are never waited for one by one: let the kernel reap them.
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
-    _send(control, {"ready": os.getpid()})
+    try:
+        _send(control, {"ready": os.getpid()})
+    except OSError:
+        return  # the caller went away while this process started
     while True:
         try:
             _recv(control)
@@ -178,7 +263,7 @@ def _template_main(control_fd: int, memory_limit: int) -> None:
                 control.close()
                 ours.close()
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                _serve(theirs, memory_limit)
+                _serve(theirs, memory_limit, cpu_budget_s)
             finally:
                 os._exit(0)
         theirs.close()
@@ -187,6 +272,18 @@ def _template_main(control_fd: int, memory_limit: int) -> None:
 
 
 # --- in the caller ---------------------------------------------------------------------------
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """User plus system CPU time of process ``pid`` (to 10 ms), None if it cannot be read."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()  # the name in parentheses may hold spaces
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
 
 
 class _Worker:
@@ -216,9 +313,11 @@ class WorkerPool:
         max_workers: int = DEFAULT_MAX_WORKERS,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         memory_limit_bytes: int = DEFAULT_MEMORY_LIMIT_BYTES,
+        cpu_budget_s: float = DEFAULT_CPU_BUDGET_S,
     ):
         self.max_workers = max(1, int(max_workers))
         self.timeout_s = float(timeout_s)
+        self.cpu_budget_s = float(cpu_budget_s)
         self.memory_limit_bytes = int(memory_limit_bytes)
         self._pid = os.getpid()
         self._cond = threading.Condition()
@@ -233,6 +332,7 @@ class WorkerPool:
         self._wanted = 0  # workers the forking thread still has to start
         self._forker: threading.Thread | None = None
         self.kills = 0
+        self.max_cpu_s = 0.0  # the most CPU time one answered call used (benchmarks read it)
 
     # The template -------------------------------------------------------------------------
 
@@ -265,9 +365,10 @@ class WorkerPool:
                     sys.executable,
                     "-c",
                     "import sys; from aepo.rewards.sandbox import _template_main; "
-                    "_template_main(int(sys.argv[1]), int(sys.argv[2]))",
+                    "_template_main(int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]))",
                     str(theirs.fileno()),
                     str(self.memory_limit_bytes),
+                    repr(self.cpu_budget_s),
                 ],
                 pass_fds=[theirs.fileno()],
                 env=env,
@@ -367,34 +468,56 @@ class WorkerPool:
             self._cond.notify_all()
 
     def verdict(self, answer: str, truth: str) -> tuple[bool, str | None, bool]:
-        """(correct, why it could not be compared, timed out or out of memory)."""
+        """(correct, why it could not be compared, stopped by a limit). A problem in
+        :data:`LOAD_DEPENDENT` says nothing about the answer."""
         if not self._started:
             # once per process, not counted against the deadline; a template that dies later
             # is restarted by the background fork, while callers wait no longer than a call may
             self.start()
-        deadline = time.monotonic() + self.timeout_s
+        started = time.monotonic()
+        deadline = started + self.timeout_s
         worker = self._acquire(deadline)
         if worker is None:
-            return False, TIMED_OUT, True
+            return False, MACHINE_BUSY, True
         try:
+            cpu_before = _cpu_seconds(worker.pid)
             _send(worker.sock, [answer, truth])
-            correct, problem, retiring = _recv(worker.sock, deadline)
+            # a worker cannot use its budget in less wall time than that: look no earlier
+            check_at = time.monotonic() + self.cpu_budget_s
+            while not _readable(worker.sock, min(check_at, deadline)):
+                used = None if cpu_before is None else _cpu_seconds(worker.pid)
+                if used is not None:
+                    used -= cpu_before
+                    if used >= self.cpu_budget_s + _CPU_GRACE_S:
+                        # inside one long C call, where its own timer cannot stop it
+                        return self._kill(worker, OVER_CPU_BUDGET)
+                if time.monotonic() >= deadline:
+                    if used is not None and used >= self.cpu_budget_s:
+                        return self._kill(worker, OVER_CPU_BUDGET)
+                    return self._kill(worker, MACHINE_BUSY)
+                check_at = time.monotonic() + _CPU_POLL_S
+            # the whole reply is there (one small send): no deadline of its own to miss
+            correct, problem, retiring, cpu_s = _recv(worker.sock, time.monotonic() + 1.0)
         except TimeoutError:
-            self.kills += 1
-            worker.kill()
-            self._release(None, replace=True)
-            return False, TIMED_OUT, True
+            return self._kill(worker, MACHINE_BUSY)
         except (EOFError, OSError, ValueError):
             # killed by the kernel, or a crash in C code: no verdict, no retry
-            worker.kill()
-            self._release(None, replace=True)
-            return False, WORKER_DIED, True
+            return self._kill(worker, WORKER_DIED, counted=False)
+        if problem is None and cpu_s > self.max_cpu_s:
+            self.max_cpu_s = cpu_s
         if retiring:
             worker.sock.close()  # it exits by itself; its pid may soon be another process's
             self._release(None, replace=True)
         else:
             self._release(worker)
-        return bool(correct), problem, problem == OUT_OF_MEMORY
+        return bool(correct), problem, problem in (OVER_CPU_BUDGET, OUT_OF_MEMORY)
+
+    def _kill(self, worker: _Worker, problem: str, counted: bool = True):
+        if counted:
+            self.kills += 1
+        worker.kill()
+        self._release(None, replace=True)
+        return False, problem, True
 
     def close(self) -> None:
         with self._cond:
@@ -419,8 +542,9 @@ _POOL_LOCK = threading.Lock()
 
 def pool() -> WorkerPool:
     """This process's pool (a forked child gets its own: it must not share the parent's
-    sockets). Settings come from ``AEPO_REWARD_TIMEOUT`` (seconds), ``AEPO_REWARD_WORKERS``
-    and ``AEPO_REWARD_MEMORY_MB`` when set."""
+    sockets). Settings come from ``AEPO_REWARD_CPU_S`` (CPU seconds per comparison),
+    ``AEPO_REWARD_TIMEOUT`` (wall-clock seconds per call), ``AEPO_REWARD_WORKERS`` and
+    ``AEPO_REWARD_MEMORY_MB`` when set."""
     global _POOL
     current = _POOL
     if current is not None and current._pid == os.getpid():
@@ -430,6 +554,7 @@ def pool() -> WorkerPool:
             _POOL = WorkerPool(
                 max_workers=_env_number("AEPO_REWARD_WORKERS", DEFAULT_MAX_WORKERS, int),
                 timeout_s=_env_number("AEPO_REWARD_TIMEOUT", DEFAULT_TIMEOUT_S),
+                cpu_budget_s=_env_number("AEPO_REWARD_CPU_S", DEFAULT_CPU_BUDGET_S),
                 memory_limit_bytes=int(
                     _env_number("AEPO_REWARD_MEMORY_MB", DEFAULT_MEMORY_LIMIT_BYTES >> 20) * 2**20
                 ),

@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from aepo.core.resume_changes import ResumeRefused, resume_changes
+
 CHECKPOINT_DIR = "checkpoints"
 MODEL_DIR = "model"
 OPTIMIZER_FILE = "optimizer.pt"
@@ -184,9 +186,6 @@ RUN_CONTROL_KEYS = frozenset(
         "trainer.cache_dir",
     }
 )
-# Keys a run cannot change half-way: the checkpoint's controller, tracker and optimiser state
-# belong to the algorithm they were trained with.
-FIXED_KEYS = frozenset({"aepo.algorithm"})
 # Values that come from the checkpoint whatever the config says (torch's load_state_dict
 # restores the optimiser's param_groups, hyper-parameters included).
 FROM_CHECKPOINT = {
@@ -195,17 +194,6 @@ FROM_CHECKPOINT = {
     "trainer.lr": "the optimiser keeps the checkpoint's value",
     "trainer.weight_decay": "the optimiser keeps the checkpoint's value",
 }
-
-
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flatten(value, name + "."))
-        else:
-            flat[name] = value
-    return flat
 
 
 def saved_run_config(path: str | Path) -> dict[str, Any] | None:
@@ -224,25 +212,14 @@ def resume_differences(path: str | Path, saved: dict[str, Any], current: dict[st
     """Compare the config a checkpoint was trained with to the one resuming it. Raises
     :class:`CheckpointError` for a change the run cannot continue under; returns a one-line
     description of the other changes ('' when none)."""
-    old, new = _flatten(saved), _flatten(current)
-    changed = sorted(
-        k for k in old.keys() | new.keys() if old.get(k, "<unset>") != new.get(k, "<unset>")
-    )
-    for key in changed:
-        if key in FIXED_KEYS:
-            raise CheckpointError(
-                f"checkpoint {path} was trained with {key}={old.get(key)!r}, the config says "
-                f"{new.get(key)!r}: a run cannot change {key}; start a new run (its "
-                f"trainer.model can be {Path(path) / MODEL_DIR})"
-            )
-    notes = []
-    for key in changed:
-        if key in RUN_CONTROL_KEYS:
-            continue
-        reason = next(
-            (why for k, why in FROM_CHECKPOINT.items() if key == k or key.startswith(k + ".")),
-            None,
+    try:
+        changes = resume_changes(
+            saved, current, not_changes=RUN_CONTROL_KEYS, kept_from_checkpoint=FROM_CHECKPOINT
         )
-        entry = f"{key} {old.get(key, '<unset>')!r} -> {new.get(key, '<unset>')!r}"
-        notes.append(f"{entry} ({reason})" if reason else entry)
-    return "; ".join(notes)
+    except ResumeRefused as refused:
+        raise CheckpointError(
+            f"checkpoint {path} was trained with {refused.key}={refused.saved!r}, the config "
+            f"says {refused.current!r}: a run cannot change {refused.key}; start a new run (its "
+            f"trainer.model can be {Path(path) / MODEL_DIR})"
+        ) from None
+    return "; ".join(changes)

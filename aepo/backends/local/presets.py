@@ -68,6 +68,10 @@ TINY_AEPO: dict[str, Any] = {
     "entropy_adv": {"beta": 0.4, "kappa": 2.0},
 }
 
+ENTROPY_METHOD_BASELINES = ("clip_cov", "kl_cov", "adaptive_entropy", "top_entropy")
+"""the field's entropy controls (Clip-Cov, KL-Cov, Skywork-OR1, 80/20), each at its papers'
+defaults: the tiny configs add no section for them, so ``AEPOConfig``'s defaults apply"""
+
 ALGORITHM_TARGET = 0.5
 """target used by the single-target runs (ablations, configs that are not per-target)"""
 
@@ -103,8 +107,17 @@ def tiny_config_files() -> dict[str, dict[str, Any]]:
         "entropy_adv",
         "aepo_no_temperature",
         "aepo_advantage",
+        *ENTROPY_METHOD_BASELINES,
     ):
         files[f"{algorithm}.yaml"] = tiny_run_config(algorithm, output_dir=f"runs/tiny/{algorithm}")
+    anneal = tiny_run_config("aepo", min(DEMO_TARGETS), output_dir="runs/tiny/aepo_linear_anneal")
+    # From the highest demo target down to the lowest over two thirds of the run, then held.
+    anneal["aepo"]["target_schedule"] = {
+        "kind": "linear",
+        "start": max(DEMO_TARGETS),
+        "steps": TINY_TRAINER["steps"] * 2 // 3,
+    }
+    files["aepo_linear_anneal.yaml"] = anneal
     return files
 
 

@@ -8,7 +8,8 @@ One step:
    selects the positives (advantage ``alpha * R``) and plans where they go in the batch;
 3. the selected rows replace rows of the GRPO batch as the merge plan says, and every row's
    advantage is weighted so each update is ``L_GRPO + alpha * L_REINFORCE`` (``alpha_meaning``);
-4. PPO-clip updates in contiguous mini-batches (the merge plan spreads extra rows over them).
+4. PPO-clip (or verl's Clip-Cov / KL-Cov) updates in contiguous mini-batches (the merge plan
+   spreads extra rows over them), with the recipe's entropy bonus (fixed, or adaptive).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from aepo.core import (
     masked_mean,
     ppo_clip_loss,
     recipe_for,
+    top_entropy_advantages,
 )
 from aepo.model_dir import (
     ModelPathError,
@@ -137,6 +139,7 @@ class LocalTrainer:
         self.step = 0
         self.data_position = 0
         self.aepo = AEPOStep(self.cfg)
+        self._policy_loss = self._make_policy_loss()
         if resume_from is None:
             model_dir = self._model_source()
         else:
@@ -161,6 +164,27 @@ class LocalTrainer:
                 task=self.settings.warm_start_task,
             )
         return Path(self.settings.model)
+
+    def _make_policy_loss(self):
+        """PPO-clip (``aepo.core``), or Clip-Cov / KL-Cov from verl's registry."""
+        if self.recipe.policy_loss == "vanilla":
+            cfg, agg = self.cfg, self.settings.loss_agg
+
+            def vanilla(log_prob, old_log_prob, advantages, mask):
+                return ppo_clip_loss(
+                    log_prob,
+                    old_log_prob,
+                    advantages,
+                    mask,
+                    clip_low=cfg.clip_ratio,
+                    clip_high=cfg.clip_ratio,
+                    agg=agg,
+                )
+
+            return vanilla
+        from aepo.backends.policy_loss import verl_policy_loss
+
+        return verl_policy_loss(self.cfg, self.recipe.policy_loss, self.settings.loss_agg)
 
     def _new_optimizer(self) -> torch.optim.Optimizer:
         return torch.optim.AdamW(
@@ -274,6 +298,13 @@ class LocalTrainer:
                 beta=cfg.entropy_adv.beta,
                 kappa=cfg.entropy_adv.kappa,
             )
+        top_entropy_metrics: dict[str, float] = {}
+        if recipe.top_entropy_quantile is not None:
+            # The threshold is over this step's whole batch, from pi_old's entropies (the
+            # paper's batch-level tau_rho^B; TRL takes pi_theta's per micro-batch).
+            advantages, top_entropy_metrics = top_entropy_advantages(
+                advantages, old_entropy, mask, recipe.top_entropy_quantile
+            )
         grpo = TrainBatch(grpo_rollout, old_logp, advantages)
         metrics: dict[str, float] = {
             "reward/mean": float(rewards.mean()),
@@ -281,7 +312,10 @@ class LocalTrainer:
             "response_length/mean": float(mask.sum(-1).float().mean()),
             "aepo/extra_gen_tokens": 0.0,
             "aepo/extra_gen_fraction": 0.0,
+            # Every algorithm logs the step's target: the line its entropy is judged against.
+            "aepo/target_entropy": self.aepo.follow_target(step),
         }
+        metrics.update(top_entropy_metrics)
         gen_tokens = grpo_rollout.num_tokens
 
         batch = grpo
@@ -298,7 +332,7 @@ class LocalTrainer:
             if extra_batch is not None:
                 batch = self._merge(grpo, extra_batch, seq_adv, metrics)
 
-        metrics.update(self._update(batch))
+        metrics.update(self._update(batch, old_entropy=entropy))
         elapsed = time.perf_counter() - started
         metrics["perf/step_time_s"] = elapsed
         metrics["perf/gen_tokens"] = float(gen_tokens)
@@ -363,11 +397,23 @@ class LocalTrainer:
             merged.advantages = merged.advantages * scale.to(merged.advantages).unsqueeze(1)
         return merged
 
-    def _update(self, batch: TrainBatch) -> dict[str, float]:
-        s, cfg, recipe = self.settings, self.cfg, self.recipe
+    def _entropy_coef_for_step(self, old_entropy: float) -> float | None:
+        """The entropy bonus's coefficient for every optimizer step of this update; None
+        when adaptive entropy control sets it per optimizer step."""
+        coef = self.aepo.entropy_coef
+        if coef is None:
+            return self.recipe.entropy_coef
+        if self.cfg.baselines.adaptive_entropy.update == "training_step":
+            return coef.begin_step(old_entropy)
+        return None
+
+    def _update(self, batch: TrainBatch, old_entropy: float = math.nan) -> dict[str, float]:
+        s, recipe = self.settings, self.recipe
         self.model.train()
         bounds = self._minibatch_bounds(len(batch.rollout))
-        losses, clipfracs, kls, grad_norms = [], [], [], []
+        losses, clipfracs, kls, grad_norms, coefs = [], [], [], [], []
+        step_coef = self._entropy_coef_for_step(old_entropy)
+        adaptive = self.aepo.entropy_coef
         for _ in range(s.ppo_epochs):
             for lo, hi in zip(bounds[:-1], bounds[1:], strict=False):
                 part = batch.select(torch.arange(lo, hi, device=batch.advantages.device))
@@ -378,40 +424,43 @@ class LocalTrainer:
                     self.model,
                     part.rollout,
                     chunk_rows=s.entropy_chunk_rows,
-                    with_entropy=recipe.entropy_coef > 0,
+                    with_entropy=recipe.needs_current_entropy,
                 )
-                loss, diag = ppo_clip_loss(
-                    logp,
-                    part.old_logp,
-                    part.advantages,
-                    mask,
-                    clip_low=cfg.clip_ratio,
-                    clip_high=cfg.clip_ratio,
-                    agg=s.loss_agg,
-                )
+                loss, diag = self._policy_loss(logp, part.old_logp, part.advantages, mask)
                 total = loss
-                if recipe.entropy_coef > 0:
-                    total = total + entropy_bonus_loss(ent, mask, recipe.entropy_coef, s.loss_agg)
+                coef = adaptive.applied if step_coef is None else step_coef
+                if coef > 0:
+                    total = total + entropy_bonus_loss(ent, mask, coef, s.loss_agg)
                 self.optimizer.zero_grad(set_to_none=True)
                 total.backward()
                 grad_norms.append(
                     float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), s.grad_clip))
                 )
                 self.optimizer.step()
+                if step_coef is None:
+                    # TRL: the mini-batch's token-mean entropy of pi_theta, measured in the
+                    # forward pass of this optimizer step, sets the next step's coefficient.
+                    adaptive.update(float(masked_mean(ent.detach(), mask)))
                 losses.append(loss.item())
-                clipfracs.append(diag["actor/pg_clipfrac"])
+                coefs.append(coef)
+                if "actor/pg_clipfrac" in diag:  # verl's kl_cov reports none
+                    clipfracs.append(diag["actor/pg_clipfrac"])
                 kls.append(diag["actor/ppo_kl"])
         self.model.eval()
 
         def mean(xs):
             return float(np.mean(xs)) if xs else 0.0
 
-        return {
+        metrics = {
             "actor/pg_loss": mean(losses),
             "actor/pg_clipfrac": mean(clipfracs),
             "actor/ppo_kl": mean(kls),
             "actor/grad_norm": mean(grad_norms),
         }
+        if adaptive is not None:
+            metrics.update(adaptive.metrics())
+            metrics["aepo/entropy_coef_applied"] = mean(coefs)
+        return metrics
 
     # --- loop -------------------------------------------------------------------------
     def fit(self, steps: int | None = None, desc: str | None = None) -> list[dict]:

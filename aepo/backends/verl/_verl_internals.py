@@ -57,3 +57,25 @@ def resumed_checkpoint_folder(trainer_config, global_steps: int) -> str:
 def checkpoint_folder(trainer_config, global_steps: int) -> str:
     """Where ``RayPPOTrainer._save_checkpoint`` (ray_trainer.py:983) writes step N."""
     return os.path.join(trainer_config.default_local_dir, f"global_step_{global_steps}")
+
+
+def actor_loss_config(config):
+    """The actor config the worker's loss reads: the worker builds it with
+    ``omega_conf_to_dataclass(self.config.actor)`` (engine_workers.py:593) and trains with
+    ``partial(ppo_loss, config=actor_config)`` (engine_workers.py:643)."""
+    from verl.utils.config import omega_conf_to_dataclass
+
+    return omega_conf_to_dataclass(config.actor_rollout_ref.actor)
+
+
+def actor_loss_with_entropy_coeff(actor_config, entropy_coeff: float):
+    """The worker's own loss, ``ppo_loss`` (workers/utils/losses.py), whose entropy bonus is
+    ``entropy_coeff * entropy``, with a new ``entropy_coeff``; ``set_loss_fn`` on the actor
+    worker group (engine_workers.py:530, dispatched to every rank) installs it, as
+    ``RayPPOTrainer.init_workers`` installs the critic's (ray_trainer.py:891)."""
+    import dataclasses
+    from functools import partial
+
+    from verl.workers.utils.losses import ppo_loss
+
+    return partial(ppo_loss, config=dataclasses.replace(actor_config, entropy_coeff=entropy_coeff))

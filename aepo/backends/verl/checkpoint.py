@@ -77,26 +77,59 @@ def resume_folder(trainer_config) -> str | None:
     return os.path.abspath(folder)
 
 
-def resume_problems(trainer_config, *, algorithm: str, uses_controller: bool) -> list[str]:
-    """A resume whose AEPO state is missing or unreadable, found before Ray starts rather
-    than after the workers have loaded the model. Only algorithms with an entropy
-    controller need the file (the trainer warns and goes on for the others)."""
+def resume_problems(trainer_config, aepo_config) -> tuple[list[str], str]:
+    """``(problems, changes)`` of the resume verl will make, found before Ray starts rather
+    than after the workers have loaded the model. Problems: the AEPO state is missing or
+    unreadable for an algorithm with an entropy controller (the trainer warns and goes on for
+    the others), or it was written by another ``aepo.algorithm``. Changes: a one-line list of
+    the other ``aepo`` settings that differ from the checkpoint's ('' when none)."""
+    from aepo.core.recipes import recipe_for
+    from aepo.core.resume_changes import ResumeRefused, resume_changes
+
     folder = resume_folder(trainer_config)
-    if folder is None or not uses_controller:
-        return []
+    if folder is None:
+        return [], ""
+    algorithm = aepo_config.algorithm
+    uses_controller = recipe_for(aepo_config).has_state
     path = state_path(folder)
     try:
         state = read_state(folder)
     except CheckpointStateError as err:
-        return [f"trainer.resume_mode={trainer_config.resume_mode}: {err}"]
+        if not uses_controller:
+            return [], ""
+        return [f"trainer.resume_mode={trainer_config.resume_mode}: {err}"], ""
     if state is None:
+        if not uses_controller:
+            return [], ""
         return [
             f"{path} is missing: resuming algorithm {algorithm!r} from {folder} would restart "
             "the entropy controller from scratch. Restore the file from the run that wrote "
             "this checkpoint, resume a checkpoint saved by aepo's trainer, or start afresh "
             "with trainer.resume_mode=disable"
-        ]
-    absent = [key for key in STATE_KEYS if key not in state]
-    if absent:
-        return [f"{path}: corrupt AEPO state (no {', '.join(absent)})"]
-    return []
+        ], ""
+    saved, current = saved_run_config(state), {"aepo": aepo_config.model_dump(mode="json")}
+    if "run_config" not in state:
+        current = {"aepo": {"algorithm": algorithm}}  # an older file records only this
+    try:
+        changes = resume_changes(saved, current) if saved else []
+    except ResumeRefused as refused:
+        return [
+            f"{path} was written by {refused.key}={refused.saved!r}, the config says "
+            f"{refused.current!r}: a run cannot change {refused.key} (the controller, tracker "
+            "and optimiser state belong to the algorithm that trained them); resume with "
+            f"{refused.key}={refused.saved}, or start afresh with trainer.resume_mode=disable"
+        ], ""
+    if uses_controller:
+        absent = [key for key in STATE_KEYS if key not in state]
+        if absent:
+            return [f"{path}: corrupt AEPO state (no {', '.join(absent)})"], ""
+    return [], "; ".join(changes)
+
+
+def saved_run_config(state: dict[str, Any]) -> dict[str, Any]:
+    """The ``aepo`` settings a state file was written with; a file written before they were
+    recorded gives its algorithm only (and a file that names none gives nothing)."""
+    recorded = state.get("run_config")
+    if isinstance(recorded, dict):
+        return recorded
+    return {"aepo": {"algorithm": state["algorithm"]}} if "algorithm" in state else {}

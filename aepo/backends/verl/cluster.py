@@ -1,7 +1,8 @@
 """What every node of the Ray cluster must have, checked by the task runner before any
 worker starts: this package at the driver's version (verl's agent-loop workers, placed on
-any node, import it at the first extra samples), and flash-attn, which verl's default
-attention and our ``use_remove_padding: true`` need."""
+any node, import it at the first extra samples), flash-attn, which verl's default
+attention and our ``use_remove_padding: true`` need, and no TRL that verl's FSDP workers
+cannot use."""
 
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ class NodeReport:
     aepo_version: str | None  # None: aepo is not importable there
     import_error: str | None
     flash_attn: bool
+    trl_problem: str | None = None
+    """why the TRL installed there breaks verl's FSDP workers (None: no TRL, or a usable one)"""
 
 
 def _probe(module: str) -> dict:
@@ -48,6 +51,31 @@ def _probe(module: str) -> dict:
             report["version"] = importlib.import_module(module).__version__
         except Exception as err:  # any import failure is the node's problem
             report["error"] = f"{type(err).__name__}: {err}"
+        report["trl_problem"] = None
+        if importlib.util.find_spec("trl") is not None:
+            # verl 0.9.1's FSDP worker imports TRL's value-head model whenever TRL is
+            # importable (verl/models/transformers/monkey_patch.py, apply_monkey_patch), from
+            # trl.experimental.ppo or trl; TRL 1.x has it in neither, and every actor worker
+            # then dies building its model, deep inside Ray.
+            found = False
+            for where in ("trl.experimental.ppo", "trl"):
+                try:
+                    found = hasattr(
+                        importlib.import_module(where), "AutoModelForCausalLMWithValueHead"
+                    )
+                except Exception:  # an unimportable TRL fails verl's import the same way
+                    found = False
+                if found:
+                    break
+            if not found:
+                try:
+                    version = importlib.import_module("trl").__version__
+                except Exception as err:
+                    version = f"(unimportable: {type(err).__name__})"
+                report["trl_problem"] = (
+                    f"TRL {version} is installed, and it has no AutoModelForCausalLMWithValueHead, "
+                    "which verl 0.9.1's FSDP workers import whenever TRL is importable"
+                )
         return report
 
     return probe
@@ -76,7 +104,12 @@ def probe_nodes(module: str = "aepo", timeout_s: float = NODE_PROBE_TIMEOUT_S) -
             found = {"host": "?", "flash_attn": False, "version": None, "error": repr(err)}
         reports.append(
             NodeReport(
-                address, found["host"], found["version"], found["error"], found["flash_attn"]
+                address,
+                found["host"],
+                found["version"],
+                found["error"],
+                found["flash_attn"],
+                found.get("trl_problem"),
             )
         )
     for ref in late:
@@ -96,6 +129,11 @@ def node_problems(reports: list[NodeReport], expected_version: str) -> list[str]
             problems.append(
                 f"{where} has aepo {node.aepo_version}, the driver {expected_version}: "
                 f"{INSTALL_REMEDY}"
+            )
+        if node.trl_problem is not None:
+            problems.append(
+                f"{where}: {node.trl_problem}: uninstall it there (pip uninstall trl); "
+                "scripts/bench_vs_trl.py runs TRL from its own environment (make bench-trl)"
             )
     return problems
 

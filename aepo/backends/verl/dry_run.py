@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from aepo.backends.verl.data_files import as_list, prompts_per_step
-from aepo.core import AEPOConfig
+from aepo.core import AEPOConfig, recipe_for
 
 
 def tensorboard_dir(config) -> str | None:
@@ -35,6 +35,51 @@ def attention_plan(config) -> str:
     return "sdpa, remove-padding off (flash-attn is not installed here)"
 
 
+def target_summary(cfg: AEPOConfig) -> str:
+    """The entropy target, or the schedule that moves it."""
+    schedule = cfg.target_schedule
+    if schedule is not None and schedule.kind != "constant":
+        return (
+            f"target entropy {schedule.kind} {schedule.start} -> {cfg.target_entropy} "
+            f"over {schedule.steps} steps"
+        )
+    return f"target entropy {cfg.target_entropy}"
+
+
+def algorithm_summary(cfg: AEPOConfig) -> str:
+    """The algorithm and the settings its recipe uses."""
+    recipe, b = recipe_for(cfg), cfg.baselines
+    if recipe.extra_rollout:
+        settings = (
+            f"{target_summary(cfg)}, T_high {cfg.t_high} / T_low {cfg.t_low}, "
+            f"{cfg.samples_up}/{cfg.samples_down} samples"
+        )
+    elif recipe.policy_loss == "clip_cov":
+        settings = (
+            f"verl's clip_cov loss, ratio {b.clip_cov.ratio:g}, covariance in "
+            f"({b.clip_cov.lower:g}, {b.clip_cov.upper:g})"
+        )
+    elif recipe.policy_loss == "kl_cov":
+        settings = f"verl's kl_cov loss, ratio {b.kl_cov.ratio:g}, coef {b.kl_cov.coef:g}"
+    elif recipe.adaptive_entropy:
+        a = b.adaptive_entropy
+        settings = (
+            f"{target_summary(cfg)}, c from {a.initial_coef:g} by {a.step:g} "
+            f"within [{a.min_coef:g}, {a.max_coef:g}] each {a.update.replace('_', ' ')}"
+        )
+    elif recipe.top_entropy_quantile is not None:
+        settings = (
+            f"gradient through the top {recipe.top_entropy_quantile:.0%} of tokens by entropy"
+        )
+    elif recipe.entropy_coef > 0:
+        settings = f"entropy_coef {recipe.entropy_coef:g}"
+    elif recipe.entropy_adv:
+        settings = f"beta {cfg.entropy_adv.beta:g}, kappa {cfg.entropy_adv.kappa:g}"
+    else:
+        return cfg.algorithm
+    return f"{cfg.algorithm} ({settings})"
+
+
 def run_summary(config, cfg: AEPOConfig, train_rows: int | None) -> str:
     """What a launch with this config would run: printed by a dry run."""
     data, trainer = config.data, config.trainer
@@ -48,15 +93,8 @@ def run_summary(config, cfg: AEPOConfig, train_rows: int | None) -> str:
         steps += f", total_training_steps = {trainer.total_training_steps}"
     else:
         steps += f" x {trainer.total_epochs} epochs"
-    if cfg.algorithm == "grpo":
-        algorithm = "grpo"
-    else:
-        algorithm = (
-            f"{cfg.algorithm} (target entropy {cfg.target_entropy}, "
-            f"T_high {cfg.t_high} / T_low {cfg.t_low}, {cfg.samples_up}/{cfg.samples_down} samples)"
-        )
     lines = [
-        ("algorithm", algorithm),
+        ("algorithm", algorithm_summary(cfg)),
         ("model", str(config.actor_rollout_ref.model.path)),
         ("train files", f"{', '.join(map(str, as_list(data.train_files)))} ({steps})"),
         ("val files", ", ".join(map(str, as_list(data.val_files)))),

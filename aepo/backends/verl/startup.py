@@ -11,7 +11,7 @@ from pathlib import Path
 from omegaconf import open_dict
 from verl.trainer.ppo.utils import need_critic
 
-from aepo.backends.verl.checkpoint import resume_problems
+from aepo.backends.verl.checkpoint import resume_folder, resume_problems
 from aepo.backends.verl.data_files import prompts_per_step
 from aepo.backends.verl.trainer import aepo_config_from
 from aepo.core import AEPOConfig, ConfigError, recipe_for
@@ -45,6 +45,14 @@ def check_config(config) -> AEPOConfig:
             "algorithm.rollout_correction.bypass_mode must be false: it would use the "
             "T_high/T_low rollout log-probs of the AEPO samples as old log-probs"
         )
+    needs_old_entropy = (
+        recipe.entropy_adv or recipe.adaptive_entropy or recipe.top_entropy_quantile is not None
+    )
+    if needs_old_entropy and correction.get("bypass_mode", False):
+        problems.append(
+            "algorithm.rollout_correction.bypass_mode must be false: it skips the old-log-prob "
+            f"pass whose token entropies algorithm {cfg.algorithm} uses"
+        )
     if recipe.extra_rollout and str(config.algorithm.adv_estimator).lower() == "remax":
         problems.append(
             "algorithm.adv_estimator=remax cannot be combined with AEPO's extra rollout"
@@ -76,9 +84,92 @@ def check_config(config) -> AEPOConfig:
             cfg.algorithm,
         )
 
+    problems += _policy_loss_problems(config, cfg, recipe)
+    problems += _adaptive_entropy_problems(config, cfg, recipe)
+
     if problems:
         raise ConfigError("cannot start AEPO training:\n  " + "\n  ".join(problems))
     return cfg
+
+
+def _policy_loss_problems(config, cfg: AEPOConfig, recipe) -> list[str]:
+    """Clip-Cov / KL-Cov: ``aepo.baselines.clip_cov`` / ``.kl_cov`` become verl's
+    ``actor.policy_loss`` settings; a verl value that is neither verl's default nor ours is a
+    conflict (two places would claim the same knob)."""
+    from verl.workers.config import PolicyLossConfig
+
+    from aepo.backends.policy_loss import (
+        AEPO_KEY_OF,
+        VERL_POLICY_LOSSES,
+        verl_policy_loss_settings,
+    )
+
+    section = config.actor_rollout_ref.actor.policy_loss
+    where = "actor_rollout_ref.actor.policy_loss"
+    mode = section.get("loss_mode", "vanilla")
+    if recipe.policy_loss == "vanilla":
+        if mode in VERL_POLICY_LOSSES:
+            logger.warning(
+                "%s.loss_mode=%s adds verl's %s to algorithm %s (aepo.algorithm=%s is the "
+                "baseline on its own)",
+                where,
+                mode,
+                mode,
+                cfg.algorithm,
+                mode,
+            )
+        return []
+    problems = []
+    if mode not in ("vanilla", recipe.policy_loss):
+        problems.append(
+            f"{where}.loss_mode={mode} conflicts with aepo.algorithm={cfg.algorithm}: set one"
+        )
+    defaults = PolicyLossConfig()
+    wanted = verl_policy_loss_settings(cfg, recipe.policy_loss)
+    for key, value in wanted.items():
+        current = section.get(key)
+        if current is not None and float(current) not in (float(getattr(defaults, key)), value):
+            problems.append(
+                f"{where}.{key}={current} conflicts with {AEPO_KEY_OF[key]}={value}: set "
+                f"{AEPO_KEY_OF[key]}"
+            )
+    if not problems:
+        with open_dict(section):
+            section.loss_mode = recipe.policy_loss
+            for key, value in wanted.items():
+                section[key] = value
+    return problems
+
+
+def _adaptive_entropy_problems(config, cfg: AEPOConfig, recipe) -> list[str]:
+    """adaptive_entropy: the trainer sets the actor's ``entropy_coeff`` every step, so the
+    worker must compute pi_theta's entropy and nothing else may own the coefficient."""
+    if not recipe.adaptive_entropy:
+        return []
+    actor = config.actor_rollout_ref.actor
+    problems = []
+    if cfg.baselines.adaptive_entropy.update != "training_step":
+        problems.append(
+            f"aepo.baselines.adaptive_entropy.update={cfg.baselines.adaptive_entropy.update}: the verl engine "
+            "updates the coefficient once per training step (verl's actor worker holds "
+            "entropy_coeff fixed for a whole update); set aepo.baselines.adaptive_entropy.update="
+            "training_step"
+        )
+    if float(actor.entropy_coeff) != 0:
+        problems.append(
+            f"actor_rollout_ref.actor.entropy_coeff={actor.entropy_coeff} conflicts with "
+            "aepo.algorithm=adaptive_entropy, which sets it every step: leave it at 0"
+        )
+    distillation = config.get("distillation") or {}
+    if distillation.get("enabled", False):
+        problems.append(
+            "distillation.enabled=true: adaptive_entropy replaces the actor's ppo_loss "
+            "and cannot carry the distillation loss"
+        )
+    if not problems:
+        with open_dict(actor):
+            actor.calculate_entropy = True
+    return problems
 
 
 def _batch_size_problems(config, cfg: AEPOConfig, extra_rollout: bool) -> list[str]:
@@ -224,15 +315,14 @@ def _model_config_file(path: str) -> Path | None:
 
 
 def check_resume(config, cfg: AEPOConfig) -> None:
-    """The AEPO state of the checkpoint verl will resume from is there and readable. Raises
-    ConfigError naming the file."""
-    problems = resume_problems(
-        config.trainer,
-        algorithm=cfg.algorithm,
-        uses_controller=recipe_for(cfg).extra_rollout,
-    )
+    """The AEPO state of the checkpoint verl will resume from is there, readable and written
+    by the same algorithm: else ConfigError naming the file. Other ``aepo`` settings that
+    differ from the checkpoint's are named in one warning."""
+    problems, changes = resume_problems(config.trainer, cfg)
     if problems:
         raise ConfigError("cannot resume AEPO training:\n  " + "\n  ".join(problems))
+    if changes:
+        logger.warning("resuming %s with changes: %s", resume_folder(config.trainer), changes)
 
 
 def make_local_paths_absolute(config) -> None:

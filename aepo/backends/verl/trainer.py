@@ -7,12 +7,15 @@ and each override adds one piece of the algorithm (every decision is the core's
 - ``init_workers``: the rollout manager is wrapped so fit()'s generate call comes to
   :meth:`AEPORayTrainer.generate_sequences`, which appends this step's extra requests when
   the plan can be made before generation (``entropy_source: previous_step``);
-- ``_compute_old_log_prob``: pi_old's token-mean entropy at T = 1 feeds the controller;
+- ``_compute_old_log_prob``: pi_old's token-mean entropy at T = 1 feeds the controller (and
+  adaptive entropy control); its token entropies ride along for Entropy-Adv and the 80/20 rule;
 - ``_update_actor``: for ``current_batch`` (and step 1) the plan is made and the extra pass
   generated here, after the measurement and before the update; positives are selected, get
   old log-probs at T = 1 and advantage ``alpha * R``, take the place of zero-advantage GRPO
   rows (whose policy gradient is zero, so the batch keeps the size verl's dispatch needs),
-  and every row's advantage is weighted for Eq. 1; Entropy-Adv shapes the advantages here;
+  and every row's advantage is weighted for Eq. 1; Entropy-Adv shapes the advantages here, the
+  80/20 rule zeroes those of the low-entropy tokens, and adaptive entropy control installs this
+  step's coefficient as the actor workers' ``entropy_coeff``;
 - ``_save_checkpoint`` / ``_load_checkpoint``: ``aepo_state.json`` beside verl's files.
 
 Which of these steps run is decided by the core's recipe (``aepo/core/recipes.py``).
@@ -31,6 +34,8 @@ from verl.trainer.ppo.ray_trainer import RayPPOTrainer
 
 from aepo.backends.verl._verl_internals import (
     actor_dp_size,
+    actor_loss_config,
+    actor_loss_with_entropy_coeff,
     checkpoint_folder,
     ref_dp_size,
     resumed_checkpoint_folder,
@@ -57,12 +62,14 @@ from aepo.core import (
     load_aepo_config,
     masked_mean,
     recipe_for,
+    top_entropy_advantages,
 )
 
 logger = logging.getLogger(__name__)
 
 OLD_ENTROPY_KEY = "aepo_old_entropy"
-"""pi_old's token entropies, carried from the old-log-prob pass to the update (Entropy-Adv)"""
+"""pi_old's token entropies, carried from the old-log-prob pass to the update (Entropy-Adv,
+the 80/20 rule)"""
 
 
 def _log_prob_divisor(dp: int, section) -> int:
@@ -102,6 +109,11 @@ class AEPORayTrainer(RayPPOTrainer):
         self._generation_prompts: DataProto | None = None
         self._plan: StepPlan | None = None
         self._extras: PendingExtras | None = None
+        self._old_entropy: float | None = None
+        """this step's token-mean entropy of pi_old (adaptive_entropy's measurement)"""
+        self._actor_loss_config = None
+        self._worker_entropy_coeff: float | None = None
+        """the entropy_coeff the actor workers' loss holds (adaptive_entropy)"""
 
     # ---- generation ---------------------------------------------------------------------
 
@@ -177,7 +189,8 @@ class AEPORayTrainer(RayPPOTrainer):
         # Token mean over the GRPO batch, whatever loss_agg_mode fit() logs actor/entropy with.
         entropy = float(masked_mean(entropys, batch.batch["response_mask"]))
         self.aepo.observe(entropy)
-        if self.recipe.entropy_adv:
+        self._old_entropy = entropy
+        if self.recipe.entropy_adv or self.recipe.top_entropy_quantile is not None:
             old_log_prob.batch[OLD_ENTROPY_KEY] = entropys.clone()
         return old_log_prob, mfu
 
@@ -186,15 +199,33 @@ class AEPORayTrainer(RayPPOTrainer):
     def _update_actor(self, batch: DataProto) -> DataProto:
         # Both engines log reward/mean, the mean reward of the T = 1 (GRPO) samples, so that
         # `aepo plot` reads local and verl runs alike; fit() logs it only as critic/score/mean.
-        metrics = {"reward/mean": float(batch.batch["token_level_scores"].sum(-1).mean())}
-        if OLD_ENTROPY_KEY in batch.batch.keys():  # set only for Entropy-Adv
+        metrics = {
+            "reward/mean": float(batch.batch["token_level_scores"].sum(-1).mean()),
+            # Every algorithm logs the step's target: the line its entropy is judged against.
+            "aepo/target_entropy": self.aepo.follow_target(self.global_steps),
+        }
+        old_entropy = None
+        if OLD_ENTROPY_KEY in batch.batch.keys():  # set only for Entropy-Adv and 80/20
+            old_entropy = batch.batch.pop(OLD_ENTROPY_KEY)
+        if self.recipe.entropy_adv:
             batch.batch["advantages"] = entropy_shaped_advantages(
                 batch.batch["advantages"],
-                batch.batch.pop(OLD_ENTROPY_KEY),
+                old_entropy,
                 batch.batch["response_mask"],
                 beta=self.aepo_cfg.entropy_adv.beta,
                 kappa=self.aepo_cfg.entropy_adv.kappa,
             )
+        if self.recipe.top_entropy_quantile is not None:
+            # One threshold over the whole step's batch (the paper's tau_rho^B), from pi_old.
+            batch.batch["advantages"], top_metrics = top_entropy_advantages(
+                batch.batch["advantages"],
+                old_entropy,
+                batch.batch["response_mask"],
+                self.recipe.top_entropy_quantile,
+            )
+            metrics.update(top_metrics)
+        if self.aepo.entropy_coef is not None:
+            metrics.update(self._begin_adaptive_entropy_step())
         if self.recipe.extra_rollout and self._plan is None:
             self._generate_after_measurement(len(batch))
         plan, extras = self._plan, self._extras
@@ -208,6 +239,32 @@ class AEPORayTrainer(RayPPOTrainer):
         output = super()._update_actor(to_update)
         output.meta_info.setdefault("metrics", {}).update(metrics)
         return output
+
+    def _begin_adaptive_entropy_step(self) -> dict[str, float]:
+        """Skywork-OR1's ``alpha_k = c_k * 1[e_k <= target]`` from this step's pi_old entropy,
+        installed as the actor workers' ``entropy_coeff`` for this step's update. verl's
+        worker keeps its loss's coefficient for the whole update, so the coefficient moves
+        once per training step here (``aepo.baselines.adaptive_entropy.update: training_step``)."""
+        if self._old_entropy is None:
+            raise RuntimeError(
+                "adaptive_entropy: no pi_old entropy was measured this step "
+                "(algorithm.rollout_correction.bypass_mode skips the old-log-prob pass)"
+            )
+        adaptive = self.aepo.entropy_coef
+        coef = adaptive.begin_step(self._old_entropy)
+        self._old_entropy = None
+        self.set_actor_entropy_coeff(coef)
+        return {**adaptive.metrics(), "aepo/entropy_coef_applied": coef}
+
+    def set_actor_entropy_coeff(self, coef: float) -> None:
+        if coef == self._worker_entropy_coeff:
+            return
+        if self._actor_loss_config is None:
+            self._actor_loss_config = actor_loss_config(self.config)
+        self.actor_rollout_wg.set_loss_fn(
+            actor_loss_with_entropy_coeff(self._actor_loss_config, coef)
+        )
+        self._worker_entropy_coeff = coef
 
     def merge_extras(self, batch: DataProto, plan: StepPlan, extras: PendingExtras | None):
         """Select positives among the extra samples and merge them; returns the batch for
@@ -322,7 +379,9 @@ class AEPORayTrainer(RayPPOTrainer):
     def aepo_state_dict(self) -> dict:
         return {
             "algorithm": self.aepo_cfg.algorithm,
-            "uses_controller": self.recipe.extra_rollout,
+            # compared with the resuming config before Ray starts (checkpoint.resume_problems)
+            "run_config": {"aepo": self.aepo_cfg.model_dump(mode="json")},
+            "uses_controller": self.recipe.has_state,
             "global_step": self.global_steps,
             **self.aepo.state_dict(),
         }
@@ -351,7 +410,7 @@ class AEPORayTrainer(RayPPOTrainer):
 
     def restore_aepo_state(self, folder: str) -> None:
         path = state_path(folder)
-        uses_controller = self.recipe.extra_rollout
+        uses_controller = self.recipe.has_state
         try:
             state = read_state(folder)
         except CheckpointStateError:
@@ -377,12 +436,11 @@ class AEPORayTrainer(RayPPOTrainer):
                 self.aepo_cfg.algorithm,
             )
             return
-        if state.get("algorithm") != self.aepo_cfg.algorithm:
-            logger.warning(
-                "%s was written by algorithm %r, resuming as %r",
-                path,
-                state.get("algorithm"),
-                self.aepo_cfg.algorithm,
+        if state.get("algorithm", self.aepo_cfg.algorithm) != self.aepo_cfg.algorithm:
+            # start-up refuses this before Ray starts; a trainer built some other way must too
+            raise CheckpointStateError(
+                f"{path} was written by aepo.algorithm={state['algorithm']!r}, the config says "
+                f"{self.aepo_cfg.algorithm!r}: a run cannot change aepo.algorithm"
             )
         if uses_controller or state.get("uses_controller"):
             self.load_aepo_state_dict(state, source=path)

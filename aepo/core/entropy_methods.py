@@ -1,0 +1,134 @@
+"""The field's token-level entropy controls that are not in verl, written once for both engines.
+
+- The 80/20 rule (arXiv 2506.01939): only the highest-entropy tokens carry policy gradient.
+  :func:`high_entropy_token_mask` picks them, :func:`top_entropy_advantages` zeroes the
+  advantage of every other token. A zero advantage gives PPO-clip's per-token loss 0 (the
+  dual clip only acts on negative advantages), so those tokens add nothing to the gradient
+  but still count in the aggregation's denominator, as in the paper's objective (normalised by
+  all response tokens) and in TRL 1.16 (``per_token_loss * entropy_mask`` divided by the full
+  completion mask).
+- Adaptive entropy control (Skywork-OR1, arXiv 2505.22312): an entropy bonus ``c * H`` whose
+  coefficient moves by a fixed step towards the target, :class:`AdaptiveEntropyCoef`.
+
+Clip-Cov and KL-Cov live in verl's policy-loss registry; both engines call it there.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from aepo.core.config import AdaptiveEntropyConfig
+
+
+def quantile(values: torch.Tensor, q: float) -> torch.Tensor:
+    """``torch.quantile(values, q)`` (linear interpolation) without its 16M-element limit: a
+    verl batch of 512 x 8 responses of 8k tokens has 33M."""
+    flat = values.reshape(-1).float()
+    if flat.numel() == 0:
+        raise ValueError("quantile of no values")
+    ordered = torch.sort(flat).values
+    position = q * (flat.numel() - 1)
+    lo = math.floor(position)
+    hi = min(lo + 1, flat.numel() - 1)
+    return torch.lerp(ordered[lo], ordered[hi], position - lo)
+
+
+def high_entropy_token_mask(
+    entropy: torch.Tensor, mask: torch.Tensor, keep: float
+) -> tuple[torch.Tensor, float]:
+    """The response tokens whose entropy is at least the ``1 - keep`` quantile of the
+    entropies of all response tokens given (the paper's batch-level threshold tau_rho^B), and
+    that threshold. ``keep = 0.2`` keeps the top 20%. As in TRL 1.16's
+    ``get_high_entropy_mask``, ties at the threshold are kept (``>=``)."""
+    valid = mask.to(torch.bool)
+    if not valid.any():
+        return torch.zeros_like(valid), math.nan
+    threshold = quantile(entropy[valid], 1.0 - keep)
+    return (entropy >= threshold.to(entropy.dtype)) & valid, float(threshold)
+
+
+def top_entropy_advantages(
+    advantages: torch.Tensor, entropy: torch.Tensor, mask: torch.Tensor, keep: float
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Advantages with every token outside the top-``keep`` entropy share set to 0, and the
+    ``aepo/top_entropy_*`` metrics."""
+    selected, threshold = high_entropy_token_mask(entropy, mask, keep)
+    tokens = max(1, int(mask.to(torch.bool).sum()))
+    metrics = {
+        "aepo/top_entropy_threshold": threshold,
+        "aepo/top_entropy_token_fraction": int(selected.sum()) / tokens,
+    }
+    return advantages * selected.to(advantages.dtype), metrics
+
+
+class AdaptiveEntropyCoef:
+    """Skywork-OR1's adaptive entropy control, as TRL 1.16 implements it
+    (``GRPOTrainer.compute_loss``, ``use_adaptive_entropy``):
+
+    - after each measurement ``e``: ``c += step`` if ``e <= target`` else ``c -= step``,
+      clipped to ``[min_coef, max_coef]``;
+    - the bonus applied is ``c`` when the entropy is <= the target, else 0.
+
+    Two cadences (``aepo.baselines.adaptive_entropy.update``):
+
+    - ``optimizer_step`` (TRL): every optimizer step applies :attr:`applied`, the ``c`` and
+      gate left by the previous step's measurement (no bonus before the first), then
+      :meth:`update` with that mini-batch's entropy of pi_theta;
+    - ``training_step`` (Skywork-OR1's ``alpha_k = c_k * 1[e_k <= target]``, then
+      ``c_{k+1}``): :meth:`begin_step` with the step's pi_old entropy, once per step.
+
+    ``c`` and the last measurement are state, saved with the checkpoint so a resumed run
+    continues them.
+    """
+
+    def __init__(self, cfg: AdaptiveEntropyConfig, target: float):
+        self.cfg = cfg
+        self.target = float(target)
+        self.coef = float(cfg.initial_coef)
+        self.last_entropy: float | None = None
+
+    @property
+    def applied(self) -> float:
+        """The coefficient the next loss multiplies the entropy with."""
+        if self.last_entropy is None or self.last_entropy > self.target:
+            return 0.0
+        return self.coef
+
+    def begin_step(self, entropy: float) -> float:
+        """This step's coefficient ``c_k * 1[e_k <= target]``; then ``c`` moves for the next."""
+        this_step = self.coef if float(entropy) <= self.target else 0.0
+        self.update(entropy)
+        return this_step
+
+    def update(self, entropy: float) -> None:
+        entropy = float(entropy)
+        if not math.isfinite(entropy):
+            raise ValueError(f"adaptive entropy control measured a non-finite entropy {entropy}")
+        cfg = self.cfg
+        if entropy <= self.target:
+            self.coef = min(self.coef + cfg.step, cfg.max_coef)
+        else:
+            self.coef = max(self.coef - cfg.step, cfg.min_coef)
+        self.last_entropy = entropy
+
+    def metrics(self) -> dict[str, float]:
+        """``c`` after the latest update, and the target (``aepo plot`` draws it dashed)."""
+        return {"aepo/entropy_coef": self.coef, "aepo/target_entropy": self.target}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"coef": self.coef, "last_entropy": self.last_entropy}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Raises ``ValueError`` naming what is missing or malformed."""
+        try:
+            coef = float(state["coef"])
+            last = state["last_entropy"]
+            last = None if last is None else float(last)
+        except KeyError as err:
+            raise ValueError(f"adaptive entropy state has no {err.args[0]!r} entry") from None
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"malformed adaptive entropy state: {err}") from None
+        self.coef, self.last_entropy = coef, last

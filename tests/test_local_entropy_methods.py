@@ -1,0 +1,146 @@
+"""Each of the field's entropy controls has its own effect in the local engine (CPU, a few real
+steps on the built-in task, and the engine's own loss on hand-made tensors)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from aepo.backends.local.checkpoint import latest_checkpoint
+from aepo.backends.local.presets import tiny_run_config
+from aepo.backends.local.settings import run_config_from_dict
+from aepo.backends.local.trainer import LocalTrainer
+from aepo.core import AEPOConfig, ppo_clip_loss
+from tests.test_local_engine import small_config
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("aepo_cache")
+
+
+def test_top_entropy_updates_only_through_the_top_fifth_of_tokens(cache_dir, tmp_path):
+    trainer = LocalTrainer(small_config(cache_dir, tmp_path, "top_entropy", steps=1))
+    seen = {}
+    update = trainer._update
+
+    def capture(batch, **kw):
+        seen["batch"] = batch
+        seen["old_entropy"] = trainer._score_rows(batch.rollout, with_entropy=True)[1]  # pi_old
+        return update(batch, **kw)
+
+    trainer._update = capture
+    metrics = trainer.train_step()
+    batch = seen["batch"]
+    mask = batch.rollout.response_mask.bool()
+    old_entropy = seen["old_entropy"]
+    threshold = torch.quantile(old_entropy[mask].float(), 0.8)  # TRL 1.16's rule, whole batch
+    assert metrics["aepo/top_entropy_threshold"] == pytest.approx(float(threshold))
+    selected = (old_entropy >= threshold) & mask
+    assert metrics["aepo/top_entropy_token_fraction"] == pytest.approx(
+        float(selected.sum() / mask.sum())
+    )
+    assert 0.15 < metrics["aepo/top_entropy_token_fraction"] <= 0.35  # 0.2 plus ties
+    assert torch.all(batch.advantages[~selected] == 0)
+
+    # The engine's loss gives the other tokens no gradient, whatever their advantage was.
+    advantages = torch.where(selected, batch.advantages, torch.ones_like(batch.advantages))
+    advantages[~selected] = 0  # what top_entropy leaves them
+    advantages[selected] = 1.0
+    log_prob = batch.old_logp.clone().requires_grad_()
+    loss, _ = trainer._policy_loss(log_prob, batch.old_logp, advantages, mask)
+    loss.backward()
+    assert torch.all(log_prob.grad[~selected] == 0)
+    # ... and the denominator counts every response token (ratio 1: loss = -sum(A) / tokens).
+    torch.testing.assert_close(
+        log_prob.grad[selected], -torch.ones(int(selected.sum())) / mask.sum()
+    )
+
+
+def adaptive(cache_dir, out, target, steps=2, **section):
+    raw = tiny_run_config(
+        "adaptive_entropy",
+        target,
+        output_dir=str(out),
+        steps=steps,
+        prompts_per_step=6,
+        samples_per_prompt=4,
+        mini_batches=2,
+        save_every=1,
+        progress=False,
+        torch_threads=1,
+        cache_dir=str(cache_dir),
+        warm_start={"steps": 100, "batch_size": 64, "valid_fraction": 1.0},
+    )
+    raw["aepo"]["baselines"] = {"adaptive_entropy": {"step": 0.01, **section}}
+    return run_config_from_dict(raw, source="test")
+
+
+def test_adaptive_entropy_coefficient_moves_towards_the_target_each_optimizer_step(
+    cache_dir, tmp_path
+):
+    # Target far above the measured entropy: c grows by one step per optimizer step (2
+    # mini-batches x 2 steps); the bonus applies from the second optimizer step on (TRL: no
+    # measurement before the first), so the step means are (0 + 0.01) / 2 and (0.02 + 0.03) / 2.
+    history = LocalTrainer(adaptive(cache_dir, tmp_path / "up", 50.0)).fit()
+    assert [h["aepo/entropy_coef"] for h in history] == pytest.approx([0.02, 0.04])
+    assert [h["aepo/entropy_coef_applied"] for h in history] == pytest.approx([0.005, 0.025])
+    assert all(h["aepo/target_entropy"] == 50.0 for h in history)  # aepo plot draws it
+    # Far below: the coefficient stays at its floor and no bonus is applied.
+    history = LocalTrainer(adaptive(cache_dir, tmp_path / "down", 1e-3)).fit()
+    assert all(h["aepo/entropy_coef"] == 0 for h in history)
+    assert all(h["aepo/entropy_coef_applied"] == 0 for h in history)
+
+
+def test_adaptive_entropy_resumes_its_coefficient(cache_dir, tmp_path):
+    config = adaptive(cache_dir, tmp_path / "run", 50.0, steps=3, update="training_step")
+    straight = LocalTrainer(config).fit()
+    config = adaptive(cache_dir, tmp_path / "stopped", 50.0, steps=3, update="training_step")
+    LocalTrainer(config).fit(steps=2)
+    resumed = LocalTrainer(config, resume_from=latest_checkpoint(tmp_path / "stopped"))
+    assert resumed.aepo.entropy_coef.coef == pytest.approx(0.02)
+    (last,) = resumed.fit()
+    # training_step: alpha_k = c_k (0, 0.01, 0.02 applied), c after step 3 = 0.03.
+    assert last["aepo/entropy_coef_applied"] == pytest.approx(0.02)
+    assert last["aepo/entropy_coef_applied"] == straight[-1]["aepo/entropy_coef_applied"]
+    assert last["aepo/entropy_coef"] == pytest.approx(straight[-1]["aepo/entropy_coef"])
+
+
+def cov_batch():
+    """Two rows whose covariances fall inside Clip-Cov's (1, 5) window."""
+    gen = torch.Generator().manual_seed(3)
+    old = -torch.rand(2, 6, generator=gen)
+    new = old + 0.01 * torch.randn(2, 6, generator=gen)
+    adv = torch.tensor([[8.0] * 6, [-8.0] * 6])
+    new[0, 2] = -0.05  # a likely token with a large advantage: the largest covariance
+    return new, old, adv, torch.ones(2, 6)
+
+
+@pytest.mark.parametrize("algorithm", ["clip_cov", "kl_cov"])
+def test_cov_losses_act_on_the_highest_covariance_tokens_only(algorithm):
+    cfg = AEPOConfig(algorithm=algorithm)
+    stub = type("Stub", (), {})()
+    stub.cfg, stub.settings = cfg, type("S", (), {"loss_agg": "token-mean"})()
+    stub.recipe = type("R", (), {"policy_loss": algorithm})()
+    loss_fn = LocalTrainer._make_policy_loss(stub)
+    new, old, adv, mask = cov_batch()
+    log_prob = new.clone().requires_grad_()
+    loss, _ = loss_fn(log_prob, old, adv, mask)
+    loss.backward()
+    plain = new.clone().requires_grad_()
+    if algorithm == "clip_cov":  # PPO-clip without dual clip, minus the detached tokens
+        reference, _ = ppo_clip_loss(plain, old, adv, mask, clip_ratio_c=float("inf"))
+    else:  # KL-Cov replaces clipping: the plain ratio surrogate, plus the penalty on top-k
+        reference = (-adv * torch.exp(plain - old) * mask).sum() / mask.sum()
+    reference.backward()
+    changed = ~torch.isclose(log_prob.grad, plain.grad)
+    # 12 tokens x ratio 2e-4 rounds up to one token, the only one whose gradient differs:
+    # detached by Clip-Cov, pulled back towards pi_old by KL-Cov's penalty.
+    assert changed.sum() == 1
+    if algorithm == "clip_cov":
+        assert log_prob.grad[changed].item() == 0
+    else:
+        expected_extra = cfg.baselines.kl_cov.coef * torch.sign(new - old)[changed] / mask.sum()
+        torch.testing.assert_close(
+            log_prob.grad[changed] - plain.grad[changed], expected_extra, rtol=1e-4, atol=1e-6
+        )

@@ -1,0 +1,216 @@
+"""Clip-Cov, KL-Cov, adaptive entropy and the 80/20 rule in the verl engine, on real verl
+objects (CPU), each pinned to the local engine on the same batch.
+
+The trainer is built as in ``tests/test_verl_trainer.py``: ``object.__new__`` with fake worker
+groups (``tests/verl_fakes.py``), because verl's FSDP workers need Ray and a GPU. Everything the
+fakes hand back goes through verl's own DataProto, advantage, ``_update_actor`` and ``ppo_loss``.
+"""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+pytest.importorskip("verl")
+
+from verl.utils import tensordict_utils as tu  # noqa: E402
+from verl.utils.config import omega_conf_to_dataclass  # noqa: E402
+from verl.workers.utils.losses import ppo_loss  # noqa: E402
+from verl.workers.utils.padding import no_padding_2_padding  # noqa: E402
+
+from aepo.backends.local.trainer import LocalTrainer  # noqa: E402
+from aepo.backends.policy_loss import verl_policy_loss  # noqa: E402
+from aepo.backends.verl._verl_internals import actor_loss_with_entropy_coeff  # noqa: E402
+from aepo.backends.verl.checkpoint import STATE_FILE, CheckpointStateError  # noqa: E402
+from aepo.backends.verl.startup import check_config  # noqa: E402
+from aepo.core import AEPOStep, entropy_bonus_loss, ppo_clip_loss, recipe_for  # noqa: E402
+from tests.test_verl_trainer import compose_config, fit_step, make_trainer  # noqa: E402
+from tests.verl_fakes import fake_entropy, fake_log_probs  # noqa: E402
+
+
+def update_batch(trainer, call: int = -1):
+    """What the actor received, ready for verl's ppo_loss on one rank."""
+    td = trainer.actor_rollout_wg.updates[call].clone()
+    tu.assign_non_tensor(
+        td,
+        dp_size=1,
+        batch_num_tokens=td["response_mask"].sum(),
+        global_batch_size=len(td["response_mask"]),
+    )
+    return td
+
+
+def moved_log_probs(td):
+    """pi_theta a little away from pi_old: ratios inside and outside the clip range."""
+    old = fake_log_probs(td["input_ids"])
+    values = old.values() + 0.3 * torch.sin(torch.arange(old.values().numel()).float())
+    return torch.nested.nested_tensor_from_jagged(values, offsets=old.offsets())
+
+
+# ---- the 80/20 rule --------------------------------------------------------------------------
+
+
+def test_top_entropy_keeps_advantage_only_on_the_batchs_highest_entropy_tokens():
+    trainer = make_trainer(compose_config("aepo.algorithm=top_entropy"))
+    grpo, out = fit_step(trainer, step=1)
+    td = trainer.actor_rollout_wg.updates[-1]
+    old_pass = trainer.actor_rollout_wg.log_prob_batches[0]
+    old_entropy = no_padding_2_padding(fake_entropy(old_pass["input_ids"]), old_pass)
+    mask = grpo.batch["response_mask"].bool()
+    # TRL 1.16's rule (get_high_entropy_mask), threshold over every response token of the step.
+    threshold = torch.quantile(old_entropy[mask].float(), 0.8)
+    keep = (old_entropy >= threshold) & mask
+    assert 0 < keep.sum() < mask.sum()
+    torch.testing.assert_close(td["advantages"], grpo.batch["advantages"] * keep)
+    metrics = out.meta_info["metrics"]
+    assert metrics["aepo/top_entropy_threshold"] == pytest.approx(float(threshold))
+    assert metrics["aepo/top_entropy_token_fraction"] == pytest.approx(
+        float(keep.sum() / mask.sum())
+    )
+    assert "aepo_old_entropy" not in td.keys(), "the carried entropies must not reach the workers"
+
+    # The masked tokens carry no gradient, but the aggregation still divides by every token
+    # (the paper's 1 / sum |o_i|, TRL's division by the completion mask).
+    log_prob = old_entropy.new_zeros(mask.shape).copy_(td["old_log_probs"]).requires_grad_()
+    loss, _ = ppo_clip_loss(log_prob, td["old_log_probs"], td["advantages"], mask)
+    loss.backward()
+    assert torch.all(log_prob.grad[mask & ~keep] == 0)
+    expected = -(td["advantages"] * mask).sum() / mask.sum()  # ratio 1 before the update
+    torch.testing.assert_close(loss, expected)
+
+
+# ---- adaptive entropy ------------------------------------------------------------------------
+
+
+def adaptive_config(*extra):
+    return compose_config(
+        "aepo.algorithm=adaptive_entropy",
+        "aepo.baselines.adaptive_entropy.update=training_step",
+        "aepo.baselines.adaptive_entropy.step=0.01",
+        "actor_rollout_ref.actor.calculate_entropy=true",  # what check_config sets
+        *extra,
+    )
+
+
+def test_adaptive_entropy_installs_skyworks_coefficient_in_the_workers_loss_each_step():
+    config = adaptive_config()
+    trainer = make_trainer(config)
+    measured, applied = [], []
+    for step in (1, 2, 3):
+        _, out = fit_step(trainer, step=step)
+        measured.append(trainer.aepo.controller.entropy)
+        applied.append(out.meta_info["metrics"]["aepo/entropy_coef_applied"])
+    # The fake pi_old's entropy (~0.4) is below the target 0.5: c = 0, 0.01, 0.02 is applied
+    # (alpha_k = c_k * 1[e_k <= target]) and c moves up after each step.
+    assert max(measured) < 0.5
+    assert applied == pytest.approx([0.0, 0.01, 0.02])
+    assert out.meta_info["metrics"]["aepo/entropy_coef"] == pytest.approx(0.03)
+    assert out.meta_info["metrics"]["aepo/target_entropy"] == 0.5
+    fns = trainer.actor_rollout_wg.loss_fns
+    assert [fn.keywords["config"].entropy_coeff for fn in fns] == pytest.approx(applied)
+    assert all(fn.func is ppo_loss for fn in fns)
+    td = trainer.actor_rollout_wg.updates[-1]
+    assert tu.get(td, "calculate_entropy") is True
+
+    # The local engine, fed the same measurements, applies the same coefficients.
+    cfg = trainer.aepo_cfg
+    local = SimpleNamespace(aepo=AEPOStep(cfg), recipe=recipe_for(cfg), cfg=cfg)
+    assert [LocalTrainer._entropy_coef_for_step(local, e) for e in measured] == applied
+
+    # The installed loss is verl's ppo_loss with -c * agg(H): the local engine's bonus.
+    td = update_batch(trainer)
+    entropy = fake_entropy(td["input_ids"])
+    output = {"log_probs": moved_log_probs(td), "entropy": entropy}
+    with_bonus, _ = fns[-1](model_output=output, data=td.clone())
+    base_config = fns[-1].keywords["config"]
+    without, _ = actor_loss_with_entropy_coeff(base_config, 0.0)(model_output=output, data=td)
+    dense_entropy = no_padding_2_padding(entropy, td)
+    bonus = entropy_bonus_loss(dense_entropy, td["response_mask"], applied[-1], "token-mean")
+    torch.testing.assert_close(with_bonus - without, bonus, rtol=1e-5, atol=1e-7)
+
+
+def test_adaptive_entropy_gates_the_bonus_off_above_the_target():
+    trainer = make_trainer(adaptive_config("aepo.target_entropy=0.1"))
+    for step in (1, 2):
+        _, out = fit_step(trainer, step=step)
+        metrics = out.meta_info["metrics"]
+        assert metrics["aepo/entropy_coef_applied"] == 0.0
+        assert metrics["aepo/entropy_coef"] == 0.0  # stays at its floor
+    assert [fn.keywords["config"].entropy_coeff for fn in trainer.actor_rollout_wg.loss_fns] == [
+        0.0
+    ], "an unchanged coefficient is not re-sent to the workers"
+
+
+def test_adaptive_entropy_coefficient_resumes_from_aepo_state(tmp_path):
+    config = adaptive_config(f"trainer.default_local_dir={tmp_path}", "trainer.resume_mode=auto")
+    trainer = make_trainer(config)
+    fit_step(trainer, step=1)
+    fit_step(trainer, step=2)
+    trainer._save_checkpoint()
+    assert (tmp_path / "global_step_2" / STATE_FILE).exists()
+
+    resumed = make_trainer(config)
+    resumed.global_steps = 0
+    resumed._load_checkpoint()
+    assert resumed.aepo.entropy_coef.state_dict() == trainer.aepo.entropy_coef.state_dict()
+    _, out = fit_step(trainer, step=3)
+    _, out_resumed = fit_step(resumed, step=3)
+    for key in ("aepo/entropy_coef", "aepo/entropy_coef_applied"):
+        assert out_resumed.meta_info["metrics"][key] == out.meta_info["metrics"][key]
+    assert out.meta_info["metrics"]["aepo/entropy_coef_applied"] == pytest.approx(0.02)
+    # The workers got the resumed coefficient, not a fresh 0.
+    assert resumed.actor_rollout_wg.loss_fns[-1].keywords["config"].entropy_coeff == 0.02
+
+    (tmp_path / "global_step_2" / STATE_FILE).unlink()
+    with pytest.raises(CheckpointStateError, match="is missing"):
+        make_trainer(config)._load_checkpoint()
+
+
+# ---- Clip-Cov / KL-Cov -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("algorithm", ["clip_cov", "kl_cov"])
+def test_local_engines_cov_loss_equals_the_verl_workers_on_the_same_batch(algorithm):
+    config = compose_config(f"aepo.algorithm={algorithm}")
+    cfg = check_config(config)  # writes aepo.baselines.clip_cov / .kl_cov into actor.policy_loss
+    trainer = make_trainer(config)
+    fit_step(trainer, step=1)
+    td = update_batch(trainer)
+    # Large advantages put some covariances inside Clip-Cov's (1, 5) window.
+    td["advantages"] = td["advantages"] * 25
+    new_log_probs = moved_log_probs(td)
+    worker_config = omega_conf_to_dataclass(config.actor_rollout_ref.actor)
+    assert worker_config.policy_loss.loss_mode == algorithm
+    torch.manual_seed(7)  # Clip-Cov draws the detached tokens with torch.randperm
+    verl_loss, verl_metrics = ppo_loss(worker_config, {"log_probs": new_log_probs}, td)
+
+    log_prob = no_padding_2_padding(new_log_probs, td)
+    local = verl_policy_loss(cfg, algorithm, "token-mean")
+    torch.manual_seed(7)
+    local_loss, local_metrics = local(
+        log_prob, td["old_log_probs"], td["advantages"], td["response_mask"]
+    )
+    torch.testing.assert_close(local_loss, verl_loss, rtol=0, atol=0)
+    assert local_metrics["actor/ppo_kl"] == pytest.approx(verl_metrics["actor/ppo_kl"].values[0])
+    vanilla, _ = ppo_clip_loss(
+        log_prob, td["old_log_probs"], td["advantages"], td["response_mask"], clip_ratio_c=math.inf
+    )
+    assert not torch.isclose(local_loss, vanilla), f"{algorithm} changed nothing on this batch"
+
+
+def test_dry_run_names_each_methods_own_settings():
+    from aepo.backends.verl.dry_run import algorithm_summary
+    from tests.test_verl_config import compose_shipped
+
+    expected = {
+        "clip_cov": "clip_cov (verl's clip_cov loss, ratio 0.0002, covariance in (1, 5))",
+        "kl_cov": "kl_cov (verl's kl_cov loss, ratio 0.0002, coef 1)",
+        "adaptive_entropy": "adaptive_entropy (target entropy 0.5, c from 0 by 0.005 within "
+        "[0, 1] each training step)",
+        "top_entropy": "top_entropy (gradient through the top 20% of tokens by entropy)",
+    }
+    for name, line in expected.items():
+        assert algorithm_summary(check_config(compose_shipped(name))) == line
