@@ -1,9 +1,12 @@
 #!/usr/bin/env python
 """Every algorithm on the built-in task with the same seeds: the demo's summary columns
-plus wall time per step and generated tokens per second (medians over seeds).
+(tracking error, RMS deviation / H*, step-to-step std, reward, extra tokens) plus wall time
+per step and generated tokens per second (medians over seeds). AEPO runs at every target in
+both entropy modes (``--modes``).
 
     python scripts/bench_entropy_control.py                 # 1 seed, 150 steps
     python scripts/bench_entropy_control.py --seeds 0 1 2   # medians over 3 seeds
+    python scripts/bench_entropy_control.py --only "aepo H*=0.5 previous_step"
 
 Prints a markdown table (the README's) and writes runs/bench/bench.json; then the target-based
 baseline (adaptive entropy, Skywork-OR1) beside AEPO at each target.
@@ -31,6 +34,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--steps", type=int, default=TINY_TRAINER["steps"])
     parser.add_argument("--targets", type=float, nargs="+", default=list(DEMO_TARGETS))
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        default=["current_batch", "previous_step"],
+        choices=["current_batch", "previous_step"],
+        help="entropy_source of the per-target AEPO rows",
+    )
     parser.add_argument("--output-dir", type=Path, default=Path("runs/bench"))
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--cache-dir", type=Path)
@@ -45,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     rows = [("grpo", "grpo", None)]
-    rows += [(f"aepo H*={t:g}", "aepo", t) for t in args.targets]
+    rows += [(f"aepo H*={t:g} {m}", "aepo", (t, m)) for t in args.targets for m in args.modes]
     rows += [
         ("aepo fixed budget", "aepo", "fixed"),
         ("entropy_reg", "entropy_reg", None),
@@ -70,12 +80,11 @@ def main(argv: list[str] | None = None) -> int:
         overrides[key] = yaml.safe_load(value)
 
     results = []
-    rms = {}  # name -> median RMS deviation / H* over seeds (target-based rows)
     started = time.perf_counter()
     for name, algorithm, variant in rows:
         per_seed = []
         for seed in args.seeds:
-            target = variant if isinstance(variant, float) else None
+            target, mode = variant if isinstance(variant, tuple) else (None, None)
             raw = tiny_run_config(
                 algorithm,
                 target,
@@ -89,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
                 torch_threads=args.threads,
                 cache_dir=None if args.cache_dir is None else str(args.cache_dir),
             )
+            if mode is not None:
+                raw["aepo"]["entropy_source"] = mode
             raw["aepo"].update(overrides)
             if variant == "fixed":
                 raw["aepo"]["extra_rollout"]["budget"] = "fixed"
@@ -99,10 +110,6 @@ def main(argv: list[str] | None = None) -> int:
             per_seed.append(
                 summarize(name, history, config.aepo.target_entropy if has_target else None)
             )
-            if has_target:
-                rms.setdefault(name, []).append(
-                    _relative_rms_deviation(history, config.aepo.target_entropy)
-                )
         results.append(_median(per_seed))
 
     print(
@@ -110,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{time.perf_counter() - started:.0f} s in all; medians over seeds\n"
     )
     print(format_table(results, timing=True))
-    print("\n" + _same_target_table(results, rms, args.targets))
+    print("\n" + _same_target_table(results, args.targets, args.modes))
     args.output_dir.mkdir(parents=True, exist_ok=True)
     (args.output_dir / "bench.json").write_text(
         json.dumps([r.as_dict() for r in results], indent=2)
@@ -118,18 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _relative_rms_deviation(history: list[dict], target: float) -> float:
-    """sqrt(mean (H - H*)^2) / H* over the last half of the steps: unlike the tracking error
-    (the bias of the mean) it also counts how far the entropy swings around the target."""
-    import numpy as np
-
-    entropy = np.array([h["actor/entropy"] for h in history])
-    last_half = entropy[len(entropy) // 2 :]
-    return float(np.sqrt(np.mean((last_half - target) ** 2)) / target)
-
-
-def _same_target_table(results, rms: dict, targets: list[float]) -> str:
-    """adaptive_entropy beside AEPO at each target: the two ways to hold an entropy level."""
+def _same_target_table(results, targets: list[float], modes: list[str]) -> str:
+    """adaptive_entropy beside AEPO (in each entropy mode) at each target: the two ways to
+    hold an entropy level. RMS deviation (RunSummary.rms_deviation) also counts the swings
+    around the target that the tracking error (the mean's offset) averages out."""
     by_name = {r.name: r for r in results}
     lines = [
         "| target H* | method | tracking error | RMS deviation / H* | final reward "
@@ -137,14 +136,14 @@ def _same_target_table(results, rms: dict, targets: list[float]) -> str:
         "|---|---|---|---|---|---|",
     ]
     for t in targets:
-        for method in ("aepo", "adaptive_entropy"):
-            name = f"{method} H*={t:g}"
+        names = [f"aepo H*={t:g} {m}" for m in modes] + [f"adaptive_entropy H*={t:g}"]
+        for name in names:
             if name not in by_name:
                 continue
             s = by_name[name]
             lines.append(
-                f"| {t:g} | {method} | {100 * s.tracking_error:.1f}% "
-                f"| {100 * statistics.median(rms[name]):.1f}% | {s.final_reward:.3f} "
+                f"| {t:g} | {name.replace(f' H*={t:g}', '')} | {100 * s.tracking_error:.1f}% "
+                f"| {100 * s.rms_deviation:.1f}% | {s.final_reward:.3f} "
                 f"| {100 * s.extra_token_fraction:.1f}% |"
             )
     return "\n".join(lines)
@@ -157,7 +156,7 @@ def _median(summaries):
     numeric = {
         k: statistics.median(getattr(s, k) for s in summaries)
         for k, v in first.as_dict().items()
-        if isinstance(v, float) and k != "target"
+        if isinstance(v, float) and k != "target" and None not in (getattr(s, k) for s in summaries)
     }
     return replace(first, **numeric)
 

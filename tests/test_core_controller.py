@@ -113,3 +113,96 @@ def test_proportional_stays_within_bounds(entropy, kp):
         assert MIN_STRENGTH <= d.strength <= 1
         assert 0 <= d.budget <= max(cfg.samples_up, cfg.samples_down)
         assert d.temperature in (cfg.t_low, cfg.t_high)
+
+
+def test_settle_keeps_the_temperature_and_resizes_the_push_from_the_new_measurement():
+    ctl = controller(controller={"gain": "proportional", "proportional_gain": 2.0})
+    ctl.observe(0.3)  # 40% below: strength 0.8
+    planned = ctl.decide(step=2)
+    ctl.observe(0.45)  # this step's measurement, still below but closer: strength 0.2
+    settled = ctl.settle(planned)
+    assert (settled.direction, settled.temperature, settled.step) == (RAISE, 1.2, 2)
+    assert settled.entropy == 0.45
+    assert settled.strength == pytest.approx(0.2) and settled.budget == 12
+    assert ctl.history == [settled]  # logs show the push that was applied
+
+
+def test_settle_drops_a_push_the_new_measurement_says_is_wrong():
+    for gain in ("fixed", "proportional"):
+        ctl = controller(controller={"gain": gain})
+        ctl.observe(0.4)
+        planned = ctl.decide(step=2)  # hot samples, to raise entropy
+        ctl.observe(0.6)  # but entropy is already above the target now
+        settled = ctl.settle(planned)
+        assert settled.temperature == planned.temperature == 1.2
+        assert (settled.budget, settled.strength) == (0, 0.0)
+
+
+def test_settle_needs_a_measurement():
+    ctl = controller()
+    ctl.observe(0.4)
+    decision = ctl.decide(1)
+    with pytest.raises(RuntimeError, match="observe"):
+        EntropyController(ctl.cfg).settle(decision)
+
+
+def _settled_entropy(integral_gain: float, steps: int = 200) -> float:
+    """Mean entropy over the last half of a simulated policy that drifts down 0.03 per step
+    and rises 0.12 x the push strength (a proportional push alone needs a standing error)."""
+    ctl = controller(
+        controller={
+            "gain": "proportional",
+            "proportional_gain": 4.0,
+            "integral_gain": integral_gain,
+        }
+    )
+    entropy, trace = 0.9, []
+    for step in range(1, steps + 1):
+        ctl.observe(entropy)
+        trace.append(entropy)
+        d = ctl.decide(step)
+        entropy += -0.03 + 0.12 * d.direction * d.strength
+    tail = trace[steps // 2 :]
+    return sum(tail) / len(tail)
+
+
+def test_integral_gain_removes_the_offset_a_proportional_push_leaves():
+    assert abs(_settled_entropy(0.0) - 0.5) / 0.5 > 0.04  # ~6% below: the standing error
+    assert abs(_settled_entropy(0.1) - 0.5) / 0.5 < 0.01
+
+
+def test_integral_does_not_wind_up_far_from_the_target_and_counts_each_measurement_once():
+    ctl = controller(controller={"gain": "proportional", "integral_gain": 0.5})
+    ctl.observe(1.5)  # 200% above the target: outside the integration band
+    ctl.decide(1)
+    assert ctl.integral == 0.0
+    ctl.observe(0.45)  # 10% below
+    planned = ctl.decide(2)
+    assert ctl.integral == pytest.approx(0.05)
+    ctl.settle(planned)  # the same measurement again: not integrated twice
+    ctl.decide(3)
+    assert ctl.integral == pytest.approx(0.05)
+    for step in range(4, 40):
+        ctl.observe(0.45)
+        ctl.decide(step)
+    assert ctl.integral == pytest.approx(0.5)  # INTEGRAL_LIMIT
+
+
+def test_integral_state_round_trips_and_an_old_state_loads_with_none():
+    a = controller(controller={"gain": "proportional", "integral_gain": 0.2})
+    for step, h in enumerate([0.45, 0.48, 0.44], start=1):
+        a.observe(h)
+        a.decide(step)
+    b = controller(controller={"gain": "proportional", "integral_gain": 0.2})
+    b.load_state_dict(a.state_dict())
+    assert b.integral == a.integral > 0
+    a.observe(0.52)
+    b.observe(0.52)
+    assert a.decide(4) == b.decide(4)
+    old = controller(controller={"gain": "proportional", "integral_gain": 0.2})
+    old.load_state_dict({"entropy": 0.3, "config": {}})  # saved before the integral existed
+    assert old.integral == 0.0 and old.entropy == 0.3
+    with pytest.raises(ValueError, match="corrupt entropy-controller state.*integral"):
+        old.load_state_dict({"entropy": 0.3, "integral": float("nan")})
+    with pytest.raises(ValueError, match="corrupt entropy-controller state"):
+        old.load_state_dict({"entropy": 0.3, "integral": "x"})

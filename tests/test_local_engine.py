@@ -85,10 +85,17 @@ def test_previous_step_source_decides_from_last_measurement(cache_dir, tmp_path)
     config = small_config(cache_dir, tmp_path / "prev", "aepo", entropy_source="previous_step")
     trainer = LocalTrainer(config)
     history = trainer.fit()
-    # Step 1 measures first; later steps decide on the previous step's entropy.
+    cfg = trainer.cfg
+    # Step 1 measures first; later steps choose the temperature from the previous step's
+    # entropy, then settle the push (logged with aepo/entropy) from their own measurement.
     assert history[0]["aepo/entropy"] == pytest.approx(history[0]["actor/entropy"])
     for prev, cur in zip(history, history[1:], strict=False):
-        assert cur["aepo/entropy"] == pytest.approx(prev["actor/entropy"])
+        below_before = prev["actor/entropy"] < cur["aepo/target_entropy"]
+        assert cur["aepo/temperature"] == (cfg.t_high if below_before else cfg.t_low)
+        assert cur["aepo/entropy"] == pytest.approx(cur["actor/entropy"])
+        below_now = cur["actor/entropy"] < cur["aepo/target_entropy"]
+        if below_now != below_before:  # crossed the target since: the push is dropped
+            assert cur["aepo/strength"] == 0.0
 
 
 def test_current_batch_source_decides_from_this_step(cache_dir, tmp_path):

@@ -41,6 +41,25 @@ def test_bad_trainer_value_and_unknown_section(tmp_path):
         load_run_config(cfg)
 
 
+def test_builtin_data_names_a_task_and_unknown_ones_are_refused(tmp_path):
+    assert load_run_config(write(tmp_path / "d.yaml", {})).trainer.builtin_task == "contains_digit"
+    old = load_run_config(write(tmp_path / "s.yaml", {"trainer": {"data": "builtin:digit_sum"}}))
+    assert old.trainer.builtin_task == old.trainer.warm_start_task == "digit_sum"
+    cfg = write(tmp_path / "t.yaml", {"trainer": {"data": "builtin:digit_product"}})
+    with pytest.raises(
+        ConfigError, match=r"t\.yaml:trainer\.data: .*unknown built-in task 'digit_product'"
+    ):
+        load_run_config(cfg)
+
+
+def test_max_new_tokens_must_hold_a_builtin_answer(tmp_path):
+    cfg = write(tmp_path / "short.yaml", {"trainer": {"max_new_tokens": 4}})
+    with pytest.raises(ConfigError, match=r"short\.yaml:trainer: max_new_tokens=4 .*5 tokens"):
+        load_run_config(cfg)
+    fits = {"trainer": {"max_new_tokens": 4, "data": "builtin:digit_sum"}}
+    assert load_run_config(write(tmp_path / "ok.yaml", fits)).trainer.max_new_tokens == 4
+
+
 def test_missing_and_unparsable_config_files(tmp_path):
     with pytest.raises(ConfigError, match="config file not found: .*nope.yaml"):
         load_run_config(tmp_path / "nope.yaml")

@@ -29,12 +29,21 @@ def test_summary_columns():
     assert s.entropy_mean == pytest.approx(0.2)  # last half: 0.3, 0.1, 0.3, 0.1
     assert s.entropy_std == pytest.approx(0.1)
     assert s.tracking_error == pytest.approx(0.2)  # |0.2 - 0.25| / 0.25
+    # deviations 0.05, -0.15, 0.05, -0.15: RMS sqrt(0.0125) over 0.25
+    assert s.rms_deviation == pytest.approx(0.0125**0.5 / 0.25)
+    assert s.step_std == pytest.approx((8 / 9 * 0.04) ** 0.5)  # std of -0.2, +0.2, -0.2
     assert s.final_reward == pytest.approx(0.8)  # last quarter: 0.7, 0.9
     assert s.last_quarter_entropy == pytest.approx(0.2)
     assert s.first_entropy == 0.8
     assert s.extra_token_fraction == pytest.approx(0.05)  # 5 extra per 100 GRPO tokens
     table = format_table([s, summarize("grpo", history(entropies, rewards))], timing=True)
-    assert "| aepo " in table and "20.0%" in table and "5.0%" in table and "| -" in table
+    assert (
+        "| aepo " in table
+        and "20.0%" in table
+        and "0.447" in table
+        and "5.0%" in table
+        and "| -" in table
+    )
 
 
 def test_summary_of_an_empty_run_fails_clearly():

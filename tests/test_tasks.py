@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from aepo.tasks import digit_sum
+from aepo.tasks import contains_digit, digit_sum
+from aepo.tasks.builtin import builtin_task
 from aepo.tasks.tiny_model import build_tokenizer, save_tiny_model
 from aepo.tasks.warm_start import WarmStartSettings, warm_start_model
 
@@ -86,6 +87,71 @@ def test_warm_start_is_cached_by_its_settings(tmp_path, monkeypatch):
     monkeypatch.setattr("aepo.tasks.warm_start.train_warm_start", must_not_train)
     assert warm_start_model(settings, tmp_path, progress=False) == path
     other = WarmStartSettings(steps=6, batch_size=32)
-    assert other.key() != settings.key()
+    assert other.key("contains_digit") != settings.key("contains_digit")
     with pytest.raises(AssertionError, match="retrained"):
         warm_start_model(other, tmp_path, progress=False)
+
+
+def test_contains_digit_reward_is_an_exact_format_and_constraint_check():
+    assert contains_digit.reward("1274", 7) == 1.0
+    assert contains_digit.reward("7000", "7") == 1.0  # ground truth from a parquet is a string
+    assert contains_digit.reward(" 9997\n", 7) == 1.0
+    assert contains_digit.reward("1234", 7) == 0.0
+    for bad in ("127", "12745", "12a4", "1 74", "", "7"):
+        assert contains_digit.reward(bad, 7) == 0.0, bad
+    for bad_truth in ("", "77", "x", None):
+        assert contains_digit.reward("7777", bad_truth) == 0.0
+
+
+def test_contains_digit_ceiling_counts_the_valid_answers_exactly():
+    valid = [f"{i:04d}" for i in range(10_000) if contains_digit.reward(f"{i:04d}", 3)]
+    assert len(valid) == contains_digit.num_valid_answers() == 3439
+    assert contains_digit.entropy_ceiling() == pytest.approx(math.log(3439) / 5)
+    assert contains_digit.entropy_ceiling() >= 1.2  # room for the paper's targets up to 1.0
+
+
+def test_contains_digit_prompts_are_balanced_and_seeded():
+    import numpy as np
+
+    digits = contains_digit.sample_targets(np.random.default_rng(0), 32)
+    counts = [digits.count(d) for d in range(10)]
+    assert sorted(counts) == [3] * 8 + [4] * 2
+    assert digits == contains_digit.sample_targets(np.random.default_rng(0), 32)
+    assert digits != contains_digit.sample_targets(np.random.default_rng(1), 32)
+
+
+def test_contains_digit_warm_start_answers_follow_the_mixture():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    valid = [contains_digit.warm_start_answer(rng, 4, valid=True) for _ in range(300)]
+    assert all(contains_digit.reward(a, 4) == 1.0 for a in valid)
+    assert len(set(valid)) > 150  # spread over the 3439 answers, not a few
+    noise = [contains_digit.warm_start_answer(rng, 4, valid=False) for _ in range(2000)]
+    hit = sum(contains_digit.reward(a, 4) for a in noise) / len(noise)
+    assert abs(hit - 0.3439) < 0.04  # random digits, right as often as chance says
+
+
+def test_contains_digit_verl_functions_follow_verls_schema():
+    rows = contains_digit.verl_rows(12, seed=3)
+    assert rows == contains_digit.verl_rows(12, seed=3) and rows != contains_digit.verl_rows(12, 4)
+    for i, row in enumerate(rows):
+        digit = row["reward_model"]["ground_truth"]
+        assert row["prompt"] == [{"role": "user", "content": f"{digit}:"}]
+        assert row["extra_info"] == {"index": i}
+        assert row["data_source"] == contains_digit.DATA_SOURCE
+        scored = contains_digit.compute_score(row["data_source"], digit * 4, digit)
+        assert scored == {"score": 1.0, "acc": 1.0}
+        assert contains_digit.compute_score(row["data_source"], "x", digit)["score"] == 0.0
+
+
+def test_unknown_builtin_task_is_named():
+    with pytest.raises(ValueError, match="unknown built-in task 'nope'.*contains_digit"):
+        builtin_task("nope")
+    with pytest.raises(ValueError, match="unknown built-in task"):
+        warm_start_model(WarmStartSettings(steps=1), progress=False, task="nope")
+
+
+def test_warm_start_cache_key_names_the_task():
+    settings = WarmStartSettings()
+    assert settings.key("contains_digit") != settings.key("digit_sum")

@@ -253,12 +253,16 @@ def test_tensorboard_has_the_design_scalars_at_every_step(aepo_run):
         assert tb["aepo/direction"][step] == decision.direction
         assert tb["aepo/target_entropy"][step] == pytest.approx(0.5)
         assert tb["aepo/extra_gen_tokens"][step] > 0
-    # previous_step: step s decides from the measurement fit logged as actor/entropy at
-    # step s - 1; step 1 measures first, so it uses its own.
+    # previous_step: step s chooses its temperature from the measurement fit logged as
+    # actor/entropy at step s - 1 (step 1 measures first), then settles the push from its own
+    # measurement, which aepo/entropy reports.
     entropy, used = tb["actor/entropy"], tb["aepo/entropy"]
-    assert used[1] == pytest.approx(entropy[1], rel=1e-5)
+    cfg = aepo_run.trainer.aepo_cfg
+    for step in range(1, STEPS + 1):
+        assert used[step] == pytest.approx(entropy[step], rel=1e-5)
     for step in range(2, STEPS + 1):
-        assert used[step] == pytest.approx(entropy[step - 1], rel=1e-5)
+        hot = entropy[step - 1] < 0.5
+        assert tb["aepo/temperature"][step] == pytest.approx(cfg.t_high if hot else cfg.t_low)
     # fit() logs the actor output of the merged batch: the fake's pg_loss per mini-batch.
     for step, td in enumerate(aepo_run.actor.updates, start=1):
         adv, mask = td["advantages"], td["response_mask"].float()

@@ -67,6 +67,16 @@ class ControllerConfig(_Section):
             "this package, tuned on the built-in task",
         ),
     )
+    integral_gain: float = Field(
+        0.0,
+        ge=0,
+        description=doc(
+            "`proportional`: each step adds this x the relative error (H* - H) / H* to a "
+            "standing push (only within 25% of H*, kept within +-0.5), which removes the "
+            "offset a plain proportional push leaves against a steady drift; 0 turns it off.",
+            "this package, measured on the built-in task (README, The CPU demo)",
+        ),
+    )
 
 
 class ExtraRolloutConfig(_Section):
@@ -412,9 +422,10 @@ class AEPOConfig(_Section):
     entropy_source: Literal["previous_step", "current_batch"] = Field(
         "previous_step",
         description=doc(
-            "`previous_step`: decide from the last measurement, extras ride in the same "
-            "rollout call; `current_batch`: measure first, then a second pass. Step 1 always "
-            "measures first.",
+            "`previous_step`: choose the temperature from the last measurement, so the extras "
+            "ride in the same rollout call, then size their push (budget, strength; none if "
+            "the target was crossed) from this step's measurement; `current_batch`: measure "
+            "first, then a second pass. Step 1 always measures first.",
             "this package (the authors' code measures the current batch)",
         ),
     )

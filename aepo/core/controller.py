@@ -9,7 +9,7 @@ natural drift differs in strength, without oscillating around the target.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from aepo.core.config import AEPOConfig
@@ -33,7 +33,8 @@ class Decision:
     budget: int
     """most REINFORCE samples that may enter this step's update"""
     strength: float
-    """1.0 under ``gain: fixed``; in [MIN_STRENGTH, 1] under ``gain: proportional``"""
+    """1.0 under ``gain: fixed``; in [MIN_STRENGTH, 1] under ``gain: proportional``; 0 when
+    :meth:`EntropyController.settle` dropped a push that the measurement says is wrong"""
 
     def metrics(self) -> dict[str, float]:
         return {
@@ -48,6 +49,10 @@ class Decision:
 
 MIN_STRENGTH = 0.1
 """floor on the proportional strength, so that the push never vanishes near the target"""
+INTEGRAL_BAND = 0.25
+"""relative errors |H - H*| / H* beyond this are not integrated (no wind-up on the way in)"""
+INTEGRAL_LIMIT = 0.5
+"""most strength the integral may add or remove"""
 
 
 class EntropyController:
@@ -61,6 +66,10 @@ class EntropyController:
     def __init__(self, cfg: AEPOConfig):
         self.cfg = cfg
         self.entropy: float | None = None
+        self.integral = 0.0
+        """``controller.integral_gain`` x the summed relative errors near the target, within
+        +-INTEGRAL_LIMIT: the standing push that a steady drift needs"""
+        self._integrated = True  # whether the latest measurement is in ``integral`` yet
         self.last_step: int | None = None
         self.last_target: float | None = None
         """step and target of the last decision (saved; a resumed run reports them too)"""
@@ -78,7 +87,26 @@ class EntropyController:
         if not math.isfinite(entropy) or entropy < 0:
             raise ValueError(f"measured entropy must be finite and >= 0, got {entropy}")
         self.entropy = entropy
+        self._integrated = False
         return entropy
+
+    def _command(self, target: float) -> float:
+        """Signed push: > 0 raise, <= 0 lower; its size is the strength before the floor and
+        cap. Without integral gain its sign is the paper's rule (H < H* raises)."""
+        assert self.entropy is not None
+        error = (target - self.entropy) / target
+        ctl = self.cfg.controller
+        if not self._integrated:
+            self._integrated = True
+            # Only near the target: the descent from a warm start's entropy would otherwise
+            # wind the sum up and overshoot for as many steps as it took to unwind.
+            if ctl.integral_gain > 0 and abs(error) < INTEGRAL_BAND:
+                self.integral = min(
+                    INTEGRAL_LIMIT, max(-INTEGRAL_LIMIT, self.integral + ctl.integral_gain * error)
+                )
+        if ctl.gain != "proportional":
+            return 1.0 if error > 0 else -1.0
+        return ctl.proportional_gain * error + self.integral
 
     def decide(self, step: int) -> Decision:
         if self.entropy is None:
@@ -87,14 +115,9 @@ class EntropyController:
             )
         cfg = self.cfg
         target = target_at(cfg, step)  # aepo.target_schedule, or target_entropy
-        direction = RAISE if self.entropy < target else LOWER
-        max_samples = cfg.samples_up if direction == RAISE else cfg.samples_down
-        strength = 1.0
-        budget = max_samples
-        if cfg.controller.gain == "proportional":
-            error = abs(target - self.entropy) / target
-            strength = min(1.0, max(MIN_STRENGTH, cfg.controller.proportional_gain * error))
-            budget = int(round(max_samples * strength))
+        command = self._command(target)
+        direction = RAISE if command > 0 else LOWER
+        strength, budget = self._push(direction, command)
         decision = Decision(
             step=step,
             entropy=self.entropy,
@@ -108,17 +131,52 @@ class EntropyController:
         self.last_step, self.last_target = step, target
         return decision
 
+    def _push(self, direction: int, command: float) -> tuple[float, int]:
+        """(strength, budget) of a push in ``direction`` for a signed ``command``."""
+        cfg = self.cfg
+        max_samples = cfg.samples_up if direction == RAISE else cfg.samples_down
+        if cfg.controller.gain != "proportional":
+            return 1.0, max_samples
+        strength = min(1.0, max(MIN_STRENGTH, abs(command)))
+        return strength, int(round(max_samples * strength))
+
+    def settle(self, decision: Decision) -> Decision:
+        """Re-decide the push of ``decision`` from the latest measurement, keeping its
+        temperature (the extra pass is already sampled at it).
+
+        Under ``entropy_source: previous_step`` the temperature is chosen before this step's
+        entropy is measured, one update late; the REINFORCE rows enter the update only after
+        the measurement, so their number and weight can follow it. If the measurement has
+        crossed the target since, the samples push the wrong way and none is used (budget
+        and strength 0); otherwise the budget and strength are those the measurement gives.
+        """
+        if self.entropy is None:
+            raise RuntimeError("EntropyController.settle() before any observe()")
+        command = self._command(decision.target)
+        direction = RAISE if command > 0 else LOWER
+        if direction != decision.direction:
+            strength, budget = 0.0, 0
+        else:
+            strength, budget = self._push(direction, command)
+        settled = replace(decision, entropy=self.entropy, budget=budget, strength=strength)
+        if self.history and self.history[-1] == decision:
+            self.history[-1] = settled
+        return settled
+
     def state_dict(self) -> dict[str, Any]:
         # The target needs no state (a function of the step, which both engines restore);
         # the last one is saved so a checkpoint shows where a schedule stood.
         return {
             "entropy": self.entropy,
+            "integral": self.integral,
+            "integrated": self._integrated,
             "config": self.cfg.model_dump(),
             "last_step": self.last_step,
             "last_target": self.last_target,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """A state saved before the integral term existed loads with an empty integral."""
         try:
             entropy = state["entropy"]
             self.entropy = None if entropy is None else float(entropy)
@@ -126,5 +184,14 @@ class EntropyController:
             last_step, last_target = state.get("last_step"), state.get("last_target")
             self.last_step = None if last_step is None else int(last_step)
             self.last_target = None if last_target is None else float(last_target)
-        except (KeyError, TypeError, ValueError) as err:
+            # Absent from checkpoints written before the integral term existed.
+            integral = float(state.get("integral", 0.0))
+            integrated = state.get("integrated", True)
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise ValueError(f"corrupt entropy-controller state: {err!r}") from err
+        if not math.isfinite(integral) or not isinstance(integrated, bool):
+            raise ValueError(
+                f"corrupt entropy-controller state: integral={integral!r}, "
+                f"integrated={integrated!r}"
+            )
+        self.integral, self._integrated = integral, integrated

@@ -9,7 +9,7 @@ and moves tensors; every decision is made here, so the local and verl engines ca
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -34,6 +34,8 @@ class StepPlan:
     rollout: ExtraRolloutPlan
     prompts: tuple[int, ...]
     """which prompts of the GRPO batch (0-based, ascending) the extra pass resamples"""
+    measurements: int = field(default=0, compare=False)
+    """how many measurements the controller had seen when the plan was made"""
 
     @property
     def num_samples(self) -> int:
@@ -47,6 +49,8 @@ class AEPOStep:
         self.controller = EntropyController(cfg)
         self.positive_rates = PositiveRateTracker()
         self.rng = torch.Generator().manual_seed(cfg.seed)
+        self.measurements = 0
+        """entropies observed in this process (tells :meth:`settle` whether a plan is stale)"""
         self.entropy_coef: AdaptiveEntropyCoef | None = (
             AdaptiveEntropyCoef(cfg.baselines.adaptive_entropy, cfg.target_entropy)
             if self.recipe.adaptive_entropy
@@ -77,6 +81,7 @@ class AEPOStep:
     def observe(self, entropy: float) -> None:
         """pi_old's token-mean entropy at T = 1 over this step's GRPO group."""
         self.controller.observe(entropy)
+        self.measurements += 1
 
     def plan(self, step: int, *, num_prompts: int, samples_per_prompt: int) -> StepPlan:
         decision = self.controller.decide(step)
@@ -88,7 +93,16 @@ class AEPOStep:
             samples_per_prompt=samples_per_prompt,
         )
         chosen = torch.randperm(num_prompts, generator=self.rng)[: rollout.num_prompts]
-        return StepPlan(decision, rollout, tuple(sorted(chosen.tolist())))
+        return StepPlan(decision, rollout, tuple(sorted(chosen.tolist())), self.measurements)
+
+    def settle(self, plan: StepPlan) -> StepPlan:
+        """The plan with its push re-decided from this step's measurement, when the plan was
+        made before it (``previous_step``); unchanged otherwise. Engines call it between
+        measuring the GRPO group and :meth:`select`."""
+        if self.measurements <= plan.measurements:
+            return plan
+        decision = self.controller.settle(plan.decision)
+        return replace(plan, decision=decision, measurements=self.measurements)
 
     # --- select and weight -----------------------------------------------------------------
     def select(

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+NAME = "digit_sum"
 MAX_DIGIT = 9
 TARGETS = tuple(range(2 * MAX_DIGIT + 1))
 ANSWER_TOKENS = 4  # "a", "+", "b", <eos>
@@ -39,6 +40,16 @@ def reward(response: str, target: int | str) -> float:
 
 def sample_targets(rng: np.random.Generator, count: int) -> list[int]:
     return [int(t) for t in rng.integers(0, len(TARGETS), size=count)]
+
+
+def warm_start_answer(rng: np.random.Generator, target: int, valid: bool) -> str:
+    """A warm-start target: a uniformly chosen correct pair (``valid``), else two uniformly
+    random digits."""
+    if valid:
+        options = valid_answers(target)
+        return options[int(rng.integers(len(options)))]
+    a, b = rng.integers(0, 10, size=2)
+    return f"{a}+{b}"
 
 
 def entropy_ceiling() -> float:

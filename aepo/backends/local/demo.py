@@ -1,6 +1,7 @@
 """``aepo demo``: on the built-in task, GRPO's entropy collapses and AEPO holds each target.
 
-Warm start (cached), then GRPO and AEPO at two or more targets; writes each run's
+Warm start (cached), then GRPO and AEPO at each target (the paper's 0.25, 0.5, 0.75 and 1.0
+by default, one config with only ``target_entropy`` changed); writes each run's
 TensorBoard log and metrics.jsonl, ``entropy.png`` and ``summary.json``, and prints the
 summary table with the issue's checks.
 """
@@ -24,7 +25,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache-dir", type=Path, help="warm-start cache (default ~/.cache/aepo)")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
-    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: the tiny model gains nothing from more on a "
+        "shared 2-core machine, and the README's table was measured with 1)",
+    )
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -71,6 +78,13 @@ def run_demo(
     return summaries
 
 
+MAX_TRACKING_ERROR = 0.05
+MAX_EXTRA_TOKENS = 0.05
+REWARD_TOLERANCE = 0.02
+"""AEPO's last-quarter reward may fall this far below GRPO's: both are means of a few
+thousand 0/1 rewards, whose seed-to-seed spread is about this size"""
+
+
 def target_checks(summaries) -> list[tuple[bool, str]]:
     """The issue's targets, evaluated on this demo's runs."""
     grpo = summaries[0]
@@ -84,16 +98,19 @@ def target_checks(summaries) -> list[tuple[bool, str]]:
     for s in summaries[1:]:
         checks += [
             (
-                s.tracking_error < 0.10,
-                f"{s.name}: tracking error {100 * s.tracking_error:.1f}% < 10%",
+                s.tracking_error < MAX_TRACKING_ERROR,
+                f"{s.name}: tracking error {100 * s.tracking_error:.1f}% "
+                f"< {100 * MAX_TRACKING_ERROR:.0f}%",
             ),
             (
-                s.final_reward >= grpo.final_reward - 0.05,
-                f"{s.name}: reward {s.final_reward:.3f} >= GRPO's {grpo.final_reward:.3f} - 0.05",
+                s.final_reward >= grpo.final_reward - REWARD_TOLERANCE,
+                f"{s.name}: reward {s.final_reward:.3f} >= GRPO's {grpo.final_reward:.3f} "
+                f"- {REWARD_TOLERANCE}",
             ),
             (
-                s.extra_token_fraction < 0.10,
-                f"{s.name}: extra generated tokens {100 * s.extra_token_fraction:.1f}% < 10%",
+                s.extra_token_fraction <= MAX_EXTRA_TOKENS,
+                f"{s.name}: extra generated tokens {100 * s.extra_token_fraction:.1f}% "
+                f"<= {100 * MAX_EXTRA_TOKENS:.0f}%",
             ),
         ]
     return checks
@@ -101,10 +118,10 @@ def target_checks(summaries) -> list[tuple[bool, str]]:
 
 def run(args: argparse.Namespace) -> int:
     from aepo.backends.local.summary import format_table
-    from aepo.tasks.digit_sum import entropy_ceiling
+    from aepo.tasks.builtin import DEFAULT_TASK, builtin_task
 
     started = time.perf_counter()
-    ceiling = entropy_ceiling()
+    ceiling = builtin_task(DEFAULT_TASK).entropy_ceiling()
     for t in args.targets:
         if t >= 0.8 * ceiling:
             print(
@@ -124,7 +141,10 @@ def run(args: argparse.Namespace) -> int:
     )
     print()
     print(format_table(summaries))
-    print(f"\nentropy ceiling of a fully accurate policy on this task: {ceiling:.3f} nats/token")
+    print(
+        f"\nentropy ceiling of a fully accurate policy on {DEFAULT_TASK}: {ceiling:.3f} "
+        "nats/token; tracking error, RMS dev / H* and step std are over the last half of steps"
+    )
     for ok, text in target_checks(summaries):
         print(f"  [{'ok' if ok else 'MISS'}] {text}")
     print(f"\nfigure: {args.output_dir / 'entropy.png'}")

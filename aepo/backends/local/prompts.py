@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from aepo.rewards import math_reward
-from aepo.tasks import digit_sum
+from aepo.tasks.builtin import builtin_task
 
 
 @dataclass(frozen=True)
@@ -29,18 +29,25 @@ class PromptSource(Protocol):
     def reward(self, response: str, ground_truth: Any) -> float: ...
 
 
-class DigitSumPrompts:
-    """Targets drawn uniformly, seeded by (seed, position): an endless, replayable stream."""
+class BuiltinTaskPrompts:
+    """A built-in task's prompts drawn uniformly, seeded by (seed, position): an endless,
+    replayable stream."""
 
-    def __init__(self, seed: int):
+    def __init__(self, task: str, seed: int):
+        self.task = builtin_task(task)
         self.seed = seed
 
     def take(self, position: int, count: int) -> list[Prompt]:
         rng = np.random.default_rng([self.seed, position])
-        return [Prompt(digit_sum.prompt_text(t), t) for t in digit_sum.sample_targets(rng, count)]
+        return [Prompt(self.task.prompt_text(t), t) for t in self.task.sample_targets(rng, count)]
 
     def reward(self, response: str, ground_truth: Any) -> float:
-        return digit_sum.reward(response, ground_truth)
+        return self.task.reward(response, ground_truth)
+
+
+class DigitSumPrompts(BuiltinTaskPrompts):
+    def __init__(self, seed: int):
+        super().__init__("digit_sum", seed)
 
 
 class RowError(ValueError):

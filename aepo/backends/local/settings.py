@@ -10,13 +10,25 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from aepo.core import AEPOConfig, ConfigError, load_aepo_config
 from aepo.core.config import validation_problems
+from aepo.tasks.builtin import BUILTIN_TASKS, DEFAULT_TASK
 from aepo.tasks.warm_start import WarmStartSettings
 
 BUILTIN = "builtin"
+BUILTIN_PREFIX = BUILTIN + ":"
+
+
+def builtin_task_name(data: str) -> str | None:
+    """The built-in task a ``trainer.data`` value names (``builtin`` is the default task),
+    or None for a parquet path."""
+    if data == BUILTIN:
+        return DEFAULT_TASK
+    if data.startswith(BUILTIN_PREFIX):
+        return data[len(BUILTIN_PREFIX) :]
+    return None
 
 
 class TrainerSettings(BaseModel):
@@ -27,13 +39,15 @@ class TrainerSettings(BaseModel):
         BUILTIN, description="'builtin' (warm-started tiny Llama) or a local HF causal-LM dir"
     )
     data: str = Field(
-        BUILTIN, description="'builtin' (digit-sum task) or a verl-schema parquet file"
+        BUILTIN,
+        description=f"'builtin' (= 'builtin:{DEFAULT_TASK}'), 'builtin:<task>' (one of "
+        f"{', '.join(BUILTIN_TASKS)}) or a verl-schema parquet file",
     )
     output_dir: str = "runs/local"
     steps: int = Field(150, ge=1)
     prompts_per_step: int = Field(32, ge=1)
     samples_per_prompt: int = Field(8, ge=2, description="n: GRPO group size")
-    max_new_tokens: int = Field(4, ge=1)
+    max_new_tokens: int = Field(5, ge=1, description="a built-in task's answer must fit")
     max_prompt_length: int = Field(1024, ge=1, description="longer prompts keep their end")
     lr: float = Field(1e-3, gt=0, le=1, description="AdamW learning rate")
     weight_decay: float = Field(0.0, ge=0)
@@ -55,6 +69,41 @@ class TrainerSettings(BaseModel):
     warm_start: WarmStartSettings = Field(default_factory=WarmStartSettings)
     cache_dir: str | None = Field(None, description="warm-start cache (default ~/.cache/aepo)")
     progress: bool = True
+
+    @field_validator("data")
+    @classmethod
+    def _known_builtin_task(cls, data: str) -> str:
+        task = builtin_task_name(data)
+        if task is not None and task not in BUILTIN_TASKS:
+            raise ValueError(
+                f"unknown built-in task {task!r}; choose one of "
+                f"{[BUILTIN, *(BUILTIN_PREFIX + t for t in BUILTIN_TASKS)]} or a parquet path"
+            )
+        return data
+
+    @model_validator(mode="after")
+    def _answer_fits(self) -> TrainerSettings:
+        from aepo.tasks.builtin import builtin_task
+
+        task = self.builtin_task
+        if task is not None:
+            needed = builtin_task(task).ANSWER_TOKENS
+            if self.max_new_tokens < needed:
+                raise ValueError(
+                    f"max_new_tokens={self.max_new_tokens} cannot hold an answer of the "
+                    f"built-in task {task!r} ({needed} tokens with <eos>)"
+                )
+        return self
+
+    @property
+    def builtin_task(self) -> str | None:
+        """The built-in task of ``data``; None for a parquet."""
+        return builtin_task_name(self.data)
+
+    @property
+    def warm_start_task(self) -> str:
+        """The task ``model: builtin`` is warm-started on: the data's, else the default."""
+        return self.builtin_task or DEFAULT_TASK
 
 
 class RunConfig(BaseModel):

@@ -21,6 +21,11 @@ class RunSummary:
     entropy_std: float
     tracking_error: float | None
     """|mean H - H*| / H* over the last half; None without a target"""
+    rms_deviation: float | None
+    """sqrt(mean (H - H*)^2) / H* over the last half (bias and wobble together); None
+    without a target"""
+    step_std: float
+    """std of the step-to-step change of H over the last half"""
     last_quarter_entropy: float
     extra_token_fraction: float
     """extra generated tokens / GRPO-group tokens, summed over the run"""
@@ -54,6 +59,10 @@ def summarize(name: str, history: list[dict], target: float | None = None) -> Ru
         entropy_mean=mean_h,
         entropy_std=float(last_half.std()),
         tracking_error=None if target is None else abs(mean_h - target) / target,
+        rms_deviation=(
+            None if target is None else float(np.sqrt(np.mean((last_half - target) ** 2))) / target
+        ),
+        step_std=float(np.diff(last_half).std()) if len(last_half) > 1 else 0.0,
         last_quarter_entropy=float(entropy[-quarter:].mean()),
         extra_token_fraction=float(extra.sum() / group_tokens) if group_tokens > 0 else 0.0,
         step_time_s=float(np.median([h.get("perf/step_time_s", np.nan) for h in history])),
@@ -69,6 +78,8 @@ def format_table(summaries: list[RunSummary], timing: bool = False) -> str:
         "final reward",
         "H last half (mean ± std)",
         "tracking error",
+        "RMS dev / H*",
+        "step std",
         "H last quarter / first",
         "extra gen tokens",
     ]
@@ -82,6 +93,8 @@ def format_table(summaries: list[RunSummary], timing: bool = False) -> str:
             f"{s.final_reward:.3f}",
             f"{s.entropy_mean:.3f} ± {s.entropy_std:.3f}",
             "-" if s.tracking_error is None else f"{100 * s.tracking_error:.1f}%",
+            "-" if s.rms_deviation is None else f"{s.rms_deviation:.3f}",
+            f"{s.step_std:.3f}",
             f"{100 * s.last_quarter_entropy / max(s.first_entropy, 1e-12):.0f}%",
             f"{100 * s.extra_token_fraction:.1f}%",
         ]

@@ -24,7 +24,7 @@ import torch
 
 from aepo.backends.local import checkpoint as ckpt
 from aepo.backends.local.metrics_log import MetricsLogger
-from aepo.backends.local.prompts import DigitSumPrompts, ParquetPrompts, PromptSource
+from aepo.backends.local.prompts import BuiltinTaskPrompts, ParquetPrompts, PromptSource
 from aepo.backends.local.rollout import (
     Rollout,
     decode_responses,
@@ -158,7 +158,10 @@ class LocalTrainer:
             from aepo.tasks.warm_start import warm_start_model
 
             return warm_start_model(
-                self.settings.warm_start, self.settings.cache_dir, progress=self.settings.progress
+                self.settings.warm_start,
+                self.settings.cache_dir,
+                progress=self.settings.progress,
+                task=self.settings.warm_start_task,
             )
         return Path(self.settings.model)
 
@@ -189,8 +192,8 @@ class LocalTrainer:
         )
 
     def _prompt_source(self) -> PromptSource:
-        if self.settings.data == BUILTIN:
-            return DigitSumPrompts(self.settings.seed)
+        if self.settings.builtin_task is not None:
+            return BuiltinTaskPrompts(self.settings.builtin_task, self.settings.seed)
         return ParquetPrompts(
             self.settings.data,
             self.tokenizer,
@@ -281,6 +284,8 @@ class LocalTrainer:
         self.aepo.observe(entropy)
         if recipe.extra_rollout and plan is None:  # measure first (step 1, current_batch)
             plan = self.aepo.plan(step, num_prompts=len(prompts), samples_per_prompt=n)
+        elif plan is not None:  # planned before the measurement: its push follows it now
+            plan = self.aepo.settle(plan)
 
         rewards = self._rewards(grpo_rollout, truths)
         seq_adv = group_advantage(rewards, group_ids).to(self.device)

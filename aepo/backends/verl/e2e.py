@@ -34,7 +34,9 @@ def prepare(output: Path = DEFAULT_OUTPUT) -> None:
     from aepo.tasks.warm_start import warm_start_model
 
     model = output / "model"
-    shutil.copytree(warm_start_model(progress=False), model, dirs_exist_ok=True)
+    shutil.copytree(
+        warm_start_model(progress=False, task=digit_sum.NAME), model, dirs_exist_ok=True
+    )
     data = output / "data"
     data.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(digit_sum.verl_rows(TRAIN_ROWS, seed=0)).to_parquet(data / "train.parquet")

@@ -232,6 +232,8 @@ class AEPORayTrainer(RayPPOTrainer):
         self._plan, self._extras = None, None
         to_update = batch
         if plan is not None:
+            # A plan made before this step's measurement (previous_step) sizes its push now.
+            plan = self.aepo.settle(plan)
             to_update, merge_metrics = self.merge_extras(batch, plan, extras)
             metrics.update(merge_metrics)
         output = super()._update_actor(to_update)
