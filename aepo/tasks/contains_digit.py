@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from aepo.tasks import verl_schema
+
 NAME = "contains_digit"
 ANSWER_DIGITS = 4
 ANSWER_TOKENS = ANSWER_DIGITS + 1  # the digits, then <eos>
@@ -100,13 +102,6 @@ def verl_rows(count: int, seed: int = 0) -> list[dict]:
     """``count`` prompts in verl's parquet schema (chat ``prompt``, ``reward_model.ground_truth``),
     digits drawn like the local engine's."""
     digits = sample_targets(np.random.default_rng(seed), count)
-    return [
-        {
-            "data_source": DATA_SOURCE,
-            "prompt": [{"role": "user", "content": prompt_text(d)}],
-            "ability": "constraint",
-            "reward_model": {"style": "rule", "ground_truth": str(d)},
-            "extra_info": {"index": i},
-        }
-        for i, d in enumerate(digits)
-    ]
+    return verl_schema.verl_rows(
+        DATA_SOURCE, "constraint", [(prompt_text(d), str(d)) for d in digits]
+    )

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from aepo.tasks import verl_schema
+
 NAME = "digit_sum"
 MAX_DIGIT = 9
 TARGETS = tuple(range(2 * MAX_DIGIT + 1))
@@ -73,13 +75,6 @@ def verl_rows(count: int, seed: int = 0) -> list[dict]:
     """``count`` prompts in verl's parquet schema (chat ``prompt``, ``reward_model.ground_truth``),
     targets drawn like the local engine's."""
     targets = sample_targets(np.random.default_rng(seed), count)
-    return [
-        {
-            "data_source": DATA_SOURCE,
-            "prompt": [{"role": "user", "content": prompt_text(t)}],
-            "ability": "arithmetic",
-            "reward_model": {"style": "rule", "ground_truth": str(t)},
-            "extra_info": {"index": i},
-        }
-        for i, t in enumerate(targets)
-    ]
+    return verl_schema.verl_rows(
+        DATA_SOURCE, "arithmetic", [(prompt_text(t), str(t)) for t in targets]
+    )
