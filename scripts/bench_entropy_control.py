@@ -23,6 +23,25 @@ from dataclasses import replace
 from pathlib import Path
 
 
+def bench_rows(targets: list[float], modes: list[str]) -> list[tuple[str, str, object]]:
+    """(row name, algorithm, variant): a variant is (target, entropy_source or None), "fixed"
+    (the authors' fixed budget) or None (the tiny presets' single target)."""
+    rows: list[tuple[str, str, object]] = [("grpo", "grpo", None)]
+    rows += [(f"aepo H*={t:g} {m}", "aepo", (t, m)) for t in targets for m in modes]
+    rows += [
+        ("aepo fixed budget", "aepo", "fixed"),
+        ("entropy_reg", "entropy_reg", None),
+        ("entropy_adv", "entropy_adv", None),
+        ("aepo_no_temperature", "aepo_no_temperature", None),
+        ("aepo_advantage", "aepo_advantage", None),
+        ("clip_cov", "clip_cov", None),
+        ("kl_cov", "kl_cov", None),
+        ("top_entropy", "top_entropy", None),
+    ]
+    rows += [(f"adaptive_entropy H*={t:g}", "adaptive_entropy", (t, None)) for t in targets]
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     from aepo.backends.local.presets import DEMO_TARGETS, TINY_TRAINER, tiny_run_config
     from aepo.backends.local.settings import run_config_from_dict
@@ -54,19 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    rows = [("grpo", "grpo", None)]
-    rows += [(f"aepo H*={t:g} {m}", "aepo", (t, m)) for t in args.targets for m in args.modes]
-    rows += [
-        ("aepo fixed budget", "aepo", "fixed"),
-        ("entropy_reg", "entropy_reg", None),
-        ("entropy_adv", "entropy_adv", None),
-        ("aepo_no_temperature", "aepo_no_temperature", None),
-        ("aepo_advantage", "aepo_advantage", None),
-        ("clip_cov", "clip_cov", None),
-        ("kl_cov", "kl_cov", None),
-        ("top_entropy", "top_entropy", None),
-    ]
-    rows += [(f"adaptive_entropy H*={t:g}", "adaptive_entropy", t) for t in args.targets]
+    rows = bench_rows(args.targets, args.modes)
     if args.only:
         rows = [r for r in rows if r[0] in args.only]
 
