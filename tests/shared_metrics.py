@@ -3,6 +3,7 @@ dashboards read local and verl runs alike (the engine tests check each one is lo
 
 SHARED_METRICS: tuple[str, ...] = (
     "aepo/entropy",
+    "aepo/temperature_entropy",
     "aepo/target_entropy",
     "aepo/temperature",
     "aepo/direction",

@@ -26,6 +26,7 @@ EXTRA_SAMPLES, MOST_REINFORCE = 16, 6
 
 TAGS = (
     "aepo/entropy",
+    "aepo/temperature_entropy",
     "aepo/temperature",
     "aepo/target_entropy",
     "aepo/budget",
@@ -115,7 +116,7 @@ def test_aepo_scalars_at_every_step(runs, name):
         if tag.startswith("aepo/"):
             assert sorted(scalar(run, tag)) == list(range(1, STEPS + 1)), tag
     for step, temperature in scalar(run, "aepo/temperature").items():
-        entropy = scalar(run, "aepo/entropy")[step]
+        entropy = scalar(run, "aepo/temperature_entropy")[step]
         # The controller's rule: below the target, sample hotter.
         assert temperature == pytest.approx(T_HIGH if entropy < TARGET else T_LOW), step
         assert scalar(run, "aepo/extra_samples")[step] >= EXTRA_SAMPLES
@@ -173,6 +174,6 @@ def test_resume_continues_the_step_count_and_the_entropy_trajectory(runs):
     assert scalar(resumed, "training/global_step")[RESUMED_STEPS] == RESUMED_STEPS
     # previous_step decides step k from step k-1's measurement: the resumed step's decision
     # must use the checkpointed measurement of step STEPS (a fresh controller measures first).
-    decided_on = scalar(resumed, "aepo/entropy")[RESUMED_STEPS]
+    decided_on = scalar(resumed, "aepo/temperature_entropy")[RESUMED_STEPS]
     assert decided_on == pytest.approx(scalar(first, "actor/entropy")[STEPS], abs=1e-4)
     assert decided_on != pytest.approx(scalar(resumed, "actor/entropy")[RESUMED_STEPS], abs=1e-4)

@@ -93,6 +93,7 @@ def test_previous_step_source_decides_from_last_measurement(cache_dir, tmp_path)
         below_before = prev["actor/entropy"] < cur["aepo/target_entropy"]
         assert cur["aepo/temperature"] == (cfg.t_high if below_before else cfg.t_low)
         assert cur["aepo/entropy"] == pytest.approx(cur["actor/entropy"])
+        assert cur["aepo/temperature_entropy"] == pytest.approx(prev["actor/entropy"])
         below_now = cur["actor/entropy"] < cur["aepo/target_entropy"]
         if below_now != below_before:  # crossed the target since: the push is dropped
             assert cur["aepo/strength"] == 0.0
@@ -103,6 +104,7 @@ def test_current_batch_source_decides_from_this_step(cache_dir, tmp_path):
     history = LocalTrainer(config).fit()
     for h in history:
         assert h["aepo/entropy"] == pytest.approx(h["actor/entropy"])
+        assert h["aepo/temperature_entropy"] == pytest.approx(h["actor/entropy"])
 
 
 def test_resume_continues_the_same_trajectory(cache_dir, tmp_path):

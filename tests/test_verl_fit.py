@@ -260,9 +260,12 @@ def test_tensorboard_has_the_design_scalars_at_every_step(aepo_run):
     cfg = aepo_run.trainer.aepo_cfg
     for step in range(1, STEPS + 1):
         assert used[step] == pytest.approx(entropy[step], rel=1e-5)
+    chosen_from = tb["aepo/temperature_entropy"]
+    assert chosen_from[1] == pytest.approx(entropy[1], rel=1e-5)
     for step in range(2, STEPS + 1):
         hot = entropy[step - 1] < 0.5
         assert tb["aepo/temperature"][step] == pytest.approx(cfg.t_high if hot else cfg.t_low)
+        assert chosen_from[step] == pytest.approx(entropy[step - 1], rel=1e-5)
     # fit() logs the actor output of the merged batch: the fake's pg_loss per mini-batch.
     for step, td in enumerate(aepo_run.actor.updates, start=1):
         adv, mask = td["advantages"], td["response_mask"].float()

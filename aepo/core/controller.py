@@ -35,10 +35,18 @@ class Decision:
     strength: float
     """1.0 under ``gain: fixed``; in [MIN_STRENGTH, 1] under ``gain: proportional``; 0 when
     :meth:`EntropyController.settle` dropped a push that the measurement says is wrong"""
+    temperature_entropy: float | None = None
+    """the measurement the temperature was chosen from (``entropy`` until :meth:`settle`
+    re-sizes the push from a newer one: the previous step's under ``previous_step``)"""
+
+    def __post_init__(self) -> None:
+        if self.temperature_entropy is None:
+            object.__setattr__(self, "temperature_entropy", self.entropy)
 
     def metrics(self) -> dict[str, float]:
         return {
             "aepo/entropy": self.entropy,
+            "aepo/temperature_entropy": self.temperature_entropy,
             "aepo/target_entropy": self.target,
             "aepo/temperature": self.temperature,
             "aepo/direction": float(self.direction),
