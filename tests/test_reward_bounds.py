@@ -246,7 +246,9 @@ def test_a_memory_bomb_stops_at_the_address_space_limit(monkeypatch):
             after = reward_counters()
             assert after["out_of_memory"] == before["out_of_memory"] + 1
             assert after["unparseable"] == before["unparseable"] + 1
-        assert _rss_kb() - rss_before < 2048  # the caller's RSS, in KiB
+        # The caller's RSS, in KiB: the same check in the caller grows it by about 15 MB; the
+        # rest of a full test run's process has moved it by up to 3.3 MB meanwhile.
+        assert _rss_kb() - rss_before < 8192
         assert score("\\boxed{\\frac{3}{6}}", "0.5").correct  # a fresh worker took over
         assert first not in workers._idle and _exits(first.pid)
     finally:
