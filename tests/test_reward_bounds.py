@@ -23,6 +23,7 @@ from aepo.rewards.math_reward import (
     score,
     start_workers,
     symbolic_verdict,
+    verdict_in,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,12 +63,12 @@ def test_a_starved_worker_scores_zero_counted_as_busy_and_is_not_cached(monkeypa
     about the answer: the call scores 0 at the wall-clock limit, counted as machine_busy, and
     the same answer is checked again on the next call instead of being served from the
     cache."""
-    workers = sandbox.WorkerPool(max_workers=1, timeout_s=0.5)
-    monkeypatch.setattr(sandbox, "_POOL", workers)
+    workers = math_reward.checking_pool(max_workers=1, timeout_s=0.5)
+    monkeypatch.setattr(math_reward, "_POOL", workers)
     try:
-        assert workers.verdict("2", "2")[0]
-        (stopped,) = workers._idle
-        os.kill(stopped.pid, signal.SIGSTOP)
+        assert verdict_in(workers, "2", "2")[0]
+        (stopped,) = workers.idle_worker_pids()
+        os.kill(stopped, signal.SIGSTOP)
         before = reward_counters()
         answer = ("\\boxed{\\frac{7}{\\sqrt{49}}}", "1")
         result = score(*answer)
@@ -75,7 +76,7 @@ def test_a_starved_worker_scores_zero_counted_as_busy_and_is_not_cached(monkeypa
         after = reward_counters()
         assert after["machine_busy"] == before["machine_busy"] + 1
         assert after["timed_out"] == before["timed_out"] + 1
-        assert _exits(stopped.pid)
+        assert _exits(stopped)
         assert score(*answer).score == 1.0  # a fresh worker compared it: nothing was cached
     finally:
         workers.close()
@@ -99,13 +100,13 @@ def _exits(pid: int, within_s: float = 30.0) -> bool:
 def test_the_cpu_budget_not_the_wall_clock_decides():
     """A worker that answers within the budget is waited for however slowly it runs; one that
     uses up its budget is stopped however fast the machine is."""
-    generous = sandbox.WorkerPool(max_workers=1, cpu_budget_s=30.0, timeout_s=60.0)
-    stingy = sandbox.WorkerPool(max_workers=1, cpu_budget_s=0.01, timeout_s=60.0)
+    generous = math_reward.checking_pool(max_workers=1, cpu_budget_s=30.0, timeout_s=60.0)
+    stingy = math_reward.checking_pool(max_workers=1, cpu_budget_s=0.01, timeout_s=60.0)
     try:
         answer = ("\\left(\\left(\\frac{3}{\\sqrt{9}}\\right)\\right)", "1")
-        assert generous.verdict(*answer) == (True, None, False)
-        assert stingy.verdict(*answer) == (False, sandbox.OVER_CPU_BUDGET, True)
-        assert stingy.verdict("\\frac{1}{2}", "0.5")[1] in (None, sandbox.OVER_CPU_BUDGET)
+        assert verdict_in(generous, *answer) == (True, None, False)
+        assert verdict_in(stingy, *answer) == (False, sandbox.OVER_CPU_BUDGET, True)
+        assert verdict_in(stingy, "\\frac{1}{2}", "0.5")[1] in (None, sandbox.OVER_CPU_BUDGET)
         assert stingy.kills == 0  # it stopped itself at the budget: no kill needed
     finally:
         generous.close()
@@ -113,15 +114,15 @@ def test_the_cpu_budget_not_the_wall_clock_decides():
 
 
 def test_workers_run_under_an_address_space_limit():
-    workers = sandbox.WorkerPool(max_workers=1, memory_limit_bytes=64 << 20)
+    workers = math_reward.checking_pool(max_workers=1, memory_limit_bytes=64 << 20)
     try:
-        assert workers.verdict("\\frac{1}{2}", "0.5") == (True, None, False)
-        worker = workers._idle[0]
-        status = Path(f"/proc/{worker.pid}/status").read_text()
+        assert verdict_in(workers, "\\frac{1}{2}", "0.5") == (True, None, False)
+        (worker,) = workers.idle_worker_pids()
+        status = Path(f"/proc/{worker}/status").read_text()
         mapped = next(
             int(line.split()[1]) * 1024 for line in status.splitlines() if "VmSize" in line
         )
-        limits = Path(f"/proc/{worker.pid}/limits").read_text()
+        limits = Path(f"/proc/{worker}/limits").read_text()
         limit = int(
             next(line for line in limits.splitlines() if "address space" in line).split()[3]
         )
@@ -131,12 +132,12 @@ def test_workers_run_under_an_address_space_limit():
 
 
 def test_a_worker_that_dies_scores_zero_without_raising():
-    workers = sandbox.WorkerPool(max_workers=1)
+    workers = math_reward.checking_pool(max_workers=1)
     try:
-        assert workers.verdict("2", "2")[0]
-        os.kill(workers._idle[0].pid, 9)
-        assert workers.verdict("3", "3") == (False, sandbox.WORKER_DIED, True)
-        assert workers.verdict("3", "3") == (True, None, False)  # a fresh worker took over
+        assert verdict_in(workers, "2", "2")[0]
+        os.kill(workers.idle_worker_pids()[0], 9)
+        assert verdict_in(workers, "3", "3") == (False, sandbox.WORKER_DIED, True)
+        assert verdict_in(workers, "3", "3") == (True, None, False)  # a fresh worker took over
     finally:
         workers.close()
 
@@ -230,11 +231,14 @@ def test_a_memory_bomb_stops_at_the_address_space_limit(monkeypatch):
     the worker stops at its limit (math-verify turns the MemoryError into "not equal", so the
     worker reads its own peak), scores 0 counted as out_of_memory, is replaced, and the
     caller's memory does not move. A 4 MiB limit makes a 1,891-term expansion such a bomb."""
-    workers = sandbox.WorkerPool(max_workers=1, memory_limit_bytes=4 << 20, cpu_budget_s=30.0)
-    monkeypatch.setattr(sandbox, "_POOL", workers)
+    workers = math_reward.checking_pool(
+        max_workers=1, memory_limit_bytes=4 << 20, cpu_budget_s=30.0
+    )
+    monkeypatch.setattr(math_reward, "_POOL", workers)
+    monkeypatch.setattr(math_reward, "_CACHE", math_reward._VerdictCache())  # checked afresh
     try:
         assert score("\\boxed{\\frac{1}{2}}", "0.5").correct
-        (first,) = workers._idle
+        (first,) = workers.idle_worker_pids()
         before, rss_before = reward_counters(), _rss_kb()
         result = score("\\boxed{(x+y+z)^{60}+2}", "0.5")
         assert result.score == 0.0
@@ -250,7 +254,7 @@ def test_a_memory_bomb_stops_at_the_address_space_limit(monkeypatch):
         # rest of a full test run's process has moved it by up to 3.3 MB meanwhile.
         assert _rss_kb() - rss_before < 8192
         assert score("\\boxed{\\frac{3}{6}}", "0.5").correct  # a fresh worker took over
-        assert first not in workers._idle and _exits(first.pid)
+        assert first not in workers.idle_worker_pids() and _exits(first)
     finally:
         workers.close()
 
