@@ -47,5 +47,6 @@ def test_the_pool_runs_any_named_function_in_another_process():
         assert problem is None and worker_pid != os.getpid()
         assert pool.idle_worker_pids() == [worker_pid]
         assert pool.call("not an int") == (None, sandbox.RAISED)  # getpid takes no argument
+        assert pool.call() == (worker_pid, None)  # the same worker: raising ends nothing
     finally:
         pool.close()
