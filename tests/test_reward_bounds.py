@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -171,6 +171,24 @@ def test_scores_in_a_daemonic_forked_pool_worker():
     assert [value for value, _ in outcome] == [0.0, 1.0, 0.0]
     assert outcome[0][1] - started < 60  # the child's first call includes its own start
     assert score("\\boxed{\\frac{14}{3}}", "14/3").correct  # the parent's pool still works
+
+
+def _checked_in_child(case):
+    result = score(*case)
+    return result.correct, result.problem, math_reward._sandbox_failure, os.getpid()
+
+
+def test_scores_in_a_forked_child_of_a_process_whose_workers_run():
+    """A (non-daemonic) fork of this process, whose workers already run, starts workers of its
+    own: the child's answers are checked under the same limits, not in-process."""
+    assert score("\\boxed{\\sqrt{2}}", "1.414214").correct  # this process's workers run
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(1, mp_context=context) as child:
+        correct, problem, failure, pid = child.submit(
+            _checked_in_child, ("\\boxed{\\frac{14}{3}}", "14/3")
+        ).result(timeout=120)
+    assert (correct, problem, failure) == (True, None, None) and pid != os.getpid()
+    assert score("\\boxed{\\frac{1}{3}}", "0.3333333").correct  # the parent's still work
 
 
 def test_verdict_starts_from_default_mpmath_precision(monkeypatch):

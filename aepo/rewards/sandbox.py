@@ -217,6 +217,30 @@ _OPEN_POOLS: weakref.WeakSet[WorkerPool] = weakref.WeakSet()
 _FORKSERVER_LOCK = threading.Lock()
 
 
+def _forget_the_parents_forkserver() -> None:
+    """In a forked child: multiprocessing (3.10-3.12) keeps the parent's forkserver as its own,
+    then fails waiting for a process that is not its child; start one of its own instead. The
+    inherited end of the parent's liveness pipe is closed, so the parent's server still ends
+    with the parent."""
+    from multiprocessing import forkserver
+
+    server = forkserver._forkserver
+    if getattr(server, "_forkserver_pid", None) is None:
+        return
+    if server._forkserver_alive_fd is not None:
+        try:
+            os.close(server._forkserver_alive_fd)
+        except OSError:
+            pass
+    server._forkserver_alive_fd = None
+    server._forkserver_address = None
+    server._forkserver_pid = None
+    server._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_the_parents_forkserver)
+
+
 def _forkserver(preload: list[str]) -> multiprocessing.context.BaseContext:
     """The forkserver context, its server started with ``preload`` imported and a fixed hash
     seed (one server per process: a server someone else started keeps its settings)."""
@@ -273,10 +297,10 @@ class WorkerPool:
         """Start the workers now (a second or more: they import and warm up the function)
         rather than on the first call."""
         pool = self._running_pool()
-        futures = [
-            pool.schedule(os.getpid, timeout=_START_TIMEOUT_S) for _ in range(self.max_workers)
-        ]
         try:
+            futures = [
+                pool.schedule(os.getpid, timeout=_START_TIMEOUT_S) for _ in range(self.max_workers)
+            ]
             for future in futures:
                 future.result(timeout=_START_TIMEOUT_S)
         except Exception as err:
