@@ -252,7 +252,7 @@ _IN_PROCESS = threading.Lock()
 _sandbox_failure: str | None = None
 
 _VERDICT = "aepo.rewards.verdict:symbolic_verdict"
-_WARM_UP = "aepo.rewards.verdict_warm"
+_WARM_UP = "aepo.rewards.verdict:warm_up"
 
 
 def _env_number(name: str, default: float, kind=float):
@@ -279,7 +279,7 @@ def checking_pool(**settings: Any) -> sandbox.WorkerPool:
             _env_number("AEPO_REWARD_MEMORY_MB", sandbox.DEFAULT_MEMORY_LIMIT_BYTES >> 20) * 2**20
         ),
     }
-    return sandbox.WorkerPool(_VERDICT, (_WARM_UP,), **{**from_env, **settings})
+    return sandbox.WorkerPool(_VERDICT, _WARM_UP, **{**from_env, **settings})
 
 
 _POOL: sandbox.WorkerPool | None = None

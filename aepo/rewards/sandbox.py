@@ -1,47 +1,57 @@
 """A pool of worker processes that runs one named function under a CPU-time budget.
 
 The pool knows nothing of what it runs: :class:`WorkerPool` takes the function as
-``"module:name"``. The math reward runs :func:`aepo.rewards.verdict.symbolic_verdict` in it,
-because sympy can spend minutes or gigabytes on a short answer (``(x+1)^{999999}``, eighteen
-nested braces), no pattern list catches every such form, and a thread cannot be stopped while
-it runs a C-level big-integer power.
+``"module:name"`` (its arguments and result travel as JSON). The math reward runs
+:func:`aepo.rewards.verdict.symbolic_verdict` in it, because sympy can spend minutes or
+gigabytes on a short answer (``(x+1)^{999999}``, eighteen nested braces), no pattern list
+catches every such form, and a thread cannot be stopped while it runs a C-level big-integer
+power. Each call may use ``cpu_budget_s`` of CPU time: the worker's profiling timer (``ITIMER_PROF``) stops it
+there, and the caller, which reads the worker's CPU time from ``/proc``, kills a worker that
+went past it inside one C call. CPU time rather than the wall clock decides, so which answers
+are too costly does not depend on the machine's load. A wall-clock limit remains as the last
+resort; a call it stops before the worker used its budget is reported as
+:data:`MACHINE_BUSY`, which the caller neither caches nor mistakes for a verdict. Every worker
+runs under an address-space limit (``RLIMIT_AS``), so a memory bomb ends inside the worker
+rather than in the kernel's OOM killer.
 
-The processes are pebble's :class:`pebble.ProcessPool` (per-task timeouts, a worker replaced
-when it dies or is stopped, an initializer per worker), started through ``multiprocessing``'s
-*forkserver*: a process with the function's module already imported forks each worker, which is
-safe in a caller that runs threads (unlike ``fork``) and costs milliseconds rather than the
-second or more of a fresh interpreter. What this module adds is the budget:
+Workers are forked from a *template* process started with ``subprocess`` (fork + exec, safe in
+a process that runs threads, unlike ``os.fork``), which imports the function's module and runs
+the pool's ``warm_up`` function once (for the reward: sympy, math-verify, their caches): a
+replacement for a killed worker is a ``fork`` of an already-loaded, single-threaded process
+(milliseconds) rather than a fresh interpreter (a second or more). The template passes each
+new worker's socket back with ``SCM_RIGHTS`` (:func:`socket.send_fds`), the mechanism
+:mod:`multiprocessing.forkserver` uses; we do not use ``multiprocessing`` itself because its
+children re-import the caller's ``__main__`` (a training script) and cannot be started from a
+daemonic process (a ``multiprocessing.Pool`` worker). Workers and the template exit when the
+caller's end of their socket closes, so nothing outlives the caller.
 
-* **CPU time, not the wall clock, decides.** Each call may use ``cpu_budget_s`` of its worker's
-  CPU time: a profiling timer (``ITIMER_PROF``) raises inside Python code there, and a second
-  timer (``ITIMER_VIRTUAL``, its signal left at the default action) ends a worker that went
-  ``_CPU_GRACE_S`` past it inside one C call, where no Python handler runs. A process's CPU time
-  does not depend on what else the machine runs, so the same call gets the same outcome on an
-  idle and on a loaded machine.
-* **Memory.** Each worker runs under an address-space limit (``RLIMIT_AS``) of
-  ``memory_limit_bytes`` over what it maps once warmed up, so a memory bomb ends inside the
-  worker rather than in the kernel's OOM killer.
-* **The wall clock is the last resort**, for a worker that gets no CPU at all: a call it stops
-  is reported as :data:`MACHINE_BUSY` (the worker used less than its budget, or its own timers
-  would have stopped it first), which the caller must neither cache nor take for a result.
+A library pool on ``multiprocessing`` has the same two limits: pebble 5.2.3's ``ProcessPool``
+on a forkserver keeps the CPU budget, the memory limit and every verdict of
+``scripts/bench_reward_fuzz.py`` (0 of 10,000 differ), but starts no worker in a daemonic
+process (``AssertionError``, the reward then checks in-process without a time limit) and
+re-runs a caller's script that lacks ``if __name__ == "__main__":`` in every worker
+(bootstrapping errors, every worker dead). ``tests/test_reward_bounds.py`` holds both cases.
 
-Each worker handles one call at a time, so process-wide state (such as the mpmath precision
-that sympy raises and restores, and which concurrent threads leave raised) cannot leak between
-callers. The forkserver starts with ``PYTHONHASHSEED=0``, so set and dict orders inside sympy
-are the same in every run. A daemonic process (a ``multiprocessing.Pool`` worker) may not start
-processes: there :class:`SandboxUnavailable` is raised and the caller runs the function itself.
+Each worker is single-threaded and handles one call at a time, so process-wide state (such as
+the mpmath precision that sympy raises and restores, and which concurrent threads leave raised)
+cannot leak between callers. The template runs with ``PYTHONHASHSEED=0`` so that set and dict orders inside sympy are the
+same in every run.
 """
 
 from __future__ import annotations
 
 import atexit
-import concurrent.futures
 import importlib
-import multiprocessing
-import multiprocessing.util
+import json
+import logging
 import os
 import resource
+import select
 import signal
+import socket
+import struct
+import subprocess
+import sys
 import threading
 import time
 import weakref
@@ -49,25 +59,27 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pebble
+logger = logging.getLogger(__name__)
 
 DEFAULT_CPU_BUDGET_S = 0.5
-"""CPU seconds one call may use. This, not the wall clock, decides which calls are too
-costly: a process's CPU time does not depend on what else the machine runs, so the same call
-gets the same outcome on an idle and on a loaded machine."""
+"""CPU seconds one call may use. This, not the wall clock, decides which answers are
+too costly to check: a process's CPU time does not depend on what else the machine runs, so
+the same answer gets the same verdict on an idle and on a loaded machine."""
 
 DEFAULT_TIMEOUT_S = 5.0
 """Wall-clock seconds a call may take, waiting for a free worker included: the last resort,
 for a worker that makes no progress at all. It is not what bounds an ordinary call: on a
-machine that gives each worker a quarter of a core the CPU budget stops any call within
-about a second. A call stopped by this limit is :data:`MACHINE_BUSY` (counted, never cached)."""
+machine that gives each worker a quarter of a core the CPU budget stops any answer within
+about a second. A call stopped by this limit before its worker used the CPU budget scored 0
+only because the machine was busy (:data:`MACHINE_BUSY`, counted, never cached)."""
 
 _CPU_GRACE_S = 0.05
-"""CPU time past the budget after which a worker inside one long C call (such as a big-integer
-power, where no Python signal handler runs) is ended by the kernel."""
+"""CPU time past the budget after which the caller kills a worker that did not stop itself
+(it is inside one long C call, such as a big-integer power, where no signal is handled)."""
+_CPU_POLL_S = 0.02
 
 DEFAULT_MEMORY_LIMIT_BYTES = 1 << 30
-"""Address space a worker may add to what it maps once warmed up."""
+"""Address space a worker may add to what the loaded template already maps."""
 
 DEFAULT_MAX_WORKERS = 4
 CALLS_PER_WORKER = 2000
@@ -85,23 +97,42 @@ a worker that was not killed from outside) could have returned. Not to be cached
 STOPPED = frozenset({OVER_CPU_BUDGET, OUT_OF_MEMORY}) | LOAD_DEPENDENT
 """Problems of a call that a limit (or the machine) stopped, rather than one that raised."""
 
+_HEADER = struct.Struct("!I")
 _START_TIMEOUT_S = 120.0  # importing sympy on a busy machine can take many seconds
-_RETIRED = 75
-"""Exit status of a worker that retires at its next call (it ran out of memory): that call did
-not run, and is sent again."""
 
 
-class SandboxUnavailable(RuntimeError):
-    """No worker could be started (the caller then runs the function itself)."""
+def _send(sock: socket.socket, obj) -> None:
+    data = json.dumps(obj).encode()
+    sock.sendall(_HEADER.pack(len(data)) + data)
 
 
-# --- inside the workers ----------------------------------------------------------------------
+def _recv_exact(sock: socket.socket, n: int, deadline: float | None) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            sock.settimeout(remaining)
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise EOFError
+        buf += chunk
+    return bytes(buf)
 
 
-def _named(target: str) -> Callable:
-    """The function ``"module:name"`` names."""
-    module, _, name = target.partition(":")
-    return getattr(importlib.import_module(module), name)
+def _readable(sock: socket.socket, until: float) -> bool:
+    """Whether ``sock`` has data (or was closed) before the monotonic time ``until``."""
+    remaining = max(0.0, until - time.monotonic())
+    return bool(select.select([sock], [], [], remaining)[0])
+
+
+def _recv(sock: socket.socket, deadline: float | None = None):
+    (size,) = _HEADER.unpack(_recv_exact(sock, _HEADER.size, deadline))
+    return json.loads(_recv_exact(sock, size, deadline))
+
+
+# --- inside the template and the workers -----------------------------------------------------
 
 
 def _address_space_bytes(field: str = "VmSize") -> int:
@@ -130,285 +161,403 @@ def _limit_memory(extra_bytes: int) -> int | None:
 
 
 _NEAR_LIMIT_BYTES = 4 << 20
-"""A worker whose peak address space came this close to its limit ran out of memory, though an
-``except Exception`` in the function (math-verify has one) may have turned the MemoryError into
-an ordinary result (Python maps memory in arenas of at most 1 MiB, so a failed one leaves the
-peak this close)."""
+"""A worker whose peak address space came this close to its limit ran out of memory, though
+math-verify's ``except Exception`` may have turned the MemoryError into a plain "not equal"
+(Python maps memory in arenas of at most 1 MiB, so a failed one leaves the peak this close)."""
 
 
 class _OverCpuBudget(BaseException):
-    """Raised by the profiling timer: a BaseException, so that an ``except Exception`` in the
-    function (math-verify and sympy have many) cannot swallow it."""
+    """Raised by the profiling timer: a BaseException, so that the ``except Exception`` of
+    math-verify and sympy cannot swallow it."""
 
 
-class _Worker:
-    """What a worker process keeps between calls (one per process, set by the initializer)."""
-
-    function: Callable | None = None
-    target = ""
-    cpu_budget_s = DEFAULT_CPU_BUDGET_S
-    memory_limit: int | None = None
-    warmed_peak = 0
-    retiring = False
-    armed = False
+_budget_armed = False
 
 
 def _stop_at_cpu_budget(signum, frame) -> None:
-    if _Worker.armed:
+    if _budget_armed:
         raise _OverCpuBudget
 
 
-def _start_worker(
-    target: str, preload: tuple[str, ...], memory_limit: int, cpu_budget_s: float
-) -> None:
-    """pebble's initializer: find the function and import the preload modules (no cost when
-    the forkserver imported them; it did not when another pool of this process started it),
-    then set the limits."""
-    for module in preload:
-        importlib.import_module(module)
-    _Worker.function, _Worker.target = _named(target), target
-    _Worker.cpu_budget_s = cpu_budget_s
-    _Worker.memory_limit = _limit_memory(memory_limit)
-    _Worker.warmed_peak = _address_space_bytes("VmPeak")
+def _named(target: str) -> Callable:
+    """The function ``"module:name"`` names."""
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _serve(sock: socket.socket, function: Callable, memory_limit: int, cpu_budget_s: float):
+    """A worker's loop: one list of arguments in, one [result, problem, retiring, CPU seconds]
+    out."""
+    global _budget_armed
+    limit = _limit_memory(memory_limit)
+    inherited_peak = _address_space_bytes("VmPeak")  # the template's, copied by fork
+    # ITIMER_PROF counts this process's CPU time (user and system), whatever the load
     signal.signal(signal.SIGPROF, _stop_at_cpu_budget)
-    # the default action of SIGVTALRM ends the process, inside a C call too
-    signal.signal(signal.SIGVTALRM, signal.SIG_DFL)
-
-
-def _call(target: str, arguments: tuple) -> tuple[Any, str | None, float]:
-    """One call in a worker: (result, problem, CPU seconds)."""
-    if _Worker.retiring or target != _Worker.target:
-        os._exit(_RETIRED)
-    started = time.process_time()
-    result, problem = None, None
-    try:
-        _Worker.armed = True
-        signal.setitimer(signal.ITIMER_PROF, _Worker.cpu_budget_s)
-        signal.setitimer(signal.ITIMER_VIRTUAL, _Worker.cpu_budget_s + _CPU_GRACE_S)
+    for served in range(1, CALLS_PER_WORKER + 1):
         try:
-            result = _Worker.function(*arguments)
-        finally:
-            _Worker.armed = False
-            signal.setitimer(signal.ITIMER_PROF, 0)
-            signal.setitimer(signal.ITIMER_VIRTUAL, 0)
-    except _OverCpuBudget:
-        # the worker and its warm caches stay: a function run here must keep only finished
-        # results in its caches (functools.lru_cache does) and reset process-wide state it
-        # depends on at the start of a call
-        problem = OVER_CPU_BUDGET
-    except MemoryError:
-        # the heap may be fragmented or half-built objects left behind: start afresh
-        problem, _Worker.retiring = OUT_OF_MEMORY, True
-    except BaseException:  # RecursionError and anything the function raises: carry on
-        problem = RAISED
-    peak = _address_space_bytes("VmPeak")
-    limit = _Worker.memory_limit
-    if limit is not None and peak > _Worker.warmed_peak and peak >= limit - _NEAR_LIMIT_BYTES:
-        # the peak never falls again: the next call would look out of memory too
-        result, problem, _Worker.retiring = None, OUT_OF_MEMORY, True
-    return result, problem, time.process_time() - started
+            arguments = _recv(sock)
+        except (EOFError, OSError, ValueError):
+            return
+        retiring = served == CALLS_PER_WORKER
+        started = time.process_time()
+        result, problem = None, None
+        try:
+            _budget_armed = True
+            signal.setitimer(signal.ITIMER_PROF, cpu_budget_s)
+            try:
+                result = function(*arguments)
+            finally:
+                _budget_armed = False
+                signal.setitimer(signal.ITIMER_PROF, 0)
+        except _OverCpuBudget:
+            # the worker and its warm caches stay: a function run here must keep only
+            # finished results in its caches (functools.lru_cache does) and reset
+            # process-wide state it depends on at the start of a call
+            problem = OVER_CPU_BUDGET
+        except MemoryError:
+            # the heap may be fragmented or half-built objects left behind: start afresh
+            problem, retiring = OUT_OF_MEMORY, True
+        except BaseException:  # RecursionError and anything the function raises: carry on
+            problem = RAISED
+        peak = _address_space_bytes("VmPeak")
+        if limit is not None and peak > inherited_peak and peak >= limit - _NEAR_LIMIT_BYTES:
+            # the peak never falls again: the next call would look out of memory too
+            result, problem, retiring = None, OUT_OF_MEMORY, True
+        try:
+            _send(sock, [result, problem, retiring, time.process_time() - started])
+        except OSError:
+            return
+        if retiring:
+            return
+
+
+def _template_main(
+    control_fd: int, target: str, warm_up: str, memory_limit: int, cpu_budget_s: float
+) -> None:
+    control = socket.socket(fileno=control_fd)
+    function = _named(target)
+    # Load and warm once, here, rather than in every worker forked from this process: every
+    # fork inherits what warm_up loaded and cached, so a call costs about the same CPU time
+    # in any worker, a fresh one included.
+    if warm_up:
+        _named(warm_up)()
+    # Workers are never waited for one by one: let the kernel reap them.
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    try:
+        _send(control, {"ready": os.getpid()})
+    except OSError:
+        return  # the caller went away while this process started
+    while True:
+        try:
+            _recv(control)
+        except (EOFError, OSError, ValueError):
+            return
+        ours, theirs = socket.socketpair()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                control.close()
+                ours.close()
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                _serve(theirs, function, memory_limit, cpu_budget_s)
+            finally:
+                os._exit(0)
+        theirs.close()
+        socket.send_fds(control, [_HEADER.pack(pid)], [ours.fileno()])
+        ours.close()
 
 
 # --- in the caller ---------------------------------------------------------------------------
 
-_OPEN_POOLS: weakref.WeakSet[WorkerPool] = weakref.WeakSet()
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-_FORKSERVER_LOCK = threading.Lock()
+def _cpu_seconds(pid: int) -> float | None:
+    """User plus system CPU time of process ``pid`` (to 10 ms), None if it cannot be read."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()  # the name in parentheses may hold spaces
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
 
 
-def _forget_the_parents_forkserver() -> None:
-    """In a forked child: multiprocessing (3.10-3.12) keeps the parent's forkserver as its own,
-    then fails waiting for a process that is not its child; start one of its own instead. The
-    inherited end of the parent's liveness pipe is closed, so the parent's server still ends
-    with the parent."""
-    from multiprocessing import forkserver
+class _Worker:
+    __slots__ = ("pid", "sock")
 
-    server = forkserver._forkserver
-    if getattr(server, "_forkserver_pid", None) is None:
-        return
-    if server._forkserver_alive_fd is not None:
+    def __init__(self, pid: int, sock: socket.socket):
+        self.pid = pid
+        self.sock = sock
+
+    def kill(self) -> None:
         try:
-            os.close(server._forkserver_alive_fd)
+            os.kill(self.pid, signal.SIGKILL)
         except OSError:
             pass
-    server._forkserver_alive_fd = None
-    server._forkserver_address = None
-    server._forkserver_pid = None
-    server._lock = threading.Lock()
+        self.sock.close()
 
 
-os.register_at_fork(after_in_child=_forget_the_parents_forkserver)
+class SandboxUnavailable(RuntimeError):
+    """The template process could not be started (the caller then runs the function itself)."""
 
 
-def _forkserver(preload: list[str]) -> multiprocessing.context.BaseContext:
-    """The forkserver context, its server started with ``preload`` imported and a fixed hash
-    seed (one server per process: a server someone else started keeps its settings)."""
-    from multiprocessing import forkserver
-
-    context = multiprocessing.get_context("forkserver")
-    with _FORKSERVER_LOCK:
-        if getattr(forkserver._forkserver, "_forkserver_pid", None) is None:
-            context.set_forkserver_preload(preload)
-            saved = os.environ.get("PYTHONHASHSEED")
-            os.environ["PYTHONHASHSEED"] = "0"
-            try:
-                forkserver.ensure_running()
-            finally:
-                if saved is None:
-                    del os.environ["PYTHONHASHSEED"]
-                else:
-                    os.environ["PYTHONHASHSEED"] = saved
-    return context
+_OPEN_POOLS: weakref.WeakSet[WorkerPool] = weakref.WeakSet()
 
 
 class WorkerPool:
     """Up to ``max_workers`` processes that run ``function`` (``"module:name"``), shared by all
-    threads of one process. The process they are forked from imports the function's module and
-    the ``preload`` modules first, once: a module whose import warms caches (for the reward,
-    :mod:`aepo.rewards.verdict_warm`) makes a call cost about the same CPU time in a fresh
-    worker as in one that has run for hours."""
+    threads of one process; ``warm_up`` (``"module:name"``, no arguments) runs once in the
+    template that every worker is forked from."""
 
     def __init__(
         self,
         function: str,
-        preload: tuple[str, ...] = (),
+        warm_up: str | None = None,
         max_workers: int = DEFAULT_MAX_WORKERS,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         memory_limit_bytes: int = DEFAULT_MEMORY_LIMIT_BYTES,
         cpu_budget_s: float = DEFAULT_CPU_BUDGET_S,
     ):
         self.function = function
-        self.preload = tuple(preload)
+        self.warm_up = warm_up or ""
         self.max_workers = max(1, int(max_workers))
         self.timeout_s = float(timeout_s)
         self.cpu_budget_s = float(cpu_budget_s)
         self.memory_limit_bytes = int(memory_limit_bytes)
         self._pid = os.getpid()
-        self._lock = threading.Lock()
-        self._pool: pebble.ProcessPool | None = None
+        self._cond = threading.Condition()
+        self._idle: list[_Worker] = []
+        self._count = 0  # idle + busy + being forked
+        self._start_lock = threading.Lock()
+        self._template: subprocess.Popen | None = None
+        self._control: socket.socket | None = None
         self._closed = False
+        self._failure: str | None = None
+        self._started = False
+        self._wanted = 0  # workers the forking thread still has to start
+        self._forker: threading.Thread | None = None
         self.kills = 0
         self.max_cpu_s = 0.0  # the most CPU time one answered call used (benchmarks read it)
         _OPEN_POOLS.add(self)
-        _close_at_exit()
+
+    # The template -------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the workers now (a second or more: they import and warm up the function)
-        rather than on the first call."""
-        pool = self._running_pool()
-        try:
-            futures = [
-                pool.schedule(os.getpid, timeout=_START_TIMEOUT_S) for _ in range(self.max_workers)
-            ]
-            for future in futures:
-                future.result(timeout=_START_TIMEOUT_S)
-        except Exception as err:
-            raise SandboxUnavailable(
-                f"the workers for {self.function} did not start ({type(err).__name__}: {err})"
-            ) from err
+        """Start the template process now (a second or more) rather than on the first call."""
+        with self._start_lock:
+            if self._forker is None:
+                self._forker = threading.Thread(
+                    target=self._fork_forever, name="aepo-reward-forker", daemon=True
+                )
+                self._forker.start()
+            if self._template is not None and self._template.poll() is None:
+                return
+            self._start_template()
 
-    def _running_pool(self) -> pebble.ProcessPool:
-        with self._lock:
-            if self._closed:
-                raise SandboxUnavailable("the pool is closed")
-            if self._pool is None or not self._pool.active:
-                if multiprocessing.current_process().daemon:
-                    raise SandboxUnavailable(
-                        "a daemonic process (a multiprocessing.Pool worker) may not start "
-                        "worker processes"
-                    )
-                # the forkserver imports these once; every worker is a fork of it
-                context = _forkserver([self.function.partition(":")[0], *self.preload])
+    def _start_template(self) -> None:
+        if self._control is not None:
+            self._control.close()
+        ours, theirs = socket.socketpair()
+        env = dict(os.environ)
+        env["PYTHONHASHSEED"] = "0"
+        # the caller may have found aepo through a sys.path entry the environment lacks
+        package_root = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = os.pathsep.join(
+            [package_root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+        )
+        try:
+            template = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    "import sys; from aepo.rewards.sandbox import _template_main; "
+                    "_template_main(int(sys.argv[1]), sys.argv[2], sys.argv[3], "
+                    "int(sys.argv[4]), float(sys.argv[5]))",
+                    str(theirs.fileno()),
+                    self.function,
+                    self.warm_up,
+                    str(self.memory_limit_bytes),
+                    repr(self.cpu_budget_s),
+                ],
+                pass_fds=[theirs.fileno()],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                close_fds=True,
+            )
+        except OSError as err:
+            ours.close()
+            raise SandboxUnavailable(f"cannot start {sys.executable}: {err}") from err
+        finally:
+            theirs.close()
+        try:
+            _recv(ours, time.monotonic() + _START_TIMEOUT_S)
+        except (EOFError, TimeoutError, OSError, ValueError) as err:
+            template.kill()
+            ours.close()
+            raise SandboxUnavailable(
+                f"the worker template for {self.function} did not start ({type(err).__name__})"
+            ) from err
+        ours.settimeout(None)
+        self._template, self._control = template, ours
+        self._started = True
+
+    def _fork_worker(self) -> _Worker:
+        with self._start_lock:
+            for attempt in range(2):
+                if self._template is None or self._template.poll() is not None:
+                    self._start_template()
                 try:
-                    self._pool = pebble.ProcessPool(
-                        max_workers=self.max_workers,
-                        max_tasks=CALLS_PER_WORKER,
-                        initializer=_start_worker,
-                        initargs=(
-                            self.function,
-                            self.preload,
-                            self.memory_limit_bytes,
-                            self.cpu_budget_s,
-                        ),
-                        context=context,
-                    )
-                except OSError as err:
-                    raise SandboxUnavailable(f"cannot start workers: {err}") from err
-            return self._pool
+                    _send(self._control, {"fork": True})
+                    self._control.settimeout(_START_TIMEOUT_S)
+                    message, fds, _, _ = socket.recv_fds(self._control, _HEADER.size, 1)
+                    self._control.settimeout(None)
+                    if len(message) != _HEADER.size or len(fds) != 1:
+                        raise EOFError
+                    (pid,) = _HEADER.unpack(message)
+                    return _Worker(pid, socket.socket(fileno=fds[0]))
+                except (EOFError, OSError):
+                    self._template.kill()
+                    self._template = None
+                    if attempt:
+                        raise SandboxUnavailable(
+                            f"the template for {self.function} stopped"
+                        ) from None
+        raise AssertionError("unreachable")
+
+    # Workers ------------------------------------------------------------------------------
+
+    def _acquire(self, deadline: float) -> _Worker | None:
+        """An idle worker, or None if none is free by the deadline. New workers are forked in
+        the background: on a busy machine a fork can take longer than a call may."""
+        with self._cond:
+            while True:
+                if self._idle:
+                    return self._idle.pop()
+                if self._failure is not None:
+                    raise SandboxUnavailable(self._failure)
+                if self._count < self.max_workers:
+                    self._count += 1
+                    self._wanted += 1
+                    self._cond.notify_all()
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self._cond.wait(remaining)
+
+    def _fork_forever(self) -> None:
+        """Fork the workers callers asked for, one at a time, in this one thread: starting a
+        thread per fork would make the caller wait until that thread first runs."""
+        while True:
+            with self._cond:
+                while self._wanted == 0 and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return
+                self._wanted -= 1
+            try:
+                worker = self._fork_worker()
+            except BaseException as err:  # the callers waiting fall back to checking in-process
+                with self._cond:
+                    self._failure = f"cannot start a worker for {self.function}: {err}"
+                self._release(None)
+                continue
+            self._release(worker)
+
+    def _release(self, worker: _Worker | None, replace: bool = False) -> None:
+        """Return ``worker`` to the idle list, or (None) forget one that is gone; ``replace``
+        forks its successor at once, so that the next caller finds it ready."""
+        with self._cond:
+            if worker is None or self._closed:
+                self._count -= 1
+                if worker is not None:
+                    worker.kill()
+                elif replace and not self._closed and self._failure is None:
+                    self._count += 1
+                    self._wanted += 1
+            else:
+                self._idle.append(worker)
+            self._cond.notify_all()
 
     @property
     def template_pid(self) -> int | None:
-        """The forkserver's pid (the process every worker is forked from)."""
-        from multiprocessing import forkserver
-
-        return getattr(forkserver._forkserver, "_forkserver_pid", None)
+        return None if self._template is None else self._template.pid
 
     def idle_worker_pids(self) -> list[int]:
-        """The workers' pids (tests read them; pebble keeps them in its worker manager)."""
-        if self._pool is None:
-            return []
-        manager = self._pool._pool_manager.worker_manager
-        return sorted(pid for pid, process in manager.workers.items() if process.is_alive())
+        with self._cond:
+            return [worker.pid for worker in self._idle]
 
     def call(self, *arguments: Any) -> tuple[Any, str | None]:
         """(the function's result, None), or (None, why there is none): a limit stopped it
         (:data:`STOPPED`) or it raised (:data:`RAISED`). A problem in :data:`LOAD_DEPENDENT`
         says nothing about the arguments."""
-        if self._pool is None:
-            # once per process, not counted against the deadline: the workers' start
+        if not self._started:
+            # once per process, not counted against the deadline; a template that dies later
+            # is restarted by the background fork, while callers wait no longer than a call may
             self.start()
-        pool = self._running_pool()
-        deadline = time.monotonic() + self.timeout_s
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None, MACHINE_BUSY
-            future = pool.schedule(_call, args=(self.function, arguments), timeout=remaining)
-            try:
-                result, problem, cpu_s = future.result(timeout=remaining)
-            except concurrent.futures.TimeoutError:
-                # pebble's own timeout (the call ran that long) or ours (it waited for a
-                # worker): either way the worker did not use its budget, or its timers would
-                # have ended the call first
-                if future.running():
-                    self.kills += 1
-                future.cancel()  # a running call's worker is stopped by pebble
-                return None, MACHINE_BUSY
-            except pebble.ProcessExpired as err:
-                if err.exitcode == _RETIRED:
-                    continue  # the worker retired without running this call: send it again
-                if err.exitcode == -signal.SIGVTALRM:
-                    self.kills += 1
-                    return None, OVER_CPU_BUDGET
-                return None, WORKER_DIED  # killed by the kernel or from outside: no retry
-            if problem is None and cpu_s > self.max_cpu_s:
-                self.max_cpu_s = cpu_s
-            return result, problem
+        started = time.monotonic()
+        deadline = started + self.timeout_s
+        worker = self._acquire(deadline)
+        if worker is None:
+            return None, MACHINE_BUSY
+        try:
+            cpu_before = _cpu_seconds(worker.pid)
+            _send(worker.sock, list(arguments))
+            # a worker cannot use its budget in less wall time than that: look no earlier
+            check_at = time.monotonic() + self.cpu_budget_s
+            while not _readable(worker.sock, min(check_at, deadline)):
+                used = None if cpu_before is None else _cpu_seconds(worker.pid)
+                if used is not None:
+                    used -= cpu_before
+                    if used >= self.cpu_budget_s + _CPU_GRACE_S:
+                        # inside one long C call, where its own timer cannot stop it
+                        return self._kill(worker, OVER_CPU_BUDGET)
+                if time.monotonic() >= deadline:
+                    if used is not None and used >= self.cpu_budget_s:
+                        return self._kill(worker, OVER_CPU_BUDGET)
+                    return self._kill(worker, MACHINE_BUSY)
+                check_at = time.monotonic() + _CPU_POLL_S
+            # the whole reply is there (one small send): no deadline of its own to miss
+            result, problem, retiring, cpu_s = _recv(worker.sock, time.monotonic() + 1.0)
+        except TimeoutError:
+            return self._kill(worker, MACHINE_BUSY)
+        except (EOFError, OSError, ValueError):
+            # killed by the kernel, or a crash in C code: no verdict, no retry
+            return self._kill(worker, WORKER_DIED, counted=False)
+        if problem is None and cpu_s > self.max_cpu_s:
+            self.max_cpu_s = cpu_s
+        if retiring:
+            worker.sock.close()  # it exits by itself; its pid may soon be another process's
+            self._release(None, replace=True)
+        else:
+            self._release(worker)
+        return result, problem
+
+    def _kill(self, worker: _Worker, problem: str, counted: bool = True) -> tuple[None, str]:
+        if counted:
+            self.kills += 1
+        worker.kill()
+        self._release(None, replace=True)
+        return None, problem
 
     def close(self) -> None:
-        with self._lock:
+        with self._cond:
             self._closed = True
-            pool, self._pool = self._pool, None
-        if pool is not None and os.getpid() == self._pid:
-            pool.stop()
-            pool.join(timeout=5)
+            idle, self._idle = self._idle, []
+            self._count -= len(idle)
+            self._cond.notify_all()
+        for worker in idle:
+            worker.kill()
+        if os.getpid() == self._pid and self._control is not None:
+            self._control.close()  # the template exits on end of file
+            if self._template is not None:
+                try:
+                    self._template.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    self._template.kill()
 
 
+@atexit.register
 def _close_pools() -> None:
     for open_pool in list(_OPEN_POOLS):
         if open_pool._pid == os.getpid():
             open_pool.close()
-
-
-atexit.register(_close_pools)
-_FINALIZED_IN: set[int] = set()
-
-
-def _close_at_exit() -> None:
-    """Close this process's pools when it ends. A ``multiprocessing`` child skips atexit and
-    joins its children (the workers, which wait for calls) as it ends, so there the pools must
-    close in one of multiprocessing's own finalizers, which run first."""
-    if os.getpid() not in _FINALIZED_IN:
-        _FINALIZED_IN.add(os.getpid())
-        multiprocessing.util.Finalize(None, _close_pools, exitpriority=10)
