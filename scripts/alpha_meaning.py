@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""What ``alpha_meaning`` changes, measured on the built-in task (the README's table).
+"""What ``alpha_meaning`` changes, measured on the built-in task (the table in docs/alpha.md).
 
 1. One config per meaning at 16, 32 and 64 prompts per step (target 0.25): does it hold
    the target whatever the batch size? ``paper`` runs the tiny preset (alpha 3);

@@ -8,7 +8,7 @@ both entropy modes (``--modes``).
     python scripts/bench_entropy_control.py --seeds 0 1 2   # medians over 3 seeds
     python scripts/bench_entropy_control.py --only "aepo H*=0.5 previous_step"
 
-Prints a markdown table (the README's) and writes runs/bench/bench.json; then the target-based
+Prints a markdown table (docs/benchmarks.md's) and writes runs/bench/bench.json; then the target-based
 baseline (adaptive entropy, Skywork-OR1) beside AEPO at each target.
 """
 

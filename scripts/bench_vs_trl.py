@@ -35,7 +35,7 @@ TRL_VERSION = "1.16.0"
 TRL_COEF_DELTA = 0.002
 """TRL adaptive entropy's step per optimizer step: the tightest of 0.005 (TRL's default, whose
 coefficient wound up and let entropy run away), 0.002, 0.001 and 0.0005 at H* = 0.25 on the
-built-in task (3 seeds; README), so that the reference is TRL at its best here"""
+built-in task (3 seeds; docs/benchmarks.md), so that the reference is TRL at its best here"""
 REFERENCE = "trl adaptive"
 """the row every ratio is taken against"""
 OURS = ("aepo current_batch", "aepo previous_step", "grpo (ours)")

@@ -11,7 +11,7 @@ path and the shapes/metrics, not generation.
     python scripts/gpu_smoke_fsdp_update.py --model-path Qwen/Qwen2.5-0.5B --steps 3
     python scripts/gpu_smoke_fsdp_update.py --save-dir /tmp/smoke  # + checkpoint -> HF model
 
-``--save-dir`` also checks the hand-over to evaluation that the README describes: the actor
+``--save-dir`` also checks the hand-over to evaluation that docs/eval.md describes: the actor
 checkpoint is saved as fit() saves it, merged into a Hugging Face model with verl's own
 ``python -m verl.model_merger merge``, and the merged weights must be the trained ones.
 
@@ -255,7 +255,7 @@ def expected_generate_calls(temps, steps: int, extra_rollout: bool, source: str)
 
 
 def merge_command(actor_dir: Path, target_dir: Path) -> list[str]:
-    """The README's command that turns a verl actor checkpoint into a Hugging Face model."""
+    """The command in docs/eval.md that turns a verl actor checkpoint into a Hugging Face model."""
     return [
         sys.executable, "-m", "verl.model_merger", "merge", "--backend", "fsdp",
         "--local_dir", str(actor_dir), "--target_dir", str(target_dir),

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -23,6 +23,7 @@ from aepo.rewards.math_reward import (
     score,
     start_workers,
     symbolic_verdict,
+    verdict_in,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,12 +63,12 @@ def test_a_starved_worker_scores_zero_counted_as_busy_and_is_not_cached(monkeypa
     about the answer: the call scores 0 at the wall-clock limit, counted as machine_busy, and
     the same answer is checked again on the next call instead of being served from the
     cache."""
-    workers = sandbox.WorkerPool(max_workers=1, timeout_s=0.5)
-    monkeypatch.setattr(sandbox, "_POOL", workers)
+    workers = math_reward.checking_pool(max_workers=1, timeout_s=0.5)
+    monkeypatch.setattr(math_reward, "_POOL", workers)
     try:
-        assert workers.verdict("2", "2")[0]
-        (stopped,) = workers._idle
-        os.kill(stopped.pid, signal.SIGSTOP)
+        assert verdict_in(workers, "2", "2")[0]
+        (stopped,) = workers.idle_worker_pids()
+        os.kill(stopped, signal.SIGSTOP)
         before = reward_counters()
         answer = ("\\boxed{\\frac{7}{\\sqrt{49}}}", "1")
         result = score(*answer)
@@ -75,7 +76,7 @@ def test_a_starved_worker_scores_zero_counted_as_busy_and_is_not_cached(monkeypa
         after = reward_counters()
         assert after["machine_busy"] == before["machine_busy"] + 1
         assert after["timed_out"] == before["timed_out"] + 1
-        assert _exits(stopped.pid)
+        assert _exits(stopped)
         assert score(*answer).score == 1.0  # a fresh worker compared it: nothing was cached
     finally:
         workers.close()
@@ -99,13 +100,13 @@ def _exits(pid: int, within_s: float = 30.0) -> bool:
 def test_the_cpu_budget_not_the_wall_clock_decides():
     """A worker that answers within the budget is waited for however slowly it runs; one that
     uses up its budget is stopped however fast the machine is."""
-    generous = sandbox.WorkerPool(max_workers=1, cpu_budget_s=30.0, timeout_s=60.0)
-    stingy = sandbox.WorkerPool(max_workers=1, cpu_budget_s=0.01, timeout_s=60.0)
+    generous = math_reward.checking_pool(max_workers=1, cpu_budget_s=30.0, timeout_s=60.0)
+    stingy = math_reward.checking_pool(max_workers=1, cpu_budget_s=0.01, timeout_s=60.0)
     try:
         answer = ("\\left(\\left(\\frac{3}{\\sqrt{9}}\\right)\\right)", "1")
-        assert generous.verdict(*answer) == (True, None, False)
-        assert stingy.verdict(*answer) == (False, sandbox.OVER_CPU_BUDGET, True)
-        assert stingy.verdict("\\frac{1}{2}", "0.5")[1] in (None, sandbox.OVER_CPU_BUDGET)
+        assert verdict_in(generous, *answer) == (True, None, False)
+        assert verdict_in(stingy, *answer) == (False, sandbox.OVER_CPU_BUDGET, True)
+        assert verdict_in(stingy, "\\frac{1}{2}", "0.5")[1] in (None, sandbox.OVER_CPU_BUDGET)
         assert stingy.kills == 0  # it stopped itself at the budget: no kill needed
     finally:
         generous.close()
@@ -113,15 +114,15 @@ def test_the_cpu_budget_not_the_wall_clock_decides():
 
 
 def test_workers_run_under_an_address_space_limit():
-    workers = sandbox.WorkerPool(max_workers=1, memory_limit_bytes=64 << 20)
+    workers = math_reward.checking_pool(max_workers=1, memory_limit_bytes=64 << 20)
     try:
-        assert workers.verdict("\\frac{1}{2}", "0.5") == (True, None, False)
-        worker = workers._idle[0]
-        status = Path(f"/proc/{worker.pid}/status").read_text()
+        assert verdict_in(workers, "\\frac{1}{2}", "0.5") == (True, None, False)
+        (worker,) = workers.idle_worker_pids()
+        status = Path(f"/proc/{worker}/status").read_text()
         mapped = next(
             int(line.split()[1]) * 1024 for line in status.splitlines() if "VmSize" in line
         )
-        limits = Path(f"/proc/{worker.pid}/limits").read_text()
+        limits = Path(f"/proc/{worker}/limits").read_text()
         limit = int(
             next(line for line in limits.splitlines() if "address space" in line).split()[3]
         )
@@ -131,18 +132,27 @@ def test_workers_run_under_an_address_space_limit():
 
 
 def test_a_worker_that_dies_scores_zero_without_raising():
-    workers = sandbox.WorkerPool(max_workers=1)
+    """A worker killed in the middle of a comparison (here by SIGKILL, in a run by the kernel):
+    that call scores 0 as WORKER_DIED, and a fresh worker takes the next."""
+    workers = math_reward.checking_pool(max_workers=1, cpu_budget_s=30.0, timeout_s=60.0)
     try:
-        assert workers.verdict("2", "2")[0]
-        os.kill(workers._idle[0].pid, 9)
-        assert workers.verdict("3", "3") == (False, sandbox.WORKER_DIED, True)
-        assert workers.verdict("3", "3") == (True, None, False)  # a fresh worker took over
+        assert verdict_in(workers, "2", "2")[0]
+        (worker,) = workers.idle_worker_pids()
+        with ThreadPoolExecutor(1) as thread:
+            # more than half a CPU-second of expansion: still running when the kill comes
+            running = thread.submit(verdict_in, workers, "(x+y+z)^{60}+17", "3")
+            time.sleep(0.2)
+            os.kill(worker, signal.SIGKILL)
+            assert running.result(timeout=60) == (False, sandbox.WORKER_DIED, True)
+        assert verdict_in(workers, "3", "3") == (True, None, False)  # a fresh worker took over
+        assert worker not in workers.idle_worker_pids()
     finally:
         workers.close()
 
 
 def _score_in_child(cases):
-    return [(score(response, truth).score, time.perf_counter()) for response, truth in cases]
+    scored = [(score(response, truth).score, time.perf_counter()) for response, truth in cases]
+    return scored, math_reward._sandbox_failure
 
 
 def test_scores_in_a_daemonic_forked_pool_worker():
@@ -155,10 +165,53 @@ def test_scores_in_a_daemonic_forked_pool_worker():
     ]
     with multiprocessing.get_context("fork").Pool(1) as pool:
         started = time.perf_counter()
-        outcome = pool.apply_async(_score_in_child, (cases,)).get(timeout=120)
+        outcome, failure = pool.apply_async(_score_in_child, (cases,)).get(timeout=120)
+    assert failure is None  # checked in the child's own workers, under their limits
     assert [value for value, _ in outcome] == [0.0, 1.0, 0.0]
     assert outcome[0][1] - started < 60  # the child's first call includes its own start
     assert score("\\boxed{\\frac{14}{3}}", "14/3").correct  # the parent's pool still works
+
+
+_UNGUARDED_SCRIPT = """
+from aepo.rewards import math_reward
+result = math_reward.score("\\\\boxed{\\\\frac{14}{3}}", "14/3")
+print(result.correct, result.problem, math_reward._sandbox_failure)
+"""
+
+
+def test_scores_from_a_script_without_a_main_guard(tmp_path):
+    """A user's script without ``if __name__ == "__main__":`` checks answers in workers: the
+    workers must not run the caller's script again (multiprocessing's spawn and forkserver
+    children do)."""
+    script = tmp_path / "score_one.py"
+    script.write_text(_UNGUARDED_SCRIPT)
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[-2] == "True None None", done.stdout + done.stderr
+
+
+def _checked_in_child(case):
+    result = score(*case)
+    return result.correct, result.problem, math_reward._sandbox_failure, os.getpid()
+
+
+def test_scores_in_a_forked_child_of_a_process_whose_workers_run():
+    """A (non-daemonic) fork of this process, whose workers already run, starts workers of its
+    own: the child's answers are checked under the same limits, not in-process."""
+    assert score("\\boxed{\\sqrt{2}}", "1.414214").correct  # this process's workers run
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(1, mp_context=context) as child:
+        correct, problem, failure, pid = child.submit(
+            _checked_in_child, ("\\boxed{\\frac{14}{3}}", "14/3")
+        ).result(timeout=120)
+    assert (correct, problem, failure) == (True, None, None) and pid != os.getpid()
+    assert score("\\boxed{\\frac{1}{3}}", "0.3333333").correct  # the parent's still work
 
 
 def test_verdict_starts_from_default_mpmath_precision(monkeypatch):
@@ -230,11 +283,14 @@ def test_a_memory_bomb_stops_at_the_address_space_limit(monkeypatch):
     the worker stops at its limit (math-verify turns the MemoryError into "not equal", so the
     worker reads its own peak), scores 0 counted as out_of_memory, is replaced, and the
     caller's memory does not move. A 4 MiB limit makes a 1,891-term expansion such a bomb."""
-    workers = sandbox.WorkerPool(max_workers=1, memory_limit_bytes=4 << 20, cpu_budget_s=30.0)
-    monkeypatch.setattr(sandbox, "_POOL", workers)
+    workers = math_reward.checking_pool(
+        max_workers=1, memory_limit_bytes=4 << 20, cpu_budget_s=30.0
+    )
+    monkeypatch.setattr(math_reward, "_POOL", workers)
+    monkeypatch.setattr(math_reward, "_CACHE", math_reward._VerdictCache())  # checked afresh
     try:
         assert score("\\boxed{\\frac{1}{2}}", "0.5").correct
-        (first,) = workers._idle
+        (first,) = workers.idle_worker_pids()
         before, rss_before = reward_counters(), _rss_kb()
         result = score("\\boxed{(x+y+z)^{60}+2}", "0.5")
         assert result.score == 0.0
@@ -250,7 +306,7 @@ def test_a_memory_bomb_stops_at_the_address_space_limit(monkeypatch):
         # rest of a full test run's process has moved it by up to 3.3 MB meanwhile.
         assert _rss_kb() - rss_before < 8192
         assert score("\\boxed{\\frac{3}{6}}", "0.5").correct  # a fresh worker took over
-        assert first not in workers._idle and _exits(first.pid)
+        assert first not in workers.idle_worker_pids() and _exits(first)
     finally:
         workers.close()
 

@@ -56,15 +56,13 @@ class RewardActor:
         return score_from_threads(cases)
 
     def checking_processes(self) -> dict:
-        from aepo.rewards import sandbox
+        from aepo.rewards import math_reward
 
-        pool = sandbox.pool()
-        with pool._cond:
-            workers = [worker.pid for worker in pool._idle]
+        pool = math_reward.workers()
         return {
             "actor": __import__("os").getpid(),
-            "template": pool._template.pid,
-            "workers": workers,
+            "template": pool.template_pid,
+            "workers": pool.idle_worker_pids(),
         }
 
 
@@ -84,10 +82,10 @@ def test_verdicts_in_a_ray_actor_equal_the_drivers_and_nothing_outlives_it(local
     assert in_actor == score_from_threads(CASES)
     assert in_actor.count(1.0) == sum(expected for _, _, expected in ORDINARY)
     # the actor checked answers in its own processes, not in the driver's
-    from aepo.rewards import sandbox
+    from aepo.rewards import math_reward
 
     assert processes["actor"] != __import__("os").getpid()
-    assert processes["template"] != sandbox.pool()._template.pid
+    assert processes["template"] != math_reward.workers().template_pid
     assert processes["workers"]
     ray.kill(actor)  # as at the end of a run: no atexit handler runs
     pids = [processes["actor"], processes["template"], *processes["workers"]]

@@ -149,7 +149,7 @@ def test_aepo_rows_get_old_and_ref_log_probs_from_the_real_workers_on_cpu():
 
 
 def test_trained_checkpoint_merges_into_a_model_aepo_eval_reads(tmp_path, shared_data):
-    """The README's hand-over from training to evaluation: the real worker saves the actor as
+    """The hand-over from training (docs/eval.md) to evaluation: the real worker saves the actor as
     fit() does, verl's model_merger turns it into a Hugging Face model holding exactly the
     trained weights, and `aepo eval --backend hf` runs on it."""
     from aepo.cli import main as aepo_cli

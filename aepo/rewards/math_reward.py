@@ -10,8 +10,8 @@ Two entry points share one implementation:
 
 Both are safe in threads, Ray actors and process pools, and bounded in time and memory on any
 input: answers that are not settled by a cheap in-process check (the same text, two integers, a
-multiple-choice letter) are compared by math-verify in a worker process
-(:mod:`aepo.rewards.sandbox`) that may spend 0.5 CPU-seconds on one comparison
+multiple-choice letter) are compared by math-verify (:mod:`aepo.rewards.verdict`) in a worker
+process (:mod:`aepo.rewards.sandbox`) that may spend 0.5 CPU-seconds on one comparison
 (``AEPO_REWARD_CPU_S``) and runs under an address-space limit. CPU time, unlike the wall clock,
 does not depend on what else the machine runs, so an answer gets the same verdict on an idle
 and on a loaded machine. Answers sympy is known to spend minutes on are refused before that
@@ -26,36 +26,43 @@ module missing from ``sys.modules``).
 """
 
 import logging
+import os
 import re
 import sys
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 from aepo.rewards import sandbox
 from aepo.rewards.boxed import last_boxed_content, without_redundant_braces
 from aepo.rewards.cost_guard import MAX_ANSWER_CHARS, too_costly_to_parse
+from aepo.rewards.verdict import (
+    BAD_GROUND_TRUTH,
+    MAX_GROUND_TRUTH_CHARS,
+    UNREADABLE,
+    symbolic_verdict,
+    without_marks,
+)
 
 logger = logging.getLogger(__name__)
 
+__all__ = [
+    "RewardResult",
+    "compute_score",
+    "quick_verdict",
+    "reset_reward_counters",
+    "reward_counters",
+    "score",
+    "start_workers",
+    "symbolic_verdict",
+    "workers",
+]
 
-def _drop_timeout_disabled_warning(record: logging.LogRecord) -> bool:
-    # math-verify warns once per process that we switched its timeouts off; we did so on
-    # purpose and bound the time ourselves, so the warning would only alarm users.
-    return not str(record.msg).startswith("Timeout is disabled")
-
-
-for _name in ("math_verify.parser", "math_verify.grader"):
-    logging.getLogger(_name).addFilter(_drop_timeout_disabled_warning)
-
-_MAX_GROUND_TRUTH_CHARS = 2000
-_BAD_GROUND_TRUTH = "ground truth unreadable"
 _EMPTY_ANSWER = "empty answer"
 # Longer answers are not even compared as text: no ground truth we read is that long, even
 # written out with spaces, and megabytes of box content would cost milliseconds per call.
-_MAX_COMPARED_CHARS = 4 * _MAX_GROUND_TRUTH_CHARS
+_MAX_COMPARED_CHARS = 4 * MAX_GROUND_TRUTH_CHARS
 
 
 @dataclass(frozen=True)
@@ -149,7 +156,7 @@ def _canonical_text(latex: str) -> str:
     """Text form for the exact-match shortcut: no spaces, sizing, math delimiters or unit
     marks."""
     text = _STYLED_FRACTION.sub(r"\\frac", _SPACES.sub("", latex))
-    return _without_marks(text.strip("$"))
+    return without_marks(text.strip("$"))
 
 
 def think_format_ok(response: str) -> bool:
@@ -160,83 +167,6 @@ def think_format_ok(response: str) -> bool:
     if "<think>" in response and response.index("<think>") > close:
         return False
     return last_boxed_content(response[close:]) is not None
-
-
-def _parse_math(latex: str) -> list:
-    # Imported here so that importing this module (e.g. for the dataclass) stays cheap.
-    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
-
-    return parse(
-        "\\boxed{" + latex + "}",
-        [LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()],
-        parsing_timeout=None,
-    )
-
-
-# Benchmarks state percentages and angles as the bare number (OlympiadBench keeps "%" in a unit
-# field, MATH writes "30^\circ" for an answer of 30), and math-verify leaves "10\%" and "30°"
-# unparsed, so a trailing percent or degree mark is dropped from both sides.
-_TRAILING_MARK = re.compile(r"\s*(?:\\?%|°|\\degree|\^\s*\{?\s*\\circ\s*\}?)\s*$")
-
-
-def _without_marks(latex: str) -> str:
-    return _TRAILING_MARK.sub("", latex)
-
-
-@lru_cache(maxsize=1024)
-def _parsed_ground_truth(ground_truth: str) -> tuple:
-    # Labels are trusted to be sane but may be long (College Math has worked paragraphs),
-    # so only the cost checks, not the answer length limit, apply to their start.
-    if len(ground_truth) > _MAX_GROUND_TRUTH_CHARS or too_costly_to_parse(
-        ground_truth[:MAX_ANSWER_CHARS]
-    ):
-        return ()
-    try:
-        return tuple(_parse_math(_without_marks(ground_truth.strip().strip("$"))))
-    except Exception:  # math-verify and sympy raise many kinds; a bad label must not stop a run
-        logger.debug("cannot parse ground truth %r", ground_truth, exc_info=True)
-        return ()
-
-
-def _has_infinity(parsed) -> bool:
-    from sympy import Basic, S
-
-    marks = (S.Infinity, S.NegativeInfinity, S.ComplexInfinity, S.NaN)
-    return any(isinstance(item, Basic) and item.has(*marks) for item in parsed)
-
-
-def symbolic_verdict(answer: str, ground_truth: str) -> tuple[bool, str | None]:
-    """math-verify's comparison: (correct, why the answer or the ground truth could not be
-    compared). Unbounded in time and memory, so :func:`score` runs it in a worker process."""
-    import mpmath
-
-    # sympy raises mpmath's process-wide precision while it evaluates; start every call from
-    # the default, whatever a previous call left behind
-    mpmath.mp.prec = 53
-    answer = without_redundant_braces(answer)
-    refusal = too_costly_to_parse(answer)
-    if refusal:
-        return False, f"answer refused: {refusal}"
-    gold = _parsed_ground_truth(ground_truth)
-    if not gold:
-        return False, _BAD_GROUND_TRUTH
-    try:
-        predicted = _parse_math(_without_marks(answer))
-        if not predicted:
-            return False, "answer unreadable"
-        from math_verify import verify
-
-        correct = bool(verify(list(gold), predicted, timeout_seconds=None))
-    except MemoryError:
-        raise
-    except Exception:  # see _parsed_ground_truth
-        logger.debug("cannot verify %r against %r", answer, ground_truth, exc_info=True)
-        return False, "answer unreadable"
-    # sympy's simplify sometimes reduces "2^{\infty} - 1/2" to zero, depending on the order
-    # of terms it happens to build: an infinite answer never equals a finite ground truth
-    if correct and _has_infinity(predicted) and not _has_infinity(gold):
-        return False, None
-    return correct, None
 
 
 _INTEGER = re.compile(r"[-+]?\d{1,15}")
@@ -263,7 +193,7 @@ def quick_verdict(answer: str, ground_truth: str) -> tuple[bool, str | None] | N
     if not text:
         return False, _EMPTY_ANSWER
     if not truth:
-        return False, _BAD_GROUND_TRUTH
+        return False, BAD_GROUND_TRUTH
     if text == truth:
         return True, None
     if _INTEGER.fullmatch(text) and _INTEGER.fullmatch(truth):
@@ -321,6 +251,64 @@ _CACHE = _VerdictCache()
 _IN_PROCESS = threading.Lock()
 _sandbox_failure: str | None = None
 
+_VERDICT = "aepo.rewards.verdict:symbolic_verdict"
+_WARM_UP = "aepo.rewards.verdict:warm_up"
+
+
+def _env_number(name: str, default: float, kind=float):
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return kind(raw)
+    except ValueError:
+        logger.warning("ignoring %s=%r (not a number); using %s", name, raw, default)
+        return default
+
+
+def checking_pool(**settings: Any) -> sandbox.WorkerPool:
+    """A new pool of worker processes that run :func:`symbolic_verdict`. Settings not given
+    come from ``AEPO_REWARD_CPU_S`` (CPU seconds per comparison), ``AEPO_REWARD_TIMEOUT``
+    (wall-clock seconds per call), ``AEPO_REWARD_WORKERS`` and ``AEPO_REWARD_MEMORY_MB`` when
+    set, else from the pool's defaults."""
+    from_env = {
+        "max_workers": _env_number("AEPO_REWARD_WORKERS", sandbox.DEFAULT_MAX_WORKERS, int),
+        "timeout_s": _env_number("AEPO_REWARD_TIMEOUT", sandbox.DEFAULT_TIMEOUT_S),
+        "cpu_budget_s": _env_number("AEPO_REWARD_CPU_S", sandbox.DEFAULT_CPU_BUDGET_S),
+        "memory_limit_bytes": int(
+            _env_number("AEPO_REWARD_MEMORY_MB", sandbox.DEFAULT_MEMORY_LIMIT_BYTES >> 20) * 2**20
+        ),
+    }
+    return sandbox.WorkerPool(_VERDICT, _WARM_UP, **{**from_env, **settings})
+
+
+_POOL: sandbox.WorkerPool | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def workers() -> sandbox.WorkerPool:
+    """This process's checking pool (a forked child gets its own: it must not share the
+    parent's sockets)."""
+    global _POOL
+    current = _POOL
+    if current is not None and current._pid == os.getpid():
+        return current
+    with _POOL_LOCK:
+        if _POOL is None or _POOL._pid != os.getpid():
+            _POOL = checking_pool()
+        return _POOL
+
+
+def verdict_in(pool: sandbox.WorkerPool, answer: str, ground_truth: str):
+    """(correct, problem, stopped by a limit) of :func:`symbolic_verdict` run in ``pool``."""
+    result, problem = pool.call(answer, ground_truth)
+    if problem == sandbox.RAISED:
+        return False, UNREADABLE, False
+    if problem is not None:
+        return False, problem, problem in sandbox.STOPPED
+    correct, why_not_compared = result
+    return bool(correct), why_not_compared, False
+
 
 def _checked_verdict(answer: str, ground_truth: str) -> tuple[bool, str | None, bool]:
     """(correct, problem, stopped by a limit), from a worker process; a verdict that depends
@@ -329,11 +317,11 @@ def _checked_verdict(answer: str, ground_truth: str) -> tuple[bool, str | None, 
     cached = _CACHE.get((answer, ground_truth))
     if cached is not None:
         return cached
-    workers = sandbox.pool()
+    pool = workers()
     result = None
-    if _sandbox_failure is None and workers.timeout_s > 0:
+    if _sandbox_failure is None and pool.timeout_s > 0:
         try:
-            result = workers.verdict(answer, ground_truth)
+            result = verdict_in(pool, answer, ground_truth)
         except sandbox.SandboxUnavailable as err:
             _sandbox_failure = str(err)
             logger.warning(
@@ -352,7 +340,7 @@ def start_workers() -> None:
     """Start the answer-checking process now (a second or two: it imports sympy) instead of
     on the first call that needs it; the wait for that start is not counted against the
     per-call time limit."""
-    sandbox.pool().start()
+    workers().start()
 
 
 def score(
@@ -378,7 +366,7 @@ def score(
                 correct, problem, timed_out = _checked_verdict(answer, truth)
         if answer is None or problem == _EMPTY_ANSWER:
             _COUNTERS.add(scored=1, no_answer=1)
-        elif problem == _BAD_GROUND_TRUTH:
+        elif problem == BAD_GROUND_TRUTH:
             _COUNTERS.add(scored=1, bad_ground_truth=1)
         elif problem:
             _COUNTERS.add(
@@ -398,7 +386,7 @@ def score(
             correct=correct,
             answer=answer,
             format_ok=format_ok,
-            unparseable=problem is not None and problem not in (_BAD_GROUND_TRUTH, _EMPTY_ANSWER),
+            unparseable=problem is not None and problem not in (BAD_GROUND_TRUTH, _EMPTY_ANSWER),
             problem=problem,
         )
     except Exception:  # last line of defence: a reward must never stop training

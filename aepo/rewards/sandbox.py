@@ -1,9 +1,11 @@
-"""Symbolic answer checks in worker processes, stopped at a CPU-time budget.
+"""A pool of worker processes that runs one named function under a CPU-time budget.
 
-sympy can spend minutes or gigabytes on a short answer (``(x+1)^{999999}``, eighteen nested
-braces), and no pattern list catches every such form. A thread cannot be stopped while it runs
-a C-level big-integer power, so the check runs in a separate process instead. Each comparison
-may use ``cpu_budget_s`` of CPU time: the worker's profiling timer (``ITIMER_PROF``) stops it
+The pool knows nothing of what it runs: :class:`WorkerPool` takes the function as
+``"module:name"`` (its arguments and result travel as JSON). The math reward runs
+:func:`aepo.rewards.verdict.symbolic_verdict` in it, because sympy can spend minutes or
+gigabytes on a short answer (``(x+1)^{999999}``, eighteen nested braces), no pattern list
+catches every such form, and a thread cannot be stopped while it runs a C-level big-integer
+power. Each call may use ``cpu_budget_s`` of CPU time: the worker's profiling timer (``ITIMER_PROF``) stops it
 there, and the caller, which reads the worker's CPU time from ``/proc``, kills a worker that
 went past it inside one C call. CPU time rather than the wall clock decides, so which answers
 are too costly does not depend on the machine's load. A wall-clock limit remains as the last
@@ -13,7 +15,8 @@ runs under an address-space limit (``RLIMIT_AS``), so a memory bomb ends inside 
 rather than in the kernel's OOM killer.
 
 Workers are forked from a *template* process started with ``subprocess`` (fork + exec, safe in
-a process that runs threads, unlike ``os.fork``), which imports sympy and math-verify once: a
+a process that runs threads, unlike ``os.fork``), which imports the function's module and runs
+the pool's ``warm_up`` function once (for the reward: sympy, math-verify, their caches): a
 replacement for a killed worker is a ``fork`` of an already-loaded, single-threaded process
 (milliseconds) rather than a fresh interpreter (a second or more). The template passes each
 new worker's socket back with ``SCM_RIGHTS`` (:func:`socket.send_fds`), the mechanism
@@ -22,16 +25,23 @@ children re-import the caller's ``__main__`` (a training script) and cannot be s
 daemonic process (a ``multiprocessing.Pool`` worker). Workers and the template exit when the
 caller's end of their socket closes, so nothing outlives the caller.
 
-Each worker is single-threaded and handles one call at a time, so mpmath's process-wide
-precision (which sympy raises and restores around numeric evaluation, and which concurrent
-threads leave raised) cannot leak between callers; it is also reset before every call.
-The template runs with ``PYTHONHASHSEED=0`` so that set and dict orders inside sympy are the
+A library pool on ``multiprocessing`` has the same two limits: pebble 5.2.3's ``ProcessPool``
+on a forkserver keeps the CPU budget, the memory limit and every verdict of
+``scripts/bench_reward_fuzz.py`` (0 of 10,000 differ), but starts no worker in a daemonic
+process (``AssertionError``, the reward then checks in-process without a time limit) and
+re-runs a caller's script that lacks ``if __name__ == "__main__":`` in every worker
+(bootstrapping errors, every worker dead). ``tests/test_reward_bounds.py`` holds both cases.
+
+Each worker is single-threaded and handles one call at a time, so process-wide state (such as
+the mpmath precision that sympy raises and restores, and which concurrent threads leave raised)
+cannot leak between callers. The template runs with ``PYTHONHASHSEED=0`` so that set and dict orders inside sympy are the
 same in every run.
 """
 
 from __future__ import annotations
 
 import atexit
+import importlib
 import json
 import logging
 import os
@@ -44,12 +54,15 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CPU_BUDGET_S = 0.5
-"""CPU seconds one comparison may use. This, not the wall clock, decides which answers are
+"""CPU seconds one call may use. This, not the wall clock, decides which answers are
 too costly to check: a process's CPU time does not depend on what else the machine runs, so
 the same answer gets the same verdict on an idle and on a loaded machine."""
 
@@ -76,11 +89,13 @@ OVER_CPU_BUDGET = "no verdict within the CPU-time budget"
 OUT_OF_MEMORY = "no verdict within the memory limit"
 MACHINE_BUSY = "no verdict within the wall-clock limit, the CPU-time budget unused (busy machine)"
 WORKER_DIED = "the checking process died"
-UNREADABLE = "answer unreadable"
+RAISED = "the function raised"
 
 LOAD_DEPENDENT = frozenset({MACHINE_BUSY, WORKER_DIED})
-"""Problems that say nothing about the answer: the same call on a less busy machine (or in a
-worker that was not killed from outside) could have been checked. Never cached."""
+"""Problems that say nothing about the arguments: the same call on a less busy machine (or in
+a worker that was not killed from outside) could have returned. Not to be cached."""
+STOPPED = frozenset({OVER_CPU_BUDGET, OUT_OF_MEMORY}) | LOAD_DEPENDENT
+"""Problems of a call that a limit (or the machine) stopped, rather than one that raised."""
 
 _HEADER = struct.Struct("!I")
 _START_TIMEOUT_S = 120.0  # importing sympy on a busy machine can take many seconds
@@ -115,18 +130,6 @@ def _readable(sock: socket.socket, until: float) -> bool:
 def _recv(sock: socket.socket, deadline: float | None = None):
     (size,) = _HEADER.unpack(_recv_exact(sock, _HEADER.size, deadline))
     return json.loads(_recv_exact(sock, size, deadline))
-
-
-def _env_number(name: str, default: float, kind=float):
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = kind(raw)
-    except ValueError:
-        logger.warning("ignoring %s=%r (not a number); using %s", name, raw, default)
-        return default
-    return value
 
 
 # --- inside the template and the workers -----------------------------------------------------
@@ -176,75 +179,68 @@ def _stop_at_cpu_budget(signum, frame) -> None:
         raise _OverCpuBudget
 
 
-def _serve(sock: socket.socket, memory_limit: int, cpu_budget_s: float) -> None:
-    """A worker's loop: one (answer, ground truth) in, one [correct, problem, retiring,
-    CPU seconds] out."""
-    global _budget_armed
-    from aepo.rewards.math_reward import symbolic_verdict
+def _named(target: str) -> Callable:
+    """The function ``"module:name"`` names."""
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
 
+
+def _serve(sock: socket.socket, function: Callable, memory_limit: int, cpu_budget_s: float):
+    """A worker's loop: one list of arguments in, one [result, problem, retiring, CPU seconds]
+    out."""
+    global _budget_armed
     limit = _limit_memory(memory_limit)
     inherited_peak = _address_space_bytes("VmPeak")  # the template's, copied by fork
     # ITIMER_PROF counts this process's CPU time (user and system), whatever the load
     signal.signal(signal.SIGPROF, _stop_at_cpu_budget)
     for served in range(1, CALLS_PER_WORKER + 1):
         try:
-            answer, truth = _recv(sock)
+            arguments = _recv(sock)
         except (EOFError, OSError, ValueError):
             return
         retiring = served == CALLS_PER_WORKER
         started = time.process_time()
+        result, problem = None, None
         try:
             _budget_armed = True
             signal.setitimer(signal.ITIMER_PROF, cpu_budget_s)
             try:
-                correct, problem = symbolic_verdict(answer, truth)
+                result = function(*arguments)
             finally:
                 _budget_armed = False
                 signal.setitimer(signal.ITIMER_PROF, 0)
         except _OverCpuBudget:
-            # sympy's caches (functools.lru_cache) keep only finished results, and mpmath's
-            # precision is reset before every call, so the worker and its warm caches stay
-            correct, problem = False, OVER_CPU_BUDGET
+            # the worker and its warm caches stay: a function run here must keep only
+            # finished results in its caches (functools.lru_cache does) and reset
+            # process-wide state it depends on at the start of a call
+            problem = OVER_CPU_BUDGET
         except MemoryError:
             # the heap may be fragmented or half-built objects left behind: start afresh
-            correct, problem, retiring = False, OUT_OF_MEMORY, True
-        except BaseException:  # RecursionError and anything sympy raises: score 0, carry on
-            correct, problem = False, UNREADABLE
+            problem, retiring = OUT_OF_MEMORY, True
+        except BaseException:  # RecursionError and anything the function raises: carry on
+            problem = RAISED
         peak = _address_space_bytes("VmPeak")
         if limit is not None and peak > inherited_peak and peak >= limit - _NEAR_LIMIT_BYTES:
             # the peak never falls again: the next call would look out of memory too
-            correct, problem, retiring = False, OUT_OF_MEMORY, True
+            result, problem, retiring = None, OUT_OF_MEMORY, True
         try:
-            _send(sock, [bool(correct), problem, retiring, time.process_time() - started])
+            _send(sock, [result, problem, retiring, time.process_time() - started])
         except OSError:
             return
         if retiring:
             return
 
 
-_WARM_UP = [
-    ("1", "1"),
-    ("(3, \\frac{\\pi}{2})", "[2, 5)"),
-    ("x^2+1", "\\{1,2\\}"),
-    ("\\left(\\frac{\\sqrt{2}}{2}\\right)", "0.5"),
-    ("((\\frac{1}{2}))", "\\frac{\\pi}{4}"),
-    ("(((x)))", "x^2+1"),
-    ("[[1]]", "(1, 2)"),
-    ("\\text{yes}", "10\\%"),
-    ("-2, 1", "1,-2"),
-]
-
-
-def _template_main(control_fd: int, memory_limit: int, cpu_budget_s: float) -> None:
+def _template_main(
+    control_fd: int, target: str, warm_up: str, memory_limit: int, cpu_budget_s: float
+) -> None:
     control = socket.socket(fileno=control_fd)
-    import aepo.rewards.math_reward as math_reward
-
-    # Load the parser's grammar and sympy's lazily imported modules once, here, rather than
-    # in every worker forked from this process.
-    # Every fork inherits the parser's prediction cache warmed here, so an answer costs about
-    # the same CPU time in any worker, a fresh one included.
-    for answer, truth in _WARM_UP:
-        math_reward.symbolic_verdict(answer, truth)
+    function = _named(target)
+    # Load and warm once, here, rather than in every worker forked from this process: every
+    # fork inherits what warm_up loaded and cached, so a call costs about the same CPU time
+    # in any worker, a fresh one included.
+    if warm_up:
+        _named(warm_up)()
     # Workers are never waited for one by one: let the kernel reap them.
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     try:
@@ -263,7 +259,7 @@ def _template_main(control_fd: int, memory_limit: int, cpu_budget_s: float) -> N
                 control.close()
                 ours.close()
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                _serve(theirs, memory_limit, cpu_budget_s)
+                _serve(theirs, function, memory_limit, cpu_budget_s)
             finally:
                 os._exit(0)
         theirs.close()
@@ -302,19 +298,28 @@ class _Worker:
 
 
 class SandboxUnavailable(RuntimeError):
-    """The template process could not be started (the caller then checks in-process)."""
+    """The template process could not be started (the caller then runs the function itself)."""
+
+
+_OPEN_POOLS: weakref.WeakSet[WorkerPool] = weakref.WeakSet()
 
 
 class WorkerPool:
-    """Up to ``max_workers`` checking processes shared by all threads of one process."""
+    """Up to ``max_workers`` processes that run ``function`` (``"module:name"``), shared by all
+    threads of one process; ``warm_up`` (``"module:name"``, no arguments) runs once in the
+    template that every worker is forked from."""
 
     def __init__(
         self,
+        function: str,
+        warm_up: str | None = None,
         max_workers: int = DEFAULT_MAX_WORKERS,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         memory_limit_bytes: int = DEFAULT_MEMORY_LIMIT_BYTES,
         cpu_budget_s: float = DEFAULT_CPU_BUDGET_S,
     ):
+        self.function = function
+        self.warm_up = warm_up or ""
         self.max_workers = max(1, int(max_workers))
         self.timeout_s = float(timeout_s)
         self.cpu_budget_s = float(cpu_budget_s)
@@ -333,6 +338,7 @@ class WorkerPool:
         self._forker: threading.Thread | None = None
         self.kills = 0
         self.max_cpu_s = 0.0  # the most CPU time one answered call used (benchmarks read it)
+        _OPEN_POOLS.add(self)
 
     # The template -------------------------------------------------------------------------
 
@@ -365,8 +371,11 @@ class WorkerPool:
                     sys.executable,
                     "-c",
                     "import sys; from aepo.rewards.sandbox import _template_main; "
-                    "_template_main(int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]))",
+                    "_template_main(int(sys.argv[1]), sys.argv[2], sys.argv[3], "
+                    "int(sys.argv[4]), float(sys.argv[5]))",
                     str(theirs.fileno()),
+                    self.function,
+                    self.warm_up,
                     str(self.memory_limit_bytes),
                     repr(self.cpu_budget_s),
                 ],
@@ -386,7 +395,7 @@ class WorkerPool:
             template.kill()
             ours.close()
             raise SandboxUnavailable(
-                f"the answer-checking process did not start ({type(err).__name__})"
+                f"the worker template for {self.function} did not start ({type(err).__name__})"
             ) from err
         ours.settimeout(None)
         self._template, self._control = template, ours
@@ -410,7 +419,9 @@ class WorkerPool:
                     self._template.kill()
                     self._template = None
                     if attempt:
-                        raise SandboxUnavailable("the answer-checking process stopped") from None
+                        raise SandboxUnavailable(
+                            f"the template for {self.function} stopped"
+                        ) from None
         raise AssertionError("unreachable")
 
     # Workers ------------------------------------------------------------------------------
@@ -447,7 +458,7 @@ class WorkerPool:
                 worker = self._fork_worker()
             except BaseException as err:  # the callers waiting fall back to checking in-process
                 with self._cond:
-                    self._failure = f"cannot start an answer-checking worker: {err}"
+                    self._failure = f"cannot start a worker for {self.function}: {err}"
                 self._release(None)
                 continue
             self._release(worker)
@@ -467,9 +478,18 @@ class WorkerPool:
                 self._idle.append(worker)
             self._cond.notify_all()
 
-    def verdict(self, answer: str, truth: str) -> tuple[bool, str | None, bool]:
-        """(correct, why it could not be compared, stopped by a limit). A problem in
-        :data:`LOAD_DEPENDENT` says nothing about the answer."""
+    @property
+    def template_pid(self) -> int | None:
+        return None if self._template is None else self._template.pid
+
+    def idle_worker_pids(self) -> list[int]:
+        with self._cond:
+            return [worker.pid for worker in self._idle]
+
+    def call(self, *arguments: Any) -> tuple[Any, str | None]:
+        """(the function's result, None), or (None, why there is none): a limit stopped it
+        (:data:`STOPPED`) or it raised (:data:`RAISED`). A problem in :data:`LOAD_DEPENDENT`
+        says nothing about the arguments."""
         if not self._started:
             # once per process, not counted against the deadline; a template that dies later
             # is restarted by the background fork, while callers wait no longer than a call may
@@ -478,10 +498,10 @@ class WorkerPool:
         deadline = started + self.timeout_s
         worker = self._acquire(deadline)
         if worker is None:
-            return False, MACHINE_BUSY, True
+            return None, MACHINE_BUSY
         try:
             cpu_before = _cpu_seconds(worker.pid)
-            _send(worker.sock, [answer, truth])
+            _send(worker.sock, list(arguments))
             # a worker cannot use its budget in less wall time than that: look no earlier
             check_at = time.monotonic() + self.cpu_budget_s
             while not _readable(worker.sock, min(check_at, deadline)):
@@ -497,7 +517,7 @@ class WorkerPool:
                     return self._kill(worker, MACHINE_BUSY)
                 check_at = time.monotonic() + _CPU_POLL_S
             # the whole reply is there (one small send): no deadline of its own to miss
-            correct, problem, retiring, cpu_s = _recv(worker.sock, time.monotonic() + 1.0)
+            result, problem, retiring, cpu_s = _recv(worker.sock, time.monotonic() + 1.0)
         except TimeoutError:
             return self._kill(worker, MACHINE_BUSY)
         except (EOFError, OSError, ValueError):
@@ -510,14 +530,14 @@ class WorkerPool:
             self._release(None, replace=True)
         else:
             self._release(worker)
-        return bool(correct), problem, problem in (OVER_CPU_BUDGET, OUT_OF_MEMORY)
+        return result, problem
 
-    def _kill(self, worker: _Worker, problem: str, counted: bool = True):
+    def _kill(self, worker: _Worker, problem: str, counted: bool = True) -> tuple[None, str]:
         if counted:
             self.kills += 1
         worker.kill()
         self._release(None, replace=True)
-        return False, problem, True
+        return None, problem
 
     def close(self) -> None:
         with self._cond:
@@ -536,33 +556,8 @@ class WorkerPool:
                     self._template.kill()
 
 
-_POOL: WorkerPool | None = None
-_POOL_LOCK = threading.Lock()
-
-
-def pool() -> WorkerPool:
-    """This process's pool (a forked child gets its own: it must not share the parent's
-    sockets). Settings come from ``AEPO_REWARD_CPU_S`` (CPU seconds per comparison),
-    ``AEPO_REWARD_TIMEOUT`` (wall-clock seconds per call), ``AEPO_REWARD_WORKERS`` and
-    ``AEPO_REWARD_MEMORY_MB`` when set."""
-    global _POOL
-    current = _POOL
-    if current is not None and current._pid == os.getpid():
-        return current
-    with _POOL_LOCK:
-        if _POOL is None or _POOL._pid != os.getpid():
-            _POOL = WorkerPool(
-                max_workers=_env_number("AEPO_REWARD_WORKERS", DEFAULT_MAX_WORKERS, int),
-                timeout_s=_env_number("AEPO_REWARD_TIMEOUT", DEFAULT_TIMEOUT_S),
-                cpu_budget_s=_env_number("AEPO_REWARD_CPU_S", DEFAULT_CPU_BUDGET_S),
-                memory_limit_bytes=int(
-                    _env_number("AEPO_REWARD_MEMORY_MB", DEFAULT_MEMORY_LIMIT_BYTES >> 20) * 2**20
-                ),
-            )
-        return _POOL
-
-
 @atexit.register
-def _close_pool() -> None:
-    if _POOL is not None and _POOL._pid == os.getpid():
-        _POOL.close()
+def _close_pools() -> None:
+    for open_pool in list(_OPEN_POOLS):
+        if open_pool._pid == os.getpid():
+            open_pool.close()
