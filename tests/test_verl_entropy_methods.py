@@ -155,7 +155,7 @@ def test_adaptive_entropy_coefficient_resumes_from_aepo_state(tmp_path):
     resumed = make_trainer(config)
     resumed.global_steps = 0
     resumed._load_checkpoint()
-    assert resumed.aepo.entropy_coef.state_dict() == trainer.aepo.entropy_coef.state_dict()
+    assert resumed.aepo.adaptive_entropy.state_dict() == trainer.aepo.adaptive_entropy.state_dict()
     _, out = fit_step(trainer, step=3)
     _, out_resumed = fit_step(resumed, step=3)
     for key in ("aepo/entropy_coef", "aepo/entropy_coef_applied"):
@@ -213,4 +213,5 @@ def test_dry_run_names_each_methods_own_settings():
         "top_entropy": "top_entropy (gradient through the top 20% of tokens by entropy)",
     }
     for name, line in expected.items():
-        assert algorithm_summary(check_config(compose_shipped(name))) == line
+        config = compose_shipped(name)
+        assert algorithm_summary(check_config(config), config.actor_rollout_ref.actor) == line
