@@ -407,7 +407,7 @@ def test_controller_state_round_trips_through_the_checkpoint_hooks(tmp_path, aep
     resumed.global_steps = 0
     resumed._load_checkpoint()
     assert resumed.global_steps == 2
-    assert resumed.aepo.controller.state_dict() == trainer.aepo.controller.state_dict()
+    assert resumed.aepo.state_dict() == trainer.aepo.state_dict()
     assert resumed.aepo.positive_rates.state_dict() == trainer.aepo.positive_rates.state_dict()
     assert torch.equal(resumed.aepo.rng.get_state(), trainer.aepo.rng.get_state())
     # Same decision next step as the uninterrupted run.
