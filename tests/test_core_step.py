@@ -192,3 +192,11 @@ def test_each_engine_step_makes_at_most_three_calls_into_the_core():
         ]
         step_calls = [c for c in calls if c not in ("state_dict", "load_state_dict")]
         assert sorted(step_calls) == ["begin", "measured", "reinforce"], (path.name, calls)
+
+
+def test_the_logged_temperature_is_the_one_the_extra_pass_samples_at():
+    for algorithm, expected in (("aepo", 1.2), ("aepo_no_temperature", 1.0)):
+        step = AEPOStep(AEPOConfig(algorithm=algorithm))
+        measured = step.measured(step.begin(1, num_prompts=16, samples_per_prompt=4), 0.3)
+        assert measured.plan.rollout.temperature == expected
+        assert measured.metrics["aepo/temperature"] == expected

@@ -24,10 +24,10 @@ def test_top_entropy_updates_only_through_the_top_fifth_of_tokens(cache_dir, tmp
     seen = {}
     update = trainer._update
 
-    def capture(batch, **kw):
+    def capture(batch, *args):
         seen["batch"] = batch
         seen["old_entropy"] = trainer._score_rows(batch.rollout, with_entropy=True)[1]  # pi_old
-        return update(batch, **kw)
+        return update(batch, *args)
 
     trainer._update = capture
     metrics = trainer.train_step()

@@ -86,7 +86,8 @@ class Measured:
     ``optimizer_step`` cadence, where :attr:`AEPOStep.adaptive_entropy` moves it after every
     optimizer step"""
     metrics: dict[str, float]
-    """``aepo/target_entropy`` for every algorithm, plus the decision's ``aepo/*`` scalars"""
+    """``aepo/target_entropy`` for every algorithm, plus the decision's ``aepo/*`` scalars
+    (``aepo/temperature``: the one the extra pass samples at)"""
 
 
 @dataclass(frozen=True)
@@ -178,6 +179,9 @@ class AEPOStep:
         metrics = {"aepo/target_entropy": target}
         if plan is not None:
             metrics.update(plan.decision.metrics())
+            # what the extra pass samples at: T = 1 under aepo_no_temperature, whatever the
+            # decision's direction
+            metrics["aepo/temperature"] = plan.rollout.temperature
         return Measured(start.step, target, entropy, plan, bonus, metrics)
 
     def _plan(self, step: int, target: float, num_prompts: int, samples_per_prompt: int):
