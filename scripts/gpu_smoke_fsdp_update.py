@@ -164,9 +164,6 @@ def compose_config(model_path: str, device: str, extra: list[str]):
         "actor_rollout_ref.rollout.agent.num_workers=1",
         "actor_rollout_ref.rollout.tensor_model_parallel_size=1",
         "trainer.n_gpus_per_node=1",
-        "aepo.samples_up=6",
-        "aepo.samples_down=3",
-        "aepo.extra_rollout.min_samples=4",
         # Remove-padding packs the rows into one sequence, which only flash-attn keeps
         # apart; pass actor_rollout_ref.model.use_remove_padding=true to test that path too.
         "actor_rollout_ref.model.use_remove_padding=false",
@@ -175,6 +172,15 @@ def compose_config(model_path: str, device: str, extra: list[str]):
         # HFModelConfig asks for flash_attention_2 unless told otherwise (verl
         # workers/config/model.py:185); transformers then refuses to load the model.
         overrides.append("+actor_rollout_ref.model.override_config.attn_implementation=sdpa")
+    from aepo.core.config import READS
+
+    algorithm = next((o.split("=", 1)[1] for o in extra if o.startswith("aepo.algorithm=")), "aepo")
+    if "samples_up" in READS[algorithm]:  # the extra pass's knobs, for the algorithms with one
+        overrides += [
+            "aepo.samples_up=6",
+            "aepo.samples_down=3",
+            "aepo.extra_rollout.min_samples=4",
+        ]
     del device  # same config on every device; verl picks the platform itself
     with initialize_config_module("aepo.backends.verl.config", version_base=None):
         return compose("aepo_trainer", overrides=overrides + extra)
@@ -385,10 +391,8 @@ def main(argv: list[str] | None = None, *, device: str | None = None) -> int:
     trainer.checkpoint_manager = NoReplicas()
     trainer.setup_aepo(aepo_config_from(config))
     extra_rollout = trainer.recipe.extra_rollout
-    # As AEPORayTrainer.init_workers: only recipes with an extra rollout wrap the manager.
-    trainer.async_rollout_manager = (
-        trainer.wrap_rollout_manager(rollout) if extra_rollout else rollout
-    )
+    # As AEPORayTrainer.init_workers: every step begins at fit()'s generate call.
+    trainer.async_rollout_manager = trainer.wrap_rollout_manager(rollout)
 
     failures = []
     for step in range(1, args.steps + 1):

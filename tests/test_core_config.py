@@ -8,8 +8,8 @@ def test_defaults_are_the_papers():
     assert (cfg.t_high, cfg.t_low) == (1.2, 0.8)
     assert (cfg.samples_up, cfg.samples_down) == (60, 30)
     assert cfg.alpha == 1.0 and cfg.clip_ratio == 0.2
-    assert cfg.entropy_coef == 0.015
-    assert (cfg.entropy_adv.beta, cfg.entropy_adv.kappa) == (0.4, 2.0)
+    assert cfg.baselines.entropy_reg.coef == 0.015
+    assert (cfg.baselines.entropy_adv.beta, cfg.baselines.entropy_adv.kappa) == (0.4, 2.0)
     assert cfg.controller.gain == "fixed" and cfg.alpha_meaning == "paper"
 
 
@@ -68,8 +68,14 @@ def test_assignment_is_validated():
         ({"t_high": float("inf")}, "aepo.t_high"),
         ({"reward_threshold": float("nan")}, "aepo.reward_threshold"),
         ({"controller": {"proportional_gain": float("nan")}}, "aepo.controller.proportional_gain"),
-        ({"entropy_adv": {"kappa": float("inf")}}, "aepo.entropy_adv.kappa"),
-        ({"entropy_coef": "-inf"}, "aepo.entropy_coef"),
+        (
+            {"algorithm": "entropy_adv", "baselines": {"entropy_adv": {"kappa": float("inf")}}},
+            "aepo.baselines.entropy_adv.kappa",
+        ),
+        (
+            {"algorithm": "entropy_reg", "baselines": {"entropy_reg": {"coef": "-inf"}}},
+            "aepo.baselines.entropy_reg.coef",
+        ),
     ],
 )
 def test_non_finite_numbers_are_one_line_errors_naming_the_key(raw, key):
@@ -88,25 +94,45 @@ def test_yaml_nan_and_inf_spellings_are_refused():
 
 
 @pytest.mark.parametrize(
-    "key, replacement",
+    "raw, named",
     [
-        ("oversample", "moved to extra_rollout.oversample"),
-        ("gain", "moved to controller.gain"),
-        ("entropy_adv_beta", "moved to entropy_adv.beta"),
-        ("entropy_ema", "removed: "),
-        ("integral_gain", "removed: "),
+        ({"algorithm": "grpo", "t_high": 1.5}, "t_high"),
+        ({"algorithm": "grpo", "controller": {"integral_gain": 0.1}}, "controller"),
+        ({"algorithm": "entropy_reg", "alpha": 4.0}, "alpha"),
+        (
+            {"algorithm": "aepo", "baselines": {"entropy_reg": {"coef": 0.1}}},
+            "baselines.entropy_reg",
+        ),
+        ({"algorithm": "aepo_no_temperature", "t_low": 0.5}, "t_low"),
+        ({"algorithm": "aepo_advantage", "reward_threshold": 0.5}, "reward_threshold"),
+        ({"algorithm": "clip_cov", "baselines": {"kl_cov": {"coef": 0.5}}}, "baselines.kl_cov"),
     ],
 )
-def test_removed_keys_name_the_key_and_what_replaced_it(key, replacement):
+def test_a_key_the_algorithm_ignores_is_an_error_naming_it(raw, named):
     with pytest.raises(ConfigError) as err:
-        load_aepo_config({key: 1})
-    assert f"aepo: {key}: {replacement}" in str(err.value)
+        load_aepo_config(raw, source="configs/tiny/x.yaml")
+    message = str(err.value)
+    assert f"configs/tiny/x.yaml: algorithm {raw['algorithm']} does not read {named}" in message
 
 
-def test_at_most_20_top_level_keys():
+def test_the_keys_an_algorithm_reads_are_accepted_and_defaults_are_not_reported():
+    load_aepo_config({"algorithm": "entropy_reg", "baselines": {"entropy_reg": {"coef": 0.1}}})
+    load_aepo_config({"algorithm": "aepo", "t_high": 1.5, "controller": {"integral_gain": 0.1}})
+    # verl's base YAML spells out every default: those are not keys the run set
+    load_aepo_config({"algorithm": "grpo", **AEPOConfig().model_dump()} | {"algorithm": "grpo"})
+
+
+def test_the_pre_release_key_names_are_unknown_keys():
+    """No migration table: an old name is an unknown key like any typo."""
+    for key in ("integral_gain", "entropy_coef", "entropy_adv", "oversample"):
+        with pytest.raises(ConfigError, match=f"aepo.{key}: unknown key"):
+            load_aepo_config({key: 1})
+
+
+def test_at_most_18_top_level_keys():
     # The field's entropy controls share one section (baselines); target_schedule sits
     # beside the target_entropy it ends at.
-    assert len(AEPOConfig.model_fields) <= 20
+    assert len(AEPOConfig.model_fields) <= 18
 
 
 def test_generated_config_docs_are_up_to_date():

@@ -2,8 +2,39 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aepo.core import LOWER, RAISE, AEPOConfig, EntropyController
+from aepo.core import LOWER, RAISE, AEPOConfig, AEPOStep, ControllerState
+from aepo.core import controller as ctl_fn
 from aepo.core.controller import MIN_STRENGTH
+
+
+class EntropyController:
+    """Test-only driver of the pure controller functions at the constant target
+    ``target_entropy``: holds the state they pass along and the decisions made."""
+
+    def __init__(self, cfg: AEPOConfig):
+        self.cfg, self.state, self.history = cfg, ControllerState(), []
+
+    @property
+    def has_measurement(self) -> bool:
+        return self.state.has_measurement
+
+    @property
+    def integral(self) -> float:
+        return self.state.integral
+
+    def observe(self, entropy: float) -> None:
+        self.state = ctl_fn.observe(self.cfg, self.state, entropy, self.cfg.target_entropy)
+
+    def decide(self, step: int):
+        decision = ctl_fn.decide(self.cfg, self.state, step, self.cfg.target_entropy)
+        self.history.append(decision)
+        return decision
+
+    def settle(self, decision):
+        settled = ctl_fn.settle(self.cfg, self.state, decision)
+        if self.history and self.history[-1] == decision:
+            self.history[-1] = settled
+        return settled
 
 
 def controller(**kw) -> EntropyController:
@@ -66,24 +97,16 @@ def test_proportional_budget_grows_with_error_and_is_bounded():
     assert all(d.temperature == 1.2 for d in ctl.history)
 
 
-def test_state_round_trip_continues_the_same_trajectory():
-    a = controller(controller={"gain": "proportional"})
-    for step, h in enumerate([0.2, 0.4, 0.6, 0.55], start=1):
-        a.observe(h)
-        a.decide(step)
-    b = controller(controller={"gain": "proportional"})
-    b.load_state_dict(a.state_dict())
-    for step, h in [(5, 0.3), (6, 0.7)]:
-        a.observe(h)
-        b.observe(h)
-        assert a.decide(step) == b.decide(step)
-    assert a.history[-2:] == b.history  # b's process saw only the last two
-    assert "history" not in a.state_dict()  # a checkpoint does not grow with the run
-
-
-def test_corrupt_state_is_a_clear_error():
-    with pytest.raises(ValueError, match="corrupt entropy-controller state"):
-        controller().load_state_dict({"raw_entropy": 0.3})
+def test_the_controller_is_a_function_of_state_measurement_and_target():
+    cfg = AEPOConfig(controller={"gain": "proportional", "integral_gain": 0.2})
+    state = ctl_fn.observe(cfg, ControllerState(), 0.45, target=0.5)
+    again = ctl_fn.observe(cfg, ControllerState(), 0.45, target=0.5)
+    assert state == again and state.integral == pytest.approx(0.02)
+    # The target comes in as an argument: the same state decides differently for another.
+    up = ctl_fn.decide(cfg, state, 3, target=0.5)
+    down = ctl_fn.decide(cfg, state, 3, target=0.3)
+    assert (up.direction, down.direction) == (RAISE, LOWER)
+    assert ctl_fn.decide(cfg, state, 3, target=0.5) == up  # deciding changes nothing
 
 
 @given(
@@ -142,7 +165,7 @@ def test_settle_needs_a_measurement():
     ctl = controller()
     ctl.observe(0.4)
     decision = ctl.decide(1)
-    with pytest.raises(RuntimeError, match="observe"):
+    with pytest.raises(RuntimeError, match="measure"):
         EntropyController(ctl.cfg).settle(decision)
 
 
@@ -188,21 +211,24 @@ def test_integral_does_not_wind_up_far_from_the_target_and_counts_each_measureme
     assert ctl.integral == pytest.approx(0.5)  # INTEGRAL_LIMIT
 
 
-def test_integral_state_round_trips_and_an_old_state_loads_with_none():
-    a = controller(controller={"gain": "proportional", "integral_gain": 0.2})
+def test_integral_state_round_trips_and_a_state_without_it_is_refused():
+    cfg = AEPOConfig(controller={"gain": "proportional", "integral_gain": 0.2})
+    a = AEPOStep(cfg)
     for step, h in enumerate([0.45, 0.48, 0.44], start=1):
-        a.observe(h)
-        a.decide(step)
-    b = controller(controller={"gain": "proportional", "integral_gain": 0.2})
+        start = a.begin(step, num_prompts=8, samples_per_prompt=4)
+        a.measured(start, h)
+    b = AEPOStep(cfg)
     b.load_state_dict(a.state_dict())
-    assert b.integral == a.integral > 0
-    a.observe(0.52)
-    b.observe(0.52)
-    assert a.decide(4) == b.decide(4)
-    old = controller(controller={"gain": "proportional", "integral_gain": 0.2})
-    old.load_state_dict({"entropy": 0.3, "config": {}})  # saved before the integral existed
-    assert old.integral == 0.0 and old.entropy == 0.3
-    with pytest.raises(ValueError, match="corrupt entropy-controller state.*integral"):
-        old.load_state_dict({"entropy": 0.3, "integral": float("nan")})
-    with pytest.raises(ValueError, match="corrupt entropy-controller state"):
-        old.load_state_dict({"entropy": 0.3, "integral": "x"})
+    assert b.controller == a.controller and a.controller.integral > 0
+    sa, sb = (s.begin(4, num_prompts=8, samples_per_prompt=4) for s in (a, b))
+    assert a.measured(sa, 0.52).plan == b.measured(sb, 0.52).plan
+    state = a.state_dict()
+    del state["controller"]["integral"]
+    with pytest.raises(ValueError, match="no 'integral' entry"):
+        AEPOStep(cfg).load_state_dict(state)
+    state["controller"]["integral"] = float("nan")
+    with pytest.raises(ValueError, match="malformed AEPO state.*integral"):
+        AEPOStep(cfg).load_state_dict(state)
+    state["controller"]["integral"] = "x"
+    with pytest.raises(ValueError, match="malformed AEPO state"):
+        AEPOStep(cfg).load_state_dict(state)

@@ -57,47 +57,51 @@ def test_top_entropy_advantages_zero_the_rest_and_report_the_share():
 
 
 def coef(**kw):
-    return AdaptiveEntropyCoef(AdaptiveEntropyConfig(**kw), target=0.5)
+    return AdaptiveEntropyCoef(AdaptiveEntropyConfig(**kw))
+
+
+T = 0.5
+"""the target the coefficient chases in these tests"""
 
 
 def test_coefficient_steps_towards_the_target_within_its_range():
     c = coef(step=0.3, max_coef=0.5)
-    assert c.applied == 0.0, "no bonus before the first measurement"
-    c.update(0.4)  # below the target: more bonus
-    assert c.coef == pytest.approx(0.3) and c.applied == pytest.approx(0.3)
-    c.update(0.5)  # at the target counts as below (TRL: <=)
+    assert c.applied(T) == 0.0, "no bonus before the first measurement"
+    c.update(0.4, T)  # below the target: more bonus
+    assert c.coef == pytest.approx(0.3) and c.applied(T) == pytest.approx(0.3)
+    c.update(0.5, T)  # at the target counts as below (TRL: <=)
     assert c.coef == pytest.approx(0.5), "clipped at max_coef"
-    c.update(0.6)  # above: less bonus, and none applied while above
-    assert c.coef == pytest.approx(0.2) and c.applied == 0.0
-    c.update(0.9)
-    c.update(0.9)
+    c.update(0.6, T)  # above: less bonus, and none applied while above
+    assert c.coef == pytest.approx(0.2) and c.applied(T) == 0.0
+    c.update(0.9, T)
+    c.update(0.9, T)
     assert c.coef == 0.0, "clipped at min_coef"
     with pytest.raises(ValueError, match="non-finite"):
-        c.update(float("nan"))
+        c.update(float("nan"), T)
 
 
 def test_begin_step_applies_skyworks_alpha_k_then_moves_c():
     c = coef(initial_coef=0.1, step=0.05)
-    assert c.begin_step(0.4) == pytest.approx(0.1)  # c_k gated by this step's e_k
+    assert c.begin_step(0.4, T) == pytest.approx(0.1)  # c_k gated by this step's e_k
     assert c.coef == pytest.approx(0.15)
-    assert c.begin_step(0.7) == 0.0
+    assert c.begin_step(0.7, T) == 0.0
     assert c.coef == pytest.approx(0.1)
 
 
 def test_coefficient_is_aepo_step_state_and_round_trips():
     cfg = AEPOConfig(algorithm="adaptive_entropy", target_entropy=0.3)
     step = AEPOStep(cfg)
-    step.entropy_coef.update(0.1)
-    step.entropy_coef.update(0.2)
+    step.adaptive_entropy.update(0.1, 0.3)
+    step.adaptive_entropy.update(0.2, 0.3)
     state = step.state_dict()
     assert state["adaptive_entropy"] == {"coef": pytest.approx(0.01), "last_entropy": 0.2}
     again = AEPOStep(cfg)
     again.load_state_dict(state)
-    assert again.entropy_coef.state_dict() == step.entropy_coef.state_dict()
+    assert again.adaptive_entropy.state_dict() == step.adaptive_entropy.state_dict()
     del state["adaptive_entropy"]
     with pytest.raises(ValueError, match="no 'adaptive_entropy' entry"):
         AEPOStep(cfg).load_state_dict(state)
-    assert AEPOStep(AEPOConfig(algorithm="grpo")).entropy_coef is None
+    assert AEPOStep(AEPOConfig(algorithm="grpo")).adaptive_entropy is None
 
 
 def test_recipes_of_the_entropy_controls():

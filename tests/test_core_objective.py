@@ -10,8 +10,7 @@ import torch
 from aepo.core import (
     AGG_MODES,
     VERL_AGG_MODES,
-    AEPOConfig,
-    AEPOStep,
+    aepo_objective,
     eq1_row_scale,
     plan_merge,
     ppo_clip_loss,
@@ -23,12 +22,11 @@ HORIZON = 9
 
 
 def clipped_reinforce_mean(log_prob, old_log_prob, reward, mask):
-    """The paper's term, written out: mean over samples of (1/|o|) sum_t min(r R, clip(r) R),
-    negated (a loss)."""
-    r = torch.exp(log_prob - old_log_prob)
-    big_r = reward.reshape(-1, 1)
-    per_token = torch.minimum(r * big_r, torch.clamp(r, 1 - EPS, 1 + EPS) * big_r)
-    return -((per_token * mask).sum(-1) / mask.sum(-1)).mean()
+    """The paper's REINFORCE term alone (alpha 1, no GRPO rows), as a loss."""
+    none = log_prob[:0]
+    return -aepo_objective(
+        none, none, none, none, log_prob, old_log_prob, reward, mask, alpha=1.0, clip_ratio=EPS
+    )
 
 
 def merged_batch(seed, alpha, rows=32, length=HORIZON, num_extra=6, chunks=4):
@@ -51,11 +49,24 @@ def merged_batch(seed, alpha, rows=32, length=HORIZON, num_extra=6, chunks=4):
     return new, old, mask, adv, reinforce
 
 
-def separate_loss(new, old, mask, reinforce, alpha, grpo_loss_fn, share=1.0):
-    """``share``: this mini-batch's part of the step's REINFORCE term, ``B * k / K``."""
-    grpo = grpo_loss_fn(new[~reinforce], old[~reinforce], mask[~reinforce])
-    rf = clipped_reinforce_mean(new[reinforce], old[reinforce], torch.ones(1), mask[reinforce])
-    return grpo + alpha * share * rf
+def separate_loss(new, old, mask, reinforce, alpha, mode, share=1.0, grpo_adv=None):
+    """Eq. 1 computed on the two sets of rows separately (``aepo_objective``), as a loss;
+    ``share``: this mini-batch's part of the step's REINFORCE term, ``B * k / K``."""
+    g, r = ~reinforce, reinforce
+    return -aepo_objective(
+        new[g],
+        old[g],
+        grpo_adv[g],
+        mask[g],
+        new[r],
+        old[r],
+        torch.ones(int(r.sum())),
+        mask[r],
+        alpha=alpha * share,
+        clip_ratio=EPS,
+        agg=mode,
+        horizon=HORIZON,
+    )
 
 
 @pytest.mark.parametrize("mode", AGG_MODES)
@@ -77,13 +88,9 @@ def test_local_aggregate_is_grpo_plus_alpha_mean_reinforce(mode, alpha):
             agg=mode,
         )
 
-        def grpo_fn(n, o, m, rows=rows):
-            keep = ~reinforce[rows]
-            return ppo_clip_loss(n, o, grpo_adv[rows][keep], m, agg=mode)[0]
-
         share = 4 * int(reinforce[rows].sum()) / int(reinforce.sum())
         sub = (new[rows], old[rows], mask[rows], reinforce[rows])
-        expected = separate_loss(*sub[:3], sub[3], alpha, grpo_fn, share)
+        expected = separate_loss(*sub, alpha, mode, share, grpo_adv=grpo_adv[rows])
         torch.testing.assert_close(merged, expected, rtol=1e-5, atol=1e-6)
         g_merged = torch.autograd.grad(merged, new)[0]
         g_expected = torch.autograd.grad(expected, new)[0]
@@ -91,10 +98,9 @@ def test_local_aggregate_is_grpo_plus_alpha_mean_reinforce(mode, alpha):
 
 
 def test_batch_share_leaves_the_advantages_to_the_aggregate():
-    step = AEPOStep(AEPOConfig(alpha_meaning="batch_share"))
+    """Under token-mean, leaving the rows to the aggregate dilutes alpha by the REINFORCE
+    rows' share of the tokens (``alpha_meaning: batch_share``, the authors' code)."""
     new, old, mask, adv, reinforce = merged_batch(seed=2, alpha=1.0)
-    assert step.row_scale(mask.sum(-1), reinforce, torch.zeros(len(new)), mode="token-mean") is None
-    # ... and under token-mean that dilutes alpha by the REINFORCE rows' share of the tokens.
     merged, _ = ppo_clip_loss(new, old, adv, mask, agg="token-mean")
     rf = clipped_reinforce_mean(new[reinforce], old[reinforce], torch.ones(1), mask[reinforce])
     share = float(mask[reinforce].sum() / mask.sum())
@@ -171,8 +177,7 @@ def test_verl_aggregate_is_grpo_plus_alpha_mean_reinforce(mode, dp):
     alpha, rows, mini_rows = 2.0, 32, 16
     new, old, mask, adv, reinforce = merged_batch(seed=4, alpha=alpha, chunks=dp * 2)
     minibatch = verl_minibatch_of_rows(rows, dp, mini_rows)
-    step = AEPOStep(AEPOConfig(alpha=alpha))
-    scale = step.row_scale(
+    scale = eq1_row_scale(
         mask.sum(-1),
         reinforce,
         minibatch,
@@ -202,25 +207,31 @@ def test_verl_aggregate_is_grpo_plus_alpha_mean_reinforce(mode, dp):
             )
             / dp
         )
-        keep = in_b & ~reinforce
-
-        def grpo_fn(n, o, m, keep=keep):
-            return verl_loss(
-                n,
-                o,
-                adv[keep],
-                m,
-                mode,
-                dp=1,
-                batch_num_tokens=int(m.sum()),
-                global_batch_size=int(keep.sum()),
-            )
-
         share = (rows // mini_rows) * int((in_b & reinforce).sum()) / int(reinforce.sum())
-        expected = separate_loss(
-            new[in_b], old[in_b], mask[in_b], reinforce[in_b], alpha, grpo_fn, share
-        )
+        sub = (new[in_b], old[in_b], mask[in_b], reinforce[in_b])
+        expected = separate_loss(*sub, alpha, mode, share, grpo_adv=adv[in_b])
         torch.testing.assert_close(merged, expected, rtol=1e-5, atol=1e-6)
         g_merged = torch.autograd.grad(merged, new)[0]
         g_expected = torch.autograd.grad(expected, new)[0]
         torch.testing.assert_close(g_merged, g_expected, rtol=1e-5, atol=1e-7)
+
+
+def test_the_objective_is_grpo_plus_alpha_times_the_written_out_reinforce_term():
+    """``aepo_objective`` against Eq. 1 typed in from the paper: the reference the merged
+    batches above are held to must itself be the paper's formula."""
+    gen = torch.Generator().manual_seed(7)
+    mask = (torch.rand(6, HORIZON, generator=gen) < 0.8).float()
+    mask[:, 0] = 1
+    old = -torch.rand(6, HORIZON, generator=gen)
+    new = old + 0.5 * torch.randn(6, HORIZON, generator=gen)
+    adv = torch.randn(3, 1, generator=gen) * mask[:3]
+    reward = torch.tensor([1.0, 1.0, 0.5])
+    r = torch.exp(new[3:] - old[3:])
+    term = torch.minimum(r * reward[:, None], torch.clamp(r, 1 - EPS, 1 + EPS) * reward[:, None])
+    j_reinforce = ((term * mask[3:]).sum(-1) / mask[3:].sum(-1)).mean()
+    j_grpo = -ppo_clip_loss(new[:3], old[:3], adv, mask[:3], clip_low=EPS, clip_high=EPS)[0]
+    for alpha in (0.0, 0.5, 4.0):
+        got = aepo_objective(
+            new[:3], old[:3], adv, mask[:3], new[3:], old[3:], reward, mask[3:], alpha=alpha
+        )
+        torch.testing.assert_close(got, j_grpo + alpha * j_reinforce)

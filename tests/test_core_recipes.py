@@ -7,7 +7,7 @@ def recipe(algo, **kw):
 
 def test_grpo_is_plain():
     r = recipe("grpo")
-    assert not r.extra_rollout and r.entropy_coef == 0 and not r.entropy_adv
+    assert not r.extra_rollout and r.entropy_bonus == 0 and not r.entropy_adv
 
 
 def test_aepo_uses_controlled_temperature_and_reward():
@@ -23,6 +23,7 @@ def test_ablations_differ_from_aepo_in_one_piece_each():
 
 
 def test_baselines_take_their_coefficients_from_config():
-    assert recipe("entropy_reg", entropy_coef=0.03).entropy_coef == 0.03
-    assert recipe("aepo", entropy_coef=0.03).entropy_coef == 0.0
+    bonus = {"baselines": {"entropy_reg": {"coef": 0.03}}}
+    assert recipe("entropy_reg", **bonus).entropy_bonus == 0.03
+    assert recipe("aepo").entropy_bonus == 0.0
     assert recipe("entropy_adv").entropy_adv and not recipe("entropy_adv").extra_rollout

@@ -55,13 +55,13 @@ def test_tracker_keeps_a_rate_per_temperature_and_round_trips():
 
 
 def test_plan_for_decision_samples_at_the_recipes_temperature():
-    from aepo.core import EntropyController, plan_for_decision
+    from aepo.core import ControllerState, plan_for_decision
+    from aepo.core import controller as ctl
 
     for algorithm, expected in [("aepo", 1.2), ("aepo_no_temperature", 1.0)]:
         cfg = AEPOConfig(algorithm=algorithm, target_entropy=0.5, extra_rollout={"budget": "fixed"})
-        ctl = EntropyController(cfg)
-        ctl.observe(0.2)
-        decision = ctl.decide(1)
+        state = ctl.observe(cfg, ControllerState(), 0.2, target=0.5)
+        decision = ctl.decide(cfg, state, 1, target=0.5)
         p = plan_for_decision(
             cfg, decision, PositiveRateTracker(0.5), num_prompts=64, samples_per_prompt=8
         )

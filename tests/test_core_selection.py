@@ -81,22 +81,32 @@ def test_selection_invariants(rewards, budget, seed):
 
 
 def test_the_step_records_the_rate_at_the_plans_temperature_and_selection_does_not():
-    from aepo.core import AEPOConfig, AEPOStep, select_from_extra_rollout
+    from aepo.core import AEPOConfig, AEPOStep, UpdateLayout, select_from_extra_rollout
 
     step = AEPOStep(AEPOConfig(algorithm="aepo_advantage", samples_down=5, t_low=0.8))
-    step.observe(0.9)  # above the default target 0.5: lower entropy, sample at T = 0.8
-    plan = step.plan(1, num_prompts=8, samples_per_prompt=4)
+    # above the default target 0.5: lower entropy, sample at T = 0.8
+    plan = step.measured(step.begin(1, num_prompts=8, samples_per_prompt=4), 0.9).plan
     assert plan.rollout.temperature == 0.8
     rewards = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 0.0])
     groups = [0] * 4 + [1] * 4
     before = step.positive_rates.state_dict()
     select_from_extra_rollout(step.cfg, 5, rewards, groups, seeded(0))
     assert step.positive_rates.state_dict() == before  # no tracker behind the caller's back
-    sel, metrics = step.select(plan, rewards, groups)
+    layout = UpdateLayout("token-mean", 1, 1, lambda rows: torch.zeros(rows, dtype=torch.long))
+    rows = step.reinforce(
+        plan,
+        rewards,
+        groups,
+        torch.ones(8, 2),
+        grpo_advantage=torch.zeros(32),
+        grpo_lengths=torch.full((32,), 2),
+        layout=layout,
+    )
     # Advantage signal: 4 of the 8 samples are below their group mean; 5 kept of 8 must
     # include at least one of them.
-    assert len(sel) == 5 and (sel.signal < 0).any()
-    assert metrics == {"aepo/positive_rate": 1.0, "aepo/reinforce_samples": 5.0}
+    assert len(rows) == 5 and (rows.advantages < 0).any()
+    assert rows.metrics["aepo/positive_rate"] == 1.0
+    assert rows.metrics["aepo/reinforce_samples"] == 5.0
     assert step.positive_rates.rate(0.8) == 1.0 and step.positive_rates.rate(1.2) == 0.5
     sel, metrics = select_from_extra_rollout(AEPOConfig(), 10, rewards, [0] * 8)
     assert sel.indices.tolist() == [0, 2, 3, 6] and metrics["aepo/positive_rate"] == 0.5

@@ -3,23 +3,46 @@
 import pytest
 import torch
 
-from aepo.core import AEPOConfig, AEPOStep
+from aepo.core import AEPOConfig, AEPOStep, UpdateLayout
+
+LAYOUT = UpdateLayout(
+    loss_agg_mode="token-mean",
+    num_chunks=1,
+    batch_multiple=1,
+    minibatch_of=lambda rows: torch.zeros(rows, dtype=torch.long),
+)
+
+
+def reinforce(step: AEPOStep, plan, rewards, groups, rows: int = 64):
+    return step.reinforce(
+        plan,
+        rewards,
+        groups,
+        torch.ones(len(rewards), 3),
+        grpo_advantage=torch.zeros(rows),
+        grpo_lengths=torch.full((rows,), 3),
+        layout=LAYOUT,
+    )
 
 
 def run_steps(step: AEPOStep, entropies, start=1):
     out = []
     for i, h in enumerate(entropies, start=start):
-        step.observe(h)
-        plan = step.plan(i, num_prompts=16, samples_per_prompt=4)
+        begun = step.begin(i, num_prompts=16, samples_per_prompt=4)
+        plan = step.measured(begun, h).plan
         rewards = (torch.arange(plan.num_samples) % 3 == 0).float()
         groups = [p for p in plan.prompts for _ in range(4)]
-        sel, _ = step.select(plan, rewards, groups)
-        out.append((plan, sel.indices.tolist()))
+        out.append((plan, reinforce(step, plan, rewards, groups).indices.tolist()))
     return out
 
 
 def test_plans_and_selections_follow_aepo_seed():
-    cfg = AEPOConfig(samples_up=3, samples_down=3, extra_rollout={"budget": "fixed"})
+    cfg = AEPOConfig(
+        samples_up=3,
+        samples_down=3,
+        extra_rollout={"budget": "fixed"},
+        entropy_source="current_batch",
+    )
     a = run_steps(AEPOStep(cfg), [0.2, 0.7, 0.3])
     b = run_steps(AEPOStep(cfg), [0.2, 0.7, 0.3])
     c = run_steps(AEPOStep(cfg.model_copy(update={"seed": 1})), [0.2, 0.7, 0.3])
@@ -28,7 +51,12 @@ def test_plans_and_selections_follow_aepo_seed():
 
 
 def test_state_dict_round_trip_continues_the_same_steps():
-    cfg = AEPOConfig(samples_up=3, samples_down=3, extra_rollout={"budget": "fixed"})
+    cfg = AEPOConfig(
+        samples_up=3,
+        samples_down=3,
+        extra_rollout={"budget": "fixed"},
+        entropy_source="current_batch",
+    )
     straight = AEPOStep(cfg)
     run_steps(straight, [0.2, 0.7])
     resumed = AEPOStep(cfg)
@@ -48,34 +76,23 @@ def test_paper_meaning_scales_alpha_by_the_proportional_strength():
     cfg = AEPOConfig(
         controller={"gain": "proportional", "proportional_gain": 1.0}, alpha=2.0, target_entropy=0.5
     )
-    step = AEPOStep(cfg)
-    step.observe(0.4)  # relative error 0.2 -> strength 0.2
-    plan = step.plan(1, num_prompts=8, samples_per_prompt=4)
-    assert plan.decision.strength == pytest.approx(0.2)
-    sel, _ = step.select(plan, torch.ones(plan.num_samples), [0] * plan.num_samples)
-    mask = torch.ones(len(sel), 3)
-    assert torch.allclose(step.advantages(plan, sel, mask), torch.full_like(mask, 0.4))
-    share = AEPOStep(cfg.model_copy(update={"alpha_meaning": "batch_share"}))
-    share.observe(0.4)
-    plan = share.plan(1, num_prompts=8, samples_per_prompt=4)
-    assert torch.allclose(share.advantages(plan, sel, mask), torch.full_like(mask, 2.0))
+    for meaning, expected in (("paper", 0.4), ("batch_share", 2.0)):
+        step = AEPOStep(cfg.model_copy(update={"alpha_meaning": meaning}))
+        begun = step.begin(1, num_prompts=8, samples_per_prompt=4)
+        plan = step.measured(begun, 0.4).plan  # relative error 0.2 -> strength 0.2
+        assert plan.decision.strength == pytest.approx(0.2)
+        rows = reinforce(step, plan, torch.ones(plan.num_samples), [0] * plan.num_samples)
+        assert torch.allclose(rows.advantages, torch.full_like(rows.advantages, expected))
+        assert (rows.row_scale is None) == (meaning == "batch_share")
 
 
-def test_a_state_written_before_the_step_object_still_loads():
-    """verl's aepo_state.json from earlier versions: the same three entries, the controller's
-    with the fields it no longer keeps (history, integral, raw_entropy)."""
-    cfg = AEPOConfig()
-    current = AEPOStep(cfg).state_dict()
-    old = {
-        "algorithm": "aepo",
-        "global_step": 4,
-        "controller": {"entropy": 0.31, "raw_entropy": 0.3, "integral": 0.0, "history": []},
-        "positive_rates": current["positive_rates"],
-        "rng_state": current["rng_state"],
-    }
-    step = AEPOStep(cfg)
-    step.load_state_dict(old)
-    assert step.controller.entropy == 0.31 and step.plans_before_generation
+def test_a_state_without_the_last_step_is_refused_naming_the_entry():
+    """States are those this version writes; one without the controller's last step and
+    target (saved before target schedules) is refused, not half-loaded."""
+    state = AEPOStep(AEPOConfig()).state_dict()
+    del state["controller"]["last_step"]
+    with pytest.raises(ValueError, match="no 'last_step' entry"):
+        AEPOStep(AEPOConfig()).load_state_dict(state)
 
 
 def test_previous_step_plans_are_settled_by_the_measurement_that_follows_them():
@@ -87,26 +104,46 @@ def test_previous_step_plans_are_settled_by_the_measurement_that_follows_them():
         controller={"gain": "proportional", "proportional_gain": 2.0},
     )
     step = AEPOStep(cfg)
-    step.observe(0.3)
-    first = step.plan(1, num_prompts=16, samples_per_prompt=4)
-    assert step.settle(first) is first  # made after its measurement: nothing to redo
-    assert step.plans_before_generation
-    second = step.plan(2, num_prompts=16, samples_per_prompt=4)  # from step 1's 0.3
-    step.observe(0.7)  # step 2's own measurement crossed the target
-    settled = step.settle(second)
-    assert settled.rollout == second.rollout and settled.prompts == second.prompts
+    first = step.begin(1, num_prompts=16, samples_per_prompt=4)
+    assert first.plan is None  # no measurement yet: measure first
+    assert step.measured(first, 0.3).plan is not None
+    second = step.begin(2, num_prompts=16, samples_per_prompt=4)  # from step 1's 0.3
+    assert second.plan is not None
+    settled = step.measured(second, 0.7).plan  # step 2's own measurement crossed the target
+    assert settled.rollout == second.plan.rollout and settled.prompts == second.plan.prompts
     assert (settled.decision.budget, settled.decision.strength) == (0, 0.0)
-    rewards = torch.ones(second.num_samples)
-    groups = [p for p in second.prompts for _ in range(4)]
-    selection, _ = step.select(settled, rewards, groups)
-    assert len(selection) == 0  # hot samples would have raised entropy further
-    assert step.settle(settled) is settled
+    rewards = torch.ones(settled.num_samples)
+    groups = [p for p in settled.prompts for _ in range(4)]
+    assert len(reinforce(step, settled, rewards, groups)) == 0  # hot samples: wrong way
+
+
+def test_the_target_is_computed_once_per_step(monkeypatch):
+    import aepo.core.step as step_module
+
+    calls = []
+
+    def counting_target_at(cfg, step):
+        calls.append(step)
+        return 0.5
+
+    monkeypatch.setattr(step_module, "target_at", counting_target_at)
+    for algorithm in ("aepo", "adaptive_entropy"):
+        cfg = AEPOConfig(algorithm=algorithm)
+        step = AEPOStep(cfg)
+        calls.clear()
+        for t in (1, 2):
+            measured = step.measured(step.begin(t, num_prompts=16, samples_per_prompt=4), 0.3)
+            if measured.plan is not None:
+                n = measured.plan.num_samples
+                reinforce(step, measured.plan, torch.ones(n), [0] * n)
+        assert calls == [1, 2], algorithm
 
 
 def _track(settle: bool, steps: int = 200) -> list[float]:
     """Entropy of a simulated policy under AEPOStep in previous_step mode: each update moves
     it by a constant drift (GRPO's collapse) plus a strong REINFORCE push, strength-scaled
-    (strong enough that a push decided one update late overshoots)."""
+    (strong enough that a push decided one update late overshoots). ``settle=False`` applies
+    the plan as ``begin`` made it, from the previous step's measurement."""
     import random
 
     cfg = AEPOConfig(
@@ -119,13 +156,11 @@ def _track(settle: bool, steps: int = 200) -> list[float]:
     step, noise = AEPOStep(cfg), random.Random(0)
     entropy, trace = 0.9, []
     for t in range(1, steps + 1):
-        plan = step.plan(t, num_prompts=32, samples_per_prompt=8) if t > 1 else None
-        step.observe(entropy)
+        begun = step.begin(t, num_prompts=32, samples_per_prompt=8)
+        plan = step.measured(begun, entropy).plan
         trace.append(entropy)
-        if plan is None:
-            plan = step.plan(t, num_prompts=32, samples_per_prompt=8)
-        elif settle:
-            plan = step.settle(plan)
+        if begun.plan is not None and not settle:
+            plan = begun.plan
         push = plan.decision.direction * plan.decision.strength
         entropy = max(0.0, entropy - 0.03 + 0.3 * push + noise.gauss(0, 0.005))
     return trace[steps // 2 :]
@@ -137,3 +172,31 @@ def test_settling_removes_the_lag_of_previous_step_on_a_simulated_policy():
 
     lagged, settled = rms(_track(settle=False)), rms(_track(settle=True))
     assert settled < 0.6 * lagged, (settled, lagged)  # measured 0.25 against 0.54
+
+
+def test_each_engine_step_makes_at_most_three_calls_into_the_core():
+    """The step is the algorithm's three phases; a third engine, or a change of order,
+    is made once, in aepo.core.step."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "aepo" / "backends"
+    for path in (root / "local" / "trainer.py", root / "verl" / "trainer.py"):
+        calls = [
+            node.func.attr
+            for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and isinstance(node.func.value, ast.Attribute)
+            and node.func.value.attr == "aepo"
+        ]
+        step_calls = [c for c in calls if c not in ("state_dict", "load_state_dict")]
+        assert sorted(step_calls) == ["begin", "measured", "reinforce"], (path.name, calls)
+
+
+def test_the_logged_temperature_is_the_one_the_extra_pass_samples_at():
+    for algorithm, expected in (("aepo", 1.2), ("aepo_no_temperature", 1.0)):
+        step = AEPOStep(AEPOConfig(algorithm=algorithm))
+        measured = step.measured(step.begin(1, num_prompts=16, samples_per_prompt=4), 0.3)
+        assert measured.plan.rollout.temperature == expected
+        assert measured.metrics["aepo/temperature"] == expected

@@ -11,6 +11,7 @@ from aepo.backends.local.presets import tiny_run_config
 from aepo.backends.local.settings import run_config_from_dict
 from aepo.backends.local.trainer import LocalTrainer
 from aepo.core import ALGORITHMS
+from tests.decisions import record_decisions
 from tests.shared_metrics import SHARED_METRICS
 
 
@@ -70,7 +71,7 @@ def test_controller_switches_temperature_when_entropy_crosses_target(cache_dir, 
     trainer = LocalTrainer(config)
     trainer.fit(steps=3)
     # The target moves below the measured entropy: the controller must turn around.
-    trainer.aepo.controller.cfg.target_entropy = 0.001
+    trainer.aepo.cfg.target_entropy = 0.001
     trainer.fit(steps=6)
     logged = read_metrics(tmp_path / "switch")
     cfg = trainer.cfg
@@ -109,6 +110,7 @@ def test_current_batch_source_decides_from_this_step(cache_dir, tmp_path):
 
 def test_resume_continues_the_same_trajectory(cache_dir, tmp_path):
     straight = LocalTrainer(small_config(cache_dir, tmp_path / "straight", steps=4))
+    straight_decisions = record_decisions(straight.aepo)
     straight_history = straight.fit()
 
     config = small_config(cache_dir, tmp_path / "resumed", steps=4)
@@ -119,6 +121,7 @@ def test_resume_continues_the_same_trajectory(cache_dir, tmp_path):
     path = latest_checkpoint(tmp_path / "resumed")
     assert path.name == "step_000002"
     second = LocalTrainer(config, resume_from=path)
+    second_decisions = record_decisions(second.aepo)
     assert second.step == 2
     assert second.data_position == 2 * config.trainer.prompts_per_step
     resumed_history = second.fit()
@@ -130,9 +133,7 @@ def test_resume_continues_the_same_trajectory(cache_dir, tmp_path):
             assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key
     s1, s2 = straight.aepo.state_dict(), second.aepo.state_dict()
     assert s1["controller"]["entropy"] == pytest.approx(s2["controller"]["entropy"], rel=1e-4)
-    assert [d.direction for d in straight.aepo.controller.history[2:]] == [
-        d.direction for d in second.aepo.controller.history
-    ]
+    assert [d.direction for d in straight_decisions[2:]] == [d.direction for d in second_decisions]
     assert s1["positive_rates"]["rates"].keys() == s2["positive_rates"]["rates"].keys()
     assert s1["rng_state"] == s2["rng_state"]  # the step's RNG carried on, not reseeded
     assert [m["step"] for m in read_metrics(tmp_path / "resumed")] == [1, 2, 3, 4]

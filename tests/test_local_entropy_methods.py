@@ -24,10 +24,10 @@ def test_top_entropy_updates_only_through_the_top_fifth_of_tokens(cache_dir, tmp
     seen = {}
     update = trainer._update
 
-    def capture(batch, **kw):
+    def capture(batch, *args):
         seen["batch"] = batch
         seen["old_entropy"] = trainer._score_rows(batch.rollout, with_entropy=True)[1]  # pi_old
-        return update(batch, **kw)
+        return update(batch, *args)
 
     trainer._update = capture
     metrics = trainer.train_step()
@@ -98,7 +98,7 @@ def test_adaptive_entropy_resumes_its_coefficient(cache_dir, tmp_path):
     config = adaptive(cache_dir, tmp_path / "stopped", 50.0, steps=3, update="training_step")
     LocalTrainer(config).fit(steps=2)
     resumed = LocalTrainer(config, resume_from=latest_checkpoint(tmp_path / "stopped"))
-    assert resumed.aepo.entropy_coef.coef == pytest.approx(0.02)
+    assert resumed.aepo.adaptive_entropy.coef == pytest.approx(0.02)
     (last,) = resumed.fit()
     # training_step: alpha_k = c_k (0, 0.01, 0.02 applied), c after step 3 = 0.03.
     assert last["aepo/entropy_coef_applied"] == pytest.approx(0.02)

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from aepo.core import ConfigError, EntropyController, load_aepo_config, target_at
+from aepo.core import AEPOStep, ConfigError, load_aepo_config, target_at
 from aepo.core.controller import LOWER, RAISE
 
 
@@ -106,21 +106,23 @@ def test_controller_decides_against_the_scheduled_target_of_the_step():
             "samples_down": 4,
         }
     )
-    controller = EntropyController(cfg)
-    controller.observe(0.4)  # below 0.6 and 0.5, above 0.3 and 0.2
-    decisions = [controller.decide(s) for s in range(1, 6)]
+    step = AEPOStep(cfg.model_copy(update={"entropy_source": "current_batch"}))
+    decisions = []
+    for t in range(1, 6):  # 0.4: below 0.6 and 0.5, above 0.3 and 0.2
+        decisions.append(step.measured(step.begin(t, **SHAPE), 0.4).plan.decision)
     assert [d.target for d in decisions] == pytest.approx([0.6, 0.5, 0.4, 0.3, 0.2])
     assert [d.direction for d in decisions] == [RAISE, RAISE, LOWER, LOWER, LOWER]
     assert [d.metrics()["aepo/target_entropy"] for d in decisions] == pytest.approx(
         [0.6, 0.5, 0.4, 0.3, 0.2]
     )
-    state = controller.state_dict()
+    state = step.state_dict()["controller"]
     assert (state["last_step"], state["last_target"]) == (5, pytest.approx(0.2))
-    restored = EntropyController(cfg)
-    restored.load_state_dict(state)
+    restored = AEPOStep(cfg)
+    restored.load_state_dict(step.state_dict())
     assert (restored.last_step, restored.last_target) == (5, pytest.approx(0.2))
-    # A checkpoint written before schedules existed has neither key.
-    EntropyController(cfg).load_state_dict({"entropy": 0.4, "config": cfg.model_dump()})
+
+
+SHAPE = {"num_prompts": 16, "samples_per_prompt": 4}
 
 
 def test_resume_mid_schedule_gives_the_same_targets_as_an_uninterrupted_run(tmp_path):
@@ -156,11 +158,10 @@ def test_resume_mid_schedule_gives_the_same_targets_as_an_uninterrupted_run(tmp_
     LocalTrainer(cfg).fit(steps=2)
     path = latest_checkpoint(tmp_path / "resumed")
     second = LocalTrainer(cfg, resume_from=path)
-    assert second.aepo.controller.last_target == pytest.approx(0.45)  # saved with the controller
+    assert second.aepo.last_target == pytest.approx(0.45)  # saved with the controller
     resumed = second.fit()
     assert [h["step"] for h in resumed] == [3, 4]
     assert [h["aepo/target_entropy"] for h in resumed] == pytest.approx(expected[2:])
-    assert [d.target for d in second.aepo.controller.history] == pytest.approx(expected[2:])
     logged = {m["step"]: m["aepo/target_entropy"] for m in read_metrics(tmp_path / "resumed")}
     assert [logged[s] for s in (1, 2, 3, 4)] == pytest.approx(expected)
 
@@ -171,8 +172,6 @@ def test_resume_mid_schedule_gives_the_same_targets_as_an_uninterrupted_run(tmp_
 
 
 def test_adaptive_entropy_chases_the_scheduled_target():
-    from aepo.core import AEPOStep
-
     cfg = load_aepo_config(
         {
             "algorithm": "adaptive_entropy",
@@ -181,11 +180,16 @@ def test_adaptive_entropy_chases_the_scheduled_target():
         }
     )
     step = AEPOStep(cfg)
-    assert step.follow_target(1) == pytest.approx(1.0)
+    first = step.measured(step.begin(1, **SHAPE), 0.5)
     # 0.5 is below step 1's target (1.0): the coefficient grows and the bonus applies
-    assert step.entropy_coef.begin_step(0.5) == 0.0 and step.entropy_coef.coef > 0
-    assert step.follow_target(5) == pytest.approx(0.2)
-    assert step.entropy_coef.target == pytest.approx(0.2)
-    coef = step.entropy_coef.coef
-    step.entropy_coef.begin_step(0.5)  # now above the annealed target: it shrinks
-    assert step.entropy_coef.coef < coef
+    assert first.target == pytest.approx(1.0)
+    assert first.entropy_bonus is None  # optimizer_step cadence: applied per optimizer step
+    assert step.adaptive_entropy.applied(first.target) == step.adaptive_entropy.coef == 0.0
+    step.adaptive_entropy.update(0.5, first.target)
+    coef = step.adaptive_entropy.coef
+    assert coef > 0 and step.adaptive_entropy.applied(first.target) == coef
+    fifth = step.measured(step.begin(5, **SHAPE), 0.5)
+    assert fifth.target == pytest.approx(0.2)
+    assert step.adaptive_entropy.applied(fifth.target) == 0.0  # above the annealed target
+    step.adaptive_entropy.update(0.5, fifth.target)
+    assert step.adaptive_entropy.coef < coef

@@ -60,8 +60,9 @@ def test_shipped_config_composes_validates_and_passes_verl_checks(name):
         config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config)
     )
     actor = omega_conf_to_dataclass(config.actor_rollout_ref.actor)
-    assert actor.entropy_coeff == (cfg.entropy_coef if cfg.algorithm == "entropy_reg" else 0)
-    assert actor.clip_ratio_low == actor.clip_ratio_high == cfg.clip_ratio
+    # verl's own keys: Entropy-Reg's lambda, the clip ratio (verl's defaults for the others)
+    assert actor.entropy_coeff == (0.015 if cfg.algorithm == "entropy_reg" else 0)
+    assert actor.clip_ratio == actor.clip_ratio_low == actor.clip_ratio_high == 0.2
     assert "tensorboard" in config.trainer.logger
     assert config.trainer.use_v1 is False
 
@@ -88,9 +89,13 @@ def test_default_config_is_the_papers_aepo_setting():
     assert config.reward.custom_reward_function.path == "pkg://aepo.rewards.math_reward"
 
 
-def test_package_yaml_lists_every_aepo_field():
+def test_package_yaml_lists_every_aepo_field_verl_lacks():
+    from aepo.core.config import verl_owned_keys
+
     listed = yaml.safe_load(PACKAGE_CONFIG.read_text())["aepo"]
-    assert set(listed) == set(AEPOConfig.model_fields)
+    verl = verl_owned_keys()
+    assert set(listed) == set(AEPOConfig.model_fields) - set(verl)
+    assert set(listed["baselines"]) == {"entropy_adv", "adaptive_entropy", "top_entropy"}
     assert AEPOConfig(**listed) == AEPOConfig()
 
 
@@ -134,9 +139,29 @@ def test_startup_checks_reject_unrunnable_settings(override, message):
         check_config(compose_default(override))
 
 
-def test_entropy_reg_refuses_a_conflicting_entropy_coeff():
-    with pytest.raises(ConfigError, match="conflicts with aepo.entropy_coef"):
-        check_config(compose_shipped("entropy_reg", "actor_rollout_ref.actor.entropy_coeff=0.5"))
+def test_entropy_reg_runs_with_verls_entropy_coeff():
+    config = compose_shipped("entropy_reg", "actor_rollout_ref.actor.entropy_coeff=0.5")
+    check_config(config)
+    assert config.actor_rollout_ref.actor.entropy_coeff == 0.5  # read, not overwritten
+    with pytest.raises(
+        ConfigError, match=r"entropy_reg needs actor_rollout_ref\.actor\.entropy_coeff > 0"
+    ):
+        check_config(compose_shipped("entropy_reg", "actor_rollout_ref.actor.entropy_coeff=0"))
+
+
+@pytest.mark.parametrize(
+    ("override", "verl_key"),
+    [
+        ("+aepo.clip_ratio=0.3", "actor_rollout_ref.actor.clip_ratio"),
+        ("+aepo.baselines.entropy_reg.coef=0.1", "actor_rollout_ref.actor.entropy_coeff"),
+        ("+aepo.baselines.kl_cov.ratio=0.002", "actor_rollout_ref.actor.policy_loss.kl_cov_ratio"),
+    ],
+)
+def test_an_aepo_key_that_verl_has_is_refused_naming_verls_key(override, verl_key):
+    """The plug-in holds only what verl lacks: no second place for verl's knobs."""
+    key = override.removeprefix("+").split("=")[0]
+    with pytest.raises(ConfigError, match=f"{key}: verl has this key, set {verl_key}"):
+        check_config(compose_default(override))
 
 
 def test_replacement_budget_larger_than_the_batch_is_rejected():
@@ -203,14 +228,13 @@ def test_a_config_comment_promises_aepo_scalars_only_where_they_are_logged(name)
         assert "aepo/" not in comment or "No aepo/* scalars are logged" in comment
 
 
-def test_cov_baselines_become_verls_policy_loss_settings():
+def test_cov_baselines_run_from_verls_policy_loss_settings():
     clip = omega_conf_to_dataclass(compose_checked("clip_cov").actor_rollout_ref.actor)
     assert clip.policy_loss.loss_mode == "clip_cov"
     assert (clip.policy_loss.clip_cov_ratio, clip.policy_loss.clip_cov_lb) == (2e-4, 1.0)
     assert clip.policy_loss.clip_cov_ub == 5.0
-    kl = omega_conf_to_dataclass(
-        compose_checked("kl_cov", "aepo.baselines.kl_cov.ratio=0.002").actor_rollout_ref.actor
-    )
+    kl_ratio = "actor_rollout_ref.actor.policy_loss.kl_cov_ratio=0.002"
+    kl = omega_conf_to_dataclass(compose_checked("kl_cov", kl_ratio).actor_rollout_ref.actor)
     # verl's own default ppo_kl_coef is 0.1; the KL-Cov authors' is 1.
     assert (kl.policy_loss.loss_mode, kl.policy_loss.kl_cov_ratio) == ("kl_cov", 0.002)
     assert kl.policy_loss.ppo_kl_coef == 1.0
@@ -228,14 +252,10 @@ def compose_checked(name, *overrides):
     ("name", "override", "message"),
     [
         (
-            "kl_cov",
-            "actor_rollout_ref.actor.policy_loss.ppo_kl_coef=0.5",
-            r"policy_loss\.ppo_kl_coef=0\.5 conflicts with aepo\.baselines\.kl_cov\.coef=1\.0",
-        ),
-        (
             "clip_cov",
             "actor_rollout_ref.actor.policy_loss.loss_mode=gspo",
-            r"loss_mode=gspo conflicts with aepo\.algorithm=clip_cov",
+            r"clip_cov policy loss: set actor_rollout_ref\.actor\.policy_loss\.loss_mode=clip_cov "
+            r"\(got gspo",
         ),
         (
             "adaptive_entropy",
@@ -263,8 +283,8 @@ def test_adaptive_entropy_makes_the_worker_compute_pi_thetas_entropy():
     config = compose_checked("adaptive_entropy")
     assert config.actor_rollout_ref.actor.calculate_entropy is True
     assert config.actor_rollout_ref.actor.entropy_coeff == 0
-    # The verl value equal to ours (or verl's default) is no conflict.
-    compose_checked("clip_cov", "actor_rollout_ref.actor.policy_loss.clip_cov_ub=5.0")
+    # Clip-Cov's constants are verl's keys, set there like any verl setting.
+    compose_checked("clip_cov", "actor_rollout_ref.actor.policy_loss.clip_cov_ub=4.0")
 
 
 def test_target_schedule_is_one_override_on_any_config():

@@ -9,7 +9,6 @@ fakes hand back goes through verl's own DataProto, advantage, ``_update_actor`` 
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -21,12 +20,11 @@ from verl.utils.config import omega_conf_to_dataclass  # noqa: E402
 from verl.workers.utils.losses import ppo_loss  # noqa: E402
 from verl.workers.utils.padding import no_padding_2_padding  # noqa: E402
 
-from aepo.backends.local.trainer import LocalTrainer  # noqa: E402
 from aepo.backends.policy_loss import verl_policy_loss  # noqa: E402
 from aepo.backends.verl._verl_internals import actor_loss_with_entropy_coeff  # noqa: E402
 from aepo.backends.verl.checkpoint import STATE_FILE, CheckpointStateError  # noqa: E402
 from aepo.backends.verl.startup import check_config  # noqa: E402
-from aepo.core import AEPOStep, entropy_bonus_loss, ppo_clip_loss, recipe_for  # noqa: E402
+from aepo.core import AEPOStep, entropy_bonus_loss, ppo_clip_loss  # noqa: E402
 from tests.test_verl_trainer import compose_config, fit_step, make_trainer  # noqa: E402
 from tests.verl_fakes import fake_entropy, fake_log_probs  # noqa: E402
 
@@ -117,8 +115,13 @@ def test_adaptive_entropy_installs_skyworks_coefficient_in_the_workers_loss_each
 
     # The local engine, fed the same measurements, applies the same coefficients.
     cfg = trainer.aepo_cfg
-    local = SimpleNamespace(aepo=AEPOStep(cfg), recipe=recipe_for(cfg), cfg=cfg)
-    assert [LocalTrainer._entropy_coef_for_step(local, e) for e in measured] == applied
+    local = AEPOStep(cfg)
+    shape = {"num_prompts": 8, "samples_per_prompt": 4}
+    coefficients = [
+        local.measured(local.begin(step, **shape), e).entropy_bonus
+        for step, e in enumerate(measured, start=1)
+    ]
+    assert coefficients == applied
 
     # The installed loss is verl's ppo_loss with -c * agg(H): the local engine's bonus.
     td = update_batch(trainer)
@@ -155,7 +158,7 @@ def test_adaptive_entropy_coefficient_resumes_from_aepo_state(tmp_path):
     resumed = make_trainer(config)
     resumed.global_steps = 0
     resumed._load_checkpoint()
-    assert resumed.aepo.entropy_coef.state_dict() == trainer.aepo.entropy_coef.state_dict()
+    assert resumed.aepo.adaptive_entropy.state_dict() == trainer.aepo.adaptive_entropy.state_dict()
     _, out = fit_step(trainer, step=3)
     _, out_resumed = fit_step(resumed, step=3)
     for key in ("aepo/entropy_coef", "aepo/entropy_coef_applied"):
@@ -174,8 +177,14 @@ def test_adaptive_entropy_coefficient_resumes_from_aepo_state(tmp_path):
 
 @pytest.mark.parametrize("algorithm", ["clip_cov", "kl_cov"])
 def test_local_engines_cov_loss_equals_the_verl_workers_on_the_same_batch(algorithm):
-    config = compose_config(f"aepo.algorithm={algorithm}")
-    cfg = check_config(config)  # writes aepo.baselines.clip_cov / .kl_cov into actor.policy_loss
+    # verl's keys set to the local engine's aepo.baselines values (KL-Cov's coef: the authors' 1)
+    policy_loss = "actor_rollout_ref.actor.policy_loss"
+    config = compose_config(
+        f"aepo.algorithm={algorithm}",
+        f"{policy_loss}.loss_mode={algorithm}",
+        f"{policy_loss}.ppo_kl_coef=1.0",
+    )
+    cfg = check_config(config)
     trainer = make_trainer(config)
     fit_step(trainer, step=1)
     td = update_batch(trainer)
@@ -213,4 +222,5 @@ def test_dry_run_names_each_methods_own_settings():
         "top_entropy": "top_entropy (gradient through the top 20% of tokens by entropy)",
     }
     for name, line in expected.items():
-        assert algorithm_summary(check_config(compose_shipped(name))) == line
+        config = compose_shipped(name)
+        assert algorithm_summary(check_config(config), config.actor_rollout_ref.actor) == line

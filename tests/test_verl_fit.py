@@ -39,7 +39,9 @@ from aepo.backends.verl.checkpoint import STATE_FILE  # noqa: E402
 from aepo.backends.verl.extra_rollout import RolloutManagerProxy  # noqa: E402
 from aepo.backends.verl.startup import check_config  # noqa: E402
 from aepo.backends.verl.trainer import AEPORayTrainer  # noqa: E402
+from aepo.core.config import READS  # noqa: E402
 from aepo.tasks.tiny_model import build_tokenizer  # noqa: E402
+from tests.decisions import record_decisions  # noqa: E402
 from tests.shared_metrics import SHARED_METRICS  # noqa: E402
 from tests.verl_fakes import (  # noqa: E402
     AGENT_LOOP_WORKERS,
@@ -93,10 +95,12 @@ def compose_config(data: Path, out: Path, *overrides: str):
         "trainer.total_epochs=1",
         "trainer.resume_mode=auto",
         f"trainer.default_local_dir={out / 'checkpoints'}",
-        "aepo.samples_up=6",
-        "aepo.samples_down=3",
-        "aepo.extra_rollout.min_samples=4",
     ]
+    algorithm = next(
+        (o.split("=", 1)[1] for o in overrides if o.startswith("aepo.algorithm=")), "aepo"
+    )
+    if "samples_up" in READS[algorithm]:  # the extra pass's knobs, for the algorithms with one
+        base += ["aepo.samples_up=6", "aepo.samples_down=3", "aepo.extra_rollout.min_samples=4"]
     with initialize_config_module("aepo.backends.verl.config", version_base=None):
         return compose("aepo_trainer", overrides=base + list(overrides))
 
@@ -119,6 +123,8 @@ class Run:
     checkpoints: Path
     scalars: dict[str, dict[int, float]]
     """TensorBoard: tag -> {step: value}"""
+    decisions: list
+    """the controller's decisions this process applied, one per step (tests.decisions)"""
 
     def calls_at(self, step: int) -> list[dict]:
         return [call for call in self.rollout.calls if call["step"] == step]
@@ -155,6 +161,7 @@ def run_fit(out: Path, *overrides: str, tensorboard: str = "tb") -> Run:
             ),
             aepo_config=check_config(config),
         )
+        decisions = record_decisions(trainer.aepo)
         trainer.init_workers()
         trainer.fit()
     # fit()'s Tracking is a local of fit(); its SummaryWriter is flushed and closed when the
@@ -169,6 +176,7 @@ def run_fit(out: Path, *overrides: str, tensorboard: str = "tb") -> Run:
         replicas=trainer.checkpoint_manager,
         checkpoints=out / "checkpoints",
         scalars=read_scalars(logdir),
+        decisions=decisions,
     )
 
 
@@ -190,7 +198,7 @@ def test_step_one_measures_first_then_generates_extras_in_a_second_call(aepo_run
     first, second = aepo_run.calls_at(1)
     assert len(first["temperatures"]) == ROWS
     assert all(math.isnan(t) for t in first["temperatures"]), "fit's own call: T = 1 only"
-    decision = aepo_run.trainer.aepo.controller.history[0]
+    decision = aepo_run.decisions[0]
     assert decision.step == 1
     assert set(second["temperatures"]) == {decision.temperature}
     assert set(second["agents"]) == {AGENT_NAME}
@@ -207,7 +215,7 @@ def test_step_one_measures_first_then_generates_extras_in_a_second_call(aepo_run
 
 
 def test_later_steps_put_the_extras_in_fits_own_generate_call(aepo_run):
-    history = aepo_run.trainer.aepo.controller.history
+    history = aepo_run.decisions
     assert [d.step for d in history] == list(range(1, STEPS + 1))
     for step in range(2, STEPS + 1):
         (call,) = aepo_run.calls_at(step)
@@ -247,7 +255,7 @@ def test_tensorboard_has_the_design_scalars_at_every_step(aepo_run):
     tb = aepo_run.scalars
     missing = [tag for tag in SHARED_METRICS if set(tb.get(tag, {})) != set(range(1, STEPS + 1))]
     assert not missing, f"not logged at every step 1..{STEPS}: {missing}"
-    history = aepo_run.trainer.aepo.controller.history
+    history = aepo_run.decisions
     for step, decision in enumerate(history, start=1):
         assert tb["aepo/temperature"][step] == pytest.approx(decision.temperature)
         assert tb["aepo/direction"][step] == decision.direction
@@ -322,7 +330,7 @@ def test_checkpoint_holds_aepo_state_beside_verls_files(aepo_run):
     assert (aepo_run.checkpoints / "latest_checkpointed_iteration.txt").read_text() == str(STEPS)
     final = json.loads((aepo_run.checkpoints / f"global_step_{STEPS}" / STATE_FILE).read_text())
     assert final["controller"] == json.loads(
-        json.dumps(aepo_run.trainer.aepo.controller.state_dict())
+        json.dumps(aepo_run.trainer.aepo.state_dict()["controller"])
     )
 
 
@@ -365,7 +373,7 @@ def test_target_schedule_through_fit_and_a_resume_mid_schedule(tmp_path):
     logged = {**first.scalars["aepo/target_entropy"], **resumed.scalars["aepo/target_entropy"]}
     assert set(resumed.scalars["aepo/target_entropy"]) == {3, 4}
     assert logged == pytest.approx(expected)
-    history = resumed.trainer.aepo.controller.history
+    history = resumed.decisions
     assert [(d.step, d.target) for d in history] == [
         (3, pytest.approx(0.4)),
         (4, pytest.approx(0.2)),
@@ -377,7 +385,8 @@ def test_target_schedule_through_fit_and_a_resume_mid_schedule(tmp_path):
 
 def test_grpo_through_fit_generates_and_updates_only_the_plain_batch(tmp_path):
     run = run_fit(tmp_path, "aepo.algorithm=grpo", "trainer.total_training_steps=2")
-    assert not isinstance(run.trainer.async_rollout_manager, RolloutManagerProxy)
+    # Every algorithm's step begins at fit()'s generate call; GRPO's passes straight through.
+    assert isinstance(run.trainer.async_rollout_manager, RolloutManagerProxy)
     assert [c["step"] for c in run.rollout.calls] == [1, 2]
     assert all(len(c["temperatures"]) == ROWS for c in run.rollout.calls)
     for td in run.actor.updates:

@@ -408,9 +408,13 @@ def test_a_resume_with_another_algorithm_stops_before_ray(tmp_path, monkeypatch,
         f"{folder / 'aepo_state.json'} was written by aepo.algorithm={written_by!r}, the config "
         "says 'aepo': a run cannot change aepo.algorithm"
     )
-    # The same algorithm resumes; so does starting afresh.
-    for fine in (f"aepo.algorithm={written_by}", "trainer.resume_mode=disable"):
-        config = compose_with(*files, f"trainer.default_local_dir={checkpoints}", fine)
+    # The same algorithm resumes (Entropy-Reg with verl's entropy_coeff); so does starting
+    # afresh.
+    same = [f"aepo.algorithm={written_by}"]
+    if written_by == "entropy_reg":
+        same.append("actor_rollout_ref.actor.entropy_coeff=0.015")
+    for fine in (same, ["trainer.resume_mode=disable"]):
+        config = compose_with(*files, f"trainer.default_local_dir={checkpoints}", *fine)
         assert launch_until_ray(config, monkeypatch)
 
 

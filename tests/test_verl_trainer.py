@@ -32,6 +32,8 @@ from aepo.backends.verl.agent_loop import AGENT_NAME  # noqa: E402
 from aepo.backends.verl.checkpoint import STATE_FILE, CheckpointStateError  # noqa: E402
 from aepo.backends.verl.trainer import AEPORayTrainer, aepo_config_from  # noqa: E402
 from aepo.core import ppo_clip_loss  # noqa: E402
+from aepo.core.config import READS  # noqa: E402
+from tests.decisions import record_decisions  # noqa: E402
 from tests.verl_fakes import (  # noqa: E402
     FakeActorWorkerGroup,
     FakeCheckpointManager,
@@ -55,10 +57,12 @@ def compose_config(*overrides: str):
         "actor_rollout_ref.actor.ppo_mini_batch_size=4",  # 16 rows: 2 mini-batches
         "actor_rollout_ref.rollout.agent.num_workers=4",
         "trainer.n_gpus_per_node=2",
-        "aepo.samples_up=6",
-        "aepo.samples_down=3",
-        "aepo.extra_rollout.min_samples=4",
     ]
+    algorithm = next(
+        (o.split("=", 1)[1] for o in overrides if o.startswith("aepo.algorithm=")), "aepo"
+    )
+    if "samples_up" in READS[algorithm]:  # the extra pass's knobs, for the algorithms with one
+        base += ["aepo.samples_up=6", "aepo.samples_down=3", "aepo.extra_rollout.min_samples=4"]
     with initialize_config_module("aepo.backends.verl.config", version_base=None):
         return compose("aepo_trainer", overrides=base + list(overrides))
 
@@ -74,10 +78,8 @@ def make_trainer(config) -> AEPORayTrainer:
     trainer.checkpoint_manager = FakeCheckpointManager()
     trainer.train_dataloader = FakeDataloader()
     trainer.setup_aepo(aepo_config_from(config))
-    if trainer.recipe.extra_rollout:
-        trainer.async_rollout_manager = trainer.wrap_rollout_manager(FakeRolloutManager())
-    else:
-        trainer.async_rollout_manager = FakeRolloutManager()
+    # as init_workers does: fit()'s training generate call is where each step begins
+    trainer.async_rollout_manager = trainer.wrap_rollout_manager(FakeRolloutManager())
     return trainer
 
 
@@ -294,8 +296,8 @@ def test_aepo_rows_pass_is_padded_to_whole_micro_batches(actor_micro, ref_micro,
 
 def test_entropy_monitor_ignores_the_aepo_rows_pass(aepo_config):
     trainer = make_trainer(aepo_config)
+    history = record_decisions(trainer.aepo)
     fit_step(trainer, step=1)
-    history = trainer.aepo.controller.history
     assert len(history) == 1
     td = trainer.actor_rollout_wg.log_prob_batches[0]
     ids = td["input_ids"]
@@ -405,11 +407,14 @@ def test_controller_state_round_trips_through_the_checkpoint_hooks(tmp_path, aep
     resumed.global_steps = 0
     resumed._load_checkpoint()
     assert resumed.global_steps == 2
-    assert resumed.aepo.controller.state_dict() == trainer.aepo.controller.state_dict()
+    assert resumed.aepo.state_dict() == trainer.aepo.state_dict()
     assert resumed.aepo.positive_rates.state_dict() == trainer.aepo.positive_rates.state_dict()
     assert torch.equal(resumed.aepo.rng.get_state(), trainer.aepo.rng.get_state())
     # Same decision next step as the uninterrupted run.
-    assert resumed.aepo.controller.decide(3) == trainer.aepo.controller.decide(3)
+    decisions = [record_decisions(t.aepo) for t in (resumed, trainer)]
+    fit_step(resumed, step=3)
+    fit_step(trainer, step=3)
+    assert decisions[0] == decisions[1] and len(decisions[0]) == 1
 
 
 def test_missing_or_corrupt_state_stops_an_aepo_resume(tmp_path):
@@ -440,13 +445,14 @@ def test_missing_or_corrupt_state_stops_an_aepo_resume(tmp_path):
 
 def test_current_batch_source_always_measures_before_generating_extras():
     trainer = make_trainer(compose_config("aepo.entropy_source=current_batch"))
+    history = record_decisions(trainer.aepo)
     fit_step(trainer, step=1)
     fit_step(trainer, step=2)
     calls = trainer.rollout_manager.calls
     assert len(calls) == 4, "each step: fit's call, then the extra pass"
     assert all(math.isnan(t) for t in calls[2]["temperatures"])
     assert set(calls[3]["temperatures"]) == {1.2}
-    assert trainer.aepo.controller.history[-1].step == 2
+    assert history[-1].step == 2
 
 
 def test_validation_generation_passes_through_untouched(aepo_config):
@@ -475,10 +481,11 @@ def test_target_schedule_is_logged_each_step_and_survives_the_checkpoint(tmp_pat
     )
     expected = {1: 0.75, 2: 0.625, 3: 0.5, 4: 0.375, 5: 0.25}
     trainer = make_trainer(config)
+    history = record_decisions(trainer.aepo)
     for step in (1, 2):
         _, out = fit_step(trainer, step=step)
         assert out.meta_info["metrics"]["aepo/target_entropy"] == pytest.approx(expected[step])
-    assert [d.target for d in trainer.aepo.controller.history] == pytest.approx([0.75, 0.625])
+    assert [d.target for d in history] == pytest.approx([0.75, 0.625])
     trainer._save_checkpoint()
     saved = json.loads((tmp_path / "global_step_2" / STATE_FILE).read_text())
     assert saved["controller"]["last_target"] == pytest.approx(0.625)
@@ -492,10 +499,9 @@ def test_target_schedule_is_logged_each_step_and_survives_the_checkpoint(tmp_pat
     resumed.global_steps = 0
     resumed._load_checkpoint()
     assert resumed.global_steps == 2
-    assert resumed.aepo.controller.last_target == pytest.approx(0.625)
+    assert resumed.aepo.last_target == pytest.approx(0.625)
+    history = record_decisions(resumed.aepo)
     for step in (3, 4, 5):
         _, out = fit_step(resumed, step=step)
         assert out.meta_info["metrics"]["aepo/target_entropy"] == pytest.approx(expected[step])
-    assert [d.target for d in resumed.aepo.controller.history] == pytest.approx(
-        [expected[s] for s in (3, 4, 5)]
-    )
+    assert [d.target for d in history] == pytest.approx([expected[s] for s in (3, 4, 5)])

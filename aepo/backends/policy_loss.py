@@ -1,8 +1,8 @@
-"""Clip-Cov and KL-Cov (arXiv 2505.22617) from verl 0.9.1's policy-loss registry, for both
-engines: ``aepo.baselines.clip_cov`` / ``.kl_cov`` map onto verl's ``actor.policy_loss`` keys here,
-the verl engine writes them into its config (``startup.check_config``) and the local engine
-calls the same registered function (``verl.trainer.ppo.core_algos.get_policy_loss_fn``) on a
-real verl actor config, so the two cannot compute different losses.
+"""Clip-Cov and KL-Cov (arXiv 2505.22617) from verl 0.9.1's policy-loss registry, for the local
+engine: ``aepo.baselines.clip_cov`` / ``.kl_cov`` map onto verl's ``actor.policy_loss`` keys
+here (a verl run sets those keys itself) and the local engine calls the same registered
+function (``verl.trainer.ppo.core_algos.get_policy_loss_fn``) on a real verl actor config, so
+the two engines cannot compute different losses.
 
 verl is imported inside the functions that need it: ``aepo train`` for the other algorithms
 does not pay for importing it.
@@ -17,16 +17,6 @@ from aepo.core.config import AEPOConfig
 
 VERL_POLICY_LOSSES = ("clip_cov", "kl_cov")
 """the ``recipe.policy_loss`` values that come from verl's registry (``vanilla`` is ours)"""
-
-
-AEPO_KEY_OF = {
-    "clip_cov_ratio": "aepo.baselines.clip_cov.ratio",
-    "clip_cov_lb": "aepo.baselines.clip_cov.lower",
-    "clip_cov_ub": "aepo.baselines.clip_cov.upper",
-    "kl_cov_ratio": "aepo.baselines.kl_cov.ratio",
-    "ppo_kl_coef": "aepo.baselines.kl_cov.coef",
-}
-"""verl's ``actor.policy_loss`` key -> the aepo key that sets it"""
 
 
 def verl_policy_loss_settings(cfg: AEPOConfig, loss_mode: str) -> dict[str, Any]:

@@ -1,25 +1,28 @@
 """The AEPO algorithm, framework-free (torch only): both engines call into this package.
 
-The objective (arXiv 2510.08141, Eq. 1), per step::
+The objective (arXiv 2510.08141, Eq. 1) is one function, ``objective.aepo_objective``::
 
     J_AEPO = J_GRPO + alpha * E_{o ~ pi_old^T} (1/|o|) sum_t min(r_t R, clip(r_t, 1-eps, 1+eps) R)
 
 where T is T_high when pi_old's entropy H is below the target H* and T_low otherwise, r_t is
-pi_theta / pi_old at T = 1, and R = 1 for the positive samples (the others drop out).
+pi_theta / pi_old at T = 1, and R = 1 for the positive samples (the others drop out). Next to
+it, the identity that lets both engines realise it through ordinary PPO-clip rows.
 
-How each term is realised (file -> what it holds):
+An engine's step is three calls into ``step.AEPOStep`` (file -> what it holds):
 
-- ``J_GRPO``: the engine's own GRPO rows; ``advantages.group_advantage`` (= verl's
-  ``compute_grpo_outcome_advantage``) and ``losses.ppo_clip_loss`` (= verl's vanilla loss).
-- ``H`` vs ``H*`` -> T and the sample budget: ``controller.EntropyController``.
-- ``o ~ pi_old^T``: the engine generates; ``rollout_budget.plan_for_decision`` says how many,
-  ``step.AEPOStep.plan`` which prompts.
-- ``R`` and the positives: ``selection.select_reinforce_samples``.
-- ``alpha * min(r R, clip(r) R)``: PPO-clip with advantage ``alpha * R`` on those rows
-  (``advantages.reinforce_advantages``): for A > 0 the clipped surrogate *is* that term.
-- ``E_o (1/|o|) sum_t`` with weight alpha whatever the batch: ``losses.eq1_row_scale``
-  rescales every row's advantages for the engine's ``loss_agg_mode`` and mini-batches.
-- one step of all that, and its checkpoint state: ``step.AEPOStep``.
+- ``begin``: the target H* of the step (``schedule.target_at``, once) and, when it can be made
+  before generation, the extra pass's plan;
+- ``measured``: H vs H* -> T and the sample budget (``controller``: pure functions of the
+  state, the measurement and the target); how many ``o ~ pi_old^T`` to generate
+  (``rollout_budget.plan_for_decision``) and for which prompts; the entropy bonus's coefficient
+  (Entropy-Reg, ``entropy_methods.AdaptiveEntropyCoef``);
+- ``reinforce``: ``R`` and the positives (``selection.select_reinforce_samples``); advantage
+  ``alpha * R`` (``advantages.reinforce_advantages``); the GRPO rows they replace
+  (``merge.plan_merge``); each row's weight so every update is Eq. 1 whatever the engine's
+  ``loss_agg_mode`` and mini-batches (``losses.eq1_row_scale``).
+
+``J_GRPO`` itself is the engine's own GRPO rows: ``advantages.group_advantage`` (= verl's
+``compute_grpo_outcome_advantage``) and ``losses.ppo_clip_loss`` (= verl's vanilla loss).
 
 Where we differ from the paper and from the authors' code (github.com/597358816/AEPO):
 
@@ -61,7 +64,7 @@ import importlib
 _EXPORTS = {
     "advantages": ("entropy_shaped_advantages", "group_advantage", "reinforce_advantages"),
     "config": ("ALGORITHMS", "AEPOConfig", "ConfigError", "load_aepo_config"),
-    "controller": ("LOWER", "RAISE", "Decision", "EntropyController"),
+    "controller": ("LOWER", "RAISE", "ControllerState", "Decision"),
     "entropy": ("token_logprobs_and_entropy",),
     "entropy_methods": (
         "AdaptiveEntropyCoef",
@@ -78,6 +81,7 @@ _EXPORTS = {
         "ppo_clip_loss",
     ),
     "merge": ("MergePlan", "plan_merge"),
+    "objective": ("aepo_objective",),
     "recipes": ("Recipe", "recipe_for"),
     "schedule": ("target_at",),
     "rollout_budget": (
@@ -87,7 +91,7 @@ _EXPORTS = {
         "plan_for_decision",
     ),
     "selection": ("Selection", "select_from_extra_rollout", "select_reinforce_samples"),
-    "step": ("AEPOStep", "StepPlan"),
+    "step": ("AEPOStep", "Measured", "Reinforcement", "StepPlan", "StepStart", "UpdateLayout"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 

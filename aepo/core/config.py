@@ -4,7 +4,7 @@ Every key is documented once, here: what it does, its default and where it comes
 (``config_docs.py`` writes the README's table and the ``aepo:`` block of ``aepo_base.yaml``
 from these descriptions). The paper's knobs are top-level, so Hydra overrides stay short
 (``aepo.target_entropy=0.5``); the controller's tuning, the extra pass's sizing and
-Entropy-Adv's constants sit in small sections. A typo, a removed key or a non-finite number
+the baselines' constants sit in small sections. A typo or a non-finite number
 is rejected with the key's name instead of silently ignored.
 """
 
@@ -109,6 +109,20 @@ class ExtraRolloutConfig(_Section):
     )
 
 
+class EntropyRegConfig(_Section):
+    """The Entropy-Reg baseline's constant."""
+
+    coef: float = Field(
+        0.015,
+        ge=0,
+        description=doc(
+            "Entropy-Reg: lambda of the entropy bonus -lambda * H(pi_theta) added to the loss.",
+            PAPER,
+        ),
+        json_schema_extra={"verl": "actor_rollout_ref.actor.entropy_coeff"},
+    )
+
+
 class EntropyAdvConfig(_Section):
     """The Entropy-Adv baseline's constants."""
 
@@ -135,6 +149,7 @@ class ClipCovConfig(_Section):
             "detached.",
             f"{COV_PAPER}; verl 0.9.1 policy_loss.clip_cov_ratio",
         ),
+        json_schema_extra={"verl": "actor_rollout_ref.actor.policy_loss.clip_cov_ratio"},
     )
     lower: float = Field(
         1.0,
@@ -142,6 +157,7 @@ class ClipCovConfig(_Section):
             "Clip-Cov: lower bound of the covariance a detached token may have.",
             f"{COV_PAPER}; verl 0.9.1 policy_loss.clip_cov_lb",
         ),
+        json_schema_extra={"verl": "actor_rollout_ref.actor.policy_loss.clip_cov_lb"},
     )
     upper: float = Field(
         5.0,
@@ -149,6 +165,7 @@ class ClipCovConfig(_Section):
             "Clip-Cov: upper bound of the covariance a detached token may have.",
             f"{COV_PAPER}; verl 0.9.1 policy_loss.clip_cov_ub",
         ),
+        json_schema_extra={"verl": "actor_rollout_ref.actor.policy_loss.clip_cov_ub"},
     )
 
     @model_validator(mode="after")
@@ -170,6 +187,7 @@ class KLCovConfig(_Section):
             "KL penalty coef * |log pi - log pi_old|.",
             f"{COV_PAPER}; verl 0.9.1 policy_loss.kl_cov_ratio",
         ),
+        json_schema_extra={"verl": "actor_rollout_ref.actor.policy_loss.kl_cov_ratio"},
     )
     coef: float = Field(
         1.0,
@@ -179,6 +197,7 @@ class KLCovConfig(_Section):
             "code and run scripts use 1).",
             f"{COV_PAPER}, github.com/PRIME-RL/Entropy-Mechanism-of-RL (ppo_kl_coef=1)",
         ),
+        json_schema_extra={"verl": "actor_rollout_ref.actor.policy_loss.ppo_kl_coef"},
     )
 
 
@@ -253,6 +272,8 @@ class TopEntropyConfig(_Section):
 class BaselinesConfig(_Section):
     """The field's entropy controls, one section each (used by the algorithm of that name)."""
 
+    entropy_reg: EntropyRegConfig = Field(default_factory=EntropyRegConfig)
+    entropy_adv: EntropyAdvConfig = Field(default_factory=EntropyAdvConfig)
     clip_cov: ClipCovConfig = Field(default_factory=ClipCovConfig)
     kl_cov: KLCovConfig = Field(default_factory=KLCovConfig)
     adaptive_entropy: AdaptiveEntropyConfig = Field(default_factory=AdaptiveEntropyConfig)
@@ -305,28 +326,6 @@ class TargetScheduleConfig(_Section):
         if self.kind != "constant" and missing:
             raise ValueError(f"kind {self.kind} needs {' and '.join(missing)}")
         return self
-
-
-REMOVED_KEYS: dict[str, str] = {
-    "entropy_ema": "removed: no measurement needed smoothing (the raw measurement is used)",
-    "integral_gain": "removed: the integral term was never enabled by a measured config",
-    "integral_limit": "removed with integral_gain",
-    "min_strength": "removed: the proportional strength's floor is fixed at 0.1",
-    "scale_budget": "removed: gain: proportional always scales the budget",
-    "scale_temperature": "removed: the temperature is always T_high / T_low",
-    "advantage_threshold": "removed: positive_filter: advantage keeps group advantage > 0.05",
-    "fixed_prompt_fraction": "removed: extra_rollout.budget: fixed uses the authors' 1/4",
-    "prior_positive_rate": "removed: the auto budget assumes 0.5 before it observes a rate",
-    "rollout_budget": "moved to extra_rollout.budget",
-    "oversample": "moved to extra_rollout.oversample",
-    "min_extra_samples": "moved to extra_rollout.min_samples",
-    "max_extra_fraction": "moved to extra_rollout.max_fraction",
-    "proportional_gain": "moved to controller.proportional_gain",
-    "gain": "moved to controller.gain",
-    "entropy_adv_beta": "moved to entropy_adv.beta",
-    "entropy_adv_kappa": "moved to entropy_adv.kappa",
-}
-"""keys an older config may still carry -> what replaced them"""
 
 
 class AEPOConfig(_Section):
@@ -407,6 +406,7 @@ class AEPOConfig(_Section):
         gt=0,
         lt=1,
         description=doc("epsilon of the clipped REINFORCE term (and of PPO).", f"{PAPER} Eq. 1"),
+        json_schema_extra={"verl": "actor_rollout_ref.actor.clip_ratio"},
     )
     positive_filter: Literal["reward", "advantage"] = Field(
         "reward",
@@ -445,20 +445,7 @@ class AEPOConfig(_Section):
     )
     controller: ControllerConfig = Field(default_factory=ControllerConfig)
     extra_rollout: ExtraRolloutConfig = Field(default_factory=ExtraRolloutConfig)
-    entropy_coef: float = Field(
-        0.015, ge=0, description=doc("Entropy-Reg: lambda of the entropy bonus.", PAPER)
-    )
-    entropy_adv: EntropyAdvConfig = Field(default_factory=EntropyAdvConfig)
     baselines: BaselinesConfig = Field(default_factory=BaselinesConfig)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _removed_keys(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            gone = [k for k in data if k in REMOVED_KEYS]
-            if gone:
-                raise ValueError("; ".join(f"{k}: {REMOVED_KEYS[k]}" for k in gone))
-        return data
 
     @model_validator(mode="after")
     def _check_consistency(self) -> AEPOConfig:
@@ -466,7 +453,84 @@ class AEPOConfig(_Section):
             raise ValueError(
                 f"t_high must be > t_low, got t_high={self.t_high}, t_low={self.t_low}"
             )
+        ignored = ignored_keys(self)
+        if ignored:
+            raise ValueError(
+                f"algorithm {self.algorithm} does not read {', '.join(ignored)}: remove "
+                f"{'it' if len(ignored) == 1 else 'them'} (a key the algorithm ignores "
+                "would change nothing)"
+            )
         return self
+
+
+_EXTRA_ROLLOUT_KEYS = frozenset(
+    {
+        "t_high",
+        "t_low",
+        "samples_up",
+        "samples_down",
+        "alpha",
+        "alpha_meaning",
+        "positive_filter",
+        "reward_threshold",
+        "entropy_source",
+        "merge",
+        "seed",
+        "controller",
+        "extra_rollout",
+    }
+)
+_READ_BY_ALL = frozenset({"algorithm", "target_entropy", "target_schedule", "clip_ratio"})
+"""every algorithm logs the target (the line its entropy is judged against) and trains
+with PPO-clip (Clip-Cov and KL-Cov clip with the same epsilon)"""
+READS: dict[str, frozenset[str]] = {
+    algorithm: _READ_BY_ALL
+    | ({f"baselines.{algorithm}"} if algorithm in BaselinesConfig.model_fields else set())
+    for algorithm in ALGORITHMS
+}
+"""top-level keys (and ``baselines.<name>`` sections) each algorithm reads"""
+READS["aepo"] = _READ_BY_ALL | _EXTRA_ROLLOUT_KEYS
+# the ablation samples the extra pass at T = 1
+READS["aepo_no_temperature"] = READS["aepo"] - {"t_high", "t_low"}
+# the ablation uses every sample's group advantage, with no positive filter
+READS["aepo_advantage"] = READS["aepo"] - {"positive_filter", "reward_threshold"}
+
+
+def ignored_keys(cfg: AEPOConfig) -> list[str]:
+    """Keys set away from their defaults that ``cfg.algorithm`` does not read. A key at its
+    default is not reported: verl's base YAML spells every default out."""
+    reads = READS[cfg.algorithm]
+    default = AEPOConfig.model_construct()
+    ignored = [
+        key
+        for key in AEPOConfig.model_fields
+        if key != "baselines" and key not in reads and getattr(cfg, key) != getattr(default, key)
+    ]
+    ignored += [
+        f"baselines.{name}"
+        for name in BaselinesConfig.model_fields
+        if f"baselines.{name}" not in reads
+        and getattr(cfg.baselines, name) != getattr(default.baselines, name)
+    ]
+    return ignored
+
+
+def verl_owned_keys() -> dict[str, str]:
+    """Dotted ``aepo`` key -> the verl key a verl run sets instead (the local engine, which
+    has no verl config, reads the ``aepo`` key)."""
+    owned = {}
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            extra = field.json_schema_extra
+            if isinstance(extra, dict) and "verl" in extra:
+                owned[prefix + name] = str(extra["verl"])
+            annotation = field.annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                walk(annotation, prefix + name + ".")
+
+    walk(AEPOConfig, "")
+    return owned
 
 
 class ConfigError(ValueError):

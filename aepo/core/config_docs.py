@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from aepo.core.config import AEPOConfig
+from aepo.core.config import AEPOConfig, verl_owned_keys
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
@@ -66,10 +66,13 @@ def _row(key: str, default: str, description: str) -> str:
 
 def readme_table() -> str:
     lines = ["| key | default | what it does (source) |", "|---|---|---|"]
+    verl = verl_owned_keys()
     for key, default, description, section in _fields(AEPOConfig):
         if section:
             lines.append(f"| `{key}:` | | {description.strip()} |")
             continue
+        if key in verl:
+            description += f" verl runs set `{verl[key]}` instead (local engine only)."
         lines.append(_row(key, f"`{_yaml_value(default)}`", description))
         optional = _optional_section(_annotation(key))
         if optional is not None:  # its keys, when it is set (the YAML block keeps it null)
@@ -91,10 +94,18 @@ def yaml_block() -> str:
     lines = [
         YAML_BEGIN,
         "# Validated into aepo.core.AEPOConfig at start-up: an unknown key or bad value stops the",
-        "# run. Every key is listed so that any of them can be overridden without a leading '+'.",
+        "# run. Every key is listed so that any of them can be overridden without a leading '+';",
+        "# where verl has the key (clip ratio, entropy coefficient, Clip-Cov / KL-Cov constants)",
+        "# the run sets verl's, under actor_rollout_ref.actor, and this block has none.",
         "aepo:",
     ]
-    for key, default, description, section in _fields(AEPOConfig):
+    verl = verl_owned_keys()
+    fields = list(_fields(AEPOConfig))
+    for key, default, description, section in fields:
+        if key in verl:
+            continue
+        if section and all(k in verl for k, *_ in fields if k.startswith(key + ".")):
+            continue  # every key of the section is verl's
         depth = key.count(".") + 1
         indent = "  " * depth
         name = key.rsplit(".", 1)[-1]

@@ -74,7 +74,7 @@ class AdaptiveEntropyCoef:
 
     Two cadences (``aepo.baselines.adaptive_entropy.update``):
 
-    - ``optimizer_step`` (TRL): every optimizer step applies :attr:`applied`, the ``c`` and
+    - ``optimizer_step`` (TRL): every optimizer step applies :meth:`applied`, the ``c`` and
       gate left by the previous step's measurement (no bonus before the first), then
       :meth:`update` with that mini-batch's entropy of pi_theta;
     - ``training_step`` (Skywork-OR1's ``alpha_k = c_k * 1[e_k <= target]``, then
@@ -84,39 +84,37 @@ class AdaptiveEntropyCoef:
     continues them.
     """
 
-    def __init__(self, cfg: AdaptiveEntropyConfig, target: float):
+    def __init__(self, cfg: AdaptiveEntropyConfig):
         self.cfg = cfg
-        self.target = float(target)
         self.coef = float(cfg.initial_coef)
         self.last_entropy: float | None = None
 
-    @property
-    def applied(self) -> float:
-        """The coefficient the next loss multiplies the entropy with."""
-        if self.last_entropy is None or self.last_entropy > self.target:
+    def applied(self, target: float) -> float:
+        """The coefficient the next loss multiplies the entropy with, at this step's target."""
+        if self.last_entropy is None or self.last_entropy > target:
             return 0.0
         return self.coef
 
-    def begin_step(self, entropy: float) -> float:
+    def begin_step(self, entropy: float, target: float) -> float:
         """This step's coefficient ``c_k * 1[e_k <= target]``; then ``c`` moves for the next."""
-        this_step = self.coef if float(entropy) <= self.target else 0.0
-        self.update(entropy)
+        this_step = self.coef if float(entropy) <= target else 0.0
+        self.update(entropy, target)
         return this_step
 
-    def update(self, entropy: float) -> None:
+    def update(self, entropy: float, target: float) -> None:
         entropy = float(entropy)
         if not math.isfinite(entropy):
             raise ValueError(f"adaptive entropy control measured a non-finite entropy {entropy}")
         cfg = self.cfg
-        if entropy <= self.target:
+        if entropy <= target:
             self.coef = min(self.coef + cfg.step, cfg.max_coef)
         else:
             self.coef = max(self.coef - cfg.step, cfg.min_coef)
         self.last_entropy = entropy
 
     def metrics(self) -> dict[str, float]:
-        """``c`` after the latest update, and the target (``aepo plot`` draws it dashed)."""
-        return {"aepo/entropy_coef": self.coef, "aepo/target_entropy": self.target}
+        """``c`` after the latest update."""
+        return {"aepo/entropy_coef": self.coef}
 
     def state_dict(self) -> dict[str, Any]:
         return {"coef": self.coef, "last_entropy": self.last_entropy}

@@ -2,12 +2,9 @@
 
 The PPO-clip loss is written here rather than imported from verl so that ``aepo.core``
 has no verl dependency (the local engine must run without verl's trainer stack); a test
-checks it against ``verl.trainer.ppo.core_algos`` number for number.
-
-The AEPO term needs no loss of its own: for a positive weight ``a``,
-``min(r * a, clip(r) * a) = a * min(r, clip(r))``, so PPO-clip with advantage ``alpha * R``
-on the selected rows *is* ``alpha`` times the clipped REINFORCE term; how much the rows
-weigh in the aggregate is ``eq1_row_scale``'s job.
+checks it against ``verl.trainer.ppo.core_algos`` number for number. Why PPO-clip rows with
+advantage ``alpha * R`` realise Eq. 1 is stated once, in ``aepo.core.objective``;
+``eq1_row_scale`` weighs those rows for the engine's aggregation.
 """
 
 from __future__ import annotations
@@ -24,8 +21,14 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (values * mask).sum() / mask.sum().clamp_min(1.0)
 
 
-def aggregate(loss_mat: torch.Tensor, mask: torch.Tensor, mode: str = "token-mean") -> torch.Tensor:
-    """Reduce a per-token loss to a scalar, as verl's ``agg_loss`` does on one device."""
+def aggregate(
+    loss_mat: torch.Tensor,
+    mask: torch.Tensor,
+    mode: str = "token-mean",
+    horizon: float | None = None,
+) -> torch.Tensor:
+    """Reduce a per-token loss to a scalar, as verl's ``agg_loss`` does on one device
+    (``horizon``: the divisor of ``seq-mean-token-sum-norm``, verl's ``loss_scale_factor``)."""
     mask = mask.to(loss_mat.dtype)
     if mode == "token-mean":
         return masked_mean(loss_mat, mask)
@@ -39,7 +42,11 @@ def aggregate(loss_mat: torch.Tensor, mask: torch.Tensor, mode: str = "token-mea
         return per_seq[has_tokens].sum() / num_seqs
     if mode == "seq-mean-token-sum":
         return (loss_mat * mask).sum(-1)[has_tokens].sum() / num_seqs
-    raise ValueError(f"unknown loss aggregation {mode!r}; expected one of {AGG_MODES}")
+    if mode == "seq-mean-token-sum-norm":
+        if not horizon:
+            raise ValueError("seq-mean-token-sum-norm needs the horizon it divides by")
+        return (loss_mat * mask).sum(-1)[has_tokens].sum() / num_seqs / horizon
+    raise ValueError(f"unknown loss aggregation {mode!r}; expected one of {VERL_AGG_MODES}")
 
 
 def ppo_clip_loss(
@@ -52,6 +59,7 @@ def ppo_clip_loss(
     clip_high: float = 0.2,
     clip_ratio_c: float = 3.0,
     agg: str = "token-mean",
+    horizon: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """PPO's clipped surrogate with dual clip for negative advantages (verl's ``vanilla``).
 
@@ -64,7 +72,7 @@ def ppo_clip_loss(
     surrogate = torch.maximum(unclipped, clipped)
     dual = torch.minimum(-advantages * clip_ratio_c, surrogate)
     per_token = torch.where(advantages < 0, dual, surrogate)
-    loss = aggregate(per_token, mask, agg)
+    loss = aggregate(per_token, mask, agg, horizon)
     with torch.no_grad():
         metrics = {
             "actor/pg_clipfrac": float(masked_mean((clipped > unclipped).float(), mask)),
@@ -104,7 +112,8 @@ def eq1_row_scale(
     horizon: float | None = None,
 ) -> torch.Tensor:
     """Per-row factors for the advantages of a merged batch so that, whatever ``mode``,
-    the step minimises ``L_GRPO + alpha * L_REINFORCE`` (Eq. 1) in every update:
+    the step minimises ``L_GRPO + alpha * L_REINFORCE`` (Eq. 1,
+    ``aepo.core.objective.aepo_objective``) in every update:
 
     - ``L_GRPO``: ``mode``'s aggregate over the GRPO rows of that mini-batch alone;
     - ``L_REINFORCE``: the step's mean over its K REINFORCE rows of each row's token mean,
@@ -113,10 +122,8 @@ def eq1_row_scale(
       ``L_GRPO``'s B parts -- and a mini-batch that drew no positive does not make the push
       weaker. ``plan_merge`` spreads the rows evenly, so normally ``k = K / B``.
 
-    alpha itself already sits in those rows' advantages. PPO-clip's per-token loss is
-    ``-A`` times a function of the ratio (also under dual clip), so scaling a row's advantage
-    by ``s > 0`` scales its loss and gradient by ``s``: the weighting needs no loss of its
-    own. ``s = wanted coefficient / the one the aggregate gives``, per row.
+    alpha itself already sits in those rows' advantages; ``s = wanted coefficient / the one
+    the aggregate gives``, per row.
 
     ``lengths``: response tokens per row. ``reinforce``: rows carrying the REINFORCE term.
     ``minibatch``: the optimiser step each row falls in (the global mini-batch, over all

@@ -16,8 +16,8 @@ class Recipe:
     """extra samples at the controller's T_high/T_low; False: at T = 1 (ablation)"""
     signal: str
     """'reward' (R, positives only) or 'advantage' (group advantage, any sign; ablation)"""
-    entropy_coef: float
-    """Entropy-Reg: bonus lambda * H on the current policy (0 disables)"""
+    entropy_bonus: float
+    """Entropy-Reg: the fixed coefficient lambda of the bonus lambda * H(pi_theta) (0: none)"""
     entropy_adv: bool
     """Entropy-Adv: shape GRPO advantages with pi_old's token entropy"""
     policy_loss: str = "vanilla"
@@ -41,7 +41,7 @@ class Recipe:
     @property
     def needs_current_entropy(self) -> bool:
         """whether the update needs pi_theta's token entropy (an entropy bonus)"""
-        return self.entropy_coef > 0 or self.adaptive_entropy
+        return self.entropy_bonus > 0 or self.adaptive_entropy
 
 
 def recipe_for(cfg: AEPOConfig) -> Recipe:
@@ -50,7 +50,7 @@ def recipe_for(cfg: AEPOConfig) -> Recipe:
         extra_rollout=algo in ("aepo", "aepo_no_temperature", "aepo_advantage"),
         controlled_temperature=algo in ("aepo", "aepo_advantage"),
         signal="advantage" if algo == "aepo_advantage" else "reward",
-        entropy_coef=cfg.entropy_coef if algo == "entropy_reg" else 0.0,
+        entropy_bonus=cfg.baselines.entropy_reg.coef if algo == "entropy_reg" else 0.0,
         entropy_adv=algo == "entropy_adv",
         policy_loss=algo if algo in ("clip_cov", "kl_cov") else "vanilla",
         adaptive_entropy=algo == "adaptive_entropy",

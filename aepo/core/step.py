@@ -1,29 +1,45 @@
-"""One AEPO step, as both engines run it: decide -> plan -> select -> weight -> merge-plan.
+"""One training step of every algorithm, as the paper's phases: three calls per step.
 
-:class:`AEPOStep` owns everything that outlives a step (the entropy controller, the
-positive-rate tracker and the RNG that picks prompts and caps selections, seeded from
-``aepo.seed``) and saves it as one ``state_dict()``. An engine measures, generates, scores
-and moves tensors; every decision is made here, so the local and verl engines cannot drift.
+An engine generates, scores and moves tensors; every decision is made here, so the local and
+verl engines cannot drift. Each step, in this order:
+
+1. :meth:`AEPOStep.begin` -- this step's target H* (computed once, handed on in the result)
+   and, under ``entropy_source: previous_step`` once a measurement exists, the plan of the
+   extra pass, so its requests ride in the GRPO generate call;
+2. :meth:`AEPOStep.measured` -- pi_old's token-mean entropy at T = 1 over the GRPO group:
+   the controller observes it, the plan is made now (step 1, ``current_batch``) or its push
+   re-sized from it (``previous_step``), and the entropy bonus coefficient of this update is
+   fixed (Entropy-Reg, adaptive entropy control);
+3. :meth:`AEPOStep.reinforce` -- only when the plan's extra samples were generated and
+   scored: the positives are selected, weighted ``alpha * R``, given their place in the GRPO
+   batch, and every row of the merged batch its Eq. 1 scale (``aepo.core.objective``).
+
+:class:`AEPOStep` owns everything that outlives a step (the controller's state, the
+positive-rate tracker, the RNG that picks prompts and caps selections, seeded from
+``aepo.seed``, and adaptive entropy control's coefficient) and saves it as one
+``state_dict()``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 
+from aepo.core import controller
 from aepo.core.advantages import reinforce_advantages
 from aepo.core.config import AEPOConfig
-from aepo.core.controller import Decision, EntropyController
+from aepo.core.controller import ControllerState, Decision
 from aepo.core.entropy_methods import AdaptiveEntropyCoef
 from aepo.core.losses import eq1_row_scale
 from aepo.core.merge import MergePlan, plan_merge
 from aepo.core.recipes import recipe_for
 from aepo.core.rollout_budget import ExtraRolloutPlan, PositiveRateTracker, plan_for_decision
 from aepo.core.schedule import target_at
-from aepo.core.selection import Selection, select_from_extra_rollout
+from aepo.core.selection import select_from_extra_rollout
 
 
 @dataclass(frozen=True)
@@ -34,57 +50,142 @@ class StepPlan:
     rollout: ExtraRolloutPlan
     prompts: tuple[int, ...]
     """which prompts of the GRPO batch (0-based, ascending) the extra pass resamples"""
-    measurements: int = field(default=0, compare=False)
-    """how many measurements the controller had seen when the plan was made"""
 
     @property
     def num_samples(self) -> int:
         return self.rollout.num_samples
 
 
+@dataclass(frozen=True)
+class StepStart:
+    """What :meth:`AEPOStep.begin` knows before generation."""
+
+    step: int
+    target: float
+    """this step's H* (``aepo.target_schedule``, else ``target_entropy``)"""
+    num_prompts: int
+    samples_per_prompt: int
+    plan: StepPlan | None
+    """made before generation (``previous_step`` once a measurement exists), else None"""
+
+
+@dataclass(frozen=True)
+class Measured:
+    """What :meth:`AEPOStep.measured` decided from this step's measurement."""
+
+    step: int
+    target: float
+    entropy: float
+    plan: StepPlan | None
+    """the extra pass (None: the algorithm has none); a plan made by :meth:`AEPOStep.begin`
+    keeps its temperature and prompts, its budget and strength follow the measurement"""
+    entropy_bonus: float | None
+    """coefficient c of the entropy bonus ``-c * H(pi_theta)`` for every optimizer step of
+    this update (Entropy-Reg's fixed one, adaptive entropy control's ``c_k * 1[e_k <= H*]``
+    under ``update: training_step``, else 0); None under adaptive entropy control's
+    ``optimizer_step`` cadence, where :attr:`AEPOStep.adaptive_entropy` moves it after every
+    optimizer step"""
+    metrics: dict[str, float]
+    """``aepo/target_entropy`` for every algorithm, plus the decision's ``aepo/*`` scalars
+    (``aepo/temperature``: the one the extra pass samples at)"""
+
+
+@dataclass(frozen=True)
+class UpdateLayout:
+    """How an engine cuts the merged batch into optimizer steps: what the merge and the Eq. 1
+    weighting must agree on with the engine's update."""
+
+    loss_agg_mode: str
+    num_chunks: int
+    """contiguous equal parts of the GRPO batch downstream (ranks x mini-batches)"""
+    batch_multiple: int
+    """``merge: append`` pads the merged batch to a multiple of this"""
+    minibatch_of: Callable[[int], torch.Tensor]
+    """rows of a merged batch -> the (global) mini-batch each row falls in"""
+    rows_per_minibatch: int | None = None
+    """the sequence count the aggregate divides by (verl), None: rows with a token (local)"""
+    horizon: float | None = None
+    """``seq-mean-token-sum-norm``'s divisor"""
+
+
+@dataclass(frozen=True)
+class Reinforcement:
+    """The REINFORCE rows of one step and where they go."""
+
+    indices: torch.Tensor
+    """which extra samples (rows of the extra pass, ascending) become REINFORCE rows"""
+    advantages: torch.Tensor
+    """their token advantages ``alpha * R`` (x the decision's strength under
+    ``alpha_meaning: paper``), before :attr:`row_scale`"""
+    merge: MergePlan | None
+    """where they go in the GRPO batch (None when no sample was selected)"""
+    row_scale: torch.Tensor | None
+    """per row of the merged batch, the factor on its advantages that makes each update
+    ``L_GRPO + alpha * L_REINFORCE``; None under ``alpha_meaning: batch_share``"""
+    metrics: dict[str, float]
+
+    def __len__(self) -> int:
+        return int(self.indices.numel())
+
+
 class AEPOStep:
     def __init__(self, cfg: AEPOConfig):
         self.cfg = cfg
         self.recipe = recipe_for(cfg)
-        self.controller = EntropyController(cfg)
+        self.controller = ControllerState()
         self.positive_rates = PositiveRateTracker()
         self.rng = torch.Generator().manual_seed(cfg.seed)
-        self.measurements = 0
-        """entropies observed in this process (tells :meth:`settle` whether a plan is stale)"""
-        self.entropy_coef: AdaptiveEntropyCoef | None = (
-            AdaptiveEntropyCoef(cfg.baselines.adaptive_entropy, cfg.target_entropy)
+        self.last_step: int | None = None
+        self.last_target: float | None = None
+        """step and target of the last step begun (saved: a checkpoint shows where a
+        schedule stood)"""
+        self.adaptive_entropy: AdaptiveEntropyCoef | None = (
+            AdaptiveEntropyCoef(cfg.baselines.adaptive_entropy)
             if self.recipe.adaptive_entropy
             else None
         )
-        """adaptive_entropy's coefficient (None for the other algorithms)"""
+        """adaptive entropy control's coefficient (None for the other algorithms)"""
 
-    def follow_target(self, step: int) -> float:
-        """This step's target (``aepo.target_schedule``, else ``target_entropy``); the
-        adaptive entropy coefficient chases the same one. Engines call it once per step."""
+    # --- 1. begin ----------------------------------------------------------------------------
+    def begin(self, step: int, *, num_prompts: int, samples_per_prompt: int) -> StepStart:
         target = target_at(self.cfg, step)
-        if self.entropy_coef is not None:
-            self.entropy_coef.target = target
-        return target
-
-    # --- decide and plan -------------------------------------------------------------------
-    @property
-    def plans_before_generation(self) -> bool:
-        """Whether this step's plan can be made before the GRPO group is generated (so the
-        extra requests ride in the same generate call): ``entropy_source: previous_step``
-        once a measurement exists."""
-        return (
+        self.last_step, self.last_target = step, target
+        plan = None
+        if (
             self.recipe.extra_rollout
             and self.cfg.entropy_source == "previous_step"
             and self.controller.has_measurement
-        )
+        ):
+            plan = self._plan(step, target, num_prompts, samples_per_prompt)
+        return StepStart(step, target, num_prompts, samples_per_prompt, plan)
 
-    def observe(self, entropy: float) -> None:
+    # --- 2. measured -------------------------------------------------------------------------
+    def measured(self, start: StepStart, entropy: float) -> Measured:
         """pi_old's token-mean entropy at T = 1 over this step's GRPO group."""
-        self.controller.observe(entropy)
-        self.measurements += 1
+        cfg, target = self.cfg, start.target
+        self.controller = controller.observe(cfg, self.controller, entropy, target)
+        entropy = self.controller.entropy
+        plan = start.plan
+        if plan is not None:  # made before this measurement: its push follows it now
+            plan = replace(plan, decision=controller.settle(cfg, self.controller, plan.decision))
+        elif self.recipe.extra_rollout:  # measure first (step 1, current_batch)
+            plan = self._plan(start.step, target, start.num_prompts, start.samples_per_prompt)
+        bonus: float | None = self.recipe.entropy_bonus
+        adaptive = self.adaptive_entropy
+        if adaptive is not None:
+            bonus = None
+            if cfg.baselines.adaptive_entropy.update == "training_step":
+                bonus = adaptive.begin_step(entropy, target)
+        metrics = {"aepo/target_entropy": target}
+        if plan is not None:
+            metrics.update(plan.decision.metrics())
+            # what the extra pass samples at: T = 1 under aepo_no_temperature, whatever the
+            # decision's direction
+            metrics["aepo/temperature"] = plan.rollout.temperature
+        return Measured(start.step, target, entropy, plan, bonus, metrics)
 
-    def plan(self, step: int, *, num_prompts: int, samples_per_prompt: int) -> StepPlan:
-        decision = self.controller.decide(step)
+    def _plan(self, step: int, target: float, num_prompts: int, samples_per_prompt: int):
+        decision = controller.decide(self.cfg, self.controller, step, target)
         rollout = plan_for_decision(
             self.cfg,
             decision,
@@ -93,112 +194,132 @@ class AEPOStep:
             samples_per_prompt=samples_per_prompt,
         )
         chosen = torch.randperm(num_prompts, generator=self.rng)[: rollout.num_prompts]
-        return StepPlan(decision, rollout, tuple(sorted(chosen.tolist())), self.measurements)
+        return StepPlan(decision, rollout, tuple(sorted(chosen.tolist())))
 
-    def settle(self, plan: StepPlan) -> StepPlan:
-        """The plan with its push re-decided from this step's measurement, when the plan was
-        made before it (``previous_step``); unchanged otherwise. Engines call it between
-        measuring the GRPO group and :meth:`select`."""
-        if self.measurements <= plan.measurements:
-            return plan
-        decision = self.controller.settle(plan.decision)
-        return replace(plan, decision=decision, measurements=self.measurements)
+    # --- 3. reinforce ------------------------------------------------------------------------
+    def reinforce(
+        self,
+        plan: StepPlan,
+        rewards: torch.Tensor,
+        group_ids: Sequence,
+        response_mask: torch.Tensor,
+        *,
+        grpo_advantage: torch.Tensor,
+        grpo_lengths: torch.Tensor,
+        layout: UpdateLayout,
+    ) -> Reinforcement:
+        """Select, weigh and place the extra samples.
 
-    # --- select and weight -----------------------------------------------------------------
-    def select(
-        self, plan: StepPlan, rewards: torch.Tensor, group_ids: Sequence
-    ) -> tuple[Selection, dict[str, float]]:
-        """The REINFORCE rows among the extra samples; records the positive rate seen at the
-        plan's temperature, which sizes later passes at that temperature."""
+        ``rewards``, ``group_ids`` and ``response_mask``: every sample of the extra pass.
+        ``grpo_advantage``: one value per GRPO row, exactly zero where the row gives no
+        policy gradient; ``grpo_lengths``: response tokens per GRPO row. Records the
+        positive rate seen at the plan's temperature, which sizes later passes there.
+        """
+        cfg = self.cfg
         selection, metrics = select_from_extra_rollout(
-            self.cfg, plan.decision.budget, rewards, group_ids, self.rng
+            cfg, plan.decision.budget, rewards, group_ids, self.rng
         )
         self.positive_rates.update(
             plan.rollout.temperature, selection.num_candidates, int(rewards.numel())
         )
-        return selection, metrics
-
-    def advantages(
-        self, plan: StepPlan, selection: Selection, response_mask: torch.Tensor
-    ) -> torch.Tensor:
-        """Token advantages ``alpha * R`` of the selected rows (before :meth:`row_scale`).
-
-        Under ``alpha_meaning: paper`` the term is a mean over the samples, so a smaller
-        budget no longer weakens it: ``gain: proportional`` then scales alpha by the
-        decision's strength too, which is what makes the push fade near the target."""
-        weight = self.cfg.alpha
-        if self.cfg.alpha_meaning == "paper":
+        picked_mask = response_mask[selection.indices.to(response_mask.device)]
+        # Under alpha_meaning: paper the term is a mean over the samples, so a smaller budget
+        # no longer weakens it: gain: proportional scales alpha by the strength too, which is
+        # what makes the push fade near the target.
+        weight = cfg.alpha
+        if cfg.alpha_meaning == "paper":
             weight *= plan.decision.strength  # 1.0 under controller.gain: fixed
-        return reinforce_advantages(
-            selection.signal.to(response_mask.device), weight, response_mask
+        advantages = reinforce_advantages(
+            selection.signal.to(picked_mask.device), weight, picked_mask
         )
+        if len(selection) == 0:
+            return Reinforcement(selection.indices, advantages, None, None, metrics)
 
-    def merge_plan(
-        self,
-        sequence_advantage: torch.Tensor,
-        num_extra: int,
-        *,
-        num_chunks: int,
-        batch_multiple: int,
-    ) -> MergePlan:
-        rows = int(sequence_advantage.numel())
-        if self.cfg.merge != "append":
-            num_extra = min(num_extra, rows)
-        return plan_merge(
-            sequence_advantage,
+        rows = int(grpo_advantage.numel())
+        num_extra = len(selection) if cfg.merge == "append" else min(len(selection), rows)
+        merge = plan_merge(
+            grpo_advantage,
             num_extra,
-            mode=self.cfg.merge,
-            num_chunks=num_chunks,
-            batch_multiple=batch_multiple,
+            mode=cfg.merge,
+            num_chunks=layout.num_chunks,
+            batch_multiple=layout.batch_multiple,
         )
+        metrics["aepo/displaced_nonzero"] = float(merge.displaced_nonzero)
+        scale = None
+        if cfg.alpha_meaning == "paper":
+            # batch_share: rows keep alpha * R and the aggregate's own weighting (the
+            # authors' code)
+            scale = self._row_scale(merge, picked_mask.sum(-1).cpu(), grpo_lengths, layout)
+        return Reinforcement(selection.indices, advantages, merge, scale, metrics)
 
-    def row_scale(
-        self,
-        lengths: torch.Tensor,
-        reinforce: torch.Tensor,
-        minibatch: torch.Tensor,
-        *,
-        mode: str,
-        rows_per_minibatch: int | None = None,
-        horizon: float | None = None,
-    ) -> torch.Tensor | None:
-        """Per-row advantage factors that make each update ``L_GRPO + alpha * L_REINFORCE``
-        (``alpha_meaning: paper``); ``None`` under ``batch_share`` (rows keep ``alpha * R``
-        and the aggregate's own weighting, as in the authors' code)."""
-        if self.cfg.alpha_meaning == "batch_share":
-            return None
+    @staticmethod
+    def _row_scale(merge: MergePlan, extra_lengths, grpo_lengths, layout: UpdateLayout):
+        k = int(merge.replace_rows.numel())
+        rows = int(grpo_lengths.numel())
+        lengths = grpo_lengths.detach().reshape(-1).cpu().clone()
+        lengths[merge.replace_rows] = extra_lengths[:k].to(lengths.dtype)
+        lengths = torch.cat(
+            [
+                lengths,
+                extra_lengths[k : k + merge.append_rows].to(lengths.dtype),
+                torch.zeros(merge.pad_rows, dtype=lengths.dtype),  # no-op rows
+            ]
+        )
+        total = int(lengths.numel())
+        reinforce = torch.zeros(total, dtype=torch.bool)
+        reinforce[merge.replace_rows] = True
+        reinforce[rows : rows + merge.append_rows] = True
         return eq1_row_scale(
             lengths,
             reinforce,
-            minibatch,
-            mode=mode,
-            rows_per_minibatch=rows_per_minibatch,
-            horizon=horizon,
+            layout.minibatch_of(total),
+            mode=layout.loss_agg_mode,
+            rows_per_minibatch=layout.rows_per_minibatch,
+            horizon=layout.horizon,
         )
 
     # --- checkpoint ------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         state = {
-            "controller": self.controller.state_dict(),
+            "controller": {
+                "entropy": self.controller.entropy,
+                "integral": self.controller.integral,
+                "config": self.cfg.model_dump(),
+                "last_step": self.last_step,
+                "last_target": self.last_target,
+            },
             "positive_rates": self.positive_rates.state_dict(),
             "rng_state": self.rng.get_state().tolist(),
         }
-        if self.entropy_coef is not None:
-            state["adaptive_entropy"] = self.entropy_coef.state_dict()
+        if self.adaptive_entropy is not None:
+            state["adaptive_entropy"] = self.adaptive_entropy.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Raises ``ValueError`` naming what is missing or malformed."""
         try:
-            self.controller.load_state_dict(state["controller"])
+            saved = state["controller"]
+            entropy, integral = saved["entropy"], float(saved["integral"])
+            last_step, last_target = saved["last_step"], saved["last_target"]
             self.positive_rates.load_state_dict(state["positive_rates"])
             rng_state = state["rng_state"]
-            if self.entropy_coef is not None:
-                self.entropy_coef.load_state_dict(state["adaptive_entropy"])
+            if self.adaptive_entropy is not None:
+                self.adaptive_entropy.load_state_dict(state["adaptive_entropy"])
         except KeyError as err:
             raise ValueError(f"AEPO state has no {err.args[0]!r} entry") from None
-        except (TypeError, AttributeError) as err:
+        except (TypeError, ValueError, AttributeError) as err:
             raise ValueError(f"malformed AEPO state: {err}") from None
+        if (entropy is not None and not isinstance(entropy, int | float)) or not math.isfinite(
+            integral
+        ):
+            raise ValueError(
+                f"malformed AEPO state: controller entropy={entropy!r}, integral={integral!r}"
+            )
+        self.controller = ControllerState(
+            entropy=None if entropy is None else float(entropy), integral=integral
+        )
+        self.last_step = None if last_step is None else int(last_step)
+        self.last_target = None if last_target is None else float(last_target)
         try:
             self.rng.set_state(torch.tensor(rng_state, dtype=torch.uint8))
         except (TypeError, ValueError, RuntimeError) as err:

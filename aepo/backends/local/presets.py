@@ -12,6 +12,8 @@ import copy
 from pathlib import Path
 from typing import Any
 
+from aepo.core.config import READS
+
 DEMO_TARGETS = (0.25, 0.5, 0.75, 1.0)
 """the paper's targets; the built-in contains_digit task allows up to 1.63 nats/token at full
 reward"""
@@ -34,10 +36,9 @@ TINY_TRAINER: dict[str, Any] = {
     "seed": 0,
 }
 
-# Every tiny config carries the same entropy knobs, so baselines differ by one key
-# (``algorithm``) and no entropy setting is hidden in a default. Knobs an algorithm does not
-# use are ignored by its recipe. The baselines keep the paper's values for their own knobs
-# (entropy_coef, entropy_adv).
+# The AEPO knobs of the tiny runs and the baselines' constants (the paper's values); each
+# tiny config carries the part its algorithm reads (``aepo.core.config.READS``: a key the
+# algorithm ignores is refused), so no setting it uses is hidden in a default.
 TINY_AEPO: dict[str, Any] = {
     "t_high": 2.0,
     "t_low": 0.5,
@@ -50,7 +51,7 @@ TINY_AEPO: dict[str, Any] = {
     "samples_up": 12,
     "samples_down": 12,
     # verl's default mode: the temperature comes from the last measurement and the push is
-    # settled from this step's own (EntropyController.settle), which made it as tight as
+    # settled from this step's own (aepo.core.controller.settle), which made it as tight as
     # current_batch on contains_digit (README, bench table: both modes side by side).
     "entropy_source": "previous_step",
     "positive_filter": "reward",
@@ -64,8 +65,7 @@ TINY_AEPO: dict[str, Any] = {
     # generation at 3-4% of the GRPO group's tokens over a run (near the target the push
     # needs one prompt's samples, the auto budget's floor).
     "extra_rollout": {"budget": "auto", "oversample": 1.0, "max_fraction": 0.08},
-    "entropy_coef": 0.015,
-    "entropy_adv": {"beta": 0.4, "kappa": 2.0},
+    "baselines": {"entropy_reg": {"coef": 0.015}, "entropy_adv": {"beta": 0.4, "kappa": 2.0}},
 }
 
 ENTROPY_METHOD_BASELINES = ("clip_cov", "kl_cov", "adaptive_entropy", "top_entropy")
@@ -83,11 +83,18 @@ def tiny_run_config(
     **trainer_overrides: Any,
 ) -> dict[str, Any]:
     """The raw ``{'aepo': ..., 'trainer': ...}`` mapping for one tiny-task run."""
+    reads = READS[algorithm]
     aepo: dict[str, Any] = {
         "algorithm": algorithm,
         "target_entropy": ALGORITHM_TARGET if target is None else target,
-        **copy.deepcopy(TINY_AEPO),
     }
+    for key, value in TINY_AEPO.items():
+        if key == "baselines":
+            own = {k: v for k, v in value.items() if f"baselines.{k}" in reads}
+            if own:
+                aepo[key] = copy.deepcopy(own)
+        elif key in reads:
+            aepo[key] = copy.deepcopy(value)
     trainer = dict(TINY_TRAINER)
     if output_dir is not None:
         trainer["output_dir"] = output_dir
@@ -125,9 +132,8 @@ _HEADER = """\
 # {name}: the built-in contains_digit task on the tiny Llama (CPU, no download).
 # Generated from aepo/backends/local/presets.py (python -m aepo.backends.local.presets);
 # a test keeps the two equal. Run: aepo train --config configs/tiny/{name}
-# aepo: validated by aepo.core.AEPOConfig. All tiny configs carry the same entropy knobs and
-# differ only in `algorithm` (and target_entropy); a knob an algorithm does not use is ignored
-# by its recipe (aepo/core/recipes.py). Unset keys take the paper's defaults.
+# aepo: validated by aepo.core.AEPOConfig; only the keys `algorithm` reads (a key it ignores
+# is refused: aepo/core/config.py, READS). Unset keys take the paper's defaults.
 # trainer: the local engine's settings (aepo/backends/local/settings.py: TrainerSettings).
 """
 

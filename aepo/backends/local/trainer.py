@@ -1,13 +1,16 @@
 """The single-process engine: GRPO and every AEPO variant through ``aepo.core``.
 
-One step:
-1. sample n responses per prompt at T = 1 (the GRPO group) and score them at T = 1
-   (old log-probs, token entropy); the token-mean entropy is the controller's measurement;
-2. if the recipe has an extra rollout, ``aepo.core.AEPOStep`` decides temperature, budget
-   and prompts (from the previous step's measurement, or this one's: ``entropy_source``),
-   selects the positives (advantage ``alpha * R``) and plans where they go in the batch;
-3. the selected rows replace rows of the GRPO batch as the merge plan says, and every row's
-   advantage is weighted so each update is ``L_GRPO + alpha * L_REINFORCE`` (``alpha_meaning``);
+Each step optimises Eq. 1 (``aepo.core.objective.aepo_objective``) and makes three calls into
+the core's :class:`aepo.core.AEPOStep`:
+
+1. ``begin``: this step's target, and the extra pass's plan when it can be made before
+   generation (``entropy_source: previous_step``);
+2. sample n responses per prompt at T = 1 (the GRPO group), score them at T = 1 (old
+   log-probs, token entropy); ``measured`` with the token-mean entropy: the plan (made now, or
+   its push re-sized) and this update's entropy bonus coefficient;
+3. generate and score the plan's extra pass; ``reinforce``: the positives with advantage
+   ``alpha * R``, the GRPO rows they replace and every row's Eq. 1 scale; the engine applies
+   them to its tensors;
 4. PPO-clip (or verl's Clip-Cov / KL-Cov) updates in contiguous mini-batches (the merge plan
    spreads extra rows over them), with the recipe's entropy bonus (fixed, or adaptive).
 """
@@ -36,7 +39,9 @@ from aepo.backends.local.settings import BUILTIN, RunConfig
 from aepo.core import (
     AEPOConfig,
     AEPOStep,
+    Measured,
     StepPlan,
+    UpdateLayout,
     entropy_bonus_loss,
     entropy_shaped_advantages,
     group_advantage,
@@ -271,9 +276,7 @@ class LocalTrainer:
         group_ids = [i for i in range(len(prompts)) for _ in range(n)]
         truths = [p.ground_truth for p in prompts for _ in range(n)]
 
-        plan: StepPlan | None = None
-        if self.aepo.plans_before_generation:
-            plan = self.aepo.plan(step, num_prompts=len(prompts), samples_per_prompt=n)
+        start = self.aepo.begin(step, num_prompts=len(prompts), samples_per_prompt=n)
 
         gen_started = time.perf_counter()
         grpo_rollout = self._sample(prompt_ids, prompt_mask, n, 1.0)
@@ -281,11 +284,7 @@ class LocalTrainer:
         mask = grpo_rollout.response_mask
         old_logp, old_entropy = self._score_rows(grpo_rollout, with_entropy=True)
         entropy = float(masked_mean(old_entropy, mask))
-        self.aepo.observe(entropy)
-        if recipe.extra_rollout and plan is None:  # measure first (step 1, current_batch)
-            plan = self.aepo.plan(step, num_prompts=len(prompts), samples_per_prompt=n)
-        elif plan is not None:  # planned before the measurement: its push follows it now
-            plan = self.aepo.settle(plan)
+        measured = self.aepo.measured(start, entropy)
 
         rewards = self._rewards(grpo_rollout, truths)
         seq_adv = group_advantage(rewards, group_ids).to(self.device)
@@ -295,8 +294,8 @@ class LocalTrainer:
                 advantages,
                 old_entropy,
                 mask,
-                beta=cfg.entropy_adv.beta,
-                kappa=cfg.entropy_adv.kappa,
+                beta=cfg.baselines.entropy_adv.beta,
+                kappa=cfg.baselines.entropy_adv.kappa,
             )
         top_entropy_metrics: dict[str, float] = {}
         if recipe.top_entropy_quantile is not None:
@@ -312,27 +311,28 @@ class LocalTrainer:
             "response_length/mean": float(mask.sum(-1).float().mean()),
             "aepo/extra_gen_tokens": 0.0,
             "aepo/extra_gen_fraction": 0.0,
-            # Every algorithm logs the step's target: the line its entropy is judged against.
-            "aepo/target_entropy": self.aepo.follow_target(step),
         }
+        # Every algorithm logs the step's target (the line its entropy is judged against),
+        # those with an extra pass the decision too.
+        metrics.update(measured.metrics)
         metrics.update(top_entropy_metrics)
         gen_tokens = grpo_rollout.num_tokens
 
         batch = grpo
+        plan = measured.plan
         if plan is not None:
             extra_batch, extra_metrics, extra_tokens, extra_time = self._extra_rollout(
-                plan, prompt_ids, prompt_mask, prompts
+                plan, prompt_ids, prompt_mask, prompts, grpo, seq_adv
             )
             gen_time += extra_time
             gen_tokens += extra_tokens
-            metrics.update(plan.decision.metrics())
             metrics.update(extra_metrics)
             metrics["aepo/extra_gen_tokens"] = float(extra_tokens)
             metrics["aepo/extra_gen_fraction"] = extra_tokens / max(1, grpo_rollout.num_tokens)
             if extra_batch is not None:
-                batch = self._merge(grpo, extra_batch, seq_adv, metrics)
+                batch = extra_batch
 
-        metrics.update(self._update(batch, old_entropy=entropy))
+        metrics.update(self._update(batch, measured))
         elapsed = time.perf_counter() - started
         metrics["perf/step_time_s"] = elapsed
         metrics["perf/gen_tokens"] = float(gen_tokens)
@@ -342,7 +342,8 @@ class LocalTrainer:
         self.data_position += s.prompts_per_step
         return metrics
 
-    def _extra_rollout(self, plan: StepPlan, prompt_ids, prompt_mask, prompts):
+    def _extra_rollout(self, plan: StepPlan, prompt_ids, prompt_mask, prompts, grpo, seq_adv):
+        """The plan's extra pass, its REINFORCE rows merged into ``grpo`` (None: no row)."""
         metrics = {"aepo/reinforce_samples": 0.0}
         if plan.num_samples == 0:
             return None, metrics, 0, 0.0
@@ -356,64 +357,56 @@ class LocalTrainer:
         group_ids = [i for i in plan.prompts for _ in range(m)]
         truths = [prompts[i].ground_truth for i in group_ids]
         rewards = self._rewards(rollout, truths)
-        selection, selection_metrics = self.aepo.select(plan, rewards, group_ids)
-        metrics.update(selection_metrics)
+        mini_batches = self.settings.mini_batches
+        rows = len(grpo.rollout)
+        layout = UpdateLayout(
+            loss_agg_mode=self.settings.loss_agg,
+            num_chunks=mini_batches if rows % mini_batches == 0 else 1,
+            batch_multiple=mini_batches,
+            minibatch_of=self._minibatch_of_rows,
+        )
+        reinforcement = self.aepo.reinforce(
+            plan,
+            rewards,
+            group_ids,
+            rollout.response_mask,
+            grpo_advantage=seq_adv,
+            grpo_lengths=grpo.rollout.response_mask.sum(-1).cpu(),
+            layout=layout,
+        )
+        metrics.update(reinforcement.metrics)
         metrics["aepo/extra_reward_mean"] = float(rewards.mean())
-        if len(selection) == 0:
+        if len(reinforcement) == 0:
             return None, metrics, rollout.num_tokens, gen_time
-        picked = rollout.select(selection.indices.to(rollout.responses.device))
+        picked = rollout.select(reinforcement.indices.to(rollout.responses.device))
         # Old log-probs of temperature samples at T = 1: the ratio in the clipped term is
         # pi_theta / pi_old of the policy being trained, not of the sampling distribution
         # (sampling at T_high/T_low only chooses which responses enter the term).
         old_logp, _ = self._score_rows(picked, with_entropy=False)
-        advantages = self.aepo.advantages(plan, selection, picked.response_mask)
-        return TrainBatch(picked, old_logp, advantages), metrics, rollout.num_tokens, gen_time
+        merged = apply_merge(
+            grpo, TrainBatch(picked, old_logp, reinforcement.advantages), reinforcement.merge
+        )
+        if reinforcement.row_scale is not None:
+            scale = reinforcement.row_scale.to(merged.advantages)
+            merged.advantages = merged.advantages * scale.unsqueeze(1)
+        return merged, metrics, rollout.num_tokens, gen_time
 
     def _minibatch_bounds(self, rows: int) -> np.ndarray:
         """Row bounds of the contiguous mini-batches of one epoch (``_update`` and the
         Eq. 1 weighting must agree on them)."""
         return np.linspace(0, rows, min(self.settings.mini_batches, rows) + 1).astype(int)
 
-    def _merge(self, grpo: TrainBatch, extra: TrainBatch, seq_adv, metrics) -> TrainBatch:
-        m = self.settings.mini_batches
-        rows = len(grpo.rollout)
-        plan = self.aepo.merge_plan(
-            seq_adv,
-            len(extra.rollout),
-            num_chunks=m if rows % m == 0 else 1,
-            batch_multiple=m,
-        )
-        metrics["aepo/displaced_nonzero"] = float(plan.displaced_nonzero)
-        merged = apply_merge(grpo, extra, plan)
-        total = len(merged.rollout)
-        reinforce = torch.zeros(total, dtype=torch.bool)
-        reinforce[plan.replace_rows] = True
-        reinforce[rows : rows + plan.append_rows] = True
-        bounds = self._minibatch_bounds(total)
-        minibatch = torch.as_tensor(np.searchsorted(bounds[1:], np.arange(total), side="right"))
-        lengths = merged.rollout.response_mask.sum(-1).cpu()
-        scale = self.aepo.row_scale(lengths, reinforce, minibatch, mode=self.settings.loss_agg)
-        if scale is not None:
-            merged.advantages = merged.advantages * scale.to(merged.advantages).unsqueeze(1)
-        return merged
+    def _minibatch_of_rows(self, rows: int) -> torch.Tensor:
+        bounds = self._minibatch_bounds(rows)
+        return torch.as_tensor(np.searchsorted(bounds[1:], np.arange(rows), side="right"))
 
-    def _entropy_coef_for_step(self, old_entropy: float) -> float | None:
-        """The entropy bonus's coefficient for every optimizer step of this update; None
-        when adaptive entropy control sets it per optimizer step."""
-        coef = self.aepo.entropy_coef
-        if coef is None:
-            return self.recipe.entropy_coef
-        if self.cfg.baselines.adaptive_entropy.update == "training_step":
-            return coef.begin_step(old_entropy)
-        return None
-
-    def _update(self, batch: TrainBatch, old_entropy: float = math.nan) -> dict[str, float]:
+    def _update(self, batch: TrainBatch, measured: Measured) -> dict[str, float]:
         s, recipe = self.settings, self.recipe
         self.model.train()
         bounds = self._minibatch_bounds(len(batch.rollout))
         losses, clipfracs, kls, grad_norms, coefs = [], [], [], [], []
-        step_coef = self._entropy_coef_for_step(old_entropy)
-        adaptive = self.aepo.entropy_coef
+        step_coef = measured.entropy_bonus
+        adaptive = self.aepo.adaptive_entropy
         for _ in range(s.ppo_epochs):
             for lo, hi in zip(bounds[:-1], bounds[1:], strict=False):
                 part = batch.select(torch.arange(lo, hi, device=batch.advantages.device))
@@ -428,7 +421,7 @@ class LocalTrainer:
                 )
                 loss, diag = self._policy_loss(logp, part.old_logp, part.advantages, mask)
                 total = loss
-                coef = adaptive.applied if step_coef is None else step_coef
+                coef = adaptive.applied(measured.target) if step_coef is None else step_coef
                 if coef > 0:
                     total = total + entropy_bonus_loss(ent, mask, coef, s.loss_agg)
                 self.optimizer.zero_grad(set_to_none=True)
@@ -440,7 +433,7 @@ class LocalTrainer:
                 if step_coef is None:
                     # TRL: the mini-batch's token-mean entropy of pi_theta, measured in the
                     # forward pass of this optimizer step, sets the next step's coefficient.
-                    adaptive.update(float(masked_mean(ent.detach(), mask)))
+                    adaptive.update(float(masked_mean(ent.detach(), mask)), measured.target)
                 losses.append(loss.item())
                 coefs.append(coef)
                 if "actor/pg_clipfrac" in diag:  # verl's kl_cov reports none

@@ -46,9 +46,11 @@ def target_summary(cfg: AEPOConfig) -> str:
     return f"target entropy {cfg.target_entropy}"
 
 
-def algorithm_summary(cfg: AEPOConfig) -> str:
-    """The algorithm and the settings its recipe uses."""
+def algorithm_summary(cfg: AEPOConfig, actor) -> str:
+    """The algorithm and the settings it runs with; those verl has (entropy coefficient,
+    Clip-Cov / KL-Cov constants) read from verl's ``actor_rollout_ref.actor``."""
     recipe, b = recipe_for(cfg), cfg.baselines
+    loss = actor.policy_loss
     if recipe.extra_rollout:
         settings = (
             f"{target_summary(cfg)}, T_high {cfg.t_high} / T_low {cfg.t_low}, "
@@ -56,11 +58,11 @@ def algorithm_summary(cfg: AEPOConfig) -> str:
         )
     elif recipe.policy_loss == "clip_cov":
         settings = (
-            f"verl's clip_cov loss, ratio {b.clip_cov.ratio:g}, covariance in "
-            f"({b.clip_cov.lower:g}, {b.clip_cov.upper:g})"
+            f"verl's clip_cov loss, ratio {loss.clip_cov_ratio:g}, covariance in "
+            f"({loss.clip_cov_lb:g}, {loss.clip_cov_ub:g})"
         )
     elif recipe.policy_loss == "kl_cov":
-        settings = f"verl's kl_cov loss, ratio {b.kl_cov.ratio:g}, coef {b.kl_cov.coef:g}"
+        settings = f"verl's kl_cov loss, ratio {loss.kl_cov_ratio:g}, coef {loss.ppo_kl_coef:g}"
     elif recipe.adaptive_entropy:
         a = b.adaptive_entropy
         settings = (
@@ -71,10 +73,10 @@ def algorithm_summary(cfg: AEPOConfig) -> str:
         settings = (
             f"gradient through the top {recipe.top_entropy_quantile:.0%} of tokens by entropy"
         )
-    elif recipe.entropy_coef > 0:
-        settings = f"entropy_coef {recipe.entropy_coef:g}"
+    elif cfg.algorithm == "entropy_reg":
+        settings = f"verl's entropy bonus, entropy_coeff {actor.entropy_coeff:g}"
     elif recipe.entropy_adv:
-        settings = f"beta {cfg.entropy_adv.beta:g}, kappa {cfg.entropy_adv.kappa:g}"
+        settings = f"beta {b.entropy_adv.beta:g}, kappa {b.entropy_adv.kappa:g}"
     else:
         return cfg.algorithm
     return f"{cfg.algorithm} ({settings})"
@@ -94,7 +96,7 @@ def run_summary(config, cfg: AEPOConfig, train_rows: int | None) -> str:
     else:
         steps += f" x {trainer.total_epochs} epochs"
     lines = [
-        ("algorithm", algorithm_summary(cfg)),
+        ("algorithm", algorithm_summary(cfg, config.actor_rollout_ref.actor)),
         ("model", str(config.actor_rollout_ref.model.path)),
         ("train files", f"{', '.join(map(str, as_list(data.train_files)))} ({steps})"),
         ("val files", ", ".join(map(str, as_list(data.val_files)))),

@@ -21,8 +21,7 @@ logger = logging.getLogger(__name__)
 
 
 def check_config(config) -> AEPOConfig:
-    """Validate ``aepo:`` and its fit with the rest of the verl config; apply the recipe's
-    verl-side setting (Entropy-Reg's ``entropy_coeff``). Raises ConfigError."""
+    """Validate ``aepo:`` and its fit with the rest of the verl config. Raises ConfigError."""
     cfg = aepo_config_from(config)
     recipe = recipe_for(cfg)
     problems: list[str] = []
@@ -67,24 +66,7 @@ def check_config(config) -> AEPOConfig:
     problems += _reward_problems(config)
     problems += _context_length_problems(config)
 
-    coeff = float(arr.actor.entropy_coeff)
-    if recipe.entropy_coef > 0:
-        if coeff not in (0.0, recipe.entropy_coef):
-            problems.append(
-                f"actor_rollout_ref.actor.entropy_coeff={coeff} conflicts with "
-                f"aepo.entropy_coef={recipe.entropy_coef} (algorithm entropy_reg): set one"
-            )
-        else:
-            with open_dict(arr.actor):
-                arr.actor.entropy_coeff = recipe.entropy_coef
-    elif coeff != 0:
-        logger.warning(
-            "actor_rollout_ref.actor.entropy_coeff=%s adds an entropy bonus to algorithm %s",
-            coeff,
-            cfg.algorithm,
-        )
-
-    problems += _policy_loss_problems(config, cfg, recipe)
+    problems += _verl_key_problems(config, cfg, recipe)
     problems += _adaptive_entropy_problems(config, cfg, recipe)
 
     if problems:
@@ -92,52 +74,37 @@ def check_config(config) -> AEPOConfig:
     return cfg
 
 
-def _policy_loss_problems(config, cfg: AEPOConfig, recipe) -> list[str]:
-    """Clip-Cov / KL-Cov: ``aepo.baselines.clip_cov`` / ``.kl_cov`` become verl's
-    ``actor.policy_loss`` settings; a verl value that is neither verl's default nor ours is a
-    conflict (two places would claim the same knob)."""
-    from verl.workers.config import PolicyLossConfig
-
-    from aepo.backends.policy_loss import (
-        AEPO_KEY_OF,
-        VERL_POLICY_LOSSES,
-        verl_policy_loss_settings,
-    )
-
-    section = config.actor_rollout_ref.actor.policy_loss
-    where = "actor_rollout_ref.actor.policy_loss"
-    mode = section.get("loss_mode", "vanilla")
-    if recipe.policy_loss == "vanilla":
-        if mode in VERL_POLICY_LOSSES:
-            logger.warning(
-                "%s.loss_mode=%s adds verl's %s to algorithm %s (aepo.algorithm=%s is the "
-                "baseline on its own)",
-                where,
-                mode,
-                mode,
-                cfg.algorithm,
-                mode,
-            )
-        return []
+def _verl_key_problems(config, cfg: AEPOConfig, recipe) -> list[str]:
+    """The baselines verl implements run from verl's own keys (``aepo:`` has no copy of
+    them): the algorithm only has to find verl set up to run it."""
+    actor = config.actor_rollout_ref.actor
+    where = "actor_rollout_ref.actor"
+    mode = actor.policy_loss.get("loss_mode", "vanilla")
     problems = []
-    if mode not in ("vanilla", recipe.policy_loss):
+    if recipe.policy_loss != "vanilla" and mode != recipe.policy_loss:
         problems.append(
-            f"{where}.loss_mode={mode} conflicts with aepo.algorithm={cfg.algorithm}: set one"
+            f"aepo.algorithm={cfg.algorithm} runs verl's {recipe.policy_loss} policy loss: set "
+            f"{where}.policy_loss.loss_mode={recipe.policy_loss} (got {mode}; "
+            f"configs/{cfg.algorithm}.yaml sets it with its constants)"
         )
-    defaults = PolicyLossConfig()
-    wanted = verl_policy_loss_settings(cfg, recipe.policy_loss)
-    for key, value in wanted.items():
-        current = section.get(key)
-        if current is not None and float(current) not in (float(getattr(defaults, key)), value):
-            problems.append(
-                f"{where}.{key}={current} conflicts with {AEPO_KEY_OF[key]}={value}: set "
-                f"{AEPO_KEY_OF[key]}"
-            )
-    if not problems:
-        with open_dict(section):
-            section.loss_mode = recipe.policy_loss
-            for key, value in wanted.items():
-                section[key] = value
+    elif recipe.policy_loss == "vanilla" and mode != "vanilla":
+        logger.warning(
+            "%s.policy_loss.loss_mode=%s runs verl's %s loss under aepo.algorithm=%s",
+            where,
+            mode,
+            mode,
+            cfg.algorithm,
+        )
+    coeff = float(actor.entropy_coeff)
+    if cfg.algorithm == "entropy_reg" and coeff <= 0:
+        problems.append(
+            f"aepo.algorithm=entropy_reg needs {where}.entropy_coeff > 0 (Entropy-Reg's lambda; "
+            "configs/entropy_reg.yaml sets the paper's 0.015)"
+        )
+    elif cfg.algorithm not in ("entropy_reg", "adaptive_entropy") and coeff != 0:
+        logger.warning(
+            "%s.entropy_coeff=%s adds an entropy bonus to algorithm %s", where, coeff, cfg.algorithm
+        )
     return problems
 
 

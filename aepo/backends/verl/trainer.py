@@ -1,21 +1,23 @@
 """``AEPORayTrainer``: verl 0.9.1's v0 ``RayPPOTrainer`` plus the AEPO regulariser.
 
-fit() is not copied. Read from verl 0.9.1, fit() calls these methods through ``self``,
-and each override adds one piece of the algorithm (every decision is the core's
-:class:`aepo.core.AEPOStep`; this module only moves ``DataProto`` rows):
+Each step optimises Eq. 1 (``aepo.core.objective.aepo_objective``, realised through verl's
+PPO-clip rows) with three calls into the core's :class:`aepo.core.AEPOStep`, one in each of
+the fit() methods overridden here (fit() itself is not copied; read from verl 0.9.1, it
+calls them through ``self``); this module only moves ``DataProto`` rows:
 
-- ``init_workers``: the rollout manager is wrapped so fit()'s generate call comes to
-  :meth:`AEPORayTrainer.generate_sequences`, which appends this step's extra requests when
-  the plan can be made before generation (``entropy_source: previous_step``);
-- ``_compute_old_log_prob``: pi_old's token-mean entropy at T = 1 feeds the controller (and
-  adaptive entropy control); its token entropies ride along for Entropy-Adv and the 80/20 rule;
-- ``_update_actor``: for ``current_batch`` (and step 1) the plan is made and the extra pass
-  generated here, after the measurement and before the update; positives are selected, get
-  old log-probs at T = 1 and advantage ``alpha * R``, take the place of zero-advantage GRPO
-  rows (whose policy gradient is zero, so the batch keeps the size verl's dispatch needs),
-  and every row's advantage is weighted for Eq. 1; Entropy-Adv shapes the advantages here, the
-  80/20 rule zeroes those of the low-entropy tokens, and adaptive entropy control installs this
-  step's coefficient as the actor workers' ``entropy_coeff``;
+- ``init_workers``: the rollout manager is wrapped so fit()'s training generate call comes to
+  :meth:`AEPORayTrainer.generate_sequences`: ``begin`` (this step's target; the extra
+  requests ride along when the plan can be made before generation, ``previous_step``);
+- ``_compute_old_log_prob``: ``measured`` with pi_old's token-mean entropy at T = 1 (the
+  plan, made now or re-sized, and adaptive entropy control's coefficient); its token
+  entropies ride along for Entropy-Adv and the 80/20 rule;
+- ``_update_actor``: for ``current_batch`` (and step 1) the extra pass is generated here,
+  after the measurement and before the update; ``reinforce`` selects the positives, with
+  advantage ``alpha * R``, the zero-advantage GRPO rows they replace (whose policy gradient
+  is zero, so the batch keeps the size verl's dispatch needs) and every row's Eq. 1 scale;
+  Entropy-Adv shapes the advantages here, the 80/20 rule zeroes those of the low-entropy
+  tokens, and adaptive entropy control installs this step's coefficient as the actor
+  workers' ``entropy_coeff``;
 - ``_save_checkpoint`` / ``_load_checkpoint``: ``aepo_state.json`` beside verl's files.
 
 Which of these steps run is decided by the core's recipe (``aepo/core/recipes.py``).
@@ -57,13 +59,18 @@ from aepo.backends.verl.extra_rollout import (
 from aepo.core import (
     AEPOConfig,
     AEPOStep,
+    ConfigError,
+    Measured,
     StepPlan,
+    StepStart,
+    UpdateLayout,
     entropy_shaped_advantages,
     load_aepo_config,
     masked_mean,
     recipe_for,
     top_entropy_advantages,
 )
+from aepo.core.config import verl_owned_keys
 
 logger = logging.getLogger(__name__)
 
@@ -82,9 +89,22 @@ def _log_prob_divisor(dp: int, section) -> int:
 
 
 def aepo_config_from(config) -> AEPOConfig:
+    """``aepo:`` validated; a key verl has (clip ratio, entropy coefficient, Clip-Cov / KL-Cov
+    constants) is refused there, naming verl's key the run sets instead."""
     if "aepo" not in config:
         raise KeyError("the verl config has no top-level 'aepo:' section (see aepo_trainer.yaml)")
-    return load_aepo_config(OmegaConf.to_container(config.aepo, resolve=True), source="aepo")
+    raw = OmegaConf.to_container(config.aepo, resolve=True)
+    shadowed = []
+    for key, verl_key in verl_owned_keys().items():
+        *sections, name = key.split(".")
+        node = raw
+        for section in sections:
+            node = node.get(section) if isinstance(node, dict) else None
+        if isinstance(node, dict) and name in node:
+            shadowed.append(f"aepo.{key}: verl has this key, set {verl_key}")
+    if shadowed:
+        raise ConfigError("invalid AEPO config:\n  " + "\n  ".join(shadowed))
+    return load_aepo_config(raw, source="aepo")
 
 
 class AEPORayTrainer(RayPPOTrainer):
@@ -107,10 +127,11 @@ class AEPORayTrainer(RayPPOTrainer):
         self.rollout_manager = None
         """the real AgentLoopManager"""
         self._generation_prompts: DataProto | None = None
-        self._plan: StepPlan | None = None
+        self._start: StepStart | None = None
+        """this step's ``AEPOStep.begin``, made at its generate call"""
+        self._measured: Measured | None = None
+        """this step's ``AEPOStep.measured``, made at its old-log-prob pass"""
         self._extras: PendingExtras | None = None
-        self._old_entropy: float | None = None
-        """this step's token-mean entropy of pi_old (adaptive_entropy's measurement)"""
         self._actor_loss_config = None
         self._worker_entropy_coeff: float | None = None
         """the entropy_coeff the actor workers' loss holds (adaptive_entropy)"""
@@ -119,8 +140,8 @@ class AEPORayTrainer(RayPPOTrainer):
 
     def init_workers(self):
         super().init_workers()
-        if self.recipe.extra_rollout:
-            self.async_rollout_manager = self.wrap_rollout_manager(self.async_rollout_manager)
+        # Every algorithm: the training generate call is where a step begins.
+        self.async_rollout_manager = self.wrap_rollout_manager(self.async_rollout_manager)
 
     def wrap_rollout_manager(self, manager) -> RolloutManagerProxy:
         self.rollout_manager = manager
@@ -133,46 +154,43 @@ class AEPORayTrainer(RayPPOTrainer):
             len(getattr(self.rollout_manager, "agent_loop_workers", ()) or ()) or agent.num_workers
         )
 
-    def _plan_step(self, num_rows: int) -> StepPlan:
-        n = self.config.actor_rollout_ref.rollout.n
-        return self.aepo.plan(self.global_steps, num_prompts=num_rows // n, samples_per_prompt=n)
-
     def generate_sequences(self, prompts: DataProto) -> DataProto:
-        """fit()'s training generate call (through the proxy): the prompts are kept for a
-        second pass, and this step's extra requests ride along when they can be planned
-        before generation."""
+        """fit()'s training generate call (through the proxy): the step begins; the prompts
+        are kept for a second pass, and this step's extra requests ride along when they can
+        be planned before generation."""
+        n = self.config.actor_rollout_ref.rollout.n
         self._generation_prompts = prompts
-        self._plan, self._extras = None, None
-        if not self.aepo.plans_before_generation:
-            return self.rollout_manager.generate_sequences(prompts)
-        self._plan = self._plan_step(len(prompts))
-        if self._plan.num_samples == 0:
+        self._measured, self._extras = None, None
+        self._start = self.aepo.begin(
+            self.global_steps, num_prompts=len(prompts) // n, samples_per_prompt=n
+        )
+        plan = self._start.plan
+        if plan is None or plan.num_samples == 0:
             return self.rollout_manager.generate_sequences(prompts)
         default_loop = self.config.actor_rollout_ref.rollout.agent.default_agent_loop
         main_output, self._extras = generate_with_extras(
             self.rollout_manager,
             tag_default_rows(prompts, default_loop),
-            build_extra_requests(prompts, self._plan),
+            build_extra_requests(prompts, plan),
             self._rollout_workers,
         )
         return main_output
 
-    def _generate_after_measurement(self, num_rows: int) -> None:
+    def _generate_after_measurement(self, plan: StepPlan) -> None:
         """The second generation pass (``current_batch``, or step 1 of ``previous_step``).
 
         fit() has put the rollout replicas to sleep after its generate call; only
         ``update_weights`` wakes them (re-syncing the still unchanged pi_old), and fit()
         expects them asleep again before its own ``update_weights`` after the update.
         """
-        self._plan = self._plan_step(num_rows)
-        if self._plan.num_samples == 0:
+        if plan.num_samples == 0:
             return
         if self._generation_prompts is None or self.rollout_manager is None:
             raise RuntimeError(
                 "AEPO second generation pass: no generation prompts were seen this step "
                 "(init_workers() did not wrap the rollout manager?)"
             )
-        extra = build_extra_requests(self._generation_prompts, self._plan)
+        extra = build_extra_requests(self._generation_prompts, plan)
         self.checkpoint_manager.update_weights(self.global_steps)
         try:
             _, self._extras = generate_with_extras(
@@ -186,10 +204,14 @@ class AEPORayTrainer(RayPPOTrainer):
     def _compute_old_log_prob(self, batch: DataProto):
         old_log_prob, mfu = super()._compute_old_log_prob(batch)
         entropys = old_log_prob.batch["entropys"]
+        if self._start is None:
+            raise RuntimeError(
+                "AEPO: the old-log-prob pass came before this step's generate call "
+                "(init_workers() did not wrap the rollout manager?)"
+            )
         # Token mean over the GRPO batch, whatever loss_agg_mode fit() logs actor/entropy with.
         entropy = float(masked_mean(entropys, batch.batch["response_mask"]))
-        self.aepo.observe(entropy)
-        self._old_entropy = entropy
+        self._measured = self.aepo.measured(self._start, entropy)
         if self.recipe.entropy_adv or self.recipe.top_entropy_quantile is not None:
             old_log_prob.batch[OLD_ENTROPY_KEY] = entropys.clone()
         return old_log_prob, mfu
@@ -197,23 +219,30 @@ class AEPORayTrainer(RayPPOTrainer):
     # ---- the update ---------------------------------------------------------------------
 
     def _update_actor(self, batch: DataProto) -> DataProto:
+        start, measured, extras = self._start, self._measured, self._extras
+        self._start, self._measured, self._extras = None, None, None
+        if measured is None:
+            raise RuntimeError(
+                "AEPO: no pi_old entropy was measured this step "
+                "(algorithm.rollout_correction.bypass_mode skips the old-log-prob pass)"
+            )
         # Both engines log reward/mean, the mean reward of the T = 1 (GRPO) samples, so that
         # `aepo plot` reads local and verl runs alike; fit() logs it only as critic/score/mean.
-        metrics = {
-            "reward/mean": float(batch.batch["token_level_scores"].sum(-1).mean()),
-            # Every algorithm logs the step's target: the line its entropy is judged against.
-            "aepo/target_entropy": self.aepo.follow_target(self.global_steps),
-        }
+        metrics = {"reward/mean": float(batch.batch["token_level_scores"].sum(-1).mean())}
+        # Every algorithm logs the step's target (the line its entropy is judged against),
+        # those with an extra pass the decision too.
+        metrics.update(measured.metrics)
         old_entropy = None
         if OLD_ENTROPY_KEY in batch.batch.keys():  # set only for Entropy-Adv and 80/20
             old_entropy = batch.batch.pop(OLD_ENTROPY_KEY)
         if self.recipe.entropy_adv:
+            entropy_adv = self.aepo_cfg.baselines.entropy_adv
             batch.batch["advantages"] = entropy_shaped_advantages(
                 batch.batch["advantages"],
                 old_entropy,
                 batch.batch["response_mask"],
-                beta=self.aepo_cfg.entropy_adv.beta,
-                kappa=self.aepo_cfg.entropy_adv.kappa,
+                beta=entropy_adv.beta,
+                kappa=entropy_adv.kappa,
             )
         if self.recipe.top_entropy_quantile is not None:
             # One threshold over the whole step's batch (the paper's tau_rho^B), from pi_old.
@@ -224,37 +253,24 @@ class AEPORayTrainer(RayPPOTrainer):
                 self.recipe.top_entropy_quantile,
             )
             metrics.update(top_metrics)
-        if self.aepo.entropy_coef is not None:
-            metrics.update(self._begin_adaptive_entropy_step())
-        if self.recipe.extra_rollout and self._plan is None:
-            self._generate_after_measurement(len(batch))
-        plan, extras = self._plan, self._extras
-        self._plan, self._extras = None, None
+        if self.aepo.adaptive_entropy is not None:
+            # Skywork-OR1's alpha_k = c_k * 1[e_k <= target], installed as the actor workers'
+            # entropy_coeff for this update. verl's worker keeps its loss's coefficient for
+            # the whole update, so it moves once per training step (update: training_step).
+            self.set_actor_entropy_coeff(measured.entropy_bonus)
+            metrics.update(self.aepo.adaptive_entropy.metrics())
+            metrics["aepo/entropy_coef_applied"] = measured.entropy_bonus
+        plan = measured.plan
         to_update = batch
         if plan is not None:
-            # A plan made before this step's measurement (previous_step) sizes its push now.
-            plan = self.aepo.settle(plan)
+            if start is None or start.plan is None:  # planned after the measurement
+                self._generate_after_measurement(plan)
+                extras, self._extras = self._extras, None
             to_update, merge_metrics = self.merge_extras(batch, plan, extras)
             metrics.update(merge_metrics)
         output = super()._update_actor(to_update)
         output.meta_info.setdefault("metrics", {}).update(metrics)
         return output
-
-    def _begin_adaptive_entropy_step(self) -> dict[str, float]:
-        """Skywork-OR1's ``alpha_k = c_k * 1[e_k <= target]`` from this step's pi_old entropy,
-        installed as the actor workers' ``entropy_coeff`` for this step's update. verl's
-        worker keeps its loss's coefficient for the whole update, so the coefficient moves
-        once per training step here (``aepo.baselines.adaptive_entropy.update: training_step``)."""
-        if self._old_entropy is None:
-            raise RuntimeError(
-                "adaptive_entropy: no pi_old entropy was measured this step "
-                "(algorithm.rollout_correction.bypass_mode skips the old-log-prob pass)"
-            )
-        adaptive = self.aepo.entropy_coef
-        coef = adaptive.begin_step(self._old_entropy)
-        self._old_entropy = None
-        self.set_actor_entropy_coeff(coef)
-        return {**adaptive.metrics(), "aepo/entropy_coef_applied": coef}
 
     def set_actor_entropy_coeff(self, coef: float) -> None:
         if coef == self._worker_entropy_coeff:
@@ -268,17 +284,16 @@ class AEPORayTrainer(RayPPOTrainer):
 
     def merge_extras(self, batch: DataProto, plan: StepPlan, extras: PendingExtras | None):
         """Select positives among the extra samples and merge them; returns the batch for
-        the actor update and the step's ``aepo/*`` metrics."""
-        # aepo/entropy is the entropy the decision used, as in the local engine; fit() logs
-        # this step's measurement as actor/entropy.
-        metrics = plan.decision.metrics()
+        the actor update and the step's ``aepo/*`` metrics beyond the decision's."""
         spent = 0 if extras is None else extras.generated_tokens
         grpo_tokens = max(1, int(batch.batch["response_mask"].sum().item()))
-        metrics["aepo/extra_gen_tokens"] = float(spent)
-        metrics["aepo/extra_gen_fraction"] = spent / grpo_tokens
-        metrics["aepo/extra_samples"] = float(0 if extras is None else len(extras.outputs))
-        metrics["aepo/reinforce_samples"] = 0.0
-        metrics["aepo/positive_rate"] = 0.0
+        metrics = {
+            "aepo/extra_gen_tokens": float(spent),
+            "aepo/extra_gen_fraction": spent / grpo_tokens,
+            "aepo/extra_samples": float(0 if extras is None else len(extras.outputs)),
+            "aepo/reinforce_samples": 0.0,
+            "aepo/positive_rate": 0.0,
+        }
         if extras is None or len(extras.outputs) == 0:
             return batch, metrics
         outputs = extras.outputs
@@ -294,63 +309,59 @@ class AEPORayTrainer(RayPPOTrainer):
             outputs = outputs.union(self._compute_reward_colocate(outputs))
         rewards = outputs.batch["rm_scores"].sum(dim=-1)
         group_uids = extras.extra.group_uids
-        selection, selection_metrics = self.aepo.select(plan, rewards, group_uids)
-        metrics.update(selection_metrics)
-        if len(selection) == 0:
+        response_mask = batch.batch["response_mask"]
+        reinforcement = self.aepo.reinforce(
+            plan,
+            rewards,
+            group_uids,
+            outputs.batch["response_mask"],
+            grpo_advantage=sequence_advantage(batch),
+            grpo_lengths=response_mask.sum(-1).cpu(),
+            layout=self._update_layout(len(batch), response_mask.shape[-1]),
+        )
+        metrics.update(reinforcement.metrics)
+        if len(reinforcement) == 0:
             return batch, metrics
 
-        chosen = selection.indices.tolist()
-        samples = outputs.select_idxs(selection.indices.numpy())
+        chosen = reinforcement.indices.tolist()
+        samples = outputs.select_idxs(reinforcement.indices.numpy())
         rows = build_reinforce_rows(
             batch,
             samples,
             source_uids=[extras.extra.source_uids[i] for i in chosen],
             group_uids=[group_uids[i] for i in chosen],
-            advantages=self.aepo.advantages(plan, selection, samples.batch["response_mask"]),
+            advantages=reinforcement.advantages,
         )
         self._recompute_log_probs(rows)
-
-        dp = actor_dp_size(self)
-        mini = self.config.actor_rollout_ref.actor.ppo_mini_batch_size
-        mini *= self.config.actor_rollout_ref.rollout.n
-        merge = self.aepo.merge_plan(
-            sequence_advantage(batch),
-            len(rows),
-            num_chunks=dp * max(1, len(batch) // mini),
-            batch_multiple=math.lcm(dp, mini),
-        )
-        metrics["aepo/displaced_nonzero"] = float(merge.displaced_nonzero)
-        merged = apply_merge(batch, rows, merge)
-        self._weight_for_eq1(merged, merge, num_grpo_rows=len(batch), dp=dp, mini_rows=mini)
+        merged = apply_merge(batch, rows, reinforcement.merge)
+        if reinforcement.row_scale is not None:
+            adv = merged.batch["advantages"]
+            merged.batch["advantages"] = adv * reinforcement.row_scale.to(adv).unsqueeze(1)
         return merged, metrics
 
-    def _weight_for_eq1(self, merged: DataProto, merge, *, num_grpo_rows, dp, mini_rows):
-        """Scale each row's advantages so every actor update is L_GRPO + alpha * L_REINFORCE
-        under verl's loss aggregation (``AEPOStep.row_scale``). verl's engine gives each rank
-        a contiguous chunk and cuts it into contiguous mini-batches
+    def _update_layout(self, num_rows: int, response_length: int) -> UpdateLayout:
+        """verl's update, as the merge and the Eq. 1 weighting must see it: verl's engine
+        gives each rank a contiguous chunk and cuts it into contiguous mini-batches
         (engine_workers.py train_mini_batch, actor.shuffle false), normalising by the global
         mini-batch's tokens or ``ppo_mini_batch_size * n`` rows (fsdp/transformer_impl.py)."""
-        total = len(merged)
-        reinforce = torch.zeros(total, dtype=torch.bool)
-        reinforce[merge.replace_rows] = True
-        reinforce[num_grpo_rows : num_grpo_rows + merge.append_rows] = True
-        chunk, per_rank = total // dp, max(1, mini_rows // dp)
-        minibatch = (torch.arange(total) % chunk) // per_rank
+        dp = actor_dp_size(self)
         actor = self.config.actor_rollout_ref.actor
-        mask = merged.batch["response_mask"]
-        scale = self.aepo.row_scale(
-            mask.sum(-1).cpu(),
-            reinforce,
-            minibatch,
-            mode=actor.get("loss_agg_mode", "token-mean"),
-            rows_per_minibatch=mini_rows,
+        mini = actor.ppo_mini_batch_size * self.config.actor_rollout_ref.rollout.n
+        per_rank = max(1, mini // dp)
+
+        def minibatch_of(total: int) -> torch.Tensor:
+            return (torch.arange(total) % (total // dp)) // per_rank
+
+        return UpdateLayout(
+            loss_agg_mode=actor.get("loss_agg_mode", "token-mean"),
+            num_chunks=dp * max(1, num_rows // mini),
+            batch_multiple=math.lcm(dp, mini),
+            minibatch_of=minibatch_of,
+            rows_per_minibatch=mini,
             # verl divides seq-mean-token-sum-norm by loss_scale_factor, else by the padded
             # response length (exact here when the former is set).
-            horizon=actor.get("loss_scale_factor") or mask.shape[-1],
+            horizon=actor.get("loss_scale_factor") or response_length,
         )
-        if scale is not None:
-            adv = merged.batch["advantages"]
-            merged.batch["advantages"] = adv * scale.to(adv).unsqueeze(1)
 
     def _recompute_log_probs(self, rows: DataProto) -> None:
         """Old (and reference) log-probs of the AEPO rows at ``rollout.temperature`` (1.0),
