@@ -56,7 +56,7 @@ class ControllerConfig(_Section):
             "`fixed`: the paper's bang-bang rule, full budget and T_high/T_low every step; "
             "`proportional`: the push (budget, and alpha under `alpha_meaning: paper`) "
             "scales with |H - H*| / H*, so it fades near the target.",
-            f"fixed: {PAPER} Sec. 3; proportional: this package (README, Why gain: proportional)",
+            f"fixed: {PAPER} Sec. 3; proportional: this package (docs/configuration.md, Why gain: proportional)",
         ),
     )
     proportional_gain: float = Field(
@@ -74,7 +74,7 @@ class ControllerConfig(_Section):
             "`proportional`: each step adds this x the relative error (H* - H) / H* to a "
             "standing push (only within 25% of H*, kept within +-0.5), which removes the "
             "offset a plain proportional push leaves against a steady drift; 0 turns it off.",
-            "this package, measured on the built-in task (README, The CPU demo)",
+            "this package, measured on the built-in task (docs/demo.md)",
         ),
     )
 
@@ -398,7 +398,7 @@ class AEPOConfig(_Section):
             "`batch_share`: rows carry alpha * R and weigh what the aggregation gives them "
             "(under token-mean, their share of the batch's tokens).",
             f"paper: {PAPER} Eq. 1; batch_share: the authors' code; default chosen by "
-            "scripts/alpha_meaning.py (README)",
+            "scripts/alpha_meaning.py (docs/alpha.md)",
         ),
     )
     clip_ratio: float = Field(

@@ -44,7 +44,7 @@ TINY_AEPO: dict[str, Any] = {
     "t_low": 0.5,
     # batch_share with alpha 16, not the paper meaning: the batch is fixed here, so
     # batch_share's dependence on batch size costs nothing (the verl configs keep the paper
-    # meaning; README, What alpha_meaning changes). On contains_digit alpha 32 cost reward
+    # meaning; docs/alpha.md, What alpha_meaning changes). On contains_digit alpha 32 cost reward
     # at high targets (0.83 at H* = 1.0, against 0.98 at 16) for no tighter tracking.
     "alpha": 16.0,
     "alpha_meaning": "batch_share",
@@ -52,7 +52,7 @@ TINY_AEPO: dict[str, Any] = {
     "samples_down": 12,
     # verl's default mode: the temperature comes from the last measurement and the push is
     # settled from this step's own (aepo.core.controller.settle), which made it as tight as
-    # current_batch on contains_digit (README, bench table: both modes side by side).
+    # current_batch on contains_digit (docs/demo.md, make bench: the AEPO rows).
     "entropy_source": "previous_step",
     "positive_filter": "reward",
     "merge": "replace_zero_advantage",
