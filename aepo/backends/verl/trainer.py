@@ -44,6 +44,7 @@ from aepo.backends.verl.batch_merge import apply_merge, build_reinforce_rows, se
 from aepo.backends.verl.checkpoint import (
     CheckpointStateError,
     read_state,
+    repair_tracker,
     state_path,
     write_state,
 )
@@ -70,6 +71,15 @@ logger = logging.getLogger(__name__)
 OLD_ENTROPY_KEY = "aepo_old_entropy"
 """pi_old's token entropies, carried from the old-log-prob pass to the update (Entropy-Adv,
 the 80/20 rule)"""
+
+
+def reinforce_mask(total: int, merge, *, num_grpo_rows: int) -> torch.Tensor:
+    """Which of the merged batch's ``total`` rows are REINFORCE rows: those that replaced a
+    GRPO row and those appended after the ``num_grpo_rows`` GRPO rows (batch_merge.apply_merge)."""
+    reinforce = torch.zeros(total, dtype=torch.bool)
+    reinforce[merge.replace_rows] = True
+    reinforce[num_grpo_rows : num_grpo_rows + merge.append_rows] = True
+    return reinforce
 
 
 def _log_prob_divisor(dp: int, section) -> int:
@@ -321,19 +331,21 @@ class AEPORayTrainer(RayPPOTrainer):
         )
         metrics["aepo/displaced_nonzero"] = float(merge.displaced_nonzero)
         merged = apply_merge(batch, rows, merge)
-        self._weight_for_eq1(merged, merge, num_grpo_rows=len(batch), dp=dp, mini_rows=mini)
+        reinforce = reinforce_mask(len(merged), merge, num_grpo_rows=len(batch))
+        # The rows each data-parallel rank trains on: verl's nd-dispatch hands rank r the r-th
+        # of dp equal contiguous chunks (the rule _weight_for_eq1 relies on too).
+        for rank, chunk in enumerate(reinforce.chunk(dp)):
+            metrics[f"aepo/reinforce_rows_dp{rank}"] = float(chunk.sum())
+        self._weight_for_eq1(merged, reinforce, dp=dp, mini_rows=mini)
         return merged, metrics
 
-    def _weight_for_eq1(self, merged: DataProto, merge, *, num_grpo_rows, dp, mini_rows):
+    def _weight_for_eq1(self, merged: DataProto, reinforce: torch.Tensor, *, dp, mini_rows):
         """Scale each row's advantages so every actor update is L_GRPO + alpha * L_REINFORCE
         under verl's loss aggregation (``AEPOStep.row_scale``). verl's engine gives each rank
         a contiguous chunk and cuts it into contiguous mini-batches
         (engine_workers.py train_mini_batch, actor.shuffle false), normalising by the global
         mini-batch's tokens or ``ppo_mini_batch_size * n`` rows (fsdp/transformer_impl.py)."""
         total = len(merged)
-        reinforce = torch.zeros(total, dtype=torch.bool)
-        reinforce[merge.replace_rows] = True
-        reinforce[num_grpo_rows : num_grpo_rows + merge.append_rows] = True
         chunk, per_rank = total // dp, max(1, mini_rows // dp)
         minibatch = (torch.arange(total) % chunk) // per_rank
         actor = self.config.actor_rollout_ref.actor
@@ -401,6 +413,8 @@ class AEPORayTrainer(RayPPOTrainer):
         return super()._save_checkpoint()
 
     def _load_checkpoint(self):
+        if self.config.trainer.resume_mode == "auto":
+            repair_tracker(self.config.trainer.default_local_dir)
         result = super()._load_checkpoint()
         if self.global_steps > 0:
             self.restore_aepo_state(
