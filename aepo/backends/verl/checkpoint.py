@@ -57,6 +57,26 @@ def read_state(folder: str) -> dict[str, Any] | None:
     return state
 
 
+RESUMED_PREFIX = "aepo: resumed state"
+"""start of the line the trainer prints after restoring a checkpoint's AEPO state"""
+
+
+def state_summary(state: dict[str, Any]) -> dict[str, Any]:
+    """What a resumed run must carry on with, comparable between the file and the restored
+    trainer: the controller's measurement, integral and last target, the positive-rate
+    estimates, the adaptive entropy coefficient, and a digest of the selection RNG."""
+    import hashlib
+
+    controller = {k: v for k, v in state.get("controller", {}).items() if k != "config"}
+    rng = bytes(state.get("rng_state", []))
+    return {
+        "controller": controller,
+        "positive_rates": state.get("positive_rates"),
+        "adaptive_entropy": state.get("adaptive_entropy"),
+        "rng_sha256": hashlib.sha256(rng).hexdigest(),
+    }
+
+
 # What RayPPOTrainer._load_checkpoint's AEPO side reads from the file (trainer.py).
 STATE_KEYS = ("controller", "positive_rates", "rng_state")
 

@@ -6,7 +6,8 @@ then runs ``python -m aepo.backends.verl.main`` on ``configs/e2e/verl_cpu.yaml``
 ``+shape=scale_out`` (``configs/e2e/shape/scale_out.yaml``): 2 data-parallel FSDP2 ranks, one
 per node, 2 vLLM replicas, 2 agent-loop workers, dynamic batch sizes, the math reward.
 Checkpoints go to ``outputs/e2e/checkpoints/scale_out/MODE`` (a second run with more steps
-resumes), TensorBoard logs to ``outputs/e2e/tensorboard/scale_out/MODE/NAME``. Run
+resumes), TensorBoard logs to ``outputs/e2e/tensorboard/scale_out/MODE/NAME`` and verl's
+rollout dumps (with the reward's fields) to ``outputs/e2e/rollouts/scale_out/MODE/NAME``. Run
 ``python -m aepo.backends.verl.e2e prepare`` first.
 
 ``--kill-at MOMENT --kill-step K`` SIGKILLs every process of the run (the driver, the Ray
@@ -45,7 +46,15 @@ def tensorboard_dir(output: Path, mode: str) -> Path:
     return output.resolve() / "tensorboard" / "scale_out" / mode
 
 
-def run_command(mode: str, steps: int, output: Path, address: str, overrides=()) -> list[str]:
+def rollout_dir(output: Path, mode: str) -> Path:
+    """verl's per-step JSONL dumps of the GRPO rows with their reward fields
+    (``trainer.rollout_data_dir``), one sub-folder per run name."""
+    return output.resolve() / "rollouts" / "scale_out" / mode
+
+
+def run_command(
+    mode: str, steps: int, output: Path, address: str, overrides=(), name: str = "run"
+) -> list[str]:
     return e2e.run_command(
         mode,
         steps,
@@ -53,6 +62,7 @@ def run_command(mode: str, steps: int, output: Path, address: str, overrides=())
         [
             SHAPE_OVERRIDE,
             f"trainer.default_local_dir={checkpoint_dir(output, mode)}",
+            f"trainer.rollout_data_dir={rollout_dir(output, mode) / name}",
             f"ray_kwargs.ray_init.address={address}",
             *overrides,
         ],
@@ -121,7 +131,7 @@ def launch(
             f"({time.monotonic() - started:.0f} s)",
             flush=True,
         )
-        command = run_command(mode, steps, output, cluster.address, overrides)
+        command = run_command(mode, steps, output, cluster.address, overrides, name)
         driver = subprocess.Popen(command, env=env, cwd=e2e.PROJECT_ROOT)
         if kill_at is None:
             return driver.wait()

@@ -23,6 +23,7 @@ Which of these steps run is decided by the core's recipe (``aepo/core/recipes.py
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 
@@ -42,10 +43,12 @@ from aepo.backends.verl._verl_internals import (
 )
 from aepo.backends.verl.batch_merge import apply_merge, build_reinforce_rows, sequence_advantage
 from aepo.backends.verl.checkpoint import (
+    RESUMED_PREFIX,
     CheckpointStateError,
     read_state,
     repair_tracker,
     state_path,
+    state_summary,
     write_state,
 )
 from aepo.backends.verl.extra_rollout import (
@@ -458,3 +461,7 @@ class AEPORayTrainer(RayPPOTrainer):
             )
         if uses_controller or state.get("uses_controller"):
             self.load_aepo_state_dict(state, source=path)
+            # One line in the driver's log: what the run carries on with (tests compare it
+            # with the file; a user sees the controller resumed, not restarted).
+            summary = json.dumps(state_summary(self.aepo.state_dict()), sort_keys=True)
+            print(f"{RESUMED_PREFIX} {path} {summary}", flush=True)
