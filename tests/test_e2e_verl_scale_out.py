@@ -47,8 +47,7 @@ TAGS = (
     "training/global_step",
     "training/rollout_probs_diff_mean",
     "critic/score/mean",
-    "response_length/mean",
-    "prompt_length/mean",
+    "global_seqlen/min",
 )
 # Ray prefixes a worker's lines with its actor class and pid; vLLM's AsyncLLM logs each
 # request it adds (engine_kwargs.vllm.enable_log_requests in the shape's config).
@@ -121,16 +120,15 @@ def test_both_vllm_replicas_serve_requests(runs):
 
 @pytest.mark.e2e
 def test_dynamic_batch_sizes_cut_each_ranks_mini_batch(runs):
-    """verl logs no micro-batch count; with use_dynamic_bsz it makes at least
-    ceil(tokens / budget) micro-batches of a rank's mini-batch (rearrange_micro_batches).
-    A rank's mini-batch holds MINI_BATCH_PROMPTS * N / DP GRPO rows of the logged mean
-    length: more tokens than one budget, so every update ran several micro-batches."""
-    rows = MINI_BATCH_PROMPTS * N // DP
+    """verl logs no micro-batch count. It logs each rank's tokens of the step's GRPO batch
+    (global_seqlen/min, the smallest rank's share after balancing); with use_dynamic_bsz a
+    rank cuts each of its mini-batches into at least ceil(tokens / budget) micro-batches
+    (seqlen_balancing.rearrange_micro_batches). Each rank's mini-batch holds more tokens
+    than one budget, so every update and log-prob pass ran several micro-batches per rank."""
+    mini_batches = PROMPTS // MINI_BATCH_PROMPTS
     for name in ("run", "resumed"):
-        run = runs[name]
-        for step, response in scalar(run, "response_length/mean").items():
-            tokens = rows * (response + scalar(run, "prompt_length/mean")[step])
-            assert tokens > TOKEN_BUDGET, (name, step, tokens)
+        for step, tokens in scalar(runs[name], "global_seqlen/min").items():
+            assert tokens / mini_batches > TOKEN_BUDGET, (name, step, tokens)
 
 
 @pytest.mark.e2e
