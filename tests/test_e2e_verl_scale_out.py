@@ -20,11 +20,12 @@ import numpy as np
 import pytest
 
 from aepo.backends.verl import e2e, scale_out
+from aepo.backends.verl.checkpoint import RESUMED_PREFIX, read_state, state_summary
 from aepo.plot.curves import load_scalars
 from aepo.tasks import digit_sum
 
 OUTPUT = e2e.PROJECT_ROOT / e2e.DEFAULT_OUTPUT
-MODE = "previous_step"
+MODE = "previous_step"  # the mode that resumes
 STEPS = 2  # first run, checkpoint at the last step (save_freq 2)
 RESUMED_STEPS = 3
 # configs/e2e/verl_cpu.yaml and configs/e2e/shape/scale_out.yaml
@@ -54,27 +55,42 @@ TAGS = (
 VLLM_REQUEST = re.compile(r"\((\w+) pid=(\d+)(?:, ip=[^)]*)?\).*Added request")
 
 
-def _train(steps: int, name: str) -> tuple[dict, str]:
+# run name -> (entropy_source, train up to step); "resumed" continues "run"'s checkpoint.
+RUNS = {
+    "run": ("previous_step", STEPS),
+    "resumed": ("previous_step", RESUMED_STEPS),
+    "current_batch": ("current_batch", STEPS),
+}
+
+
+def _train(name: str) -> tuple[dict, str]:
+    mode, steps = RUNS[name]
     logs = OUTPUT / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    log_path = logs / f"scale_out-{MODE}-{name}.log"
+    log_path = logs / f"scale_out-{mode}-{name}.log"
     with log_path.open("w") as log:
-        code = scale_out.run(MODE, steps, OUTPUT, name=name, log=log)
+        code = scale_out.run(mode, steps, OUTPUT, name=name, log=log)
     text = log_path.read_text(errors="replace")
     if code != 0:
         pytest.fail(f"scale-out run {name!r} exited {code} (full log: {log_path}):\n{text[-6000:]}")
-    return load_scalars(scale_out.tensorboard_dir(OUTPUT, MODE) / name, tags=TAGS), text
+    return load_scalars(scale_out.tensorboard_dir(OUTPUT, mode) / name, tags=TAGS), text
 
 
 @pytest.fixture(scope="module")
 def runs() -> dict:
+    """previous_step to step 2 (checkpoint), resumed to step 3; current_batch to step 2."""
     e2e.prepare(OUTPUT)
-    shutil.rmtree(scale_out.tensorboard_dir(OUTPUT, MODE), ignore_errors=True)
-    shutil.rmtree(scale_out.checkpoint_dir(OUTPUT, MODE), ignore_errors=True)
-    shutil.rmtree(scale_out.rollout_dir(OUTPUT, MODE), ignore_errors=True)
-    first, first_log = _train(STEPS, "run")
-    resumed, resumed_log = _train(RESUMED_STEPS, "resumed")
-    return {"run": first, "resumed": resumed, "logs": {"run": first_log, "resumed": resumed_log}}
+    for mode in ("previous_step", "current_batch"):
+        for folder in (scale_out.tensorboard_dir, scale_out.checkpoint_dir, scale_out.rollout_dir):
+            shutil.rmtree(folder(OUTPUT, mode), ignore_errors=True)
+    result = {"logs": {}}
+    for name in RUNS:
+        result[name], result["logs"][name] = _train(name)
+    return result
+
+
+def _steps(name: str) -> list[int]:
+    return [RESUMED_STEPS] if name == "resumed" else list(range(1, STEPS + 1))
 
 
 def scalar(run: dict, tag: str) -> dict[int, float]:
@@ -85,10 +101,10 @@ def scalar(run: dict, tag: str) -> dict[int, float]:
 
 @pytest.mark.e2e
 def test_aepo_scalars_at_every_step(runs):
-    for name, steps in (("run", range(1, STEPS + 1)), ("resumed", [RESUMED_STEPS])):
+    for name in RUNS:
         for tag in TAGS:
             if tag.startswith("aepo/"):
-                assert sorted(scalar(runs[name], tag)) == list(steps), (name, tag)
+                assert sorted(scalar(runs[name], tag)) == _steps(name), (name, tag)
         for step, temperature in scalar(runs[name], "aepo/temperature").items():
             entropy = scalar(runs[name], "aepo/temperature_entropy")[step]
             assert temperature == pytest.approx(T_HIGH if entropy < TARGET else T_LOW), step
@@ -98,9 +114,9 @@ def test_aepo_scalars_at_every_step(runs):
 def test_reinforce_rows_reach_both_ranks_updates(runs):
     """The merged REINFORCE rows split over the two FSDP ranks' chunks of the update batch
     (aepo/reinforce_rows_dpR: rank R's contiguous chunk, verl's nd-dispatch), and over the
-    three steps each rank trains on some."""
+    five steps each rank trains on some."""
     per_rank = Counter()
-    for name in ("run", "resumed"):
+    for name in RUNS:
         run = runs[name]
         for step, merged in scalar(run, "aepo/reinforce_samples").items():
             ranks = [scalar(run, f"aepo/reinforce_rows_dp{r}")[step] for r in range(DP)]
@@ -111,10 +127,13 @@ def test_reinforce_rows_reach_both_ranks_updates(runs):
 
 @pytest.mark.e2e
 def test_both_vllm_replicas_serve_requests(runs):
-    """Each replica (a vLLM server actor of its own, one per node) logs the requests it
-    adds: both served some at every run, and the two agent-loop workers spread them."""
+    """Each replica (a vLLM server actor needing one logical GPU, so one per node) logs the
+    requests it adds: every GRPO and extra sample was one request, and both replicas
+    served some in every run (verl's load balancer, called from both agent-loop workers)."""
     for name, text in runs["logs"].items():
         served = Counter(pid for _, pid in VLLM_REQUEST.findall(text))
+        extras = scalar(runs[name], "aepo/extra_samples").values()
+        assert sum(served.values()) == sum(PROMPTS * N + e for e in extras), (name, served)
         assert len(served) == DP and min(served.values()) > 0, (name, served)
 
 
@@ -126,7 +145,7 @@ def test_dynamic_batch_sizes_cut_each_ranks_mini_batch(runs):
     (seqlen_balancing.rearrange_micro_batches). Each rank's mini-batch holds more tokens
     than one budget, so every update and log-prob pass ran several micro-batches per rank."""
     mini_batches = PROMPTS // MINI_BATCH_PROMPTS
-    for name in ("run", "resumed"):
+    for name in RUNS:
         for step, tokens in scalar(runs[name], "global_seqlen/min").items():
             assert tokens / mini_batches > TOKEN_BUDGET, (name, step, tokens)
 
@@ -139,11 +158,11 @@ def test_math_reward_scores_in_verls_reward_loop(runs):
     other sums, which the warm-started model does not write)."""
     rows = [
         json.loads(line)
-        for name in ("run", "resumed")
-        for path in sorted((scale_out.rollout_dir(OUTPUT, MODE) / name).glob("*.jsonl"))
+        for name, (mode, _) in RUNS.items()
+        for path in sorted((scale_out.rollout_dir(OUTPUT, mode) / name).glob("*.jsonl"))
         for line in path.read_text().splitlines()
     ]
-    assert len(rows) == (STEPS + RESUMED_STEPS - STEPS) * PROMPTS * N, len(rows)
+    assert len(rows) == sum(len(_steps(name)) for name in RUNS) * PROMPTS * N, len(rows)
     in_form = 0
     for row in rows:
         assert {"pred", "format_ok", "unparseable"} <= set(row), sorted(row)
@@ -158,14 +177,12 @@ def test_math_reward_scores_in_verls_reward_loop(runs):
 
 @pytest.mark.e2e
 def test_vllm_and_fsdp_log_probs_agree(runs):
-    for name in ("run", "resumed"):
+    for name in RUNS:
         diff = scalar(runs[name], "training/rollout_probs_diff_mean")
         assert all(np.isfinite(v) and v < 0.01 for v in diff.values()), (name, diff)
-    drift = max(v for n in ("run", "resumed") for v in scalar(runs[n], "actor/ppo_kl").values())
+    drift = max(v for n in RUNS for v in scalar(runs[n], "actor/ppo_kl").values())
     diff = max(
-        v
-        for n in ("run", "resumed")
-        for v in scalar(runs[n], "training/rollout_probs_diff_mean").values()
+        v for n in RUNS for v in scalar(runs[n], "training/rollout_probs_diff_mean").values()
     )
     assert drift > 5 * diff, (drift, diff)
 
@@ -177,6 +194,13 @@ def test_resume_continues_the_step_count_and_the_controller_state(runs):
     decided_on = scalar(resumed, "aepo/temperature_entropy")[RESUMED_STEPS]
     assert decided_on == pytest.approx(scalar(first, "actor/entropy")[STEPS], abs=1e-4)
     assert decided_on != pytest.approx(scalar(resumed, "actor/entropy")[RESUMED_STEPS], abs=1e-4)
+    # The trainer prints the AEPO state it restored: the checkpoint's, all of it.
+    folder = scale_out.checkpoint_dir(OUTPUT, MODE) / f"global_step_{STEPS}"
+    lines = [line for line in runs["logs"]["resumed"].splitlines() if RESUMED_PREFIX in line]
+    assert len(lines) == 1, lines
+    path, restored = lines[0].split(RESUMED_PREFIX, 1)[1].strip().split(" ", 1)
+    assert path == str(folder / "aepo_state.json")
+    assert json.loads(restored) == state_summary(read_state(str(folder)))
 
 
 def test_the_scale_out_shape_passes_verls_and_the_start_up_checks(tmp_path):

@@ -167,11 +167,11 @@ def run(
 ) -> int:
     """:func:`launch` in a process of its own (its environment is the cluster's); the exit
     code."""
+    # The overrides right after the mode: argparse takes positionals before the options.
     command = [sys.executable, "-m", __name__, "--output", str(output), "run", mode]
-    command += ["--steps", str(steps), "--name", name]
+    command += [*overrides, "--steps", str(steps), "--name", name]
     if kill_at is not None:
         command += ["--kill-at", kill_at, "--kill-step", str(kill_step)]
-    command += list(overrides)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
         filter(None, [str(e2e.PROJECT_ROOT), env.get("PYTHONPATH")])
