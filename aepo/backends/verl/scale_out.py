@@ -23,6 +23,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -35,6 +36,8 @@ OBJECT_STORE_BYTES = 512 << 20  # per node; Ray's default, 30 % of RAM, is for r
 KILLED = 137  # 128 + SIGKILL, what a shell reports for a process killed this way
 KILL_MOMENTS = ("state", "shards", "saved")
 TRACKER_FILE = "latest_checkpointed_iteration.txt"  # verl's, ray_trainer.py:1046-1050
+PORT_RACE = b"EADDRINUSE"
+PORT_RACE_ATTEMPTS = 3
 
 
 def checkpoint_dir(output: Path, mode: str) -> Path:
@@ -98,6 +101,73 @@ def _kill_everything_started_here() -> int:
     return len(victims)
 
 
+def _start_cluster():
+    from ray.cluster_utils import Cluster
+
+    node = {"num_cpus": CPUS_PER_NODE, "num_gpus": 1, "object_store_memory": OBJECT_STORE_BYTES}
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={**node, "include_dashboard": False},
+        shutdown_at_exit=True,
+    )
+    for _ in range(NODES - 1):
+        cluster.add_node(**node)
+    cluster.wait_for_nodes()
+    return cluster
+
+
+def _copy_output(stream, seen: dict) -> None:
+    """The driver's output to ours, line by line, noting a lost port race."""
+    for line in iter(stream.readline, b""):
+        sys.stdout.buffer.write(line)
+        sys.stdout.flush()
+        if PORT_RACE in line:
+            seen["port_race"] = True
+
+
+def _attempt(mode, steps, output, overrides, name, env, kill_at, kill_step) -> tuple[int, bool]:
+    """One cluster, one run; (exit code or KILLED, whether vLLM lost a port race)."""
+    started = time.monotonic()
+    cluster = _start_cluster()
+    try:
+        print(
+            f"[scale_out] {NODES} Ray nodes at {cluster.address} "
+            f"({time.monotonic() - started:.0f} s)",
+            flush=True,
+        )
+        command = run_command(mode, steps, output, cluster.address, overrides, name)
+        driver = subprocess.Popen(
+            command,
+            env=env,
+            cwd=e2e.PROJECT_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        seen = {"port_race": False}
+        copier = threading.Thread(target=_copy_output, args=(driver.stdout, seen), daemon=True)
+        copier.start()
+        folder = checkpoint_dir(output, mode)
+        while driver.poll() is None:
+            if kill_at is not None and _moment_reached(kill_at, folder, kill_step):
+                killed = _kill_everything_started_here()
+                print(
+                    f"[scale_out] SIGKILL at {kill_at} of step {kill_step}: {killed} processes",
+                    flush=True,
+                )
+                return KILLED, False
+            time.sleep(0.01)
+        copier.join(timeout=30)
+        if kill_at is not None:
+            print(f"[scale_out] the run ended before {kill_at} of step {kill_step}", flush=True)
+        return driver.returncode, seen["port_race"]
+    finally:
+        try:
+            cluster.shutdown()
+        except Exception as err:  # after a kill the nodes are already gone
+            print(f"[scale_out] cluster shutdown: {err}", flush=True)
+        print(f"[scale_out] done in {time.monotonic() - started:.0f} s", flush=True)
+
+
 def launch(
     mode: str,
     steps: int,
@@ -109,50 +179,26 @@ def launch(
 ) -> int:
     """Start the two-node cluster, run verl on it, stop the cluster; the run's exit code, or
     KILLED after a kill. Meant for a process of its own: the cluster's raylets hand this
-    process's environment (the CPU platform's variables) to every worker."""
+    process's environment (the CPU platform's variables) to every worker.
+
+    Both "nodes" share one host's ports: vLLM picks a free port for its workers' process
+    group, releases it and binds it later, and a second replica (or any process on the
+    machine) can take it in between (EADDRINUSE at engine start). Real nodes have a port
+    space each, so a run that lost that race starts again on a fresh cluster (resuming from
+    its latest checkpoint), up to PORT_RACE_ATTEMPTS times, and says so."""
     env = e2e.run_environment(mode, output, name)
     env["TENSORBOARD_DIR"] = str(tensorboard_dir(output, mode) / name)
     os.environ.update(env)
-    from ray.cluster_utils import Cluster
-
-    started = time.monotonic()
-    node = {"num_cpus": CPUS_PER_NODE, "num_gpus": 1, "object_store_memory": OBJECT_STORE_BYTES}
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={**node, "include_dashboard": False},
-        shutdown_at_exit=True,
-    )
-    try:
-        for _ in range(NODES - 1):
-            cluster.add_node(**node)
-        cluster.wait_for_nodes()
+    for attempt in range(1, PORT_RACE_ATTEMPTS + 1):
+        code, port_race = _attempt(mode, steps, output, overrides, name, env, kill_at, kill_step)
+        if code == 0 or not port_race or attempt == PORT_RACE_ATTEMPTS:
+            return code
         print(
-            f"[scale_out] {NODES} Ray nodes at {cluster.address} "
-            f"({time.monotonic() - started:.0f} s)",
+            f"[scale_out] vLLM lost a port race on this one host (EADDRINUSE): starting "
+            f"again, attempt {attempt + 1} of {PORT_RACE_ATTEMPTS}",
             flush=True,
         )
-        command = run_command(mode, steps, output, cluster.address, overrides, name)
-        driver = subprocess.Popen(command, env=env, cwd=e2e.PROJECT_ROOT)
-        if kill_at is None:
-            return driver.wait()
-        folder = checkpoint_dir(output, mode)
-        while driver.poll() is None:
-            if _moment_reached(kill_at, folder, kill_step):
-                killed = _kill_everything_started_here()
-                print(
-                    f"[scale_out] SIGKILL at {kill_at} of step {kill_step}: {killed} processes",
-                    flush=True,
-                )
-                return KILLED
-            time.sleep(0.01)
-        print(f"[scale_out] the run ended before {kill_at} of step {kill_step}", flush=True)
-        return driver.returncode
-    finally:
-        try:
-            cluster.shutdown()
-        except Exception as err:  # after a kill the nodes are already gone
-            print(f"[scale_out] cluster shutdown: {err}", flush=True)
-        print(f"[scale_out] done in {time.monotonic() - started:.0f} s", flush=True)
+    return code
 
 
 def run(
