@@ -20,7 +20,6 @@ import pytest
 
 from aepo.backends.verl import e2e, scale_out
 from aepo.backends.verl.checkpoint import RESUMED_PREFIX, read_state, state_summary
-from aepo.plot.curves import load_scalars
 
 MODE = "previous_step"
 STEPS = 4
@@ -46,15 +45,16 @@ def _launch(output, name: str, **kill) -> tuple[int, str]:
     return code, log_path.read_text(errors="replace")
 
 
-def _entropy(output, name: str) -> dict[int, float]:
-    """actor/entropy by step from a run's TensorBoard log (a killed run's last events may
-    be lost with it)."""
-    folder = scale_out.tensorboard_dir(output, MODE) / name
-    scalars = load_scalars(folder, tags=("actor/entropy",)) if folder.exists() else {}
-    if "actor/entropy" not in scalars:
-        return {}
-    steps, values = scalars["actor/entropy"]
-    return dict(zip(steps.tolist(), values.tolist(), strict=True))
+def _entropy(output) -> dict[int, float]:
+    """The entropy measured at each step (the controller's measurement, verl's actor/entropy),
+    from the checkpoint of every step (save_freq 1). A run killed after a save but before
+    verl logged the step loses that step's TensorBoard scalars; the checkpoints of a killed
+    run are those of the attempts that carried on."""
+    folder = scale_out.checkpoint_dir(output, MODE)
+    return {
+        step: read_state(str(folder / f"global_step_{step}"))["controller"]["entropy"]
+        for step in range(1, STEPS + 1)
+    }
 
 
 def _latest(output) -> int:
@@ -85,10 +85,7 @@ def killed_and_reference() -> dict:
     record["final"] = text
     code, text = _launch(reference, "run")
     assert code == 0, text[-6000:]
-    entropy = {}
-    for name in [f"attempt{a}" for a in range(len(KILLS))] + ["final"]:
-        entropy.update(_entropy(killed, name))  # a later segment re-ran the step: it counts
-    record["entropy"], record["reference"] = entropy, _entropy(reference, "run")
+    record["entropy"], record["reference"] = _entropy(killed), _entropy(reference)
     record["output"] = killed
     return record
 
