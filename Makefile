@@ -10,7 +10,7 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install demo test lint bench bench-trl e2e clean
+.PHONY: install demo test lint bench bench-trl e2e e2e-long clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -58,6 +58,11 @@ $(E2E_VENV)/.installed: $(VENV)/.installed scripts/install_e2e_env.sh
 
 e2e: $(E2E_VENV)/.installed
 	PYTHONPATH=$(CURDIR) $(E2E_VENV)/bin/python -m pytest --e2e -m e2e tests
+
+# Longer runs of the real stack, outside CI: the scale-out run SIGKILLed three times during
+# checkpoint saves and resumed (tests/test_e2e_verl_scale_out_kill.py, docs/scale_out.md).
+e2e-long: $(E2E_VENV)/.installed
+	PYTHONPATH=$(CURDIR) $(E2E_VENV)/bin/python -m pytest --e2e-long -m e2e_long tests
 
 clean:
 	rm -rf $(VENV) $(E2E_VENV) $(BENCH_VENV) runs outputs  # the warm-start cache stays in ~/.cache/aepo (AEPO_CACHE_DIR)

