@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 
 import torch
 from omegaconf import OmegaConf
@@ -109,6 +110,8 @@ class AEPORayTrainer(RayPPOTrainer):
         self._generation_prompts: DataProto | None = None
         self._plan: StepPlan | None = None
         self._extras: PendingExtras | None = None
+        self._extra_worker_calls = 0
+        """this step's worker-group and rollout-manager calls that GRPO would not make"""
         self._old_entropy: float | None = None
         """this step's token-mean entropy of pi_old (adaptive_entropy's measurement)"""
         self._actor_loss_config = None
@@ -174,6 +177,7 @@ class AEPORayTrainer(RayPPOTrainer):
             )
         extra = build_extra_requests(self._generation_prompts, self._plan)
         self.checkpoint_manager.update_weights(self.global_steps)
+        self._extra_worker_calls += 3  # wake (update_weights), generate, sleep
         try:
             _, self._extras = generate_with_extras(
                 self.rollout_manager, None, extra, self._rollout_workers
@@ -226,6 +230,9 @@ class AEPORayTrainer(RayPPOTrainer):
             metrics.update(top_metrics)
         if self.aepo.entropy_coef is not None:
             metrics.update(self._begin_adaptive_entropy_step())
+        # What AEPO adds to fit()'s step, for scripts/bench_verl_cost.py: calls to worker
+        # groups or the rollout manager that GRPO does not make, and their wall time.
+        self._extra_worker_calls, started = 0, time.perf_counter()
         if self.recipe.extra_rollout and self._plan is None:
             self._generate_after_measurement(len(batch))
         plan, extras = self._plan, self._extras
@@ -236,6 +243,9 @@ class AEPORayTrainer(RayPPOTrainer):
             plan = self.aepo.settle(plan)
             to_update, merge_metrics = self.merge_extras(batch, plan, extras)
             metrics.update(merge_metrics)
+        if self.recipe.extra_rollout:
+            metrics["aepo/extra_worker_calls"] = float(self._extra_worker_calls)
+            metrics["aepo/extra_passes_s"] = time.perf_counter() - started
         output = super()._update_actor(to_update)
         output.meta_info.setdefault("metrics", {}).update(metrics)
         return output
@@ -292,6 +302,7 @@ class AEPORayTrainer(RayPPOTrainer):
             # A colocated reward model scores after generation, not inside the agent loop
             # (RayPPOTrainer._compute_reward_colocate), so the extra rows need the same pass.
             outputs = outputs.union(self._compute_reward_colocate(outputs))
+            self._extra_worker_calls += 1
         rewards = outputs.batch["rm_scores"].sum(dim=-1)
         group_uids = extras.extra.group_uids
         selection, selection_metrics = self.aepo.select(plan, rewards, group_uids)
@@ -370,8 +381,10 @@ class AEPORayTrainer(RayPPOTrainer):
         # RayPPOTrainer's pass, not ours: these rows must not feed the entropy monitor.
         old, _ = RayPPOTrainer._compute_old_log_prob(self, padded)
         rows.batch["old_log_probs"] = old.batch["old_log_probs"][:k]
+        self._extra_worker_calls += 1
         if needs_ref:
             ref = self._compute_ref_log_prob(padded)
+            self._extra_worker_calls += 1
             rows.batch["ref_log_prob"] = ref.batch["ref_log_prob"][:k]
 
     # ---- checkpoint ---------------------------------------------------------------------
