@@ -66,7 +66,7 @@ def broken_flash_attn(folder: Path) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="class")
 def cluster_check(tmp_path_factory):
     """Head plus one node per defect; the check runs once, every test reads its result."""
     from ray.cluster_utils import Cluster
@@ -133,59 +133,62 @@ def problem_of(check, node: str) -> str:
     return "\n".join(lines)
 
 
-def test_the_head_node_is_not_named(cluster_check):
-    assert check_ids_named(cluster_check, "head") == []
-
-
 def check_ids_named(check, node: str) -> list[str]:
     return [line for line in check["error"].splitlines() if check["ids"][node][:12] in line]
 
 
-def test_a_node_with_other_aepo_sources_is_named_with_the_files(cluster_check):
-    problem = problem_of(cluster_check, "copy")
-    assert "runs other aepo sources than the driver" in problem
-    assert str(cluster_check["root"] / "copy" / "aepo") in problem
-    assert f"files that differ: {CHANGED_FILE}" in problem
-    # same version string: the check it replaces passed this node
-    assert "has aepo" not in problem
+class TestOneCheckOfACluster:
+    """Head plus one node per defect, checked once (the class's fixture)."""
 
+    def test_the_head_node_is_not_named(self, cluster_check):
+        assert check_ids_named(cluster_check, "head") == []
 
-def test_a_node_whose_plugin_cannot_load_is_named(cluster_check):
-    problem = problem_of(cluster_check, "plugin")
-    assert "verl does not register the agent loop 'aepo_temperature_agent'" in problem
-    assert "its entry point aepo.backends.verl.plugin fails: ImportError: simulated" in problem
+    def test_a_node_with_other_aepo_sources_is_named_with_the_files(self, cluster_check):
+        problem = problem_of(cluster_check, "copy")
+        assert "runs other aepo sources than the driver" in problem
+        assert str(cluster_check["root"] / "copy" / "aepo") in problem
+        assert f"files that differ: {CHANGED_FILE}" in problem
+        # same version string: the check it replaces passed this node
+        assert "has aepo" not in problem
 
+    def test_a_node_whose_plugin_cannot_load_is_named(self, cluster_check):
+        problem = problem_of(cluster_check, "plugin")
+        assert "verl does not register the agent loop 'aepo_temperature_agent'" in problem
+        assert "its entry point aepo.backends.verl.plugin fails: ImportError: simulated" in problem
 
-def test_a_node_where_verl_skips_plugins_is_named(cluster_check):
-    (problem,) = check_ids_named(cluster_check, "no_plugins")
-    assert "VERL_USE_EXTERNAL_PLUGINS=none there skips it" in problem
-    assert "other aepo sources" not in problem
+    def test_a_node_where_verl_skips_plugins_is_named(self, cluster_check):
+        (problem,) = check_ids_named(cluster_check, "no_plugins")
+        assert "VERL_USE_EXTERNAL_PLUGINS=none there skips it" in problem
+        assert "other aepo sources" not in problem
 
+    def test_a_broken_flash_attn_is_named_per_node(self, cluster_check):
+        (problem,) = check_ids_named(cluster_check, "flash")
+        assert "flash-attn is installed but its kernels do not import (ImportError:" in problem
+        assert "undefined symbol" in problem and "pip uninstall flash-attn" in problem
+        # transformers imports flash-attn to test its availability: verl's agent-loop module
+        # fails there too, said on the same line
+        assert "verl.experimental.agent_loop.agent_loop does not import" in problem
 
-def test_a_broken_flash_attn_is_named_per_node(cluster_check):
-    (problem,) = check_ids_named(cluster_check, "flash")
-    assert "flash-attn is installed but its kernels do not import (ImportError:" in problem
-    assert "undefined symbol" in problem and "pip uninstall flash-attn" in problem
-
-
-def test_a_node_that_sees_another_checkpoint_folder_is_named(cluster_check):
-    (problem,) = check_ids_named(cluster_check, "storage")
-    elsewhere = cluster_check["root"] / "elsewhere"
-    assert f"trainer.default_local_dir=checkpoints is {elsewhere / 'checkpoints'} there" in problem
-    assert "FileNotFoundError" in problem and "NFS" in problem
-    # the marker is removed after the check
-    assert not list((cluster_check["root"] / "head" / "checkpoints").iterdir())
-
-
-def test_only_the_bad_nodes_are_named(cluster_check):
-    named = {
-        node
-        for node in cluster_check["ids"]
-        if any(
-            cluster_check["ids"][node][:12] in line for line in cluster_check["error"].splitlines()
+    def test_a_node_that_sees_another_checkpoint_folder_is_named(self, cluster_check):
+        (problem,) = check_ids_named(cluster_check, "storage")
+        elsewhere = cluster_check["root"] / "elsewhere"
+        assert (
+            f"trainer.default_local_dir=checkpoints is {elsewhere / 'checkpoints'} there" in problem
         )
-    }
-    assert named == {"copy", "plugin", "no_plugins", "flash", "storage"}
+        assert "FileNotFoundError" in problem and "NFS" in problem
+        # the marker is removed after the check
+        assert not list((cluster_check["root"] / "head" / "checkpoints").iterdir())
+
+    def test_only_the_bad_nodes_are_named(self, cluster_check):
+        named = {
+            node
+            for node in cluster_check["ids"]
+            if any(
+                cluster_check["ids"][node][:12] in line
+                for line in cluster_check["error"].splitlines()
+            )
+        }
+        assert named == {"copy", "plugin", "no_plugins", "flash", "storage"}
 
 
 @pytest.fixture

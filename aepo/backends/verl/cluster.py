@@ -44,6 +44,8 @@ class NodeReport:
     """the aepo sources a worker there imports (None: not probed)"""
     plugin_problem: str | None = None
     """why verl there does not register our agent loop (None: it does, or not probed)"""
+    verl_error: str | None = None
+    """verl, or its agent-loop module, does not import there"""
     storage: StorageView | None = None
     """what ``trainer.default_local_dir`` holds there (None: not probed)"""
     node_id: str = ""
@@ -139,14 +141,15 @@ def _probe(
             # (``import verl`` loads every ``verl.plugins`` entry point and logs a failure
             # at DEBUG only), then the registry verl's agent-loop worker asserts on.
             registry_module, agent_name, entry_point = agent_loop
-            report["plugin_problem"] = None
-            try:
-                importlib.import_module("verl")
-                registry = importlib.import_module(registry_module)._agent_loop_registry
-            except Exception as err:
-                registry = {}
-                report["plugin_problem"] = f"verl does not import ({type(err).__name__}: {err})"
-            if report["plugin_problem"] is None and agent_name not in registry:
+            report["plugin_problem"], report["verl_error"] = None, None
+            registry = None
+            for name in ("verl", registry_module):
+                try:
+                    registry = getattr(importlib.import_module(name), "_agent_loop_registry", None)
+                except Exception as err:
+                    report["verl_error"] = f"{name} does not import ({type(err).__name__}: {err})"
+                    break
+            if registry is not None and agent_name not in registry:
                 from importlib.metadata import entry_points
 
                 found = [ep for ep in entry_points(group="verl.plugins") if ep.name == entry_point]
@@ -154,9 +157,11 @@ def _probe(
                 if not found:
                     why = (
                         f"no '{entry_point}' entry point in the 'verl.plugins' group (aepo is "
-                        "importable there but not pip-installed in that environment)"
+                        "not pip-installed in the environment Ray runs there)"
                     )
-                elif policy.strip().lower() != "auto" and entry_point not in policy:
+                elif policy.strip().lower() != "auto" and entry_point not in {
+                    name.strip() for name in policy.split(",")
+                }:
                     why = f"VERL_USE_EXTERNAL_PLUGINS={policy} there skips it"
                 else:
                     try:
@@ -263,6 +268,7 @@ def probe_nodes(
                 flash_attn_error=found.get("flash_attn_error"),
                 sources=None if sources is None else SourceTree(**sources),
                 plugin_problem=found.get("plugin_problem"),
+                verl_error=found.get("verl_error"),
                 storage=None if view is None else StorageView(**view),
                 node_id=pending[ref]["NodeID"],
             )
@@ -347,10 +353,17 @@ def node_problems(
                 f"at the first step: {INSTALL_REMEDY}"
             )
         if node.flash_attn_error is not None:
+            # transformers imports flash-attn to see whether it is available, so a broken
+            # build also stops verl's agent-loop module from importing: one problem, one line.
+            also = "" if node.verl_error is None else f", and {node.verl_error}"
             problems.append(
                 f"{where}: flash-attn is installed but its kernels do not import "
-                f"({node.flash_attn_error}); every FSDP worker there would die in init_model: "
-                f"{FLASH_ATTN_REMEDY}"
+                f"({node.flash_attn_error}){also}; every FSDP worker there would die in "
+                f"init_model: {FLASH_ATTN_REMEDY}"
+            )
+        elif node.verl_error is not None:
+            problems.append(
+                f"{where}: {node.verl_error}; verl's workers there cannot start: {INSTALL_REMEDY}"
             )
         if node.trl_problem is not None:
             problems.append(
