@@ -139,10 +139,13 @@ class RewardUnderLoad:
         }
 
 
-def measure(workers: int, timeout_s: float, cases, threads: int, core: int | None) -> dict:
+def measure(
+    workers: int, timeout_s: float, cases, threads: int, core: int | None, warm_up: bool = True
+) -> dict:
     import ray
 
     env = {"AEPO_REWARD_WORKERS": str(workers), "AEPO_REWARD_TIMEOUT": str(timeout_s)}
+    env["AEPO_REWARD_WARM_UP"] = "1" if warm_up else "0"
     actor = (
         ray.remote(num_cpus=1)(RewardUnderLoad).options(runtime_env={"env_vars": env}).remote(core)
     )
@@ -163,6 +166,9 @@ def main(argv=None) -> int:
     parser.add_argument("--calls", type=int, default=256, help="distinct answers per setting")
     parser.add_argument("--stall-every", type=int, default=32, help="0: no adversarial answers")
     parser.add_argument("--core", type=int, default=0, help="the core the actor is pinned to")
+    parser.add_argument(
+        "--no-warm-up", action="store_true", help="start the checking process at the first call"
+    )
     args = parser.parse_args(argv)
     import ray
 
@@ -186,7 +192,9 @@ def main(argv=None) -> int:
     try:
         for workers in [int(w) for w in args.workers.split(",")]:
             for timeout_s in [float(t) for t in args.timeouts.split(",")]:
-                row = measure(workers, timeout_s, cases, args.threads, args.core)
+                row = measure(
+                    workers, timeout_s, cases, args.threads, args.core, not args.no_warm_up
+                )
                 print(
                     f"{workers:7d} {timeout_s:9.1f} {row['machine_busy']:12d} "
                     f"{row['timed_out']:9d} {row['wrong']:5d} {row['wall_s']:7.1f} "
