@@ -127,15 +127,10 @@ def test_the_checking_process_starts_when_a_ray_worker_loads_the_reward(local_ra
 
 def test_32_threads_on_one_core_score_without_machine_busy(local_ray):
     """scripts/bench_reward_load.py, small: the shipped pool size and wall-clock limit."""
-    import sys
+    from aepo.rewards import load_bench, sandbox
 
-    from aepo.rewards import sandbox
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-    import bench_reward_load
-
-    cases = bench_reward_load.load_cases(64, stall_every=16)
-    row = bench_reward_load.measure(
+    cases = load_bench.load_cases(64, stall_every=16)
+    row = load_bench.measure(
         sandbox.DEFAULT_MAX_WORKERS, sandbox.DEFAULT_TIMEOUT_S, cases, threads=32, core=0
     )
     assert row["cpus"] == 1
