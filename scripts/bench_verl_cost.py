@@ -41,7 +41,7 @@ EXTRA += ("aepo/reinforce_samples",)
 ALGORITHMS = ("grpo", "aepo")
 
 # The CPU shape: 64 prompts x n = 4 = 256 rows, 2 mini-batches, AEPO's extra samples capped
-# at 51 % of the GRPO tokens; every run starts afresh and saves nothing.
+# at 51 % of the GRPO rows; every run starts afresh and saves nothing.
 CPU_PROMPTS = 64
 CPU_OVERRIDES = (
     f"data.train_batch_size={CPU_PROMPTS}",
