@@ -93,3 +93,44 @@ def test_verdicts_in_a_ray_actor_equal_the_drivers_and_nothing_outlives_it(local
     while not all(_gone(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert [pid for pid in pids if not _gone(pid)] == []
+
+
+class LoadsTheReward:
+    """A Ray worker that loads the reward as verl's reward worker does, and nothing else."""
+
+    def __init__(self):
+        self.compute_score = verl_reward_function()
+
+    def checking_process_running(self, within_s: float) -> bool:
+        from aepo.rewards import sandbox
+
+        deadline = time.monotonic() + within_s
+        while time.monotonic() < deadline:
+            template = sandbox.pool()._template
+            if template is not None and template.poll() is None:
+                return True
+            time.sleep(0.1)
+        return False
+
+
+def test_the_checking_process_starts_when_a_ray_worker_loads_the_reward(local_ray):
+    """Before any answer is scored: the first batch does not pay sympy's import (about 2 s)
+    inside its per-call wall-clock limit."""
+    actor = ray.remote(num_cpus=0)(LoadsTheReward).remote()
+    try:
+        assert ray.get(actor.checking_process_running.remote(60.0), timeout=120)
+    finally:
+        ray.kill(actor)
+
+
+def test_32_threads_on_one_core_score_without_machine_busy(local_ray):
+    """scripts/bench_reward_load.py, small: the shipped pool size and wall-clock limit."""
+    from aepo.rewards import load_bench, sandbox
+
+    cases = load_bench.load_cases(64, stall_every=16)
+    row = load_bench.measure(
+        sandbox.DEFAULT_MAX_WORKERS, sandbox.DEFAULT_TIMEOUT_S, cases, threads=32, core=0
+    )
+    assert row["cpus"] == 1
+    assert row["machine_busy"] == 0 and row["wrong"] == 0
+    assert row["first_check_s"] < 1.0  # the checking process was started at load

@@ -53,7 +53,7 @@ def run_task_runner_until_workers(config, monkeypatch, flash_attn: bool = False)
     monkeypatch.setattr(
         cluster,
         "probe_nodes",
-        lambda module="aepo": [NodeReport("127.0.0.1", "here", "0.1.0", None, flash_attn)],
+        lambda *args, **kwargs: [NodeReport("127.0.0.1", "here", "0.1.0", None, flash_attn)],
     )
     AEPOTaskRunner().run(config)
 

@@ -343,6 +343,42 @@ def start_workers() -> None:
     workers().start()
 
 
+WARM_UP_VARIABLE = "AEPO_REWARD_WARM_UP"
+"""``0``: a Ray worker that imports this module starts the checking process at its first
+symbolic check rather than at import (the task runner sets it: it loads the reward only
+to check the config)."""
+
+
+def _in_ray_worker() -> bool:
+    """A process Ray started (verl's reward workers), not a driver or a plain script."""
+    if "ray" not in sys.modules:
+        return False
+    try:
+        from ray._private.worker import WORKER_MODE, global_worker
+
+        return global_worker.mode == WORKER_MODE
+    except Exception:  # another Ray layout: start lazily, as anywhere else
+        return False
+
+
+def _start_workers_in_background() -> None:
+    def start() -> None:
+        try:
+            start_workers()
+        except Exception:  # the first call retries and reports it
+            logger.warning("math reward: could not start the checking process", exc_info=True)
+
+    threading.Thread(target=start, name="aepo-reward-warm-up", daemon=True).start()
+
+
+# verl's reward workers load this module when they start (``get_custom_reward_fn``) and call
+# it from many threads once the first batch is generated: starting the checking process here,
+# in the background, pays its start-up (about 2 s: it imports sympy and math-verify) while
+# the models load, not inside the first batch's wall-clock limit.
+if _in_ray_worker() and os.environ.get(WARM_UP_VARIABLE, "1") != "0":
+    _start_workers_in_background()
+
+
 def score(
     response: str,
     ground_truth: Any,

@@ -28,6 +28,7 @@ def launch(config) -> None:
     from verl.utils.config import validate_config
     from verl.utils.device import auto_set_device
 
+    from aepo.backends.verl.cluster import record_driver
     from aepo.backends.verl.data_files import check_data_files
     from aepo.backends.verl.dry_run import run_summary
     from aepo.backends.verl.startup import check_config, check_resume, make_local_paths_absolute
@@ -46,6 +47,8 @@ def launch(config) -> None:
     if os.environ.get(DRY_RUN_VARIABLE, "") not in ("", "0"):
         print(run_summary(config, aepo_config, train_rows))
         return
+    # The task runner, wherever Ray places it, compares every node's aepo with the driver's.
+    record_driver(config)
     run_ppo(config, task_runner_class=ray.remote(num_cpus=1)(AEPOTaskRunner))
 
 

@@ -32,13 +32,16 @@ class AEPOTaskRunner(BaseTaskRunner):
         from aepo.core import ConfigError
 
         print(f"AEPOTaskRunner hostname: {socket.gethostname()}, PID: {os.getpid()}")
+        # The config check loads the reward function here; only verl's reward workers score,
+        # so this process does not start the math reward's checking process.
+        os.environ.setdefault("AEPO_REWARD_WARM_UP", "0")
         OmegaConf.resolve(config)
         aepo_config = check_config(config)
         # Again here: on a cluster this actor may run on another node than the driver. The
         # rows verl keeps are counted below, from verl's own dataset.
         check_data_files(config, count_kept_rows=False)
         check_resume(config, aepo_config)
-        nodes = check_nodes()
+        nodes = check_nodes(config=config)
         choose_attention(config, flash_attn_everywhere=all(node.flash_attn for node in nodes))
         model_config = omega_conf_to_dataclass(config.actor_rollout_ref.model)
         # The driver could not read a hub id that is not cached yet; verl has loaded it now.

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 
 import torch
 from omegaconf import OmegaConf
@@ -145,6 +146,8 @@ class AEPORayTrainer(RayPPOTrainer):
         self._measured: Measured | None = None
         """this step's ``AEPOStep.measured``, made at its old-log-prob pass"""
         self._extras: PendingExtras | None = None
+        self._extra_worker_calls = 0
+        """this step's worker-group and rollout-manager calls that GRPO would not make"""
         self._actor_loss_config = None
         self._worker_entropy_coeff: float | None = None
         """the entropy_coeff the actor workers' loss holds (adaptive_entropy)"""
@@ -205,6 +208,7 @@ class AEPORayTrainer(RayPPOTrainer):
             )
         extra = build_extra_requests(self._generation_prompts, plan)
         self.checkpoint_manager.update_weights(self.global_steps)
+        self._extra_worker_calls += 3  # wake (update_weights), generate, sleep
         try:
             _, self._extras = generate_with_extras(
                 self.rollout_manager, None, extra, self._rollout_workers
@@ -274,6 +278,9 @@ class AEPORayTrainer(RayPPOTrainer):
             metrics.update(self.aepo.adaptive_entropy.metrics())
             metrics["aepo/entropy_coef_applied"] = measured.entropy_bonus
         plan = measured.plan
+        # What AEPO adds to fit()'s step, for scripts/bench_verl_cost.py: calls to worker
+        # groups or the rollout manager that GRPO does not make, and their wall time.
+        self._extra_worker_calls, started = 0, time.perf_counter()
         to_update = batch
         if plan is not None:
             if start is None or start.plan is None:  # planned after the measurement
@@ -281,6 +288,9 @@ class AEPORayTrainer(RayPPOTrainer):
                 extras, self._extras = self._extras, None
             to_update, merge_metrics = self.merge_extras(batch, plan, extras)
             metrics.update(merge_metrics)
+        if self.recipe.extra_rollout:
+            metrics["aepo/extra_worker_calls"] = float(self._extra_worker_calls)
+            metrics["aepo/extra_passes_s"] = time.perf_counter() - started
         output = super()._update_actor(to_update)
         output.meta_info.setdefault("metrics", {}).update(metrics)
         return output
@@ -320,6 +330,7 @@ class AEPORayTrainer(RayPPOTrainer):
             # A colocated reward model scores after generation, not inside the agent loop
             # (RayPPOTrainer._compute_reward_colocate), so the extra rows need the same pass.
             outputs = outputs.union(self._compute_reward_colocate(outputs))
+            self._extra_worker_calls += 1
         rewards = outputs.batch["rm_scores"].sum(dim=-1)
         group_uids = extras.extra.group_uids
         response_mask = batch.batch["response_mask"]
@@ -399,8 +410,10 @@ class AEPORayTrainer(RayPPOTrainer):
         # RayPPOTrainer's pass, not ours: these rows must not feed the entropy monitor.
         old, _ = RayPPOTrainer._compute_old_log_prob(self, padded)
         rows.batch["old_log_probs"] = old.batch["old_log_probs"][:k]
+        self._extra_worker_calls += 1
         if needs_ref:
             ref = self._compute_ref_log_prob(padded)
+            self._extra_worker_calls += 1
             rows.batch["ref_log_prob"] = ref.batch["ref_log_prob"][:k]
 
     # ---- checkpoint ---------------------------------------------------------------------

@@ -1,0 +1,140 @@
+"""The math reward under verl's load, measured in a Ray actor held to one core
+(``scripts/bench_reward_load.py`` prints the table; ``tests/test_reward_in_ray.py`` runs a
+small version). In the package so that Ray workers can import the actor class."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from pathlib import Path
+
+DAPO = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "train" / "dapo17k.parquet"
+"""DAPO-17k beside the checkout (``../shared/data``), as the tests read it."""
+
+
+def load_cases(calls: int, stall_every: int, seed: int = 0) -> list[tuple[str, str, bool | None]]:
+    """``calls`` distinct (response, ground truth, correct or None for a stall)."""
+    import random
+
+    import pandas as pd
+
+    from aepo.rewards.adversarial import STALLS
+
+    truths = [str(a).strip() for a in pd.read_parquet(DAPO, columns=["answer"])["answer"]]
+    truths = [t for t in dict.fromkeys(truths) if t.lstrip("-").isdigit()]
+    rng = random.Random(seed)
+    rng.shuffle(truths)
+    stalls = [s for s, _ in STALLS[:4] + STALLS[6:10]]
+    forms = [
+        (lambda n: f"\\frac{{{2 * n}}}{{2}}", True),
+        (lambda n: f"{n}.0", True),
+        (lambda n: f"\\sqrt{{{n * n}}}" if n >= 0 else f"-\\sqrt{{{n * n}}}", True),
+        (lambda n: f"\\frac{{{2 * n + 1}}}{{2}}", False),
+    ]
+    cases = []
+    for i in range(calls):
+        truth = truths[i % len(truths)]
+        if stall_every and i % stall_every == stall_every - 1:
+            # a distinct ground truth per call: the verdict cache must not answer it
+            cases.append((stalls[i % len(stalls)], f"{truth}", None))
+            continue
+        form, correct = forms[i % len(forms)]
+        cases.append((f"The answer is \\boxed{{{form(int(truth))}}}.", truth, correct))
+    return cases
+
+
+class RewardUnderLoad:
+    """Loads the reward like verl's reward worker, on one core."""
+
+    def __init__(self, core: int | None):
+        if core is not None and hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, {core})
+        started = time.perf_counter()
+        from omegaconf import OmegaConf
+        from verl.trainer.ppo.reward import get_custom_reward_fn
+
+        self.compute_score = get_custom_reward_fn(
+            OmegaConf.create(
+                {
+                    "reward": {
+                        "custom_reward_function": {
+                            "path": "pkg://aepo.rewards.math_reward",
+                            "name": "compute_score",
+                            "reward_kwargs": {},
+                        }
+                    }
+                }
+            )
+        )
+        self.load_s = time.perf_counter() - started
+
+    def pool_started(self) -> bool:
+        from aepo.rewards import sandbox
+
+        pool = sandbox.pool()
+        return pool._template is not None and pool._template.poll() is None
+
+    def first_check_s(self, wait_s: float) -> float:
+        """Seconds the first symbolic check takes, ``wait_s`` after the reward loaded."""
+        time.sleep(wait_s)
+        started = time.perf_counter()
+        self.compute_score(
+            data_source="math", solution_str="\\boxed{\\frac{4}{2}}", ground_truth="2"
+        )
+        return time.perf_counter() - started
+
+    def score(self, cases, threads: int) -> dict:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from aepo.rewards.math_reward import reset_reward_counters, reward_counters
+
+        reset_reward_counters()
+
+        def one(case):
+            response, truth, _ = case
+            started = time.perf_counter()
+            result = self.compute_score(
+                data_source="math", solution_str=response, ground_truth=truth
+            )
+            return result["score"], time.perf_counter() - started
+
+        started = time.perf_counter()
+        with ThreadPoolExecutor(threads) as pool:
+            results = list(pool.map(one, cases))
+        wall = time.perf_counter() - started
+        counters = reward_counters()
+        wrong = sum(
+            1
+            for (_, _, correct), (score, _) in zip(cases, results, strict=True)
+            if correct is not None and (score == 1.0) != correct
+        )
+        latencies = sorted(latency for _, latency in results)
+        return {
+            "wall_s": wall,
+            "machine_busy": counters["machine_busy"],
+            "timed_out": counters["timed_out"],
+            "wrong": wrong,
+            "p50_s": statistics.median(latencies),
+            "max_s": latencies[-1],
+            "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        }
+
+
+def measure(
+    workers: int, timeout_s: float, cases, threads: int, core: int | None, warm_up: bool = True
+) -> dict:
+    import ray
+
+    env = {"AEPO_REWARD_WORKERS": str(workers), "AEPO_REWARD_TIMEOUT": str(timeout_s)}
+    env["AEPO_REWARD_WARM_UP"] = "1" if warm_up else "0"
+    actor = (
+        ray.remote(num_cpus=1)(RewardUnderLoad).options(runtime_env={"env_vars": env}).remote(core)
+    )
+    try:
+        first = ray.get(actor.first_check_s.remote(3.0), timeout=600)
+        row = ray.get(actor.score.remote(cases, threads), timeout=1800)
+        row["first_check_s"] = first
+        return row
+    finally:
+        ray.kill(actor)

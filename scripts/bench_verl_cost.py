@@ -1,0 +1,190 @@
+"""What AEPO costs per step over GRPO on verl, at the same shape, measured where it runs.
+
+Runs GRPO and AEPO alternately (GRPO, AEPO, GRPO, AEPO, ...; so that a drift in the
+machine's load hits both alike), each a fresh run of a few steps from the same model, and
+prints the median step time and its phases (verl's ``timing_s/gen``, ``old_log_prob``,
+``ref``, ``update_actor``), AEPO's extra generated tokens and worker calls, and AEPO/GRPO
+ratios. The first step of each run is left out of the medians (it compiles, allocates, and
+under ``previous_step`` AEPO's step 1 takes a second generation pass).
+
+On your GPUs, with any verl overrides (the shipped config and the 7B model by default):
+
+    python scripts/bench_verl_cost.py --steps 6 --repeats 2 -- \\
+        data.train_files=... data.val_files=... trainer.n_gpus_per_node=8
+
+Here, on verl's real CPU stack (needs .venv-e2e; the tiny built-in model, 64 prompts x 4 =
+256 rows a step, through ``aepo.backends.verl.e2e``; run it under ``flock
+/tmp/aepo-ray.lock`` where several people share the machine):
+
+    python scripts/bench_verl_cost.py --cpu --steps 5 --repeats 2
+
+The AEPO time includes the REINFORCE rows' own old-log-prob and reference passes (inside
+``timing_s/update_actor``, also logged alone as ``aepo/extra_passes_s``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT_ROOT))
+
+PHASES = ("timing_s/step", "timing_s/gen", "timing_s/old_log_prob", "timing_s/ref")
+PHASES += ("timing_s/update_actor", "timing_s/update_weights")
+EXTRA = ("aepo/extra_gen_tokens", "aepo/extra_worker_calls", "aepo/extra_passes_s")
+EXTRA += ("aepo/reinforce_samples",)
+ALGORITHMS = ("grpo", "aepo")
+
+# The CPU shape: 64 prompts x n = 4 = 256 rows, 2 mini-batches, AEPO's extra samples capped
+# at 51 % of the GRPO rows; every run starts afresh and saves nothing.
+CPU_PROMPTS = 64
+CPU_OVERRIDES = (
+    f"data.train_batch_size={CPU_PROMPTS}",
+    "actor_rollout_ref.actor.ppo_mini_batch_size=32",
+    "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=32",
+    "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=32",
+    "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=32",
+    "actor_rollout_ref.rollout.max_num_seqs=256",
+    "actor_rollout_ref.rollout.max_num_batched_tokens=4096",
+    "aepo.extra_rollout.min_samples=0",
+    "aepo.extra_rollout.max_fraction=0.51",
+)
+FRESH = (
+    "trainer.resume_mode=disable",
+    "trainer.save_freq=-1",
+    "trainer.test_freq=-1",
+    "trainer.val_before_train=false",
+)
+
+
+def run_once(args, algorithm: str, name: str, log) -> Path:
+    """One run; returns its TensorBoard folder."""
+    overrides = [f"aepo.algorithm={algorithm}", *FRESH, *args.overrides]
+    if args.cpu:
+        from aepo.backends.verl import e2e
+
+        mode = "previous_step"
+        overrides = [*CPU_OVERRIDES, *overrides]
+        code = e2e.run(mode, args.steps, args.output, overrides, name=name, log=log)
+        folder = args.output / "tensorboard" / mode / name
+    else:
+        folder = (args.output / "tensorboard" / name).resolve()
+        command = [
+            sys.executable,
+            "-m",
+            "aepo.backends.verl.main",
+            f"--config-path={args.config_path.resolve()}",
+            f"--config-name={args.config_name}",
+            f"trainer.total_training_steps={args.steps}",
+            f"trainer.default_local_dir={(args.output / 'checkpoints' / name).resolve()}",
+            "trainer.logger=[console,tensorboard]",
+            *overrides,
+        ]
+        env = {**os.environ, "TENSORBOARD_DIR": str(folder)}
+        code = subprocess.run(
+            command, env=env, stdout=log, stderr=subprocess.STDOUT, check=False
+        ).returncode
+    if code != 0:
+        raise SystemExit(f"{algorithm} run {name} exited with {code}: see {log.name}")
+    return folder
+
+
+def step_values(folder: Path, tags) -> dict[str, list[float]]:
+    """Per tag, the values of steps 2.. (step 1 warms up)."""
+    from aepo.plot.curves import load_scalars
+
+    scalars = load_scalars(folder, tags=tags)
+    return {tag: [float(v) for s, v in zip(*scalars[tag], strict=True) if s > 1] for tag in scalars}
+
+
+def summarise(runs: dict[str, list[dict[str, list[float]]]]) -> dict[str, dict[str, float]]:
+    """Per algorithm, the median over every measured step of every run of each tag."""
+    table = {}
+    for algorithm, per_run in runs.items():
+        pooled: dict[str, list[float]] = {}
+        for values in per_run:
+            for tag, series in values.items():
+                pooled.setdefault(tag, []).extend(series)
+        table[algorithm] = {tag: statistics.median(v) for tag, v in pooled.items() if v}
+    return table
+
+
+def format_table(table: dict[str, dict[str, float]], steps_per_run: int, repeats: int) -> str:
+    grpo, aepo = table["grpo"], table["aepo"]
+    lines = [
+        f"median over steps 2..{steps_per_run} of {repeats} run(s) each, GRPO and AEPO alternating",
+        f"{'':28s} {'GRPO':>10s} {'AEPO':>10s} {'AEPO/GRPO':>10s}",
+    ]
+    for tag in PHASES:
+        if tag in grpo or tag in aepo:
+            g, a = grpo.get(tag, 0.0), aepo.get(tag, 0.0)
+            ratio = f"{a / g:10.2f}" if g > 0 else f"{'-':>10s}"
+            lines.append(f"{tag + ' (s)':28s} {g:10.3f} {a:10.3f} {ratio}")
+    if "aepo/extra_gen_fraction" in aepo:
+        extra = aepo["aepo/extra_gen_fraction"]
+        lines.append(
+            f"{'generated tokens (GRPO = 1)':28s} {1:10.2f} {1 + extra:10.2f} {1 + extra:10.2f}"
+        )
+    if "aepo/extra_worker_calls" in aepo:
+        lines.append(
+            f"{'extra worker calls / step':28s} {0:10.0f} {aepo['aepo/extra_worker_calls']:10.0f}"
+        )
+    if "aepo/extra_passes_s" in aepo:
+        lines.append(
+            f"{'AEPO passes in update (s)':28s} {'':10s} {aepo['aepo/extra_passes_s']:10.3f}"
+        )
+    if "aepo/reinforce_samples" in aepo:
+        lines.append(
+            f"{'REINFORCE rows / step':28s} {'':10s} {aepo['aepo/reinforce_samples']:10.1f}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cpu", action="store_true", help="verl's real CPU stack (.venv-e2e)")
+    parser.add_argument("--steps", type=int, default=5, help="steps per run (step 1 not timed)")
+    parser.add_argument("--repeats", type=int, default=2, help="GRPO/AEPO pairs")
+    parser.add_argument("--output", type=Path, default=Path("outputs/bench_verl_cost"))
+    parser.add_argument("--config-path", type=Path, default=PROJECT_ROOT / "configs")
+    parser.add_argument("--config-name", default="aepo_h0.5")
+    parser.add_argument("overrides", nargs="*", help="verl/hydra overrides for both runs")
+    args = parser.parse_args(argv)
+    args.output = args.output.resolve()
+    if args.steps < 2:
+        parser.error("--steps must be at least 2 (step 1 is not timed)")
+    if args.cpu:
+        import pandas as pd
+
+        from aepo.backends.verl import e2e
+        from aepo.tasks import digit_sum
+
+        e2e.prepare(args.output)
+        rows = digit_sum.verl_rows(CPU_PROMPTS * args.steps, seed=0)
+        pd.DataFrame(rows).to_parquet(args.output / "data" / "train.parquet")
+    args.output.mkdir(parents=True, exist_ok=True)
+    runs: dict[str, list[dict[str, list[float]]]] = {name: [] for name in ALGORITHMS}
+    tags = (*PHASES, *EXTRA, "aepo/extra_gen_fraction")
+    for repeat in range(args.repeats):
+        for algorithm in ALGORITHMS:
+            name = f"{algorithm}_{repeat}"
+            log_path = args.output / f"{name}.log"
+            print(f"running {name} ({args.steps} steps), log {log_path}", flush=True)
+            with open(log_path, "w") as log:
+                folder = run_once(args, algorithm, name, log)
+            values = step_values(folder, tags)
+            runs[algorithm].append(values)
+            step = values.get("timing_s/step", [])
+            print(f"  {name}: step times {[round(v, 2) for v in step]}", flush=True)
+    table = summarise(runs)
+    print(format_table(table, args.steps, args.repeats))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""scripts/bench_verl_cost.py's table: medians pooled over runs, steps after the first, and
+AEPO/GRPO ratios (the runs themselves need verl's stack: see docs/verl_startup.md)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+
+import bench_verl_cost  # noqa: E402
+
+
+def test_medians_pool_every_run_and_ratios_are_aepo_over_grpo():
+    runs = {
+        "grpo": [{"timing_s/step": [1.0, 3.0]}, {"timing_s/step": [2.0]}],
+        "aepo": [
+            {"timing_s/step": [3.0, 4.0], "aepo/extra_gen_fraction": [0.2, 0.4]},
+            {"timing_s/step": [5.0], "aepo/extra_worker_calls": [2.0, 2.0]},
+        ],
+    }
+    table = bench_verl_cost.summarise(runs)
+    assert table["grpo"]["timing_s/step"] == 2.0 and table["aepo"]["timing_s/step"] == 4.0
+    text = bench_verl_cost.format_table(table, steps_per_run=4, repeats=2)
+    (step,) = [line for line in text.splitlines() if line.startswith("timing_s/step")]
+    assert step.split()[-1] == "2.00"
+    (tokens,) = [line for line in text.splitlines() if line.startswith("generated tokens")]
+    assert tokens.split()[-1] == "1.30"
+    assert "extra worker calls / step" in text
+
+
+def test_step_one_is_left_out(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(tmp_path)) as writer:
+        for step, value in [(1, 9.0), (2, 1.0), (3, 2.0)]:
+            writer.add_scalar("timing_s/step", value, step)
+    assert bench_verl_cost.step_values(tmp_path, ("timing_s/step",)) == {
+        "timing_s/step": [1.0, 2.0]
+    }
