@@ -102,12 +102,11 @@ class LoadsTheReward:
         self.compute_score = verl_reward_function()
 
     def checking_process_running(self, within_s: float) -> bool:
-        from aepo.rewards import sandbox
+        from aepo.rewards.math_reward import workers
 
         deadline = time.monotonic() + within_s
         while time.monotonic() < deadline:
-            template = sandbox.pool()._template
-            if template is not None and template.poll() is None:
+            if workers().running:
                 return True
             time.sleep(0.1)
         return False

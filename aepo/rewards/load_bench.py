@@ -70,10 +70,9 @@ class RewardUnderLoad:
         self.load_s = time.perf_counter() - started
 
     def pool_started(self) -> bool:
-        from aepo.rewards import sandbox
+        from aepo.rewards.math_reward import workers
 
-        pool = sandbox.pool()
-        return pool._template is not None and pool._template.poll() is None
+        return workers().running
 
     def first_check_s(self, wait_s: float) -> float:
         """Seconds the first symbolic check takes, ``wait_s`` after the reward loaded."""

@@ -479,6 +479,11 @@ class WorkerPool:
             self._cond.notify_all()
 
     @property
+    def running(self) -> bool:
+        """Whether the process the workers are forked from is up (started and not dead)."""
+        return self._template is not None and self._template.poll() is None
+
+    @property
     def template_pid(self) -> int | None:
         return None if self._template is None else self._template.pid
 
