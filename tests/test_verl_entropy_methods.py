@@ -224,3 +224,91 @@ def test_dry_run_names_each_methods_own_settings():
     for name, line in expected.items():
         config = compose_shipped(name)
         assert algorithm_summary(check_config(config), config.actor_rollout_ref.actor) == line
+
+
+# ---- DCPO ------------------------------------------------------------------------------------
+
+
+def dcpo_config(*extra):
+    return compose_config("aepo.algorithm=dcpo", "aepo.target_entropy=0.45", *extra)
+
+
+def test_dcpo_scores_the_grpo_rows_again_at_t_through_verls_actor_and_mixes_advantages():
+    from tests.test_core_dcpo import authors_dcpo
+
+    trainer = make_trainer(dcpo_config())
+    wg, manager = trainer.actor_rollout_wg, trainer.rollout_manager
+    entropies = []
+    for step in (1, 2):
+        wg.log_prob_batches.clear()
+        before = entropies[-1] if entropies else 0.0  # the code's `entropy = 0` at step 1
+        grpo, out = fit_step(trainer, step=step)
+        entropies.append(trainer.aepo.controller.entropy)
+        assert len(manager.calls) == step, "DCPO generates nothing beyond fit()'s call"
+        # Two old-log-prob passes over the same rows: T = 1 (fit's), then T (DCPO's).
+        first, second = wg.log_prob_batches
+        assert torch.equal(first["input_ids"].values(), second["input_ids"].values())
+        temperature = 1.2 if before <= 0.45 else 0.8
+        assert tu.get(first, "temperature") == 1.0
+        assert tu.get(second, "temperature") == temperature
+        logp_t = no_padding_2_padding(fake_log_probs(second["input_ids"]) / temperature, second)
+        expected = (
+            authors_dcpo(
+                grpo.batch["advantages"],
+                grpo.batch["old_log_probs"],
+                logp_t,
+                grpo.batch["token_level_scores"].sum(-1),
+                before,
+                0.45,
+            )
+            * grpo.batch["response_mask"]
+        )
+        td = trainer.actor_rollout_wg.updates[-1]
+        torch.testing.assert_close(td["advantages"], expected)
+        assert "aepo_old_log_probs_t" not in td.keys(), "the T pass must not reach the workers"
+        metrics = out.meta_info["metrics"]
+        assert metrics["aepo/target_entropy"] == 0.45
+        assert metrics["aepo/temperature"] == temperature
+        assert metrics["aepo/dcpo_entropy"] == pytest.approx(before)
+        assert 0 < metrics["aepo/dcpo_mix"] < 1
+    # step 2 read step 1's measurement (about 0.4 < 0.45: still hot, a gap under the cap)
+    assert 0.0 < entropies[0] < 0.45
+
+
+def test_dcpo_resumes_the_entropy_it_reads(tmp_path):
+    config = dcpo_config(f"trainer.default_local_dir={tmp_path}", "trainer.resume_mode=auto")
+    trainer = make_trainer(config)
+    fit_step(trainer, step=1)
+    fit_step(trainer, step=2)
+    trainer._save_checkpoint()
+    resumed = make_trainer(config)
+    resumed.global_steps = 0
+    resumed._load_checkpoint()
+    _, out = fit_step(trainer, step=3)
+    _, out_resumed = fit_step(resumed, step=3)
+    for key in ("aepo/dcpo_entropy", "aepo/temperature", "aepo/dcpo_mix"):
+        assert out_resumed.meta_info["metrics"][key] == out.meta_info["metrics"][key]
+    torch.testing.assert_close(
+        resumed.actor_rollout_wg.updates[-1]["advantages"],
+        trainer.actor_rollout_wg.updates[-1]["advantages"],
+    )
+    (tmp_path / "global_step_2" / STATE_FILE).unlink()
+    with pytest.raises(CheckpointStateError, match="is missing"):
+        make_trainer(config)._load_checkpoint()
+
+
+def test_local_engines_log_probs_at_t_equal_verls_actor():
+    """The local engine's second pass (``score(temperature=T)``) against the functions verl's
+    FSDP engine applies to logits / T (transformer_impl.py), on the same logits."""
+    from verl.utils.torch_functional import entropy_from_logits, logprobs_from_logits
+
+    from aepo.core import token_logprobs_and_entropy
+
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 5, 17, generator=gen) * 3
+    tokens = torch.randint(0, 17, (3, 5), generator=gen)
+    for temperature in (1.2, 0.8):
+        ours, our_entropy = token_logprobs_and_entropy(logits, tokens, temperature=temperature)
+        scaled = logits / temperature
+        torch.testing.assert_close(ours, logprobs_from_logits(scaled, tokens))
+        torch.testing.assert_close(our_entropy, entropy_from_logits(scaled))

@@ -68,6 +68,9 @@ _EXPORTS = {
     "entropy": ("token_logprobs_and_entropy",),
     "entropy_methods": (
         "AdaptiveEntropyCoef",
+        "DCPOControl",
+        "dcpo_advantages",
+        "dcpo_control",
         "high_entropy_token_mask",
         "top_entropy_advantages",
     ),

@@ -25,6 +25,7 @@ Algorithm = Literal[
     "kl_cov",
     "adaptive_entropy",
     "top_entropy",
+    "dcpo",
 ]
 ALGORITHMS: tuple[str, ...] = Algorithm.__args__  # type: ignore[attr-defined]
 
@@ -35,6 +36,9 @@ SKYWORK = "arXiv 2505.22312"
 """adaptive entropy control: Skywork Open Reasoner 1 (Skywork-OR1)"""
 TOP_ENTROPY_PAPER = "arXiv 2506.01939"
 """the 80/20 rule: Beyond the 80/20 Rule, high-entropy minority tokens"""
+DCPO_PAPER = "arXiv 2601.12730"
+"""DCPO: Distribution-Centric Policy Optimization, by the AEPO authors"""
+DCPO_CODE = "github.com/597358816/AEPO 15dc716 (verl/trainer/ray_trainer.py)"
 MAX_TEMPERATURE = 2.0
 """vLLM's sampler refuses temperatures above 2 inside a rollout worker, mid-run"""
 
@@ -269,6 +273,51 @@ class TopEntropyConfig(_Section):
     )
 
 
+class DCPOConfig(_Section):
+    """DCPO: the GRPO advantages mixed with the ratio of pi_old at T to pi_old at T = 1."""
+
+    t_high: float = Field(
+        1.2,
+        gt=0,
+        le=MAX_TEMPERATURE,
+        description=doc(
+            "dcpo: temperature of the second old-log-prob pass when H <= H* (the code's "
+            "`entropy <= entropy_base`).",
+            DCPO_CODE,
+        ),
+    )
+    t_low: float = Field(
+        0.8,
+        gt=0,
+        description=doc("dcpo: temperature of that pass when H > H*.", DCPO_CODE),
+    )
+    score_threshold: float = Field(
+        0.05,
+        description=doc(
+            "dcpo: a sample whose summed score exceeds this is positive: it gets the "
+            "exp(logp_T - logp_1) term, and the positives' share divides c.",
+            f"{DCPO_CODE} (_compute_bool_reward_by_score threshold)",
+        ),
+    )
+    max_gap: float = Field(
+        0.1,
+        gt=0,
+        description=doc(
+            "dcpo: |H* - H| is capped at this in c = min(|H* - H|, max_gap) / positive share; "
+            "the mix is a = c / (c + 1).",
+            DCPO_CODE,
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _order(self) -> DCPOConfig:
+        if not self.t_high > self.t_low:
+            raise ValueError(
+                f"t_high must be > t_low, got t_high={self.t_high}, t_low={self.t_low}"
+            )
+        return self
+
+
 class BaselinesConfig(_Section):
     """The field's entropy controls, one section each (used by the algorithm of that name)."""
 
@@ -278,6 +327,7 @@ class BaselinesConfig(_Section):
     kl_cov: KLCovConfig = Field(default_factory=KLCovConfig)
     adaptive_entropy: AdaptiveEntropyConfig = Field(default_factory=AdaptiveEntropyConfig)
     top_entropy: TopEntropyConfig = Field(default_factory=TopEntropyConfig)
+    dcpo: DCPOConfig = Field(default_factory=DCPOConfig)
 
 
 class TargetScheduleConfig(_Section):
@@ -339,16 +389,16 @@ class AEPOConfig(_Section):
         "aepo",
         description=doc(
             "`grpo`, `aepo`, `entropy_reg`, `entropy_adv`, `aepo_no_temperature`, "
-            "`aepo_advantage`, `clip_cov`, `kl_cov`, `adaptive_entropy`, `top_entropy` (see "
-            "Algorithms).",
-            f"{PAPER} Sec. 4 and 5; {COV_PAPER}; {SKYWORK}; {TOP_ENTROPY_PAPER}",
+            "`aepo_advantage`, `clip_cov`, `kl_cov`, `adaptive_entropy`, `top_entropy`, `dcpo` "
+            "(see Algorithms).",
+            f"{PAPER} Sec. 4 and 5; {COV_PAPER}; {SKYWORK}; {TOP_ENTROPY_PAPER}; {DCPO_PAPER}",
         ),
     )
     target_entropy: float = Field(
         0.5,
         gt=0,
         description=doc(
-            "H*, token-mean entropy of pi_old at T = 1 (also adaptive_entropy's target; with "
+            "H*, token-mean entropy of pi_old at T = 1 (also adaptive_entropy's and dcpo's target; with "
             "`target_schedule`: where the schedule ends).",
             PAPER,
         ),

@@ -10,17 +10,23 @@
 - Adaptive entropy control (Skywork-OR1, arXiv 2505.22312): an entropy bonus ``c * H`` whose
   coefficient moves by a fixed step towards the target, :class:`AdaptiveEntropyCoef`.
 
+- DCPO (arXiv 2601.12730, the AEPO authors): no extra generation; pi_old's log-probs of the
+  GRPO samples a second time at T_high or T_low, and the advantage mixed with the ratio
+  ``exp(logp_T - logp_1)`` on the positive samples, :func:`dcpo_control` and
+  :func:`dcpo_advantages`.
+
 Clip-Cov and KL-Cov live in verl's policy-loss registry; both engines call it there.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from aepo.core.config import AdaptiveEntropyConfig
+from aepo.core.config import AdaptiveEntropyConfig, DCPOConfig
 
 
 def quantile(values: torch.Tensor, q: float) -> torch.Tensor:
@@ -130,3 +136,79 @@ class AdaptiveEntropyCoef:
         except (TypeError, ValueError) as err:
             raise ValueError(f"malformed adaptive entropy state: {err}") from None
         self.coef, self.last_entropy = coef, last
+
+
+# ---- DCPO ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DCPOControl:
+    """DCPO's decision for one step, fixed before the second old-log-prob pass.
+
+    Read from the authors' code (597358816/AEPO 15dc716, ``RayPPOTrainer.fit``, branch
+    ``alg == "DCPO"``), which this follows where the issue's summary differs:
+
+    - H is the entropy the previous update reported (``metrics["actor/entropy_loss"]``), 0
+      before the first update. Here it is the previous step's pi_old token-mean entropy at
+      T = 1 (the measurement both engines make identically, saved with the controller); it
+      is the entropy the authors' previous update saw on its first mini-batch. Step 1 reads
+      0, as the code does: T = t_high and a gap of ``min(H*, max_gap)``.
+    - T = t_high when ``H <= H*`` (the code's ``entropy <= entropy_base``), else t_low.
+    """
+
+    entropy: float
+    """H: the previous step's measurement (0 at step 1, as in the code)"""
+    target: float
+    temperature: float
+    gap: float
+    """``min(|H* - H|, max_gap)``"""
+
+    def metrics(self) -> dict[str, float]:
+        return {
+            "aepo/dcpo_entropy": self.entropy,
+            "aepo/temperature": self.temperature,
+            "aepo/dcpo_gap": self.gap,
+        }
+
+
+def dcpo_control(cfg: DCPOConfig, previous_entropy: float | None, target: float) -> DCPOControl:
+    entropy = 0.0 if previous_entropy is None else float(previous_entropy)
+    temperature = cfg.t_high if entropy <= target else cfg.t_low
+    return DCPOControl(entropy, target, temperature, min(abs(target - entropy), cfg.max_gap))
+
+
+def dcpo_advantages(
+    cfg: DCPOConfig,
+    control: DCPOControl,
+    advantages: torch.Tensor,
+    old_log_prob: torch.Tensor,
+    old_log_prob_t: torch.Tensor,
+    scores: torch.Tensor,
+    mask: torch.Tensor,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """``(1 - a) * A + a * 1[score > threshold] * exp(logp_T - logp_1)`` per response token,
+    with ``a = c / (c + 1)``, ``c = gap / (share of samples with score > threshold)``, and the
+    ``aepo/dcpo_*`` metrics (``aepo/dcpo_mix`` is a, DCPO's control signal).
+
+    ``scores``: one summed score per row; ``old_log_prob`` / ``old_log_prob_t``: pi_old's token
+    log-probs at T = 1 and at ``control.temperature``. With no positive sample the code
+    divides by 0 and its advantages become NaN; here a = 0 (the added term is 0 for every
+    row then, so plain GRPO). Padding tokens get advantage 0 (the code leaves the factor
+    there; the loss masks them either way).
+    """
+    positive = (scores.reshape(-1) > cfg.score_threshold).to(advantages.device)
+    share = float(positive.float().mean()) if positive.numel() else 0.0
+    c = control.gap / share if share > 0 else 0.0
+    mix = c / (c + 1.0)
+    weights = mask.to(advantages.dtype)
+    factor = torch.exp(old_log_prob_t.to(advantages.dtype) - old_log_prob.to(advantages.dtype))
+    term = positive.to(advantages.dtype).unsqueeze(1) * factor * weights
+    mixed = (1.0 - mix) * advantages + mix * term
+    tokens = weights.sum().clamp(min=1)
+    metrics = {
+        **control.metrics(),
+        "aepo/dcpo_mix": mix,
+        "aepo/dcpo_positive_share": share,
+        "aepo/dcpo_ratio_mean": float((factor * weights).sum() / tokens),
+    }
+    return mixed, metrics

@@ -27,16 +27,19 @@ class Recipe:
     """an entropy bonus whose coefficient follows target_entropy (``aepo.baselines.adaptive_entropy``)"""
     top_entropy_quantile: float | None = None
     """only this share of tokens, those with the highest pi_old entropy, keep an advantage"""
+    dcpo: bool = False
+    """DCPO: a second old-log-prob pass at T_high/T_low mixes into the advantages
+    (``aepo.baselines.dcpo``)"""
 
     @property
     def has_state(self) -> bool:
         """whether a resumed run needs the saved AEPO state to continue the same run"""
-        return self.extra_rollout or self.adaptive_entropy
+        return self.extra_rollout or self.adaptive_entropy or self.dcpo
 
     @property
     def targets_entropy(self) -> bool:
         """whether the algorithm steers towards ``target_entropy`` (a run has a tracking error)"""
-        return self.extra_rollout or self.adaptive_entropy
+        return self.extra_rollout or self.adaptive_entropy or self.dcpo
 
     @property
     def needs_current_entropy(self) -> bool:
@@ -55,4 +58,5 @@ def recipe_for(cfg: AEPOConfig) -> Recipe:
         policy_loss=algo if algo in ("clip_cov", "kl_cov") else "vanilla",
         adaptive_entropy=algo == "adaptive_entropy",
         top_entropy_quantile=cfg.baselines.top_entropy.quantile if algo == "top_entropy" else None,
+        dcpo=algo == "dcpo",
     )

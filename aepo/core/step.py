@@ -33,7 +33,7 @@ from aepo.core import controller
 from aepo.core.advantages import reinforce_advantages
 from aepo.core.config import AEPOConfig
 from aepo.core.controller import ControllerState, Decision
-from aepo.core.entropy_methods import AdaptiveEntropyCoef
+from aepo.core.entropy_methods import AdaptiveEntropyCoef, DCPOControl, dcpo_control
 from aepo.core.losses import eq1_row_scale
 from aepo.core.merge import MergePlan, plan_merge
 from aepo.core.recipes import recipe_for
@@ -87,7 +87,11 @@ class Measured:
     optimizer step"""
     metrics: dict[str, float]
     """``aepo/target_entropy`` for every algorithm, plus the decision's ``aepo/*`` scalars
-    (``aepo/temperature``: the one the extra pass samples at)"""
+    (``aepo/temperature``: the one the extra pass samples at, or DCPO's second old-log-prob
+    pass)"""
+    dcpo: DCPOControl | None = None
+    """DCPO's temperature and gap for this step, from the previous step's measurement (None:
+    another algorithm)"""
 
 
 @dataclass(frozen=True)
@@ -163,6 +167,10 @@ class AEPOStep:
     def measured(self, start: StepStart, entropy: float) -> Measured:
         """pi_old's token-mean entropy at T = 1 over this step's GRPO group."""
         cfg, target = self.cfg, start.target
+        dcpo = None
+        if self.recipe.dcpo:
+            # the authors' code reads the entropy of the update before this one
+            dcpo = dcpo_control(cfg.baselines.dcpo, self.controller.entropy, target)
         self.controller = controller.observe(cfg, self.controller, entropy, target)
         entropy = self.controller.entropy
         plan = start.plan
@@ -182,7 +190,9 @@ class AEPOStep:
             # what the extra pass samples at: T = 1 under aepo_no_temperature, whatever the
             # decision's direction
             metrics["aepo/temperature"] = plan.rollout.temperature
-        return Measured(start.step, target, entropy, plan, bonus, metrics)
+        if dcpo is not None:
+            metrics.update(dcpo.metrics())
+        return Measured(start.step, target, entropy, plan, bonus, metrics, dcpo)
 
     def _plan(self, step: int, target: float, num_prompts: int, samples_per_prompt: int):
         decision = controller.decide(self.cfg, self.controller, step, target)

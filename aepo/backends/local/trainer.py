@@ -42,6 +42,7 @@ from aepo.core import (
     Measured,
     StepPlan,
     UpdateLayout,
+    dcpo_advantages,
     entropy_bonus_loss,
     entropy_shaped_advantages,
     group_advantage,
@@ -228,7 +229,7 @@ class LocalTrainer:
         return ckpt.save_checkpoint(path, self.model, self.tokenizer, self.optimizer, state)
 
     # --- one step ---------------------------------------------------------------------
-    def _score_rows(self, rollout: Rollout, with_entropy: bool):
+    def _score_rows(self, rollout: Rollout, with_entropy: bool, temperature: float = 1.0):
         self.model.eval()
         with torch.no_grad():
             return score(
@@ -236,6 +237,7 @@ class LocalTrainer:
                 rollout,
                 chunk_rows=self.settings.entropy_chunk_rows,
                 with_entropy=with_entropy,
+                temperature=temperature,
             )
 
     def _sample(
@@ -297,6 +299,15 @@ class LocalTrainer:
                 beta=cfg.baselines.entropy_adv.beta,
                 kappa=cfg.baselines.entropy_adv.kappa,
             )
+        dcpo_metrics: dict[str, float] = {}
+        if measured.dcpo is not None:
+            # DCPO's second old-log-prob pass: the same GRPO samples, pi_old at T, no generation.
+            old_logp_t, _ = self._score_rows(
+                grpo_rollout, with_entropy=False, temperature=measured.dcpo.temperature
+            )
+            advantages, dcpo_metrics = dcpo_advantages(
+                cfg.baselines.dcpo, measured.dcpo, advantages, old_logp, old_logp_t, rewards, mask
+            )
         top_entropy_metrics: dict[str, float] = {}
         if recipe.top_entropy_quantile is not None:
             # The threshold is over this step's whole batch, from pi_old's entropies (the
@@ -316,6 +327,7 @@ class LocalTrainer:
         # those with an extra pass the decision too.
         metrics.update(measured.metrics)
         metrics.update(top_entropy_metrics)
+        metrics.update(dcpo_metrics)
         gen_tokens = grpo_rollout.num_tokens
 
         batch = grpo
