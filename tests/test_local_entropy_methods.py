@@ -144,3 +144,74 @@ def test_cov_losses_act_on_the_highest_covariance_tokens_only(algorithm):
         torch.testing.assert_close(
             log_prob.grad[changed] - plain.grad[changed], expected_extra, rtol=1e-4, atol=1e-6
         )
+
+
+# ---- DCPO ------------------------------------------------------------------------------------
+
+
+def test_dcpo_scores_the_grpo_samples_again_at_t_and_mixes_their_advantages(cache_dir, tmp_path):
+    """The local engine's DCPO on its real model: the update's advantages are the authors'
+    formula on the GRPO samples' log-probs at T = 1 and at T (the model's logits / T), with no
+    extra generation; step 2 reads step 1's measurement; the state resumes exactly."""
+    from aepo.backends.local.rollout import score
+    from tests.test_core_dcpo import authors_dcpo
+
+    config = small_config(cache_dir, tmp_path, "dcpo", steps=2, target_entropy=0.3)
+    trainer = LocalTrainer(config)
+    seen, temperatures = {}, []
+    update, sample = trainer._update, trainer._sample
+
+    def capture(batch, measured):
+        seen["batch"], seen["measured"] = batch, measured
+        logp_t, _ = score(
+            trainer.model,
+            batch.rollout,
+            chunk_rows=64,
+            with_entropy=False,
+            temperature=measured.dcpo.temperature,
+        )
+        seen["logp_t"] = logp_t
+        return update(batch, measured)
+
+    def record(*args):
+        temperatures.append(args[-1])
+        return sample(*args)
+
+    trainer._update, trainer._sample = capture, record
+    entropies = []
+    for step in (1, 2):
+        before = entropies[-1] if entropies else 0.0
+        grpo_rewards = {}
+        rewards = trainer._rewards
+
+        def keep(rollout, truths):
+            grpo_rewards["r"] = rewards(rollout, truths)
+            return grpo_rewards["r"]
+
+        trainer._rewards = keep
+        metrics = trainer.train_step()
+        trainer._rewards = rewards
+        entropies.append(metrics["actor/entropy"])
+        assert temperatures == [1.0] * step, "DCPO generates only the GRPO group, at T = 1"
+        batch, measured = seen["batch"], seen["measured"]
+        mask = batch.rollout.response_mask
+        temperature = 1.2 if before <= 0.3 else 0.8
+        assert measured.dcpo.temperature == temperature == metrics["aepo/temperature"]
+        assert metrics["aepo/dcpo_entropy"] == pytest.approx(before)
+        r = grpo_rewards["r"]
+        group = r.view(-1, 4)
+        std = group.std(-1, keepdim=True)
+        grpo = ((group - group.mean(-1, keepdim=True)) / (std + 1e-6)).view(-1)
+        expected = (
+            authors_dcpo(grpo.unsqueeze(1) * mask, batch.old_logp, seen["logp_t"], r, before, 0.3)
+            * mask
+        )
+        torch.testing.assert_close(batch.advantages, expected, rtol=1e-4, atol=1e-5)
+        assert not torch.equal(seen["logp_t"] * mask, batch.old_logp * mask)
+    assert metrics["aepo/target_entropy"] == 0.3 and 0 < metrics["aepo/dcpo_mix"] < 1
+
+    # What DCPO keeps (the previous step's entropy) comes back with a checkpoint.
+    path = trainer.save()
+    resumed = LocalTrainer(config, resume_from=path)
+    assert resumed.aepo.controller.entropy == pytest.approx(entropies[-1])
+    assert resumed.aepo.state_dict()["controller"] == trainer.aepo.state_dict()["controller"]

@@ -69,8 +69,10 @@ _EXPORTS = {
     "entropy_methods": (
         "AdaptiveEntropyCoef",
         "DCPOControl",
+        "EntroPICController",
         "dcpo_advantages",
         "dcpo_control",
+        "entropic_adjust_loss",
         "high_entropy_token_mask",
         "top_entropy_advantages",
     ),

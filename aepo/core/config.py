@@ -26,6 +26,7 @@ Algorithm = Literal[
     "adaptive_entropy",
     "top_entropy",
     "dcpo",
+    "entropic",
 ]
 ALGORITHMS: tuple[str, ...] = Algorithm.__args__  # type: ignore[attr-defined]
 
@@ -39,6 +40,9 @@ TOP_ENTROPY_PAPER = "arXiv 2506.01939"
 DCPO_PAPER = "arXiv 2601.12730"
 """DCPO: Distribution-Centric Policy Optimization, by the AEPO authors"""
 DCPO_CODE = "github.com/597358816/AEPO 15dc716 (verl/trainer/ray_trainer.py)"
+ENTROPIC_PAPER = "arXiv 2511.15248"
+"""EntroPIC: entropy stabilization with proportional-integral control (Tencent Hunyuan)"""
+ENTROPIC_CODE = "github.com/yk7333/EntroPIC 2470730 (dp_actor.py, core_algos.py)"
 MAX_TEMPERATURE = 2.0
 """vLLM's sampler refuses temperatures above 2 inside a rollout worker, mid-run"""
 
@@ -318,6 +322,54 @@ class DCPOConfig(_Section):
         return self
 
 
+class EntroPICConfig(_Section):
+    """EntroPIC: a PI controller on the entropy error weighs the high-probability tokens of
+    positive and negative samples."""
+
+    proportional_gain: float = Field(
+        1.0,
+        ge=0,
+        description=doc(
+            "entropic: K_p, alpha = clip(K_p (H - H*) + K_i sum(H - H*), -max_alpha, max_alpha).",
+            f"{ENTROPIC_CODE} (entropy_control_p)",
+        ),
+    )
+    integral_gain: float = Field(
+        0.01,
+        ge=0,
+        description=doc(
+            "entropic: K_i, on the error summed over every earlier controller update.",
+            f"{ENTROPIC_CODE} (entropy_control_i)",
+        ),
+    )
+    max_alpha: float = Field(
+        1.0,
+        gt=0,
+        description=doc("entropic: alpha is clipped to [-max_alpha, max_alpha].", ENTROPIC_CODE),
+    )
+    high_prob_threshold: float = Field(
+        0.95,
+        gt=0,
+        lt=1,
+        description=doc(
+            "entropic: tokens pi_theta gives more than this probability get the extra term "
+            "alpha * (-ratio * |A|): alpha > 0 (entropy above H*) sharpens them, alpha < 0 "
+            "flattens them.",
+            f"{ENTROPIC_CODE} (high_prob_thresh)",
+        ),
+    )
+    update: Literal["optimizer_step", "training_step"] = Field(
+        "optimizer_step",
+        description=doc(
+            "`optimizer_step`: alpha from each mini-batch's entropy of pi_theta, then the "
+            "integral moves (the code, per micro-batch); `training_step`: once per step from "
+            "pi_old's token-mean entropy. The verl engine supports only `training_step` (its "
+            "actor worker holds the loss for a whole update).",
+            ENTROPIC_CODE,
+        ),
+    )
+
+
 class BaselinesConfig(_Section):
     """The field's entropy controls, one section each (used by the algorithm of that name)."""
 
@@ -328,6 +380,7 @@ class BaselinesConfig(_Section):
     adaptive_entropy: AdaptiveEntropyConfig = Field(default_factory=AdaptiveEntropyConfig)
     top_entropy: TopEntropyConfig = Field(default_factory=TopEntropyConfig)
     dcpo: DCPOConfig = Field(default_factory=DCPOConfig)
+    entropic: EntroPICConfig = Field(default_factory=EntroPICConfig)
 
 
 class TargetScheduleConfig(_Section):
@@ -389,16 +442,17 @@ class AEPOConfig(_Section):
         "aepo",
         description=doc(
             "`grpo`, `aepo`, `entropy_reg`, `entropy_adv`, `aepo_no_temperature`, "
-            "`aepo_advantage`, `clip_cov`, `kl_cov`, `adaptive_entropy`, `top_entropy`, `dcpo` "
-            "(see Algorithms).",
-            f"{PAPER} Sec. 4 and 5; {COV_PAPER}; {SKYWORK}; {TOP_ENTROPY_PAPER}; {DCPO_PAPER}",
+            "`aepo_advantage`, `clip_cov`, `kl_cov`, `adaptive_entropy`, `top_entropy`, `dcpo`, "
+            "`entropic` (see Algorithms).",
+            f"{PAPER} Sec. 4 and 5; {COV_PAPER}; {SKYWORK}; {TOP_ENTROPY_PAPER}; {DCPO_PAPER}; "
+            f"{ENTROPIC_PAPER}",
         ),
     )
     target_entropy: float = Field(
         0.5,
         gt=0,
         description=doc(
-            "H*, token-mean entropy of pi_old at T = 1 (also adaptive_entropy's and dcpo's target; with "
+            "H*, token-mean entropy of pi_old at T = 1 (also the target of adaptive_entropy, dcpo and entropic; with "
             "`target_schedule`: where the schedule ends).",
             PAPER,
         ),

@@ -15,6 +15,10 @@
   ``exp(logp_T - logp_1)`` on the positive samples, :func:`dcpo_control` and
   :func:`dcpo_advantages`.
 
+- EntroPIC (arXiv 2511.15248): a PI controller on the entropy error sets alpha, the weight of
+  an extra ``-ratio * |A|`` term on high-probability tokens, :class:`EntroPICController` and
+  :func:`entropic_adjust_loss`.
+
 Clip-Cov and KL-Cov live in verl's policy-loss registry; both engines call it there.
 """
 
@@ -26,7 +30,7 @@ from typing import Any
 
 import torch
 
-from aepo.core.config import AdaptiveEntropyConfig, DCPOConfig
+from aepo.core.config import AdaptiveEntropyConfig, DCPOConfig, EntroPICConfig
 
 
 def quantile(values: torch.Tensor, q: float) -> torch.Tensor:
@@ -212,3 +216,87 @@ def dcpo_advantages(
         "aepo/dcpo_ratio_mean": float((factor * weights).sum() / tokens),
     }
     return mixed, metrics
+
+
+# ---- EntroPIC --------------------------------------------------------------------------------
+
+
+class EntroPICController:
+    """EntroPIC's PI controller, as its code has it (yk7333/EntroPIC 2470730, ``dp_actor.py``):
+
+    ``alpha = clip(K_i * I + K_p * (H - H*), -max_alpha, max_alpha)``, then ``I += H - H*``.
+
+    alpha > 0 (entropy above the target) adds ``alpha * (-ratio * |A|)`` on high-probability
+    tokens, which pushes positive samples' tokens up by (1 + alpha) and negative samples' by
+    (1 - alpha) in weight: sharper, lower entropy; alpha < 0 the reverse
+    (:func:`entropic_adjust_loss`).
+
+    The code updates on every micro-batch from pi_theta's entropy there, adding
+    ``(H - H*) * micro_rows / mini_batch_rows`` to I (so one error per mini-batch, per rank).
+    Here one update adds ``H - H*`` once: per optimizer step (``update: optimizer_step``, the
+    local engine's mini-batch is its micro-batch) or per training step from pi_old's entropy
+    (``training_step``, what verl's worker allows). ``I`` is state, saved with the checkpoint.
+    """
+
+    def __init__(self, cfg: EntroPICConfig):
+        self.cfg = cfg
+        self.integral = 0.0
+        self.last_alpha = 0.0
+
+    def step(self, entropy: float, target: float) -> float:
+        """alpha for the update that measured ``entropy``; the integral then moves."""
+        entropy = float(entropy)
+        if not math.isfinite(entropy):
+            raise ValueError(f"EntroPIC measured a non-finite entropy {entropy}")
+        cfg, error = self.cfg, entropy - target
+        alpha = cfg.integral_gain * self.integral + cfg.proportional_gain * error
+        self.last_alpha = min(max(alpha, -cfg.max_alpha), cfg.max_alpha)
+        self.integral += error
+        return self.last_alpha
+
+    def metrics(self) -> dict[str, float]:
+        return {"aepo/entropic_alpha": self.last_alpha, "aepo/entropic_integral": self.integral}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"integral": self.integral, "last_alpha": self.last_alpha}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Raises ``ValueError`` naming what is missing or malformed."""
+        try:
+            integral, last = float(state["integral"]), float(state["last_alpha"])
+        except KeyError as err:
+            raise ValueError(f"EntroPIC state has no {err.args[0]!r} entry") from None
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"malformed EntroPIC state: {err}") from None
+        if not (math.isfinite(integral) and math.isfinite(last)):
+            raise ValueError(f"malformed EntroPIC state: integral={integral}, last_alpha={last}")
+        self.integral, self.last_alpha = integral, last
+
+
+def entropic_adjust_loss(
+    log_prob: torch.Tensor,
+    old_log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    alpha: float,
+    threshold: float,
+    agg: str = "token-mean",
+) -> torch.Tensor:
+    """EntroPIC's added term ``alpha * agg(-ratio * |A|)`` over the response tokens whose
+    probability under pi_theta exceeds ``threshold`` (the code's ``compute_policy_loss_entropic``,
+    ratio with its clamp of the log-ratio to +-20).
+
+    Normalised as verl 0.9.1's ``agg_loss`` does with the high-probability tokens as mask:
+    under ``token-mean`` by every response token of the update (verl's global token count),
+    where the authors' verl divided by the high-probability tokens of the micro-batch.
+    """
+    from aepo.core.losses import aggregate
+
+    log_ratio = torch.clamp(log_prob - old_log_prob, min=-20.0, max=20.0)
+    ratio = torch.exp(log_ratio)
+    high = (log_prob > math.log(threshold)) & mask.to(torch.bool)
+    per_token = -ratio * advantages.abs()
+    if agg == "token-mean":
+        tokens = mask.to(per_token.dtype).sum().clamp(min=1)
+        return alpha * (per_token * high.to(per_token.dtype)).sum() / tokens
+    return alpha * aggregate(per_token, high, agg)

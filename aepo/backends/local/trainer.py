@@ -43,6 +43,7 @@ from aepo.core import (
     StepPlan,
     UpdateLayout,
     dcpo_advantages,
+    entropic_adjust_loss,
     entropy_bonus_loss,
     entropy_shaped_advantages,
     group_advantage,
@@ -419,6 +420,8 @@ class LocalTrainer:
         losses, clipfracs, kls, grad_norms, coefs = [], [], [], [], []
         step_coef = measured.entropy_bonus
         adaptive = self.aepo.adaptive_entropy
+        entropic, target, cfg = self.aepo.entropic, measured.target, self.cfg
+        alphas: list[float] = []
         for _ in range(s.ppo_epochs):
             for lo, hi in zip(bounds[:-1], bounds[1:], strict=False):
                 part = batch.select(torch.arange(lo, hi, device=batch.advantages.device))
@@ -433,6 +436,22 @@ class LocalTrainer:
                 )
                 loss, diag = self._policy_loss(logp, part.old_logp, part.advantages, mask)
                 total = loss
+                if entropic is not None:
+                    alpha = measured.entropic_alpha
+                    if alpha is None:
+                        # the code: this mini-batch's entropy of pi_theta sets alpha, before
+                        # the integral takes its error
+                        alpha = entropic.step(float(masked_mean(ent.detach(), mask)), target)
+                    total = total + entropic_adjust_loss(
+                        logp,
+                        part.old_logp,
+                        part.advantages,
+                        mask,
+                        alpha,
+                        cfg.baselines.entropic.high_prob_threshold,
+                        s.loss_agg,
+                    )
+                    alphas.append(alpha)
                 coef = adaptive.applied(measured.target) if step_coef is None else step_coef
                 if coef > 0:
                     total = total + entropy_bonus_loss(ent, mask, coef, s.loss_agg)
@@ -465,6 +484,9 @@ class LocalTrainer:
         if adaptive is not None:
             metrics.update(adaptive.metrics())
             metrics["aepo/entropy_coef_applied"] = mean(coefs)
+        if entropic is not None:
+            metrics.update(entropic.metrics())
+            metrics["aepo/entropic_alpha"] = mean(alphas)  # the alphas this update applied
         return metrics
 
     # --- loop -------------------------------------------------------------------------

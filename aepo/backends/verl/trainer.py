@@ -16,7 +16,8 @@ calls them through ``self``); this module only moves ``DataProto`` rows:
   after the measurement and before the update; ``reinforce`` selects the positives, with
   advantage ``alpha * R``, the zero-advantage GRPO rows they replace (whose policy gradient
   is zero, so the batch keeps the size verl's dispatch needs) and every row's Eq. 1 scale;
-  Entropy-Adv and DCPO shape the advantages here, the 80/20 rule zeroes those of the low-entropy
+  Entropy-Adv and DCPO shape the advantages here, EntroPIC installs its step's alpha in the
+  actor workers' loss, the 80/20 rule zeroes those of the low-entropy
   tokens, and adaptive entropy control installs this step's coefficient as the actor
   workers' ``entropy_coeff``;
 - ``_save_checkpoint`` / ``_load_checkpoint``: ``aepo_state.json`` beside verl's files.
@@ -37,6 +38,7 @@ from verl.trainer.ppo.ray_trainer import RayPPOTrainer
 
 from aepo.backends.verl._verl_internals import (
     actor_dp_size,
+    actor_loss_with_entropic_alpha,
     actor_loss_config,
     actor_loss_with_entropy_coeff,
     checkpoint_folder,
@@ -295,6 +297,18 @@ class AEPORayTrainer(RayPPOTrainer):
             self.set_actor_entropy_coeff(measured.entropy_bonus)
             metrics.update(self.aepo.adaptive_entropy.metrics())
             metrics["aepo/entropy_coef_applied"] = measured.entropy_bonus
+        if self.aepo.entropic is not None:
+            # EntroPIC's alpha of this step (update: training_step), in the workers' loss
+            if self._actor_loss_config is None:
+                self._actor_loss_config = actor_loss_config(self.config)
+            self.actor_rollout_wg.set_loss_fn(
+                actor_loss_with_entropic_alpha(
+                    self._actor_loss_config,
+                    measured.entropic_alpha,
+                    self.aepo_cfg.baselines.entropic.high_prob_threshold,
+                )
+            )
+            metrics.update(self.aepo.entropic.metrics())
         plan = measured.plan
         to_update = batch
         if plan is not None:
