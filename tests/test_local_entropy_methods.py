@@ -3,6 +3,8 @@ steps on the built-in task, and the engine's own loss on hand-made tensors)."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -177,20 +179,19 @@ def test_dcpo_scores_the_grpo_samples_again_at_t_and_mixes_their_advantages(cach
         temperatures.append(args[-1])
         return sample(*args)
 
-    trainer._update, trainer._sample = capture, record
+    scored = []
+    rewards = trainer._rewards
+
+    def keep(rollout, truths):
+        scored.append(rewards(rollout, truths))
+        return scored[-1]
+
+    trainer._update, trainer._sample, trainer._rewards = capture, record, keep
     entropies = []
     for step in (1, 2):
         before = entropies[-1] if entropies else 0.0
-        grpo_rewards = {}
-        rewards = trainer._rewards
-
-        def keep(rollout, truths):
-            grpo_rewards["r"] = rewards(rollout, truths)
-            return grpo_rewards["r"]
-
-        trainer._rewards = keep
+        scored.clear()
         metrics = trainer.train_step()
-        trainer._rewards = rewards
         entropies.append(metrics["actor/entropy"])
         assert temperatures == [1.0] * step, "DCPO generates only the GRPO group, at T = 1"
         batch, measured = seen["batch"], seen["measured"]
@@ -198,7 +199,7 @@ def test_dcpo_scores_the_grpo_samples_again_at_t_and_mixes_their_advantages(cach
         temperature = 1.2 if before <= 0.3 else 0.8
         assert measured.dcpo.temperature == temperature == metrics["aepo/temperature"]
         assert metrics["aepo/dcpo_entropy"] == pytest.approx(before)
-        r = grpo_rewards["r"]
+        (r,) = scored  # the GRPO group's rewards: DCPO scores nothing else
         group = r.view(-1, 4)
         std = group.std(-1, keepdim=True)
         grpo = ((group - group.mean(-1, keepdim=True)) / (std + 1e-6)).view(-1)
@@ -215,3 +216,74 @@ def test_dcpo_scores_the_grpo_samples_again_at_t_and_mixes_their_advantages(cach
     resumed = LocalTrainer(config, resume_from=path)
     assert resumed.aepo.controller.entropy == pytest.approx(entropies[-1])
     assert resumed.aepo.state_dict()["controller"] == trainer.aepo.state_dict()["controller"]
+
+
+# ---- EntroPIC --------------------------------------------------------------------------------
+
+
+def test_entropic_sets_alpha_each_optimizer_step_from_pi_thetas_entropy(cache_dir, tmp_path):
+    """The code's cadence: every optimizer step's alpha comes from that mini-batch's entropy of
+    pi_theta and the integral so far; the integral resumes with the checkpoint."""
+    from tests.test_core_entropic import authors_alphas
+
+    config = small_config(cache_dir, tmp_path, "entropic", steps=2, target_entropy=0.6)
+    trainer = LocalTrainer(config)
+    seen = []
+    step = trainer.aepo.entropic.step
+
+    def record(entropy, target):
+        alpha = step(entropy, target)
+        seen.append((entropy, alpha))
+        return alpha
+
+    trainer.aepo.entropic.step = record
+    history = [trainer.train_step(), trainer.train_step()]
+    assert len(seen) == 2 * 2, "one alpha per optimizer step (2 mini-batches x 2 steps)"
+    expected, integral = authors_alphas([h for h, _ in seen], 0.6)
+    assert [a for _, a in seen] == pytest.approx(expected)
+    assert history[-1]["aepo/entropic_alpha"] == pytest.approx(sum(expected[2:]) / 2)
+    assert history[-1]["aepo/entropic_integral"] == pytest.approx(integral)
+    assert history[-1]["aepo/target_entropy"] == 0.6
+
+    trainer.step = 2
+    path = trainer.save()
+    resumed = LocalTrainer(config, resume_from=path)
+    assert resumed.aepo.entropic.integral == pytest.approx(integral)
+
+
+def test_entropics_term_raises_likely_tokens_above_the_target_and_lowers_them_below(
+    cache_dir, tmp_path
+):
+    """Its own effect in the engine: one update of the same batch from the same weights, with
+    alpha +1 (entropy above H*), 0 (plain GRPO) and -1 (below H*): the tokens pi_old gives
+    p > 0.95, where the term acts, end more likely the larger alpha is."""
+    import copy
+    from dataclasses import replace
+
+    from aepo.backends.local.rollout import score
+
+    config = small_config(
+        cache_dir,
+        tmp_path,
+        "entropic",
+        steps=1,
+        baselines={"entropic": {"update": "training_step"}},
+    )
+    trainer = LocalTrainer(config)
+    seen = {}
+    trainer._update = lambda batch, measured: seen.update(batch=batch, measured=measured) or {}
+    trainer.train_step()
+    batch, measured = seen["batch"], seen["measured"]
+    mask = batch.rollout.response_mask.bool()
+    likely = (batch.old_logp > math.log(0.95)) & mask
+    assert 0 < likely.sum() < mask.sum()
+    weights = copy.deepcopy(trainer.model.state_dict())
+    lifted = {}
+    for alpha in (1.0, 0.0, -1.0):
+        trainer.model.load_state_dict(weights)
+        trainer.optimizer = trainer._new_optimizer()
+        LocalTrainer._update(trainer, batch, replace(measured, entropic_alpha=alpha))
+        with torch.no_grad():
+            logp, _ = score(trainer.model, batch.rollout, chunk_rows=64, with_entropy=False)
+        lifted[alpha] = float((logp - batch.old_logp)[likely].mean())
+    assert lifted[1.0] > lifted[0.0] > lifted[-1.0]

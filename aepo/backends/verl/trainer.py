@@ -38,8 +38,8 @@ from verl.trainer.ppo.ray_trainer import RayPPOTrainer
 
 from aepo.backends.verl._verl_internals import (
     actor_dp_size,
-    actor_loss_with_entropic_alpha,
     actor_loss_config,
+    actor_loss_with_entropic_alpha,
     actor_loss_with_entropy_coeff,
     checkpoint_folder,
     ref_dp_size,
