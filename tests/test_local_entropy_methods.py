@@ -287,3 +287,26 @@ def test_entropics_term_raises_likely_tokens_above_the_target_and_lowers_them_be
             logp, _ = score(trainer.model, batch.rollout, chunk_rows=64, with_entropy=False)
         lifted[alpha] = float((logp - batch.old_logp)[likely].mean())
     assert lifted[1.0] > lifted[0.0] > lifted[-1.0]
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "signals"),
+    [
+        ("dcpo", ("aepo/dcpo_mix", "aepo/dcpo_entropy", "aepo/temperature")),
+        ("entropic", ("aepo/entropic_alpha", "aepo/entropic_integral")),
+    ],
+)
+def test_a_resumed_run_continues_the_same_control(cache_dir, tmp_path, algorithm, signals):
+    """Stopped after step 2 and resumed from its checkpoint, steps 3 and 4 carry the same
+    control signal as a run that never stopped (DCPO's previous entropy, EntroPIC's integral)."""
+    from tests.test_local_engine import small_config as config_for
+
+    straight = LocalTrainer(config_for(cache_dir, tmp_path / "straight", algorithm, steps=4)).fit()
+    config = config_for(cache_dir, tmp_path / "resumed", algorithm, steps=4)
+    config.trainer.save_every = 2
+    LocalTrainer(config).fit(steps=2)
+    resumed = LocalTrainer(config, resume_from=latest_checkpoint(tmp_path / "resumed")).fit()
+    assert [h["step"] for h in resumed] == [3, 4]
+    for a, b in zip(straight[2:], resumed, strict=True):
+        for key in (*signals, "actor/entropy", "aepo/target_entropy"):
+            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key
