@@ -39,6 +39,9 @@ def bench_rows(targets: list[float], modes: list[str]) -> list[tuple[str, str, o
         ("top_entropy", "top_entropy", None),
     ]
     rows += [(f"adaptive_entropy H*={t:g}", "adaptive_entropy", (t, None)) for t in targets]
+    # DCPO and EntroPIC have no extra pass, so entropy_source does not apply: one row per target
+    rows += [(f"dcpo H*={t:g}", "dcpo", (t, None)) for t in targets]
+    rows += [(f"entropic H*={t:g}", "entropic", (t, None)) for t in targets]
     return rows
 
 

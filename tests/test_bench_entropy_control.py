@@ -27,5 +27,6 @@ def test_every_row_that_names_a_target_carries_it():
         target, mode = variant
         assert target == float(match.group(1)), name
         assert (mode is not None) == (algorithm == "aepo"), name
-    assert named == 2 * 2 + 2  # AEPO per target and mode, adaptive entropy per target
+    # AEPO per target and mode; adaptive entropy, DCPO and EntroPIC per target
+    assert named == 2 * 2 + 2 + 2 + 2
     assert len({name for name, _, _ in rows}) == len(rows)

@@ -3,6 +3,8 @@ steps on the built-in task, and the engine's own loss on hand-made tensors)."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -144,3 +146,167 @@ def test_cov_losses_act_on_the_highest_covariance_tokens_only(algorithm):
         torch.testing.assert_close(
             log_prob.grad[changed] - plain.grad[changed], expected_extra, rtol=1e-4, atol=1e-6
         )
+
+
+# ---- DCPO ------------------------------------------------------------------------------------
+
+
+def test_dcpo_scores_the_grpo_samples_again_at_t_and_mixes_their_advantages(cache_dir, tmp_path):
+    """The local engine's DCPO on its real model: the update's advantages are the authors'
+    formula on the GRPO samples' log-probs at T = 1 and at T (the model's logits / T), with no
+    extra generation; step 2 reads step 1's measurement; the state resumes exactly."""
+    from aepo.backends.local.rollout import score
+    from tests.test_core_dcpo import authors_dcpo
+
+    config = small_config(cache_dir, tmp_path, "dcpo", steps=2, target_entropy=0.3)
+    trainer = LocalTrainer(config)
+    seen, temperatures = {}, []
+    update, sample = trainer._update, trainer._sample
+
+    def capture(batch, measured):
+        seen["batch"], seen["measured"] = batch, measured
+        logp_t, _ = score(
+            trainer.model,
+            batch.rollout,
+            chunk_rows=64,
+            with_entropy=False,
+            temperature=measured.dcpo.temperature,
+        )
+        seen["logp_t"] = logp_t
+        return update(batch, measured)
+
+    def record(*args):
+        temperatures.append(args[-1])
+        return sample(*args)
+
+    scored = []
+    rewards = trainer._rewards
+
+    def keep(rollout, truths):
+        scored.append(rewards(rollout, truths))
+        return scored[-1]
+
+    trainer._update, trainer._sample, trainer._rewards = capture, record, keep
+    entropies = []
+    for step in (1, 2):
+        before = entropies[-1] if entropies else 0.0
+        scored.clear()
+        metrics = trainer.train_step()
+        entropies.append(metrics["actor/entropy"])
+        assert temperatures == [1.0] * step, "DCPO generates only the GRPO group, at T = 1"
+        batch, measured = seen["batch"], seen["measured"]
+        mask = batch.rollout.response_mask
+        temperature = 1.2 if before <= 0.3 else 0.8
+        assert measured.dcpo.temperature == temperature == metrics["aepo/temperature"]
+        assert metrics["aepo/dcpo_entropy"] == pytest.approx(before)
+        (r,) = scored  # the GRPO group's rewards: DCPO scores nothing else
+        group = r.view(-1, 4)
+        std = group.std(-1, keepdim=True)
+        grpo = ((group - group.mean(-1, keepdim=True)) / (std + 1e-6)).view(-1)
+        expected = (
+            authors_dcpo(grpo.unsqueeze(1) * mask, batch.old_logp, seen["logp_t"], r, before, 0.3)
+            * mask
+        )
+        torch.testing.assert_close(batch.advantages, expected, rtol=1e-4, atol=1e-5)
+        assert not torch.equal(seen["logp_t"] * mask, batch.old_logp * mask)
+    assert metrics["aepo/target_entropy"] == 0.3 and 0 < metrics["aepo/dcpo_mix"] < 1
+
+    # What DCPO keeps (the previous step's entropy) comes back with a checkpoint.
+    path = trainer.save()
+    resumed = LocalTrainer(config, resume_from=path)
+    assert resumed.aepo.controller.entropy == pytest.approx(entropies[-1])
+    assert resumed.aepo.state_dict()["controller"] == trainer.aepo.state_dict()["controller"]
+
+
+# ---- EntroPIC --------------------------------------------------------------------------------
+
+
+def test_entropic_sets_alpha_each_optimizer_step_from_pi_thetas_entropy(cache_dir, tmp_path):
+    """The code's cadence: every optimizer step's alpha comes from that mini-batch's entropy of
+    pi_theta and the integral so far; the integral resumes with the checkpoint."""
+    from tests.test_core_entropic import authors_alphas
+
+    config = small_config(cache_dir, tmp_path, "entropic", steps=2, target_entropy=0.6)
+    trainer = LocalTrainer(config)
+    seen = []
+    step = trainer.aepo.entropic.step
+
+    def record(entropy, target):
+        alpha = step(entropy, target)
+        seen.append((entropy, alpha))
+        return alpha
+
+    trainer.aepo.entropic.step = record
+    history = [trainer.train_step(), trainer.train_step()]
+    assert len(seen) == 2 * 2, "one alpha per optimizer step (2 mini-batches x 2 steps)"
+    expected, integral = authors_alphas([h for h, _ in seen], 0.6)
+    assert [a for _, a in seen] == pytest.approx(expected)
+    assert history[-1]["aepo/entropic_alpha"] == pytest.approx(sum(expected[2:]) / 2)
+    assert history[-1]["aepo/entropic_integral"] == pytest.approx(integral)
+    assert history[-1]["aepo/target_entropy"] == 0.6
+
+    trainer.step = 2
+    path = trainer.save()
+    resumed = LocalTrainer(config, resume_from=path)
+    assert resumed.aepo.entropic.integral == pytest.approx(integral)
+
+
+def test_entropics_term_raises_likely_tokens_above_the_target_and_lowers_them_below(
+    cache_dir, tmp_path
+):
+    """Its own effect in the engine: one update of the same batch from the same weights, with
+    alpha +1 (entropy above H*), 0 (plain GRPO) and -1 (below H*): the tokens pi_old gives
+    p > 0.95, where the term acts, end more likely the larger alpha is."""
+    import copy
+    from dataclasses import replace
+
+    from aepo.backends.local.rollout import score
+
+    config = small_config(
+        cache_dir,
+        tmp_path,
+        "entropic",
+        steps=1,
+        baselines={"entropic": {"update": "training_step"}},
+    )
+    trainer = LocalTrainer(config)
+    seen = {}
+    trainer._update = lambda batch, measured: seen.update(batch=batch, measured=measured) or {}
+    trainer.train_step()
+    batch, measured = seen["batch"], seen["measured"]
+    mask = batch.rollout.response_mask.bool()
+    likely = (batch.old_logp > math.log(0.95)) & mask
+    assert 0 < likely.sum() < mask.sum()
+    weights = copy.deepcopy(trainer.model.state_dict())
+    lifted = {}
+    for alpha in (1.0, 0.0, -1.0):
+        trainer.model.load_state_dict(weights)
+        trainer.optimizer = trainer._new_optimizer()
+        LocalTrainer._update(trainer, batch, replace(measured, entropic_alpha=alpha))
+        with torch.no_grad():
+            logp, _ = score(trainer.model, batch.rollout, chunk_rows=64, with_entropy=False)
+        lifted[alpha] = float((logp - batch.old_logp)[likely].mean())
+    assert lifted[1.0] > lifted[0.0] > lifted[-1.0]
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "signals"),
+    [
+        ("dcpo", ("aepo/dcpo_mix", "aepo/dcpo_entropy", "aepo/temperature")),
+        ("entropic", ("aepo/entropic_alpha", "aepo/entropic_integral")),
+    ],
+)
+def test_a_resumed_run_continues_the_same_control(cache_dir, tmp_path, algorithm, signals):
+    """Stopped after step 2 and resumed from its checkpoint, steps 3 and 4 carry the same
+    control signal as a run that never stopped (DCPO's previous entropy, EntroPIC's integral)."""
+    from tests.test_local_engine import small_config as config_for
+
+    straight = LocalTrainer(config_for(cache_dir, tmp_path / "straight", algorithm, steps=4)).fit()
+    config = config_for(cache_dir, tmp_path / "resumed", algorithm, steps=4)
+    config.trainer.save_every = 2
+    LocalTrainer(config).fit(steps=2)
+    resumed = LocalTrainer(config, resume_from=latest_checkpoint(tmp_path / "resumed")).fit()
+    assert [h["step"] for h in resumed] == [3, 4]
+    for a, b in zip(straight[2:], resumed, strict=True):
+        for key in (*signals, "actor/entropy", "aepo/target_entropy"):
+            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key

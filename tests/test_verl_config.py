@@ -95,7 +95,13 @@ def test_package_yaml_lists_every_aepo_field_verl_lacks():
     listed = yaml.safe_load(PACKAGE_CONFIG.read_text())["aepo"]
     verl = verl_owned_keys()
     assert set(listed) == set(AEPOConfig.model_fields) - set(verl)
-    assert set(listed["baselines"]) == {"entropy_adv", "adaptive_entropy", "top_entropy"}
+    assert set(listed["baselines"]) == {
+        "entropy_adv",
+        "adaptive_entropy",
+        "top_entropy",
+        "dcpo",
+        "entropic",
+    }
     assert AEPOConfig(**listed) == AEPOConfig()
 
 

@@ -224,3 +224,183 @@ def test_dry_run_names_each_methods_own_settings():
     for name, line in expected.items():
         config = compose_shipped(name)
         assert algorithm_summary(check_config(config), config.actor_rollout_ref.actor) == line
+
+
+# ---- DCPO ------------------------------------------------------------------------------------
+
+
+def dcpo_config(*extra):
+    return compose_config("aepo.algorithm=dcpo", "aepo.target_entropy=0.45", *extra)
+
+
+def test_dcpo_scores_the_grpo_rows_again_at_t_through_verls_actor_and_mixes_advantages():
+    from tests.test_core_dcpo import authors_dcpo
+
+    trainer = make_trainer(dcpo_config())
+    wg, manager = trainer.actor_rollout_wg, trainer.rollout_manager
+    entropies = []
+    for step in (1, 2):
+        wg.log_prob_batches.clear()
+        before = entropies[-1] if entropies else 0.0  # the code's `entropy = 0` at step 1
+        grpo, out = fit_step(trainer, step=step)
+        entropies.append(trainer.aepo.controller.entropy)
+        assert len(manager.calls) == step, "DCPO generates nothing beyond fit()'s call"
+        # Two old-log-prob passes over the same rows: T = 1 (fit's), then T (DCPO's).
+        first, second = wg.log_prob_batches
+        assert torch.equal(first["input_ids"].values(), second["input_ids"].values())
+        temperature = 1.2 if before <= 0.45 else 0.8
+        assert tu.get(first, "temperature") == 1.0
+        assert tu.get(second, "temperature") == temperature
+        logp_t = no_padding_2_padding(fake_log_probs(second["input_ids"]) / temperature, second)
+        expected = (
+            authors_dcpo(
+                grpo.batch["advantages"],
+                grpo.batch["old_log_probs"],
+                logp_t,
+                grpo.batch["token_level_scores"].sum(-1),
+                before,
+                0.45,
+            )
+            * grpo.batch["response_mask"]
+        )
+        td = trainer.actor_rollout_wg.updates[-1]
+        torch.testing.assert_close(td["advantages"], expected)
+        assert "aepo_old_log_probs_t" not in td.keys(), "the T pass must not reach the workers"
+        metrics = out.meta_info["metrics"]
+        assert metrics["aepo/target_entropy"] == 0.45
+        assert metrics["aepo/temperature"] == temperature
+        assert metrics["aepo/dcpo_entropy"] == pytest.approx(before)
+        assert 0 < metrics["aepo/dcpo_mix"] < 1
+    # step 2 read step 1's measurement (about 0.4 < 0.45: still hot, a gap under the cap)
+    assert 0.0 < entropies[0] < 0.45
+
+
+def test_dcpo_resumes_the_entropy_it_reads(tmp_path):
+    config = dcpo_config(f"trainer.default_local_dir={tmp_path}", "trainer.resume_mode=auto")
+    trainer = make_trainer(config)
+    fit_step(trainer, step=1)
+    fit_step(trainer, step=2)
+    trainer._save_checkpoint()
+    resumed = make_trainer(config)
+    resumed.global_steps = 0
+    resumed._load_checkpoint()
+    _, out = fit_step(trainer, step=3)
+    _, out_resumed = fit_step(resumed, step=3)
+    for key in ("aepo/dcpo_entropy", "aepo/temperature", "aepo/dcpo_mix"):
+        assert out_resumed.meta_info["metrics"][key] == out.meta_info["metrics"][key]
+    torch.testing.assert_close(
+        resumed.actor_rollout_wg.updates[-1]["advantages"],
+        trainer.actor_rollout_wg.updates[-1]["advantages"],
+    )
+    (tmp_path / "global_step_2" / STATE_FILE).unlink()
+    with pytest.raises(CheckpointStateError, match="is missing"):
+        make_trainer(config)._load_checkpoint()
+
+
+def test_local_engines_log_probs_at_t_equal_verls_actor():
+    """The local engine's second pass (``score(temperature=T)``) against the functions verl's
+    FSDP engine applies to logits / T (transformer_impl.py), on the same logits."""
+    from verl.utils.torch_functional import entropy_from_logits, logprobs_from_logits
+
+    from aepo.core import token_logprobs_and_entropy
+
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 5, 17, generator=gen) * 3
+    tokens = torch.randint(0, 17, (3, 5), generator=gen)
+    for temperature in (1.2, 0.8):
+        ours, our_entropy = token_logprobs_and_entropy(logits, tokens, temperature=temperature)
+        scaled = logits / temperature
+        torch.testing.assert_close(ours, logprobs_from_logits(scaled, tokens))
+        torch.testing.assert_close(our_entropy, entropy_from_logits(scaled))
+
+
+# ---- EntroPIC --------------------------------------------------------------------------------
+
+
+def entropic_config(*extra):
+    return compose_config(
+        "aepo.algorithm=entropic",
+        "aepo.target_entropy=0.35",
+        "aepo.baselines.entropic.update=training_step",
+        *extra,
+    )
+
+
+def test_entropic_installs_the_pi_controllers_alpha_in_the_workers_loss_each_step():
+    from tests.test_core_entropic import authors_alphas
+
+    trainer = make_trainer(entropic_config())
+    measured, installed = [], []
+    for step in (1, 2, 3):
+        _, out = fit_step(trainer, step=step)
+        measured.append(trainer.aepo.controller.entropy)
+        fn = trainer.actor_rollout_wg.loss_fns[-1]
+        installed.append(fn.keywords["control_alpha"])
+        assert fn.keywords["high_prob_threshold"] == 0.95
+        assert out.meta_info["metrics"]["aepo/entropic_alpha"] == installed[-1]
+        assert out.meta_info["metrics"]["aepo/target_entropy"] == 0.35
+    expected, integral = authors_alphas(measured, 0.35)
+    assert installed == pytest.approx(expected)
+    assert trainer.aepo.entropic.integral == pytest.approx(integral)
+    assert all(a > 0 for a in installed), "fake pi_old's entropy ~0.4 is above 0.35"
+
+
+def test_local_engines_entropic_loss_equals_the_verl_workers_on_the_same_batch():
+    from aepo.backends.verl._verl_internals import actor_loss_config, entropic_ppo_loss
+    from aepo.core import entropic_adjust_loss
+
+    config = entropic_config()
+    trainer = make_trainer(config)
+    fit_step(trainer, step=1)
+    td = update_batch(trainer)
+    # pi_theta sure of most tokens: some above the 0.95 threshold, some below
+    old = fake_log_probs(td["input_ids"])
+    values = -0.03 * (torch.arange(old.values().numel()) % 4).float()
+    new_log_probs = torch.nested.nested_tensor_from_jagged(values, offsets=old.offsets())
+    worker_config = actor_loss_config(config)
+    alpha = 0.6
+    verl_loss, _ = entropic_ppo_loss(
+        worker_config,
+        {"log_probs": new_log_probs},
+        td,
+        control_alpha=alpha,
+        high_prob_threshold=0.95,
+    )
+    log_prob = no_padding_2_padding(new_log_probs, td)
+    mask = td["response_mask"]
+    local = ppo_clip_loss(log_prob, td["old_log_probs"], td["advantages"], mask)[0]
+    adjust = entropic_adjust_loss(
+        log_prob, td["old_log_probs"], td["advantages"], mask, alpha, 0.95
+    )
+    torch.testing.assert_close(local + adjust, verl_loss)
+    assert adjust.abs() > 1e-4, "the term acted on this batch"
+    high = (log_prob > math.log(0.95)) & mask.bool()
+    assert 0 < high.sum() < mask.sum()
+
+
+def test_entropic_integral_resumes_from_aepo_state(tmp_path):
+    config = entropic_config(f"trainer.default_local_dir={tmp_path}", "trainer.resume_mode=auto")
+    trainer = make_trainer(config)
+    fit_step(trainer, step=1)
+    fit_step(trainer, step=2)
+    trainer._save_checkpoint()
+    resumed = make_trainer(config)
+    resumed.global_steps = 0
+    resumed._load_checkpoint()
+    assert resumed.aepo.entropic.state_dict() == trainer.aepo.entropic.state_dict()
+    assert resumed.aepo.entropic.integral != 0
+    _, out = fit_step(trainer, step=3)
+    _, out_resumed = fit_step(resumed, step=3)
+    for key in ("aepo/entropic_alpha", "aepo/entropic_integral"):
+        assert out_resumed.meta_info["metrics"][key] == out.meta_info["metrics"][key]
+    (tmp_path / "global_step_2" / STATE_FILE).unlink()
+    with pytest.raises(CheckpointStateError, match="is missing"):
+        make_trainer(config)._load_checkpoint()
+
+
+def test_entropic_on_verl_needs_the_training_step_cadence():
+    from aepo.core import ConfigError
+
+    with pytest.raises(ConfigError, match="entropic.update=training_step"):
+        check_config(compose_config("aepo.algorithm=entropic"))
+    assert check_config(entropic_config()).algorithm == "entropic"

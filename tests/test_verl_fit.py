@@ -424,3 +424,49 @@ def test_adaptive_entropy_through_fit_sets_logs_and_resumes_its_coefficient(tmp_
         for step in (3, 4):
             assert resumed.scalars[tag][step] == pytest.approx(straight.scalars[tag][step]), tag
     assert resumed.actor.loss_fns[0].keywords["config"].entropy_coeff == pytest.approx(0.02)
+
+
+# ---- DCPO and EntroPIC -------------------------------------------------------------------
+
+
+def test_dcpo_through_fit_scores_twice_logs_and_resumes(tmp_path):
+    keys = ("aepo.algorithm=dcpo", "aepo.target_entropy=0.45")
+    straight = run_fit(tmp_path / "straight", *keys)
+    assert len(straight.rollout.calls) == 4, "one generate call per step: no extra generation"
+    temperatures = [tu.get(td, "temperature") for td in straight.actor.log_prob_batches]
+    assert temperatures == [1.0, 1.2] * 4  # fit's pass, then DCPO's (H ~0.4 <= 0.45)
+    for tag in ("aepo/target_entropy", "aepo/dcpo_mix", "aepo/temperature", "aepo/dcpo_entropy"):
+        assert set(straight.scalars[tag]) == {1, 2, 3, 4}, tag
+    assert straight.scalars["aepo/dcpo_entropy"][1] == 0.0  # the code's start
+    assert 0 < straight.scalars["aepo/dcpo_entropy"][2] < 0.45
+
+    run_fit(tmp_path / "stopped", *keys, f"trainer.total_training_steps={SAVE_FREQ}")
+    resumed = run_fit(tmp_path / "stopped", *keys, tensorboard="tb_resumed")
+    for tag in ("aepo/dcpo_mix", "aepo/dcpo_entropy", "aepo/temperature"):
+        for step in (3, 4):
+            assert resumed.scalars[tag][step] == pytest.approx(straight.scalars[tag][step]), tag
+
+
+def test_entropic_through_fit_sets_logs_and_resumes_its_integral(tmp_path):
+    keys = (
+        "aepo.algorithm=entropic",
+        "aepo.target_entropy=0.35",
+        "aepo.baselines.entropic.update=training_step",
+    )
+    straight = run_fit(tmp_path / "straight", *keys)
+    alphas = straight.scalars["aepo/entropic_alpha"]
+    assert set(alphas) == {1, 2, 3, 4} and set(straight.scalars["aepo/target_entropy"]) == set(
+        alphas
+    )
+    installed = [fn.keywords["control_alpha"] for fn in straight.actor.loss_fns]
+    assert installed == pytest.approx([alphas[k] for k in (1, 2, 3, 4)])
+    assert (
+        straight.scalars["aepo/entropic_integral"][4]
+        > straight.scalars["aepo/entropic_integral"][1]
+    )
+
+    run_fit(tmp_path / "stopped", *keys, f"trainer.total_training_steps={SAVE_FREQ}")
+    resumed = run_fit(tmp_path / "stopped", *keys, tensorboard="tb_resumed")
+    for tag in ("aepo/entropic_alpha", "aepo/entropic_integral"):
+        for step in (3, 4):
+            assert resumed.scalars[tag][step] == pytest.approx(straight.scalars[tag][step]), tag

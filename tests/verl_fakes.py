@@ -65,8 +65,11 @@ class FakeActorWorkerGroup:
         self._check_dispatch(td, self.log_prob_micro)
         self.log_prob_batches.append(td)
         ids = td["input_ids"]
+        # As verl's engine divides the logits by meta_info's temperature, the fake's log-probs
+        # depend on it (a pass at T != 1 must be told apart).
+        temperature = float(tu.get(td, "temperature", 1.0))
         return tu.get_tensordict(
-            {"log_probs": fake_log_probs(ids), "entropy": fake_entropy(ids)},
+            {"log_probs": fake_log_probs(ids) / temperature, "entropy": fake_entropy(ids)},
             non_tensor_dict={"metrics": {"mfu": 0.0}},
         )
 

@@ -68,6 +68,11 @@ _EXPORTS = {
     "entropy": ("token_logprobs_and_entropy",),
     "entropy_methods": (
         "AdaptiveEntropyCoef",
+        "DCPOControl",
+        "EntroPICController",
+        "dcpo_advantages",
+        "dcpo_control",
+        "entropic_adjust_loss",
         "high_entropy_token_mask",
         "top_entropy_advantages",
     ),

@@ -25,6 +25,8 @@ Algorithm = Literal[
     "kl_cov",
     "adaptive_entropy",
     "top_entropy",
+    "dcpo",
+    "entropic",
 ]
 ALGORITHMS: tuple[str, ...] = Algorithm.__args__  # type: ignore[attr-defined]
 
@@ -35,6 +37,12 @@ SKYWORK = "arXiv 2505.22312"
 """adaptive entropy control: Skywork Open Reasoner 1 (Skywork-OR1)"""
 TOP_ENTROPY_PAPER = "arXiv 2506.01939"
 """the 80/20 rule: Beyond the 80/20 Rule, high-entropy minority tokens"""
+DCPO_PAPER = "arXiv 2601.12730"
+"""DCPO: Distribution-Centric Policy Optimization, by the AEPO authors"""
+DCPO_CODE = "github.com/597358816/AEPO 15dc716 (verl/trainer/ray_trainer.py)"
+ENTROPIC_PAPER = "arXiv 2511.15248"
+"""EntroPIC: entropy stabilization with proportional-integral control (Tencent Hunyuan)"""
+ENTROPIC_CODE = "github.com/yk7333/EntroPIC 2470730 (dp_actor.py, core_algos.py)"
 MAX_TEMPERATURE = 2.0
 """vLLM's sampler refuses temperatures above 2 inside a rollout worker, mid-run"""
 
@@ -269,6 +277,99 @@ class TopEntropyConfig(_Section):
     )
 
 
+class DCPOConfig(_Section):
+    """DCPO: the GRPO advantages mixed with the ratio of pi_old at T to pi_old at T = 1."""
+
+    t_high: float = Field(
+        1.2,
+        gt=0,
+        le=MAX_TEMPERATURE,
+        description=doc(
+            "dcpo: temperature of the second old-log-prob pass when H <= H* (the code's "
+            "`entropy <= entropy_base`).",
+            DCPO_CODE,
+        ),
+    )
+    t_low: float = Field(
+        0.8,
+        gt=0,
+        description=doc("dcpo: temperature of that pass when H > H*.", DCPO_CODE),
+    )
+    score_threshold: float = Field(
+        0.05,
+        description=doc(
+            "dcpo: a sample whose summed score exceeds this is positive: it gets the "
+            "exp(logp_T - logp_1) term, and the positives' share divides c.",
+            f"{DCPO_CODE} (_compute_bool_reward_by_score threshold)",
+        ),
+    )
+    max_gap: float = Field(
+        0.1,
+        gt=0,
+        description=doc(
+            "dcpo: |H* - H| is capped at this in c = min(|H* - H|, max_gap) / positive share; "
+            "the mix is a = c / (c + 1).",
+            DCPO_CODE,
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _order(self) -> DCPOConfig:
+        if not self.t_high > self.t_low:
+            raise ValueError(
+                f"t_high must be > t_low, got t_high={self.t_high}, t_low={self.t_low}"
+            )
+        return self
+
+
+class EntroPICConfig(_Section):
+    """EntroPIC: a PI controller on the entropy error weighs the high-probability tokens of
+    positive and negative samples."""
+
+    proportional_gain: float = Field(
+        1.0,
+        ge=0,
+        description=doc(
+            "entropic: K_p, alpha = clip(K_p (H - H*) + K_i sum(H - H*), -max_alpha, max_alpha).",
+            f"{ENTROPIC_CODE} (entropy_control_p)",
+        ),
+    )
+    integral_gain: float = Field(
+        0.01,
+        ge=0,
+        description=doc(
+            "entropic: K_i, on the error summed over every earlier controller update.",
+            f"{ENTROPIC_CODE} (entropy_control_i)",
+        ),
+    )
+    max_alpha: float = Field(
+        1.0,
+        gt=0,
+        description=doc("entropic: alpha is clipped to [-max_alpha, max_alpha].", ENTROPIC_CODE),
+    )
+    high_prob_threshold: float = Field(
+        0.95,
+        gt=0,
+        lt=1,
+        description=doc(
+            "entropic: tokens pi_theta gives more than this probability get the extra term "
+            "alpha * (-ratio * |A|): alpha > 0 (entropy above H*) sharpens them, alpha < 0 "
+            "flattens them.",
+            f"{ENTROPIC_CODE} (high_prob_thresh)",
+        ),
+    )
+    update: Literal["optimizer_step", "training_step"] = Field(
+        "optimizer_step",
+        description=doc(
+            "`optimizer_step`: alpha from each mini-batch's entropy of pi_theta, then the "
+            "integral moves (the code, per micro-batch); `training_step`: once per step from "
+            "pi_old's token-mean entropy. The verl engine supports only `training_step` (its "
+            "actor worker holds the loss for a whole update).",
+            ENTROPIC_CODE,
+        ),
+    )
+
+
 class BaselinesConfig(_Section):
     """The field's entropy controls, one section each (used by the algorithm of that name)."""
 
@@ -278,6 +379,8 @@ class BaselinesConfig(_Section):
     kl_cov: KLCovConfig = Field(default_factory=KLCovConfig)
     adaptive_entropy: AdaptiveEntropyConfig = Field(default_factory=AdaptiveEntropyConfig)
     top_entropy: TopEntropyConfig = Field(default_factory=TopEntropyConfig)
+    dcpo: DCPOConfig = Field(default_factory=DCPOConfig)
+    entropic: EntroPICConfig = Field(default_factory=EntroPICConfig)
 
 
 class TargetScheduleConfig(_Section):
@@ -339,16 +442,17 @@ class AEPOConfig(_Section):
         "aepo",
         description=doc(
             "`grpo`, `aepo`, `entropy_reg`, `entropy_adv`, `aepo_no_temperature`, "
-            "`aepo_advantage`, `clip_cov`, `kl_cov`, `adaptive_entropy`, `top_entropy` (see "
-            "Algorithms).",
-            f"{PAPER} Sec. 4 and 5; {COV_PAPER}; {SKYWORK}; {TOP_ENTROPY_PAPER}",
+            "`aepo_advantage`, `clip_cov`, `kl_cov`, `adaptive_entropy`, `top_entropy`, `dcpo`, "
+            "`entropic` (see Algorithms).",
+            f"{PAPER} Sec. 4 and 5; {COV_PAPER}; {SKYWORK}; {TOP_ENTROPY_PAPER}; {DCPO_PAPER}; "
+            f"{ENTROPIC_PAPER}",
         ),
     )
     target_entropy: float = Field(
         0.5,
         gt=0,
         description=doc(
-            "H*, token-mean entropy of pi_old at T = 1 (also adaptive_entropy's target; with "
+            "H*, token-mean entropy of pi_old at T = 1 (also the target of adaptive_entropy, dcpo and entropic; with "
             "`target_schedule`: where the schedule ends).",
             PAPER,
         ),

@@ -10,17 +10,27 @@
 - Adaptive entropy control (Skywork-OR1, arXiv 2505.22312): an entropy bonus ``c * H`` whose
   coefficient moves by a fixed step towards the target, :class:`AdaptiveEntropyCoef`.
 
+- DCPO (arXiv 2601.12730, the AEPO authors): no extra generation; pi_old's log-probs of the
+  GRPO samples a second time at T_high or T_low, and the advantage mixed with the ratio
+  ``exp(logp_T - logp_1)`` on the positive samples, :func:`dcpo_control` and
+  :func:`dcpo_advantages`.
+
+- EntroPIC (arXiv 2511.15248): a PI controller on the entropy error sets alpha, the weight of
+  an extra ``-ratio * |A|`` term on high-probability tokens, :class:`EntroPICController` and
+  :func:`entropic_adjust_loss`.
+
 Clip-Cov and KL-Cov live in verl's policy-loss registry; both engines call it there.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from aepo.core.config import AdaptiveEntropyConfig
+from aepo.core.config import AdaptiveEntropyConfig, DCPOConfig, EntroPICConfig
 
 
 def quantile(values: torch.Tensor, q: float) -> torch.Tensor:
@@ -130,3 +140,163 @@ class AdaptiveEntropyCoef:
         except (TypeError, ValueError) as err:
             raise ValueError(f"malformed adaptive entropy state: {err}") from None
         self.coef, self.last_entropy = coef, last
+
+
+# ---- DCPO ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DCPOControl:
+    """DCPO's decision for one step, fixed before the second old-log-prob pass.
+
+    Read from the authors' code (597358816/AEPO 15dc716, ``RayPPOTrainer.fit``, branch
+    ``alg == "DCPO"``), which this follows where the issue's summary differs:
+
+    - H is the entropy the previous update reported (``metrics["actor/entropy_loss"]``), 0
+      before the first update. Here it is the previous step's pi_old token-mean entropy at
+      T = 1 (the measurement both engines make identically, saved with the controller); it
+      is the entropy the authors' previous update saw on its first mini-batch. Step 1 reads
+      0, as the code does: T = t_high and a gap of ``min(H*, max_gap)``.
+    - T = t_high when ``H <= H*`` (the code's ``entropy <= entropy_base``), else t_low.
+    """
+
+    entropy: float
+    """H: the previous step's measurement (0 at step 1, as in the code)"""
+    target: float
+    temperature: float
+    gap: float
+    """``min(|H* - H|, max_gap)``"""
+
+    def metrics(self) -> dict[str, float]:
+        return {
+            "aepo/dcpo_entropy": self.entropy,
+            "aepo/temperature": self.temperature,
+            "aepo/dcpo_gap": self.gap,
+        }
+
+
+def dcpo_control(cfg: DCPOConfig, previous_entropy: float | None, target: float) -> DCPOControl:
+    entropy = 0.0 if previous_entropy is None else float(previous_entropy)
+    temperature = cfg.t_high if entropy <= target else cfg.t_low
+    return DCPOControl(entropy, target, temperature, min(abs(target - entropy), cfg.max_gap))
+
+
+def dcpo_advantages(
+    cfg: DCPOConfig,
+    control: DCPOControl,
+    advantages: torch.Tensor,
+    old_log_prob: torch.Tensor,
+    old_log_prob_t: torch.Tensor,
+    scores: torch.Tensor,
+    mask: torch.Tensor,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """``(1 - a) * A + a * 1[score > threshold] * exp(logp_T - logp_1)`` per response token,
+    with ``a = c / (c + 1)``, ``c = gap / (share of samples with score > threshold)``, and the
+    ``aepo/dcpo_*`` metrics (``aepo/dcpo_mix`` is a, DCPO's control signal).
+
+    ``scores``: one summed score per row; ``old_log_prob`` / ``old_log_prob_t``: pi_old's token
+    log-probs at T = 1 and at ``control.temperature``. With no positive sample the code
+    divides by 0 and its advantages become NaN; here a = 0 (the added term is 0 for every
+    row then, so plain GRPO). Padding tokens get advantage 0 (the code leaves the factor
+    there; the loss masks them either way).
+    """
+    positive = (scores.reshape(-1) > cfg.score_threshold).to(advantages.device)
+    share = float(positive.float().mean()) if positive.numel() else 0.0
+    c = control.gap / share if share > 0 else 0.0
+    mix = c / (c + 1.0)
+    weights = mask.to(advantages.dtype)
+    factor = torch.exp(old_log_prob_t.to(advantages.dtype) - old_log_prob.to(advantages.dtype))
+    term = positive.to(advantages.dtype).unsqueeze(1) * factor * weights
+    mixed = (1.0 - mix) * advantages + mix * term
+    tokens = weights.sum().clamp(min=1)
+    metrics = {
+        **control.metrics(),
+        "aepo/dcpo_mix": mix,
+        "aepo/dcpo_positive_share": share,
+        "aepo/dcpo_ratio_mean": float((factor * weights).sum() / tokens),
+    }
+    return mixed, metrics
+
+
+# ---- EntroPIC --------------------------------------------------------------------------------
+
+
+class EntroPICController:
+    """EntroPIC's PI controller, as its code has it (yk7333/EntroPIC 2470730, ``dp_actor.py``):
+
+    ``alpha = clip(K_i * I + K_p * (H - H*), -max_alpha, max_alpha)``, then ``I += H - H*``.
+
+    alpha > 0 (entropy above the target) adds ``alpha * (-ratio * |A|)`` on high-probability
+    tokens, which pushes positive samples' tokens up by (1 + alpha) and negative samples' by
+    (1 - alpha) in weight: sharper, lower entropy; alpha < 0 the reverse
+    (:func:`entropic_adjust_loss`).
+
+    The code updates on every micro-batch from pi_theta's entropy there, adding
+    ``(H - H*) * micro_rows / mini_batch_rows`` to I (so one error per mini-batch, per rank).
+    Here one update adds ``H - H*`` once: per optimizer step (``update: optimizer_step``, the
+    local engine's mini-batch is its micro-batch) or per training step from pi_old's entropy
+    (``training_step``, what verl's worker allows). ``I`` is state, saved with the checkpoint.
+    """
+
+    def __init__(self, cfg: EntroPICConfig):
+        self.cfg = cfg
+        self.integral = 0.0
+        self.last_alpha = 0.0
+
+    def step(self, entropy: float, target: float) -> float:
+        """alpha for the update that measured ``entropy``; the integral then moves."""
+        entropy = float(entropy)
+        if not math.isfinite(entropy):
+            raise ValueError(f"EntroPIC measured a non-finite entropy {entropy}")
+        cfg, error = self.cfg, entropy - target
+        alpha = cfg.integral_gain * self.integral + cfg.proportional_gain * error
+        self.last_alpha = min(max(alpha, -cfg.max_alpha), cfg.max_alpha)
+        self.integral += error
+        return self.last_alpha
+
+    def metrics(self) -> dict[str, float]:
+        return {"aepo/entropic_alpha": self.last_alpha, "aepo/entropic_integral": self.integral}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"integral": self.integral, "last_alpha": self.last_alpha}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Raises ``ValueError`` naming what is missing or malformed."""
+        try:
+            integral, last = float(state["integral"]), float(state["last_alpha"])
+        except KeyError as err:
+            raise ValueError(f"EntroPIC state has no {err.args[0]!r} entry") from None
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"malformed EntroPIC state: {err}") from None
+        if not (math.isfinite(integral) and math.isfinite(last)):
+            raise ValueError(f"malformed EntroPIC state: integral={integral}, last_alpha={last}")
+        self.integral, self.last_alpha = integral, last
+
+
+def entropic_adjust_loss(
+    log_prob: torch.Tensor,
+    old_log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    alpha: float,
+    threshold: float,
+    agg: str = "token-mean",
+) -> torch.Tensor:
+    """EntroPIC's added term ``alpha * agg(-ratio * |A|)`` over the response tokens whose
+    probability under pi_theta exceeds ``threshold`` (the code's ``compute_policy_loss_entropic``,
+    ratio with its clamp of the log-ratio to +-20).
+
+    Normalised as verl 0.9.1's ``agg_loss`` does with the high-probability tokens as mask:
+    under ``token-mean`` by every response token of the update (verl's global token count),
+    where the authors' verl divided by the high-probability tokens of the micro-batch.
+    """
+    from aepo.core.losses import aggregate
+
+    log_ratio = torch.clamp(log_prob - old_log_prob, min=-20.0, max=20.0)
+    ratio = torch.exp(log_ratio)
+    high = (log_prob > math.log(threshold)) & mask.to(torch.bool)
+    per_token = -ratio * advantages.abs()
+    if agg == "token-mean":
+        tokens = mask.to(per_token.dtype).sum().clamp(min=1)
+        return alpha * (per_token * high.to(per_token.dtype)).sum() / tokens
+    return alpha * aggregate(per_token, high, agg)

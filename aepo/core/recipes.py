@@ -27,21 +27,26 @@ class Recipe:
     """an entropy bonus whose coefficient follows target_entropy (``aepo.baselines.adaptive_entropy``)"""
     top_entropy_quantile: float | None = None
     """only this share of tokens, those with the highest pi_old entropy, keep an advantage"""
+    dcpo: bool = False
+    """DCPO: a second old-log-prob pass at T_high/T_low mixes into the advantages
+    (``aepo.baselines.dcpo``)"""
+    entropic: bool = False
+    """EntroPIC: a PI-controlled term on high-probability tokens (``aepo.baselines.entropic``)"""
 
     @property
     def has_state(self) -> bool:
         """whether a resumed run needs the saved AEPO state to continue the same run"""
-        return self.extra_rollout or self.adaptive_entropy
+        return self.extra_rollout or self.adaptive_entropy or self.dcpo or self.entropic
 
     @property
     def targets_entropy(self) -> bool:
         """whether the algorithm steers towards ``target_entropy`` (a run has a tracking error)"""
-        return self.extra_rollout or self.adaptive_entropy
+        return self.extra_rollout or self.adaptive_entropy or self.dcpo or self.entropic
 
     @property
     def needs_current_entropy(self) -> bool:
         """whether the update needs pi_theta's token entropy (an entropy bonus)"""
-        return self.entropy_bonus > 0 or self.adaptive_entropy
+        return self.entropy_bonus > 0 or self.adaptive_entropy or self.entropic
 
 
 def recipe_for(cfg: AEPOConfig) -> Recipe:
@@ -55,4 +60,6 @@ def recipe_for(cfg: AEPOConfig) -> Recipe:
         policy_loss=algo if algo in ("clip_cov", "kl_cov") else "vanilla",
         adaptive_entropy=algo == "adaptive_entropy",
         top_entropy_quantile=cfg.baselines.top_entropy.quantile if algo == "top_entropy" else None,
+        dcpo=algo == "dcpo",
+        entropic=algo == "entropic",
     )

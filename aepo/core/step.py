@@ -33,7 +33,12 @@ from aepo.core import controller
 from aepo.core.advantages import reinforce_advantages
 from aepo.core.config import AEPOConfig
 from aepo.core.controller import ControllerState, Decision
-from aepo.core.entropy_methods import AdaptiveEntropyCoef
+from aepo.core.entropy_methods import (
+    AdaptiveEntropyCoef,
+    DCPOControl,
+    EntroPICController,
+    dcpo_control,
+)
 from aepo.core.losses import eq1_row_scale
 from aepo.core.merge import MergePlan, plan_merge
 from aepo.core.recipes import recipe_for
@@ -87,7 +92,15 @@ class Measured:
     optimizer step"""
     metrics: dict[str, float]
     """``aepo/target_entropy`` for every algorithm, plus the decision's ``aepo/*`` scalars
-    (``aepo/temperature``: the one the extra pass samples at)"""
+    (``aepo/temperature``: the one the extra pass samples at, or DCPO's second old-log-prob
+    pass)"""
+    dcpo: DCPOControl | None = None
+    """DCPO's temperature and gap for this step, from the previous step's measurement (None:
+    another algorithm)"""
+    entropic_alpha: float | None = None
+    """EntroPIC's alpha for this whole update (``update: training_step``); None under
+    ``optimizer_step``, where :attr:`AEPOStep.entropic` sets it before every optimizer step,
+    and for the other algorithms"""
 
 
 @dataclass(frozen=True)
@@ -145,6 +158,10 @@ class AEPOStep:
             else None
         )
         """adaptive entropy control's coefficient (None for the other algorithms)"""
+        self.entropic: EntroPICController | None = (
+            EntroPICController(cfg.baselines.entropic) if self.recipe.entropic else None
+        )
+        """EntroPIC's controller (None for the other algorithms)"""
 
     # --- 1. begin ----------------------------------------------------------------------------
     def begin(self, step: int, *, num_prompts: int, samples_per_prompt: int) -> StepStart:
@@ -163,6 +180,10 @@ class AEPOStep:
     def measured(self, start: StepStart, entropy: float) -> Measured:
         """pi_old's token-mean entropy at T = 1 over this step's GRPO group."""
         cfg, target = self.cfg, start.target
+        dcpo = None
+        if self.recipe.dcpo:
+            # the authors' code reads the entropy of the update before this one
+            dcpo = dcpo_control(cfg.baselines.dcpo, self.controller.entropy, target)
         self.controller = controller.observe(cfg, self.controller, entropy, target)
         entropy = self.controller.entropy
         plan = start.plan
@@ -182,7 +203,13 @@ class AEPOStep:
             # what the extra pass samples at: T = 1 under aepo_no_temperature, whatever the
             # decision's direction
             metrics["aepo/temperature"] = plan.rollout.temperature
-        return Measured(start.step, target, entropy, plan, bonus, metrics)
+        if dcpo is not None:
+            metrics.update(dcpo.metrics())
+        entropic_alpha = None
+        if self.entropic is not None and cfg.baselines.entropic.update == "training_step":
+            entropic_alpha = self.entropic.step(entropy, target)
+            metrics.update(self.entropic.metrics())
+        return Measured(start.step, target, entropy, plan, bonus, metrics, dcpo, entropic_alpha)
 
     def _plan(self, step: int, target: float, num_prompts: int, samples_per_prompt: int):
         decision = controller.decide(self.cfg, self.controller, step, target)
@@ -293,6 +320,8 @@ class AEPOStep:
         }
         if self.adaptive_entropy is not None:
             state["adaptive_entropy"] = self.adaptive_entropy.state_dict()
+        if self.entropic is not None:
+            state["entropic"] = self.entropic.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -305,6 +334,8 @@ class AEPOStep:
             rng_state = state["rng_state"]
             if self.adaptive_entropy is not None:
                 self.adaptive_entropy.load_state_dict(state["adaptive_entropy"])
+            if self.entropic is not None:
+                self.entropic.load_state_dict(state["entropic"])
         except KeyError as err:
             raise ValueError(f"AEPO state has no {err.args[0]!r} entry") from None
         except (TypeError, ValueError, AttributeError) as err:

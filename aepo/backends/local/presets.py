@@ -68,8 +68,15 @@ TINY_AEPO: dict[str, Any] = {
     "baselines": {"entropy_reg": {"coef": 0.015}, "entropy_adv": {"beta": 0.4, "kappa": 2.0}},
 }
 
-ENTROPY_METHOD_BASELINES = ("clip_cov", "kl_cov", "adaptive_entropy", "top_entropy")
-"""the field's entropy controls (Clip-Cov, KL-Cov, Skywork-OR1, 80/20), each at its papers'
+ENTROPY_METHOD_BASELINES = (
+    "clip_cov",
+    "kl_cov",
+    "adaptive_entropy",
+    "top_entropy",
+    "dcpo",
+    "entropic",
+)
+"""the field's entropy controls (Clip-Cov, KL-Cov, Skywork-OR1, 80/20, DCPO, EntroPIC), each at its papers'
 defaults: the tiny configs add no section for them, so ``AEPOConfig``'s defaults apply"""
 
 ALGORITHM_TARGET = 0.5

@@ -110,16 +110,22 @@ def response_logits(model, batch: Rollout) -> torch.Tensor:
 
 
 def score(
-    model, batch: Rollout, *, chunk_rows: int, with_entropy: bool = True
+    model,
+    batch: Rollout,
+    *,
+    chunk_rows: int,
+    with_entropy: bool = True,
+    temperature: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Token log-probs (and entropies) of the responses under ``model`` at temperature 1."""
+    """Token log-probs (and entropies) of the responses under ``model`` at ``temperature``
+    (logits divided by it, as verl's actor does)."""
     logp, ent = [], []
     for start in range(0, len(batch), chunk_rows):
         part = batch.select(torch.arange(start, min(start + chunk_rows, len(batch))))
         lp, en = token_logprobs_and_entropy(
             response_logits(model, part),
             part.responses,
-            temperature=1.0,
+            temperature=temperature,
             chunk_rows=chunk_rows,
             with_entropy=with_entropy,
         )

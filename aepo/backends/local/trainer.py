@@ -42,6 +42,8 @@ from aepo.core import (
     Measured,
     StepPlan,
     UpdateLayout,
+    dcpo_advantages,
+    entropic_adjust_loss,
     entropy_bonus_loss,
     entropy_shaped_advantages,
     group_advantage,
@@ -228,7 +230,7 @@ class LocalTrainer:
         return ckpt.save_checkpoint(path, self.model, self.tokenizer, self.optimizer, state)
 
     # --- one step ---------------------------------------------------------------------
-    def _score_rows(self, rollout: Rollout, with_entropy: bool):
+    def _score_rows(self, rollout: Rollout, with_entropy: bool, temperature: float = 1.0):
         self.model.eval()
         with torch.no_grad():
             return score(
@@ -236,6 +238,7 @@ class LocalTrainer:
                 rollout,
                 chunk_rows=self.settings.entropy_chunk_rows,
                 with_entropy=with_entropy,
+                temperature=temperature,
             )
 
     def _sample(
@@ -297,6 +300,15 @@ class LocalTrainer:
                 beta=cfg.baselines.entropy_adv.beta,
                 kappa=cfg.baselines.entropy_adv.kappa,
             )
+        dcpo_metrics: dict[str, float] = {}
+        if measured.dcpo is not None:
+            # DCPO's second old-log-prob pass: the same GRPO samples, pi_old at T, no generation.
+            old_logp_t, _ = self._score_rows(
+                grpo_rollout, with_entropy=False, temperature=measured.dcpo.temperature
+            )
+            advantages, dcpo_metrics = dcpo_advantages(
+                cfg.baselines.dcpo, measured.dcpo, advantages, old_logp, old_logp_t, rewards, mask
+            )
         top_entropy_metrics: dict[str, float] = {}
         if recipe.top_entropy_quantile is not None:
             # The threshold is over this step's whole batch, from pi_old's entropies (the
@@ -316,6 +328,7 @@ class LocalTrainer:
         # those with an extra pass the decision too.
         metrics.update(measured.metrics)
         metrics.update(top_entropy_metrics)
+        metrics.update(dcpo_metrics)
         gen_tokens = grpo_rollout.num_tokens
 
         batch = grpo
@@ -407,6 +420,8 @@ class LocalTrainer:
         losses, clipfracs, kls, grad_norms, coefs = [], [], [], [], []
         step_coef = measured.entropy_bonus
         adaptive = self.aepo.adaptive_entropy
+        entropic, target, cfg = self.aepo.entropic, measured.target, self.cfg
+        alphas: list[float] = []
         for _ in range(s.ppo_epochs):
             for lo, hi in zip(bounds[:-1], bounds[1:], strict=False):
                 part = batch.select(torch.arange(lo, hi, device=batch.advantages.device))
@@ -421,6 +436,22 @@ class LocalTrainer:
                 )
                 loss, diag = self._policy_loss(logp, part.old_logp, part.advantages, mask)
                 total = loss
+                if entropic is not None:
+                    alpha = measured.entropic_alpha
+                    if alpha is None:
+                        # the code: this mini-batch's entropy of pi_theta sets alpha, before
+                        # the integral takes its error
+                        alpha = entropic.step(float(masked_mean(ent.detach(), mask)), target)
+                    total = total + entropic_adjust_loss(
+                        logp,
+                        part.old_logp,
+                        part.advantages,
+                        mask,
+                        alpha,
+                        cfg.baselines.entropic.high_prob_threshold,
+                        s.loss_agg,
+                    )
+                    alphas.append(alpha)
                 coef = adaptive.applied(measured.target) if step_coef is None else step_coef
                 if coef > 0:
                     total = total + entropy_bonus_loss(ent, mask, coef, s.loss_agg)
@@ -453,6 +484,9 @@ class LocalTrainer:
         if adaptive is not None:
             metrics.update(adaptive.metrics())
             metrics["aepo/entropy_coef_applied"] = mean(coefs)
+        if entropic is not None:
+            metrics.update(entropic.metrics())
+            metrics["aepo/entropic_alpha"] = mean(alphas)  # the alphas this update applied
         return metrics
 
     # --- loop -------------------------------------------------------------------------

@@ -79,3 +79,50 @@ def actor_loss_with_entropy_coeff(actor_config, entropy_coeff: float):
     from verl.workers.utils.losses import ppo_loss
 
     return partial(ppo_loss, config=dataclasses.replace(actor_config, entropy_coeff=entropy_coeff))
+
+
+def entropic_ppo_loss(
+    config,
+    model_output,
+    data,
+    dp_group=None,
+    *,
+    control_alpha: float,
+    high_prob_threshold: float,
+):
+    """verl's ``ppo_loss`` plus EntroPIC's term ``alpha * agg(-ratio * |A|)`` over the tokens
+    pi_theta gives more than ``high_prob_threshold`` (yk7333/EntroPIC
+    ``compute_policy_loss_entropic``), aggregated by verl's ``agg_loss`` with the update's
+    global batch info, as the worker aggregates its policy loss."""
+    import math
+
+    import torch
+    from verl.trainer.ppo.core_algos import agg_loss
+    from verl.workers.utils.losses import ppo_loss
+    from verl.workers.utils.padding import no_padding_2_padding
+
+    loss, metrics = ppo_loss(config, model_output, data, dp_group)
+    log_prob = no_padding_2_padding(model_output["log_probs"], data)
+    padded = data.select("response_mask", "old_log_probs", "advantages").to_padded_tensor()
+    mask = padded["response_mask"].to(bool)
+    ratio = torch.exp(torch.clamp(log_prob - padded["old_log_probs"], min=-20.0, max=20.0))
+    high = mask & (log_prob > math.log(high_prob_threshold))
+    adjust = agg_loss(
+        loss_mat=-ratio * padded["advantages"].abs(),
+        loss_mask=high,
+        loss_agg_mode=config.loss_agg_mode,
+        **config.global_batch_info,
+    )
+    return loss + control_alpha * adjust, metrics
+
+
+def actor_loss_with_entropic_alpha(actor_config, alpha: float, high_prob_threshold: float):
+    """The worker's loss with EntroPIC's term at this step's ``alpha``, for ``set_loss_fn``."""
+    from functools import partial
+
+    return partial(
+        entropic_ppo_loss,
+        config=actor_config,
+        control_alpha=alpha,
+        high_prob_threshold=high_prob_threshold,
+    )

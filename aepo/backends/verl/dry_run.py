@@ -69,6 +69,19 @@ def algorithm_summary(cfg: AEPOConfig, actor) -> str:
             f"{target_summary(cfg)}, c from {a.initial_coef:g} by {a.step:g} "
             f"within [{a.min_coef:g}, {a.max_coef:g}] each {a.update.replace('_', ' ')}"
         )
+    elif recipe.entropic:
+        e = b.entropic
+        settings = (
+            f"{target_summary(cfg)}, PI alpha K_p {e.proportional_gain:g} K_i "
+            f"{e.integral_gain:g} within +-{e.max_alpha:g} on tokens with p > "
+            f"{e.high_prob_threshold:g}, each {e.update.replace('_', ' ')}"
+        )
+    elif recipe.dcpo:
+        d = b.dcpo
+        settings = (
+            f"{target_summary(cfg)}, old log-probs again at T_high {d.t_high} / T_low "
+            f"{d.t_low}, gap capped at {d.max_gap:g}, positives: score > {d.score_threshold:g}"
+        )
     elif recipe.top_entropy_quantile is not None:
         settings = (
             f"gradient through the top {recipe.top_entropy_quantile:.0%} of tokens by entropy"

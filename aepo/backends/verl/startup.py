@@ -45,7 +45,11 @@ def check_config(config) -> AEPOConfig:
             "T_high/T_low rollout log-probs of the AEPO samples as old log-probs"
         )
     needs_old_entropy = (
-        recipe.entropy_adv or recipe.adaptive_entropy or recipe.top_entropy_quantile is not None
+        recipe.entropy_adv
+        or recipe.adaptive_entropy
+        or recipe.top_entropy_quantile is not None
+        or recipe.dcpo
+        or recipe.entropic
     )
     if needs_old_entropy and correction.get("bypass_mode", False):
         problems.append(
@@ -68,6 +72,7 @@ def check_config(config) -> AEPOConfig:
 
     problems += _verl_key_problems(config, cfg, recipe)
     problems += _adaptive_entropy_problems(config, cfg, recipe)
+    problems += _entropic_problems(config, cfg, recipe)
 
     if problems:
         raise ConfigError("cannot start AEPO training:\n  " + "\n  ".join(problems))
@@ -136,6 +141,27 @@ def _adaptive_entropy_problems(config, cfg: AEPOConfig, recipe) -> list[str]:
     if not problems:
         with open_dict(actor):
             actor.calculate_entropy = True
+    return problems
+
+
+def _entropic_problems(config, cfg: AEPOConfig, recipe) -> list[str]:
+    """entropic: the trainer installs the actor's loss with this step's alpha every step."""
+    if not recipe.entropic:
+        return []
+    problems = []
+    update = cfg.baselines.entropic.update
+    if update != "training_step":
+        problems.append(
+            f"aepo.baselines.entropic.update={update}: the verl engine sets EntroPIC's alpha "
+            "once per training step (verl's actor worker holds its loss for a whole update); "
+            "set aepo.baselines.entropic.update=training_step"
+        )
+    distillation = config.get("distillation") or {}
+    if distillation.get("enabled", False):
+        problems.append(
+            "distillation.enabled=true: entropic replaces the actor's ppo_loss "
+            "and cannot carry the distillation loss"
+        )
     return problems
 
 

@@ -10,12 +10,14 @@ calls them through ``self``); this module only moves ``DataProto`` rows:
   requests ride along when the plan can be made before generation, ``previous_step``);
 - ``_compute_old_log_prob``: ``measured`` with pi_old's token-mean entropy at T = 1 (the
   plan, made now or re-sized, and adaptive entropy control's coefficient); its token
-  entropies ride along for Entropy-Adv and the 80/20 rule;
+  entropies ride along for Entropy-Adv and the 80/20 rule; DCPO's second pass at T_high/T_low
+  runs here through verl's actor (one more ``compute_log_prob`` on the same batch);
 - ``_update_actor``: for ``current_batch`` (and step 1) the extra pass is generated here,
   after the measurement and before the update; ``reinforce`` selects the positives, with
   advantage ``alpha * R``, the zero-advantage GRPO rows they replace (whose policy gradient
   is zero, so the batch keeps the size verl's dispatch needs) and every row's Eq. 1 scale;
-  Entropy-Adv shapes the advantages here, the 80/20 rule zeroes those of the low-entropy
+  Entropy-Adv and DCPO shape the advantages here, EntroPIC installs its step's alpha in the
+  actor workers' loss, the 80/20 rule zeroes those of the low-entropy
   tokens, and adaptive entropy control installs this step's coefficient as the actor
   workers' ``entropy_coeff``;
 - ``_save_checkpoint`` / ``_load_checkpoint``: ``aepo_state.json`` beside verl's files.
@@ -39,6 +41,7 @@ from verl.trainer.ppo.ray_trainer import RayPPOTrainer
 from aepo.backends.verl._verl_internals import (
     actor_dp_size,
     actor_loss_config,
+    actor_loss_with_entropic_alpha,
     actor_loss_with_entropy_coeff,
     checkpoint_folder,
     ref_dp_size,
@@ -69,6 +72,7 @@ from aepo.core import (
     StepPlan,
     StepStart,
     UpdateLayout,
+    dcpo_advantages,
     entropy_shaped_advantages,
     load_aepo_config,
     masked_mean,
@@ -78,6 +82,10 @@ from aepo.core import (
 from aepo.core.config import verl_owned_keys
 
 logger = logging.getLogger(__name__)
+
+OLD_LOG_PROB_T_KEY = "aepo_old_log_probs_t"
+"""DCPO: pi_old's log-probs of the GRPO samples at the step's T_high/T_low, carried from the
+old-log-prob pass to the update"""
 
 OLD_ENTROPY_KEY = "aepo_old_entropy"
 """pi_old's token entropies, carried from the old-log-prob pass to the update (Entropy-Adv,
@@ -231,7 +239,24 @@ class AEPORayTrainer(RayPPOTrainer):
         self._measured = self.aepo.measured(self._start, entropy)
         if self.recipe.entropy_adv or self.recipe.top_entropy_quantile is not None:
             old_log_prob.batch[OLD_ENTROPY_KEY] = entropys.clone()
+        if self._measured.dcpo is not None:
+            old_log_prob.batch[OLD_LOG_PROB_T_KEY] = self._log_probs_at(
+                batch, self._measured.dcpo.temperature
+            )
         return old_log_prob, mfu
+
+    def _log_probs_at(self, batch: DataProto, temperature: float) -> torch.Tensor:
+        """DCPO's second old-log-prob pass: verl's actor scores the same rows once more with
+        ``meta_info["temperature"]`` set to ``temperature`` (its engine divides the logits by
+        it); no generation."""
+        at_t = DataProto(
+            batch=batch.batch,
+            non_tensor_batch=batch.non_tensor_batch,
+            meta_info={**batch.meta_info, "temperature": temperature},
+        )
+        # RayPPOTrainer's pass, not ours: these log-probs must not feed the entropy monitor.
+        output, _ = RayPPOTrainer._compute_old_log_prob(self, at_t)
+        return output.batch["old_log_probs"]
 
     # ---- the update ---------------------------------------------------------------------
 
@@ -270,6 +295,18 @@ class AEPORayTrainer(RayPPOTrainer):
                 self.recipe.top_entropy_quantile,
             )
             metrics.update(top_metrics)
+        if OLD_LOG_PROB_T_KEY in batch.batch.keys():  # set only for DCPO
+            old_log_prob_t = batch.batch.pop(OLD_LOG_PROB_T_KEY)
+            batch.batch["advantages"], dcpo_metrics = dcpo_advantages(
+                self.aepo_cfg.baselines.dcpo,
+                measured.dcpo,
+                batch.batch["advantages"],
+                batch.batch["old_log_probs"],
+                old_log_prob_t,
+                batch.batch["token_level_scores"].sum(-1),
+                batch.batch["response_mask"],
+            )
+            metrics.update(dcpo_metrics)
         if self.aepo.adaptive_entropy is not None:
             # Skywork-OR1's alpha_k = c_k * 1[e_k <= target], installed as the actor workers'
             # entropy_coeff for this update. verl's worker keeps its loss's coefficient for
@@ -277,6 +314,18 @@ class AEPORayTrainer(RayPPOTrainer):
             self.set_actor_entropy_coeff(measured.entropy_bonus)
             metrics.update(self.aepo.adaptive_entropy.metrics())
             metrics["aepo/entropy_coef_applied"] = measured.entropy_bonus
+        if self.aepo.entropic is not None:
+            # EntroPIC's alpha of this step (update: training_step), in the workers' loss
+            if self._actor_loss_config is None:
+                self._actor_loss_config = actor_loss_config(self.config)
+            self.actor_rollout_wg.set_loss_fn(
+                actor_loss_with_entropic_alpha(
+                    self._actor_loss_config,
+                    measured.entropic_alpha,
+                    self.aepo_cfg.baselines.entropic.high_prob_threshold,
+                )
+            )
+            metrics.update(self.aepo.entropic.metrics())
         plan = measured.plan
         # What AEPO adds to fit()'s step, for scripts/bench_verl_cost.py: calls to worker
         # groups or the rollout manager that GRPO does not make, and their wall time.
