@@ -130,6 +130,11 @@ def test_findings_on_the_papers_pattern_and_its_opposite():
     assert [ok for ok, _ in findings(paper)] == [True, True, False, True, False, True]
     flat = result(curve(0.25, 1.0), [(t, curve(0.25 + t / 10, 1.0)) for t in (0.25, 0.5, 1.0)])
     assert [ok for ok, _ in findings(flat)] == [False, False, True, True, True, False]
+    zigzag = result(
+        curve(0.85, 0.99),
+        [(t, curve(p, 1.0)) for t, p in ((0.25, 0.79), (0.5, 0.84), (0.75, 0.82), (1.0, 0.83))],
+    )
+    assert findings(zigzag)[-1][0] is False  # the peak is inner, but it does not fall after it
 
 
 def test_cli_passk_flag_runs_the_passk_demo(monkeypatch, tmp_path, capsys, demo):

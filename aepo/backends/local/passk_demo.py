@@ -353,9 +353,13 @@ def findings(result: dict[str, Any]) -> list[tuple[bool, str]]:
     if len(aepo) >= 3:
         pass1 = [row["pass@k"]["1"] for row in aepo]
         peak = int(np.argmax(pass1))
+        # Rising up to an inner target and falling after it at every step: a peak with a dip
+        # on either side of it is noise at this seed count, not the paper's shape.
+        rising = all(a < b for a, b in zip(pass1[:peak], pass1[1 : peak + 1], strict=True))
+        falling = all(a > b for a, b in zip(pass1[peak:-1], pass1[peak + 1 :], strict=True))
         checks.append(
             (
-                0 < peak < len(aepo) - 1,
+                0 < peak < len(aepo) - 1 and rising and falling,
                 "pass@1 against the target rises, then falls: "
                 + ", ".join(
                     f"{row['target']:g}: {p:.3f}" for row, p in zip(aepo, pass1, strict=True)
