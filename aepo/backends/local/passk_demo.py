@@ -130,9 +130,10 @@ def _run_job(job: dict[str, Any]) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     summary = None
     if job["algorithm"] == BASE:
-        from aepo.model_dir import load_causal_lm
+        from aepo.model_dir import load_causal_lm, resolve_device
 
         model, tokenizer = load_causal_lm(job["base_model"], dtype="float32")
+        model = model.to(resolve_device(job["device"]))
     else:
         from aepo.backends.local.settings import run_config_from_dict
         from aepo.backends.local.summary import summarize
@@ -210,6 +211,7 @@ def _jobs(
                     # the models', not the sampler's.
                     "eval_seed": 1_000 + seed,
                     "threads": threads,
+                    "device": common["device"],
                     "progress": progress,
                 }
             )
@@ -246,6 +248,7 @@ def run_passk_demo(
     samples: int = EVAL_SAMPLES,
     jobs: int = 1,
     cache_dir: Path | None = None,
+    device: str = "cpu",
     threads: int = 1,
     progress: bool = True,
     trainer_overrides: dict[str, Any] | None = None,
@@ -261,7 +264,7 @@ def run_passk_demo(
     warm = WarmStartSettings.model_validate({**PASSK_WARM_START, **overrides.pop("warm_start", {})})
     common = {
         "data": f"builtin:{PASSK_TASK}",
-        "device": "cpu",
+        "device": device,
         "torch_threads": threads,
         "progress": progress,
         "cache_dir": None if cache_dir is None else str(cache_dir),
@@ -411,6 +414,7 @@ def run(args: argparse.Namespace) -> int:
         samples=args.samples,
         jobs=args.jobs,
         cache_dir=args.cache_dir,
+        device=args.device,
         threads=args.threads,
         progress=not args.no_progress,
     )
