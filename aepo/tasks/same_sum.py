@@ -1,12 +1,13 @@
-"""A built-in task where exploration pays: write four digits with the prompt's digit sum that
-are not a rearrangement of the prompt.
+"""A built-in task where exploration pays: write three digits with the prompt's digit sum
+that are not a rearrangement of the prompt.
 
-Prompt ``"1234:"`` (digit sum 10), correct answers ``"0055"``, ``"9100"``, ``"2233"``, ... :
-4 to 666 of the 10^4 four-digit strings per prompt, so a fully accurate policy can spread over
-many answers (up to 1.2 nats/token on average) while a narrowed one can lose a prompt
-entirely. Four right digits make an answer; uniformly random digits are right 4.6 % of the
-time on average, and far less on prompts whose sum is near 0 or 36 (4 answers of 10^4 at
-the extremes), which gives the spread of difficulty that keeps pass@k rising to large k.
+Prompt ``"123:"`` (digit sum 6), correct answers ``"006"``, ``"510"``, ``"222"``, ... : 3 to 72
+of the 1000 three-digit strings per prompt, so a fully accurate policy can spread over many
+answers (up to 0.94 nats/token on average) while a narrowed one can lose a prompt entirely.
+Three right digits make an answer; uniformly random digits are right 5.0 % of the time on
+average, and far less on prompts whose sum is near 0 or 27 (3 answers of 1000 at the
+extremes), which gives the spread of difficulty across prompts. (A four-digit version was
+right only 7.3 % of the time after 2000 warm-start steps, barely above its random 4.6 %.)
 
 The prompts are split once, by a fixed seed that no run setting changes: ``EVAL_POOL``
 prompts are held out for pass@k and never reach the warm start or RL (``sample_targets``
@@ -45,7 +46,7 @@ def _digit_sum(text: str) -> int:
 
 
 def reward(response: str, prompt_digits: str | int) -> float:
-    """1.0 when the response is exactly four digits with the digit sum of ``prompt_digits``
+    """1.0 when the response is exactly three digits with the digit sum of ``prompt_digits``
     and not a rearrangement of them; 0.0 otherwise (a malformed ground truth too)."""
     text = response.strip()
     wanted = str(prompt_digits).strip()
@@ -71,7 +72,7 @@ def valid_answers(prompt_digits: str) -> list[str]:
 @functools.cache
 def _split() -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(held-out prompts, training prompts); prompts with no correct answer (every string with
-    their sum is a rearrangement of them, e.g. ``0001``) are in neither."""
+    their sum is a rearrangement of them, e.g. ``001``) are in neither."""
     usable = [
         s
         for strings in _strings_by_sum().values()
@@ -99,7 +100,7 @@ def sample_targets(rng: np.random.Generator, count: int) -> list[str]:
 
 
 def warm_start_answer(rng: np.random.Generator, prompt_digits: str, valid: bool) -> str:
-    """A warm-start target: a uniformly chosen correct answer (``valid``), else four uniformly
+    """A warm-start target: a uniformly chosen correct answer (``valid``), else uniformly
     random digits."""
     if valid:
         options = valid_answers(prompt_digits)
@@ -108,7 +109,7 @@ def warm_start_answer(rng: np.random.Generator, prompt_digits: str, valid: bool)
 
 
 def random_guess_rate(prompts: list[str]) -> float:
-    """Mean chance that four uniformly random digits are right, over ``prompts``."""
+    """Mean chance that uniformly random digits are right, over ``prompts``."""
     return float(np.mean([len(valid_answers(p)) / 10**ANSWER_DIGITS for p in prompts]))
 
 
