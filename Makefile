@@ -10,7 +10,7 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install demo test lint bench bench-trl e2e e2e-long clean
+.PHONY: install demo demo-passk test lint bench bench-trl e2e e2e-long clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ install: $(VENV)/.installed
 
 demo: install
 	$(VENV)/bin/aepo demo
+
+# pass@k to k = 1024 of the base, GRPO and AEPO on held-out prompts (docs/exploration_payoff.md)
+demo-passk: install
+	$(VENV)/bin/aepo demo --passk
 
 test: install
 	$(PY) -m ruff check .

@@ -80,3 +80,94 @@ def plot_passk(result_paths: list[Path], out_png: Path, labels: list[str] | None
     figure.savefig(out_png, dpi=120)
     plt.close(figure)
     return out_png
+
+
+def _log2_axis(axis) -> None:
+    from matplotlib.ticker import FuncFormatter
+
+    axis.set_xscale("log", base=2)
+    axis.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.set_xlabel("k")
+    axis.grid(True, alpha=0.3)
+
+
+def plot_passk_curves(
+    curves: dict[str, dict[str, float]], out_png: Path, title: str = "", reference: str = ""
+) -> Path:
+    """pass@k of each named run (``{"1": value, "2": ...}``) and, when ``reference`` names one
+    of them, every run's difference from it (the crossover is a few points at large k, too
+    small to see on the first panel)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not curves:
+        raise ValueError("no pass@k curves to plot")
+    panels = 2 if reference in curves else 1
+    figure, axes = plt.subplots(1, panels, figsize=(6 * panels, 4.2), squeeze=False)
+    for name, curve in curves.items():
+        ks = sorted(int(k) for k in curve)
+        style = {"color": "black", "linestyle": "--"} if name == reference else {}
+        axes[0, 0].plot(
+            ks, [100 * curve[str(k)] for k in ks], marker="o", markersize=3, label=name, **style
+        )
+        if panels == 2:
+            base = curves[reference]
+            axes[0, 1].plot(
+                ks,
+                [100 * (curve[str(k)] - base[str(k)]) for k in ks],
+                marker="o",
+                markersize=3,
+                label=name,
+                **style,
+            )
+    axes[0, 0].set_ylabel("pass@k (%)")
+    axes[0, 0].set_title(title or "pass@k")
+    if panels == 2:
+        axes[0, 1].set_ylabel(f"pass@k - {reference} (points)")
+        axes[0, 1].set_title(f"difference from {reference}")
+    for axis in axes.flat:
+        _log2_axis(axis)
+    axes[0, 0].legend(fontsize=8)
+    figure.tight_layout()
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out_png, dpi=120)
+    plt.close(figure)
+    return out_png
+
+
+def plot_passk_vs_target(rows: list[dict], out_png: Path, title: str = "") -> Path:
+    """Final pass@1 and pass@n (the largest k) of the target-driven runs against their target
+    entropy; runs without a target (the base, GRPO) are horizontal lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    targeted = sorted((r for r in rows if r.get("target") is not None), key=lambda r: r["target"])
+    if not targeted:
+        raise ValueError("no run with a target entropy to plot")
+    top = str(max(int(k) for k in targeted[0]["pass@k"]))
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2), squeeze=False)
+    for axis, k in zip(axes.flat, ("1", top), strict=True):
+        xs = [r["target"] for r in targeted]
+        axis.plot(xs, [100 * r["pass@k"][k] for r in targeted], marker="o", label="AEPO")
+        for r, style in zip(
+            (r for r in rows if r.get("target") is None), ("--", ":", "-."), strict=False
+        ):
+            axis.axhline(100 * r["pass@k"][k], color="gray", linestyle=style, label=r["name"])
+        axis.set_xlabel("target entropy H* (nats/token)")
+        axis.set_ylabel(f"pass@{k} (%)")
+        axis.set_title(f"pass@{k}")
+        axis.grid(True, alpha=0.3)
+        axis.legend(fontsize=8)
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out_png, dpi=120)
+    plt.close(figure)
+    return out_png

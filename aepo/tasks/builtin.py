@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-BUILTIN_TASKS = ("contains_digit", "digit_sum")
+BUILTIN_TASKS = ("contains_digit", "digit_sum", "same_sum")
 DEFAULT_TASK = "contains_digit"
 """the demo's task: its entropy ceiling (1.63 nats/token) leaves room for the paper's targets;
 digit_sum's is 0.367"""

@@ -15,13 +15,31 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from aepo.backends.local import passk_demo
     from aepo.backends.local.presets import DEMO_TARGETS, TINY_TRAINER
 
-    parser.add_argument("--output-dir", type=Path, default=Path("runs/demo"))
     parser.add_argument(
-        "--targets", type=float, nargs="+", default=list(DEMO_TARGETS), help="entropy targets H*"
+        "--passk",
+        action="store_true",
+        help="the exploration payoff: pass@k to k = 1024 of the base, GRPO and AEPO at each "
+        f"target on held-out prompts of the built-in {passk_demo.PASSK_TASK} task",
     )
-    parser.add_argument("--steps", type=int, default=TINY_TRAINER["steps"])
+    parser.add_argument(
+        "--output-dir", type=Path, help="default runs/demo (runs/demo_passk with --passk)"
+    )
+    parser.add_argument(
+        "--targets",
+        type=float,
+        nargs="+",
+        help=f"entropy targets H* (default {list(DEMO_TARGETS)}; "
+        f"{list(passk_demo.PASSK_TARGETS)} with --passk)",
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        help=f"RL steps per run (default {TINY_TRAINER['steps']}; "
+        f"{passk_demo.PASSK_STEPS} with --passk)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache-dir", type=Path, help="warm-start cache (default ~/.cache/aepo)")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
@@ -33,6 +51,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "shared 2-core machine, and the README's table was measured with 1)",
     )
     parser.add_argument("--no-progress", action="store_true")
+    passk = parser.add_argument_group("--passk")
+    passk.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        help="RL and sampling seeds, medians reported (default: --seed)",
+    )
+    passk.add_argument("--eval-prompts", type=int, default=passk_demo.EVAL_PROMPTS)
+    passk.add_argument(
+        "--samples", type=int, default=passk_demo.EVAL_SAMPLES, help="n per held-out prompt"
+    )
+    passk.add_argument(
+        "--jobs", type=int, default=2, help="runs trained and sampled at once (processes)"
+    )
 
 
 def run_demo(
@@ -120,6 +152,15 @@ def run(args: argparse.Namespace) -> int:
     from aepo.backends.local.summary import format_table
     from aepo.tasks.builtin import DEFAULT_TASK, builtin_task
 
+    if args.passk:
+        from aepo.backends.local.passk_demo import run as run_passk
+
+        return run_passk(args)
+    from aepo.backends.local.presets import DEMO_TARGETS, TINY_TRAINER
+
+    args.output_dir = args.output_dir or Path("runs/demo")
+    args.targets = args.targets or list(DEMO_TARGETS)
+    args.steps = args.steps or TINY_TRAINER["steps"]
     started = time.perf_counter()
     ceiling = builtin_task(DEFAULT_TASK).entropy_ceiling()
     for t in args.targets:
