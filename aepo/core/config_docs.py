@@ -69,7 +69,8 @@ def readme_table() -> str:
     verl = verl_owned_keys()
     for key, default, description, section in _fields(AEPOConfig):
         if section:
-            lines.append(f"| `{key}:` | | {description.strip()} |")
+            # A section's docstring may wrap: one table row is one line.
+            lines.append(f"| `{key}:` | | {' '.join(description.split())} |")
             continue
         if key in verl:
             description += f" verl runs set `{verl[key]}` instead (local engine only)."
