@@ -45,7 +45,7 @@ TARGET_FREE = ("trl grpo", "grpo (ours)")
 """rows whose training ignores the target (run once per seed, scored against every target)"""
 
 
-# ---- the pure part: settings mapping and metrics (tests/test_bench_vs_trl.py) ------------
+# ---- the pure part: settings mapping and metrics (tests/scripts/test_bench_vs_trl.py) ------------
 
 
 def trl_config_kwargs(

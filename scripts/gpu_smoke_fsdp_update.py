@@ -19,7 +19,7 @@ Exit status 0 and a JSON line per step on stdout mean the checks passed.
 
 verl 0.9.1 has no CPU platform (its FSDP engine builds a CUDA device mesh), so without a GPU
 only ``--check-setup`` runs: the tiny model, the composed config, the start-up checks and
-the trainer shell, i.e. everything up to the worker. tests/test_verl_smoke_script.py runs
+the trainer shell, i.e. everything up to the worker. tests/verl/test_verl_smoke_script.py runs
 the whole script on a CPU stand-in for CUDA (FSDP2, sdpa); what only a GPU shows is FSDP1
 (the default ``actor.strategy=fsdp``), CUDA kernels, bf16 autocast and flash-attn.
 
@@ -187,7 +187,7 @@ def compose_config(model_path: str, device: str, extra: list[str]):
 
 
 def fit_step(trainer, rollout, step: int):
-    """RayPPOTrainer.fit()'s order of calls for one step (see tests/test_verl_trainer.py)."""
+    """RayPPOTrainer.fit()'s order of calls for one step (see tests/verl/test_verl_trainer.py)."""
     from verl import DataProto
     from verl.trainer.ppo.core_algos import AdvantageEstimator
     from verl.trainer.ppo.ray_trainer import compute_advantage

@@ -1,7 +1,7 @@
 """The AEPO objective, Eq. 1 of arXiv 2510.08141, as the paper writes it.
 
 The tests use :func:`aepo_objective` as the reference that both engines' merged batches must
-reproduce (``tests/test_core_objective.py``).
+reproduce (``tests/core/test_core_objective.py``).
 
 How the engines realise it without a loss of their own: PPO-clip's per-token surrogate for an
 advantage ``a > 0`` is ``min(r * a, clip(r, 1-eps, 1+eps) * a) = a * min(r, clip(r))``, so a

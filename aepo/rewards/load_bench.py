@@ -1,5 +1,5 @@
 """The math reward under verl's load, measured in a Ray actor held to one core
-(``scripts/bench_reward_load.py`` prints the table; ``tests/test_reward_in_ray.py`` runs a
+(``scripts/bench_reward_load.py`` prints the table; ``tests/rewards/test_reward_in_ray.py`` runs a
 small version). In the package so that Ray workers can import the actor class."""
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ on a forkserver keeps the CPU budget, the memory limit and every verdict of
 ``scripts/bench_reward_fuzz.py`` (0 of 10,000 differ), but starts no worker in a daemonic
 process (``AssertionError``, the reward then checks in-process without a time limit) and
 re-runs a caller's script that lacks ``if __name__ == "__main__":`` in every worker
-(bootstrapping errors, every worker dead). ``tests/test_reward_bounds.py`` holds both cases.
+(bootstrapping errors, every worker dead). ``tests/rewards/test_reward_bounds.py`` holds both cases.
 
 Each worker is single-threaded and handles one call at a time, so process-wide state (such as
 the mpmath precision that sympy raises and restores, and which concurrent threads leave raised)

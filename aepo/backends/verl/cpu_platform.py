@@ -12,7 +12,7 @@ Two ways to use it:
   ``VERL_USE_EXTERNAL_MODULES=aepo.backends.verl.cpu_platform VERL_PLATFORM=cpu_standin``
   in the environment. ``import verl`` imports this module (verl/__init__.py:49-52) and the
   platform manager then picks ``cpu_standin`` by name. ``cpu_environment()`` returns these
-  variables. Used by ``make e2e`` (tests/test_e2e_verl_cpu.py).
+  variables. Used by ``make e2e`` (tests/e2e/test_e2e_verl_cpu.py).
 - **One process** (unit tests that build a worker directly): ``install()`` sets the platform
   and opens a one-rank gloo process group.
 

@@ -1,5 +1,5 @@
 """The real verl stack on a CPU, end to end: ``configs/e2e/verl_cpu.yaml`` on the built-in
-model and task (``make e2e``, tests/test_e2e_verl_cpu.py).
+model and task (``make e2e``, tests/e2e/test_e2e_verl_cpu.py).
 
 ``python -m aepo.backends.verl.e2e prepare`` writes the warm-started tiny model and the
 digit-sum parquets under ``outputs/e2e/``; ``python -m aepo.backends.verl.e2e run MODE``

@@ -26,7 +26,7 @@ from aepo.rewards.math_reward import (
     verdict_in,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module", autouse=True)

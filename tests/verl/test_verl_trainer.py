@@ -34,7 +34,7 @@ from aepo.backends.verl.trainer import AEPORayTrainer, aepo_config_from  # noqa:
 from aepo.core import ppo_clip_loss  # noqa: E402
 from aepo.core.config import READS  # noqa: E402
 from tests.decisions import record_decisions  # noqa: E402
-from tests.verl_fakes import (  # noqa: E402
+from tests.verl.verl_fakes import (  # noqa: E402
     FakeActorWorkerGroup,
     FakeCheckpointManager,
     FakeDataloader,

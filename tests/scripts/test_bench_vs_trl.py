@@ -16,7 +16,7 @@ from aepo.backends.local.presets import TINY_TRAINER, tiny_run_config
 from aepo.backends.local.prompts import DigitSumPrompts
 from aepo.backends.local.settings import run_config_from_dict
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_vs_trl.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_vs_trl.py"
 
 
 @pytest.fixture(scope="module")

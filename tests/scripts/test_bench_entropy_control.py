@@ -6,7 +6,7 @@ import importlib.util
 import re
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_entropy_control.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_entropy_control.py"
 
 
 def _bench():

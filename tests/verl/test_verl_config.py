@@ -16,9 +16,9 @@ from verl.utils.config import omega_conf_to_dataclass, validate_config  # noqa: 
 from aepo.backends.verl.startup import check_config  # noqa: E402
 from aepo.core import AEPOConfig, ConfigError  # noqa: E402
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 PACKAGE_CONFIG = (
-    Path(__file__).resolve().parents[1] / "aepo" / "backends" / "verl" / "config" / "aepo_base.yaml"
+    Path(__file__).resolve().parents[2] / "aepo" / "backends" / "verl" / "config" / "aepo_base.yaml"
 )
 SHIPPED = sorted(p.stem for p in CONFIGS.glob("*.yaml"))
 DATA = ["data.train_files=/data/train.parquet", "data.val_files=/data/val.parquet"]

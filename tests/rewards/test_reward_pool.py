@@ -8,7 +8,7 @@ from pathlib import Path
 
 from aepo.rewards import sandbox
 
-REWARDS = Path(__file__).resolve().parents[1] / "aepo" / "rewards"
+REWARDS = Path(__file__).resolve().parents[2] / "aepo" / "rewards"
 
 
 def _imported_reward_modules(path: Path) -> set[str]:

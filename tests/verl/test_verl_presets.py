@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 
 from aepo.core.losses import eq1_row_scale  # noqa: E402
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 PRESETS = sorted(p.stem for p in CONFIGS.glob("*.yaml"))
 REINFORCE_ALGORITHMS = {"aepo", "aepo_no_temperature", "aepo_advantage"}
 

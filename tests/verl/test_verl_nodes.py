@@ -38,7 +38,7 @@ from omegaconf import OmegaConf  # noqa: E402
 
 from aepo.core import ConfigError  # noqa: E402
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CHANGED_FILE = os.path.join("core", "losses.py")
 
 

@@ -180,7 +180,7 @@ def test_each_engine_step_makes_at_most_three_calls_into_the_core():
     import ast
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1] / "aepo" / "backends"
+    root = Path(__file__).resolve().parents[2] / "aepo" / "backends"
     for path in (root / "local" / "trainer.py", root / "verl" / "trainer.py"):
         calls = [
             node.func.attr

@@ -13,7 +13,7 @@ from aepo.backends.local.presets import tiny_run_config
 from aepo.backends.local.settings import run_config_from_dict
 from aepo.backends.local.trainer import LocalTrainer
 from aepo.core import AEPOConfig, ppo_clip_loss
-from tests.test_local_engine import small_config
+from tests.local.test_local_engine import small_config
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +156,7 @@ def test_dcpo_scores_the_grpo_samples_again_at_t_and_mixes_their_advantages(cach
     formula on the GRPO samples' log-probs at T = 1 and at T (the model's logits / T), with no
     extra generation; step 2 reads step 1's measurement; the state resumes exactly."""
     from aepo.backends.local.rollout import score
-    from tests.test_core_dcpo import authors_dcpo
+    from tests.core.test_core_dcpo import authors_dcpo
 
     config = small_config(cache_dir, tmp_path, "dcpo", steps=2, target_entropy=0.3)
     trainer = LocalTrainer(config)
@@ -224,7 +224,7 @@ def test_dcpo_scores_the_grpo_samples_again_at_t_and_mixes_their_advantages(cach
 def test_entropic_sets_alpha_each_optimizer_step_from_pi_thetas_entropy(cache_dir, tmp_path):
     """The code's cadence: every optimizer step's alpha comes from that mini-batch's entropy of
     pi_theta and the integral so far; the integral resumes with the checkpoint."""
-    from tests.test_core_entropic import authors_alphas
+    from tests.core.test_core_entropic import authors_alphas
 
     config = small_config(cache_dir, tmp_path, "entropic", steps=2, target_entropy=0.6)
     trainer = LocalTrainer(config)
@@ -299,7 +299,7 @@ def test_entropics_term_raises_likely_tokens_above_the_target_and_lowers_them_be
 def test_a_resumed_run_continues_the_same_control(cache_dir, tmp_path, algorithm, signals):
     """Stopped after step 2 and resumed from its checkpoint, steps 3 and 4 carry the same
     control signal as a run that never stopped (DCPO's previous entropy, EntroPIC's integral)."""
-    from tests.test_local_engine import small_config as config_for
+    from tests.local.test_local_engine import small_config as config_for
 
     straight = LocalTrainer(config_for(cache_dir, tmp_path / "straight", algorithm, steps=4)).fit()
     config = config_for(cache_dir, tmp_path / "resumed", algorithm, steps=4)

@@ -1,8 +1,8 @@
 """Clip-Cov, KL-Cov, adaptive entropy and the 80/20 rule in the verl engine, on real verl
 objects (CPU), each pinned to the local engine on the same batch.
 
-The trainer is built as in ``tests/test_verl_trainer.py``: ``object.__new__`` with fake worker
-groups (``tests/verl_fakes.py``), because verl's FSDP workers need Ray and a GPU. Everything the
+The trainer is built as in ``tests/verl/test_verl_trainer.py``: ``object.__new__`` with fake worker
+groups (``tests/verl/verl_fakes.py``), because verl's FSDP workers need Ray and a GPU. Everything the
 fakes hand back goes through verl's own DataProto, advantage, ``_update_actor`` and ``ppo_loss``.
 """
 
@@ -25,8 +25,8 @@ from aepo.backends.verl._verl_internals import actor_loss_with_entropy_coeff  # 
 from aepo.backends.verl.checkpoint import STATE_FILE, CheckpointStateError  # noqa: E402
 from aepo.backends.verl.startup import check_config  # noqa: E402
 from aepo.core import AEPOStep, entropy_bonus_loss, ppo_clip_loss  # noqa: E402
-from tests.test_verl_trainer import compose_config, fit_step, make_trainer  # noqa: E402
-from tests.verl_fakes import fake_entropy, fake_log_probs  # noqa: E402
+from tests.verl.test_verl_trainer import compose_config, fit_step, make_trainer  # noqa: E402
+from tests.verl.verl_fakes import fake_entropy, fake_log_probs  # noqa: E402
 
 
 def update_batch(trainer, call: int = -1):
@@ -212,7 +212,7 @@ def test_local_engines_cov_loss_equals_the_verl_workers_on_the_same_batch(algori
 
 def test_dry_run_names_each_methods_own_settings():
     from aepo.backends.verl.dry_run import algorithm_summary
-    from tests.test_verl_config import compose_shipped
+    from tests.verl.test_verl_config import compose_shipped
 
     expected = {
         "clip_cov": "clip_cov (verl's clip_cov loss, ratio 0.0002, covariance in (1, 5))",
@@ -234,7 +234,7 @@ def dcpo_config(*extra):
 
 
 def test_dcpo_scores_the_grpo_rows_again_at_t_through_verls_actor_and_mixes_advantages():
-    from tests.test_core_dcpo import authors_dcpo
+    from tests.core.test_core_dcpo import authors_dcpo
 
     trainer = make_trainer(dcpo_config())
     wg, manager = trainer.actor_rollout_wg, trainer.rollout_manager
@@ -327,7 +327,7 @@ def entropic_config(*extra):
 
 
 def test_entropic_installs_the_pi_controllers_alpha_in_the_workers_loss_each_step():
-    from tests.test_core_entropic import authors_alphas
+    from tests.core.test_core_entropic import authors_alphas
 
     trainer = make_trainer(entropic_config())
     measured, installed = [], []

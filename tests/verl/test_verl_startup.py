@@ -17,7 +17,7 @@ from omegaconf import OmegaConf  # noqa: E402
 from aepo.backends.verl.data_files import check_data_files  # noqa: E402
 from aepo.core import ConfigError  # noqa: E402
 from aepo.tasks.tiny_model import save_tiny_model  # noqa: E402
-from tests.test_verl_launch import compose_with, data_overrides, write_rows  # noqa: E402
+from tests.verl.test_verl_launch import compose_with, data_overrides, write_rows  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from aepo.backends.local.presets import tiny_config_files
 from aepo.backends.local.settings import load_run_config
 from aepo.cli import main
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "tiny"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "tiny"
 
 
 @pytest.fixture(scope="module")

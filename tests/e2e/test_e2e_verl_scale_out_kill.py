@@ -1,6 +1,6 @@
 """Kill and resume at the scale-out shape (``make e2e-long``: about 12 minutes, not in CI).
 
-The two-node run of tests/test_e2e_verl_scale_out.py, saving every step, is SIGKILLed three
+The two-node run of tests/e2e/test_e2e_verl_scale_out.py, saving every step, is SIGKILLed three
 times, every process at once (driver, Ray nodes, workers, vLLM engines), at three moments
 of a checkpoint save: after ``aepo_state.json`` is written and before verl's shards, with
 the first actor shard on disk, and just after verl's latest-step file names the step. Each

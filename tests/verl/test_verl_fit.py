@@ -5,7 +5,7 @@ The trainer is built the way ``AEPOTaskRunner.run`` builds it: ``check_config``,
 sampler, collate_fn and StatefulDataLoader; ``fit()`` logs through verl's Tracking to
 TensorBoard and checkpoints through verl's ``_save_checkpoint`` / ``_load_checkpoint``.
 Only ``RayPPOTrainer.init_workers`` is replaced: it would start Ray worker groups on GPUs,
-vLLM replicas and the reward loop; the stand-ins (tests/verl_fakes.py) take their place and
+vLLM replicas and the reward loop; the stand-ins (tests/verl/verl_fakes.py) take their place and
 our own ``AEPORayTrainer.init_workers`` still wraps the rollout manager as in production.
 """
 
@@ -43,7 +43,7 @@ from aepo.core.config import READS  # noqa: E402
 from aepo.tasks.tiny_model import build_tokenizer  # noqa: E402
 from tests.decisions import record_decisions  # noqa: E402
 from tests.shared_metrics import SHARED_METRICS  # noqa: E402
-from tests.verl_fakes import (  # noqa: E402
+from tests.verl.verl_fakes import (  # noqa: E402
     AGENT_LOOP_WORKERS,
     FakeActorWorkerGroup,
     FakeCheckpointManager,
