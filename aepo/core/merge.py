@@ -33,6 +33,15 @@ class MergePlan:
     def num_extra(self) -> int:
         return int(self.replace_rows.numel()) + self.append_rows
 
+    def reinforce_rows(self, num_grpo_rows: int) -> torch.Tensor:
+        """Which rows of the merged batch are REINFORCE rows: those that replaced a GRPO row
+        and those appended after the ``num_grpo_rows`` GRPO rows (padding is not)."""
+        total = num_grpo_rows + self.append_rows + self.pad_rows
+        reinforce = torch.zeros(total, dtype=torch.bool)
+        reinforce[self.replace_rows] = True
+        reinforce[num_grpo_rows : num_grpo_rows + self.append_rows] = True
+        return reinforce
+
 
 def plan_merge(
     sequence_advantage: torch.Tensor,

@@ -293,9 +293,7 @@ class AEPOStep:
             ]
         )
         total = int(lengths.numel())
-        reinforce = torch.zeros(total, dtype=torch.bool)
-        reinforce[merge.replace_rows] = True
-        reinforce[rows : rows + merge.append_rows] = True
+        reinforce = merge.reinforce_rows(rows)
         return eq1_row_scale(
             lengths,
             reinforce,

@@ -92,15 +92,6 @@ OLD_ENTROPY_KEY = "aepo_old_entropy"
 the 80/20 rule)"""
 
 
-def reinforce_mask(total: int, merge, *, num_grpo_rows: int) -> torch.Tensor:
-    """Which of the merged batch's ``total`` rows are REINFORCE rows: those that replaced a
-    GRPO row and those appended after the ``num_grpo_rows`` GRPO rows (batch_merge.apply_merge)."""
-    reinforce = torch.zeros(total, dtype=torch.bool)
-    reinforce[merge.replace_rows] = True
-    reinforce[num_grpo_rows : num_grpo_rows + merge.append_rows] = True
-    return reinforce
-
-
 def _log_prob_divisor(dp: int, section) -> int:
     """Rows a forward-only pass must be a multiple of: verl's nd-dispatch gives each of the
     ``dp`` ranks an equal chunk, and without dynamic batch sizes each rank's chunk must be
@@ -409,7 +400,7 @@ class AEPORayTrainer(RayPPOTrainer):
         merged = apply_merge(batch, rows, reinforcement.merge)
         # The rows each data-parallel rank trains on: verl's nd-dispatch hands rank r the r-th
         # of dp equal contiguous chunks (the layout _update_layout describes).
-        reinforce = reinforce_mask(len(merged), reinforcement.merge, num_grpo_rows=len(batch))
+        reinforce = reinforcement.merge.reinforce_rows(len(batch))
         for rank, chunk in enumerate(reinforce.chunk(actor_dp_size(self))):
             metrics[f"aepo/reinforce_rows_dp{rank}"] = float(chunk.sum())
         if reinforcement.row_scale is not None:
