@@ -42,6 +42,7 @@ same in every run.
 from __future__ import annotations
 
 import atexit
+import collections
 import importlib
 import json
 import logging
@@ -332,6 +333,7 @@ class WorkerPool:
         self._pid = os.getpid()
         self._cond = threading.Condition()
         self._idle: list[_Worker] = []
+        self._waiting: collections.deque[object] = collections.deque()  # callers, oldest first
         self._count = 0  # idle + busy + being forked
         self._start_lock = threading.Lock()
         self._template: subprocess.Popen | None = None
@@ -432,23 +434,32 @@ class WorkerPool:
     # Workers ------------------------------------------------------------------------------
 
     def _acquire(self) -> _Worker:
-        """An idle worker, as soon as one is free. New workers are forked in the background: on
-        a busy machine a fork can take longer than a call may. The wait needs no limit of its
-        own: every call ahead ends at its own limits (the CPU budget, the wall clock), and a
-        template that cannot fork raises here."""
+        """An idle worker, as soon as one is free, to callers in the order they came. New
+        workers are forked in the background: on a busy machine a fork can take longer than a
+        call may. The wait needs no limit of its own: each call ahead ends at its own limits
+        (the CPU budget, the wall clock), and first come is first served, so a caller waits
+        for the calls queued before it, never for ones that came later (without the order, a
+        thread that had just been served took the freed worker again, and one caller waited
+        for the whole batch); a template that cannot fork raises here."""
+        me = object()
         with self._cond:
-            while True:
-                if self._idle:
-                    return self._idle.pop()
-                if self._failure is not None:
-                    raise SandboxUnavailable(self._failure)
-                if self._closed:
-                    raise SandboxUnavailable(f"the pool for {self.function} is closed")
-                if self._count < self.max_workers:
-                    self._count += 1
-                    self._wanted += 1
-                    self._cond.notify_all()
-                self._cond.wait()
+            self._waiting.append(me)
+            try:
+                while True:
+                    if self._idle and self._waiting[0] is me:
+                        return self._idle.pop()
+                    if self._failure is not None:
+                        raise SandboxUnavailable(self._failure)
+                    if self._closed:
+                        raise SandboxUnavailable(f"the pool for {self.function} is closed")
+                    if self._count < self.max_workers:
+                        self._count += 1
+                        self._wanted += 1
+                        self._cond.notify_all()
+                    self._cond.wait()
+            finally:
+                self._waiting.remove(me)
+                self._cond.notify_all()  # the next in line may take a worker that is idle
 
     def _fork_forever(self) -> None:
         """Fork the workers callers asked for, one at a time, in this one thread: starting a

@@ -96,3 +96,33 @@ def test_a_caller_waiting_for_a_worker_of_a_closed_pool_is_told_so():
     busy.join(timeout=10)
     assert not waiting.is_alive() and not busy.is_alive()
     assert "the pool for time:sleep is closed" in outcome
+
+
+def test_callers_get_a_worker_in_the_order_they_came():
+    """One worker; a thread that was just served and calls again queues behind the callers
+    already waiting, so no caller waits for calls that came after it."""
+    import threading
+
+    pool = sandbox.WorkerPool("time:sleep", max_workers=1, timeout_s=5.0)
+    finished: list[str] = []
+    try:
+        pool.start()
+        assert pool.call(0.0) == (None, None)  # the worker is forked and idle
+
+        def calls(name: str, times: int) -> None:
+            for number in range(times):
+                pool.call(0.3)
+                finished.append(f"{name}{number}")
+
+        first = threading.Thread(target=calls, args=("a", 2))
+        first.start()
+        time.sleep(0.1)  # a's first call holds the worker
+        later = [threading.Thread(target=calls, args=(name, 1)) for name in "bc"]
+        for thread in later:
+            thread.start()
+            time.sleep(0.05)
+        for thread in [first, *later]:
+            thread.join(timeout=30)
+    finally:
+        pool.close()
+    assert finished == ["a0", "b0", "c0", "a1"]
