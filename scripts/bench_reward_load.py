@@ -11,7 +11,9 @@ the adversarial inputs the text rules refuse (cheap), and one in ``--burn-every`
 rule refuses that uses its whole CPU budget in a checking process (``(x+y+z)^{60}+k``, distinct
 per call; ``--burn-every 1``: every answer, the worst case). Each row prints the checking
 pool's settings as the actor read them, how many calls the CPU budget stopped (``timed_out``:
-the burners, when each reached a worker) and the 1-minute load average at its start and end.
+the burners, when each reached a worker), the longest wall time a call spent in its worker
+(``in_worker_s``, what the wall-clock limit is compared with) and the 1-minute load average at
+its start and end.
 The actor loads the reward the way
 verl does (``get_custom_reward_fn``) and is pinned to one core with ``sched_setaffinity`` as
 well as ``num_cpus=1``, so the checking processes it starts share that core.
@@ -66,8 +68,8 @@ def main(argv=None) -> int:
     )
     header = (
         f"{'workers':>7s} {'timeout_s':>9s} {'machine_busy':>12s} {'timed_out':>9s} "
-        f"{'wrong':>5s} {'wall_s':>7s} {'p50_s':>6s} {'max_s':>6s} {'first_check_s':>13s} "
-        f"{'load':>9s}"
+        f"{'wrong':>5s} {'wall_s':>7s} {'p50_s':>6s} {'max_s':>6s} {'in_worker_s':>11s} "
+        f"{'first_check_s':>13s} {'load':>9s}"
     )
     print(header, flush=True)
     try:
@@ -81,7 +83,8 @@ def main(argv=None) -> int:
                 print(
                     f"{workers:7d} {timeout_s:9.1f} {row['machine_busy']:12d} "
                     f"{row['timed_out']:9d} {row['wrong']:5d} {row['wall_s']:7.1f} "
-                    f"{row['p50_s']:6.2f} {row['max_s']:6.2f} {row['first_check_s']:13.2f} "
+                    f"{row['p50_s']:6.2f} {row['max_s']:6.2f} {row['max_in_worker_s']:11.2f} "
+                    f"{row['first_check_s']:13.2f} "
                     f"{row['load'][0]:4.1f}-{row['load'][1]:<4.1f}",
                     flush=True,
                 )

@@ -107,6 +107,7 @@ class RewardUnderLoad:
         from aepo.rewards.math_reward import reset_reward_counters, reward_counters, workers
 
         reset_reward_counters()
+        workers().max_in_worker_s = 0.0  # the first check's start-up is not this load's
         load_before = os.getloadavg()[0]
 
         def one(case):
@@ -131,6 +132,8 @@ class RewardUnderLoad:
         pool = workers()
         return {
             "pool": (pool.max_workers, pool.timeout_s, pool.cpu_budget_s),
+            # against the wall clock: how close a call in its worker came to machine_busy
+            "max_in_worker_s": pool.max_in_worker_s,
             "load": (load_before, os.getloadavg()[0]),
             "wall_s": wall,
             "machine_busy": counters["machine_busy"],

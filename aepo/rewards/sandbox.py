@@ -345,6 +345,7 @@ class WorkerPool:
         self._forker: threading.Thread | None = None
         self.kills = 0
         self.max_cpu_s = 0.0  # the most CPU time one answered call used (benchmarks read it)
+        self.max_in_worker_s = 0.0  # the longest wall time of a call in its worker, any outcome
         _OPEN_POOLS.add(self)
 
     # The template -------------------------------------------------------------------------
@@ -513,13 +514,21 @@ class WorkerPool:
         (:data:`STOPPED`) or it raised (:data:`RAISED`). A problem in :data:`LOAD_DEPENDENT`
         says nothing about the arguments."""
         if not self._started:
-            # once per process, not counted against the deadline; a template that dies later
-            # is restarted by the background fork, while callers wait no longer than a call may
+            # once per process, not counted against the wall clock; a template that dies
+            # later is restarted by the background fork
             self.start()
         worker = self._acquire()
         # from here, not from the call: time spent queued behind other callers' answers says
         # nothing about whether this worker gets the CPU
-        deadline = time.monotonic() + self.timeout_s
+        taken = time.monotonic()
+        try:
+            return self._call_in(worker, arguments, taken + self.timeout_s)
+        finally:
+            self.max_in_worker_s = max(self.max_in_worker_s, time.monotonic() - taken)
+
+    def _call_in(
+        self, worker: _Worker, arguments: tuple, deadline: float
+    ) -> tuple[Any, str | None]:
         try:
             cpu_before = _cpu_seconds(worker.pid)
             _send(worker.sock, list(arguments))
