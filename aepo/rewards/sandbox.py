@@ -72,7 +72,7 @@ DEFAULT_TIMEOUT_S = 5.0
 """Wall-clock seconds a call may run in its worker, counted from when a worker takes it: the
 last resort, for a worker that makes no progress at all. It is not what bounds an ordinary
 call: the CPU budget stops any answer within ``cpu_budget_s`` of the worker's CPU time, at
-most 2.3 s of wall time where four workers share one core. The wait for a free worker is not
+most 2.4 s of wall time where four workers share one core. The wait for a free worker is not
 counted: 32 threads queued behind answers that each use the whole budget wait longer than 5 s
 on one core, and a wall clock that counted the queue scored correct answers 0 there
 (``docs/reward.md``, the load table). A call stopped by this limit before its worker used the
