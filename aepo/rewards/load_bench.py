@@ -13,8 +13,23 @@ DAPO = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "train" 
 """DAPO-17k beside the checkout (``../shared/data``), as the tests read it."""
 
 
-def load_cases(calls: int, stall_every: int, seed: int = 0) -> list[tuple[str, str, bool | None]]:
-    """``calls`` distinct (response, ground truth, correct or None for a stall)."""
+BURNER = "(x+y+z)^{60}"
+"""Sympy expands it against an integer ground truth: seconds of CPU, more than the budget."""
+
+
+def budget_burner(index: int) -> str:
+    """A response no text rule refuses whose comparison with an integer uses the whole CPU
+    budget (sympy expands a 1,891-term polynomial): ``(x+y+z)^{60}+k``, distinct per
+    ``index`` so that the verdict cache cannot answer it."""
+    return f"The answer is \\boxed{{{BURNER}+{17 + index}}}."
+
+
+def load_cases(
+    calls: int, stall_every: int, seed: int = 0, burn_every: int = 0
+) -> list[tuple[str, str, bool | None]]:
+    """``calls`` distinct (response, ground truth, correct or None for a stall); one in
+    ``stall_every`` is a stall the text rules refuse, one in ``burn_every`` (1: all) a
+    :func:`budget_burner` (wrong, and stopped at the CPU budget)."""
     import random
 
     import pandas as pd
@@ -35,6 +50,9 @@ def load_cases(calls: int, stall_every: int, seed: int = 0) -> list[tuple[str, s
     cases = []
     for i in range(calls):
         truth = truths[i % len(truths)]
+        if burn_every and i % burn_every == 0:  # not where the stalls sit
+            cases.append((budget_burner(i), truth, False))
+            continue
         if stall_every and i % stall_every == stall_every - 1:
             # a distinct ground truth per call: the verdict cache must not answer it
             cases.append((stalls[i % len(stalls)], f"{truth}", None))
@@ -86,9 +104,11 @@ class RewardUnderLoad:
     def score(self, cases, threads: int) -> dict:
         from concurrent.futures import ThreadPoolExecutor
 
-        from aepo.rewards.math_reward import reset_reward_counters, reward_counters
+        from aepo.rewards.math_reward import reset_reward_counters, reward_counters, workers
 
         reset_reward_counters()
+        workers().max_in_worker_s = 0.0  # the first check's start-up is not this load's
+        load_before = os.getloadavg()[0]
 
         def one(case):
             response, truth, _ = case
@@ -109,7 +129,12 @@ class RewardUnderLoad:
             if correct is not None and (score == 1.0) != correct
         )
         latencies = sorted(latency for _, latency in results)
+        pool = workers()
         return {
+            "pool": (pool.max_workers, pool.timeout_s, pool.cpu_budget_s),
+            # against the wall clock: how close a call in its worker came to machine_busy
+            "max_in_worker_s": pool.max_in_worker_s,
+            "load": (load_before, os.getloadavg()[0]),
             "wall_s": wall,
             "machine_busy": counters["machine_busy"],
             "timed_out": counters["timed_out"],

@@ -269,8 +269,8 @@ def _env_number(name: str, default: float, kind=float):
 def checking_pool(**settings: Any) -> sandbox.WorkerPool:
     """A new pool of worker processes that run :func:`symbolic_verdict`. Settings not given
     come from ``AEPO_REWARD_CPU_S`` (CPU seconds per comparison), ``AEPO_REWARD_TIMEOUT``
-    (wall-clock seconds per call), ``AEPO_REWARD_WORKERS`` and ``AEPO_REWARD_MEMORY_MB`` when
-    set, else from the pool's defaults."""
+    (wall-clock seconds a call may run in its worker), ``AEPO_REWARD_WORKERS`` and
+    ``AEPO_REWARD_MEMORY_MB`` when set, else from the pool's defaults."""
     from_env = {
         "max_workers": _env_number("AEPO_REWARD_WORKERS", sandbox.DEFAULT_MAX_WORKERS, int),
         "timeout_s": _env_number("AEPO_REWARD_TIMEOUT", sandbox.DEFAULT_TIMEOUT_S),

@@ -8,8 +8,9 @@ catches every such form, and a thread cannot be stopped while it runs a C-level 
 power. Each call may use ``cpu_budget_s`` of CPU time: the worker's profiling timer (``ITIMER_PROF``) stops it
 there, and the caller, which reads the worker's CPU time from ``/proc``, kills a worker that
 went past it inside one C call. CPU time rather than the wall clock decides, so which answers
-are too costly does not depend on the machine's load. A wall-clock limit remains as the last
-resort; a call it stops before the worker used its budget is reported as
+are too costly does not depend on the machine's load. A wall-clock limit on the call in its worker
+(the wait for a free worker not counted) remains as the last resort; a call it stops before
+the worker used its budget is reported as
 :data:`MACHINE_BUSY`, which the caller neither caches nor mistakes for a verdict. Every worker
 runs under an address-space limit (``RLIMIT_AS``), so a memory bomb ends inside the worker
 rather than in the kernel's OOM killer.
@@ -41,6 +42,7 @@ same in every run.
 from __future__ import annotations
 
 import atexit
+import collections
 import importlib
 import json
 import logging
@@ -67,11 +69,15 @@ too costly to check: a process's CPU time does not depend on what else the machi
 the same answer gets the same verdict on an idle and on a loaded machine."""
 
 DEFAULT_TIMEOUT_S = 5.0
-"""Wall-clock seconds a call may take, waiting for a free worker included: the last resort,
-for a worker that makes no progress at all. It is not what bounds an ordinary call: on a
-machine that gives each worker a quarter of a core the CPU budget stops any answer within
-about a second. A call stopped by this limit before its worker used the CPU budget scored 0
-only because the machine was busy (:data:`MACHINE_BUSY`, counted, never cached)."""
+"""Wall-clock seconds a call may run in its worker, counted from when a worker takes it: the
+last resort, for a worker that makes no progress at all. It is not what bounds an ordinary
+call: the CPU budget stops any answer within ``cpu_budget_s`` of the worker's CPU time, at
+most 2.4 s of wall time where four workers share one core. The wait for a free worker is not
+counted: 32 threads queued behind answers that each use the whole budget wait longer than 5 s
+on one core, and a wall clock that counted the queue scored correct answers 0 there
+(``docs/reward.md``, the load table). A call stopped by this limit before its worker used the
+CPU budget scored 0 only because the machine was busy (:data:`MACHINE_BUSY`, counted, never
+cached)."""
 
 _CPU_GRACE_S = 0.05
 """CPU time past the budget after which the caller kills a worker that did not stop itself
@@ -327,6 +333,7 @@ class WorkerPool:
         self._pid = os.getpid()
         self._cond = threading.Condition()
         self._idle: list[_Worker] = []
+        self._waiting: collections.deque[object] = collections.deque()  # callers, oldest first
         self._count = 0  # idle + busy + being forked
         self._start_lock = threading.Lock()
         self._template: subprocess.Popen | None = None
@@ -338,6 +345,7 @@ class WorkerPool:
         self._forker: threading.Thread | None = None
         self.kills = 0
         self.max_cpu_s = 0.0  # the most CPU time one answered call used (benchmarks read it)
+        self.max_in_worker_s = 0.0  # the longest wall time of a call in its worker, any outcome
         _OPEN_POOLS.add(self)
 
     # The template -------------------------------------------------------------------------
@@ -426,23 +434,33 @@ class WorkerPool:
 
     # Workers ------------------------------------------------------------------------------
 
-    def _acquire(self, deadline: float) -> _Worker | None:
-        """An idle worker, or None if none is free by the deadline. New workers are forked in
-        the background: on a busy machine a fork can take longer than a call may."""
+    def _acquire(self) -> _Worker:
+        """An idle worker, as soon as one is free, to callers in the order they came. New
+        workers are forked in the background: on a busy machine a fork can take longer than a
+        call may. The wait needs no limit of its own: each call ahead ends at its own limits
+        (the CPU budget, the wall clock), and first come is first served, so a caller waits
+        for the calls queued before it, never for ones that came later (without the order, a
+        thread that had just been served took the freed worker again, and one caller waited
+        for the whole batch); a template that cannot fork raises here."""
+        me = object()
         with self._cond:
-            while True:
-                if self._idle:
-                    return self._idle.pop()
-                if self._failure is not None:
-                    raise SandboxUnavailable(self._failure)
-                if self._count < self.max_workers:
-                    self._count += 1
-                    self._wanted += 1
-                    self._cond.notify_all()
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return None
-                self._cond.wait(remaining)
+            self._waiting.append(me)
+            try:
+                while True:
+                    if self._idle and self._waiting[0] is me:
+                        return self._idle.pop()
+                    if self._failure is not None:
+                        raise SandboxUnavailable(self._failure)
+                    if self._closed:
+                        raise SandboxUnavailable(f"the pool for {self.function} is closed")
+                    if self._count < self.max_workers:
+                        self._count += 1
+                        self._wanted += 1
+                        self._cond.notify_all()
+                    self._cond.wait()
+            finally:
+                self._waiting.remove(me)
+                self._cond.notify_all()  # the next in line may take a worker that is idle
 
     def _fork_forever(self) -> None:
         """Fork the workers callers asked for, one at a time, in this one thread: starting a
@@ -496,14 +514,21 @@ class WorkerPool:
         (:data:`STOPPED`) or it raised (:data:`RAISED`). A problem in :data:`LOAD_DEPENDENT`
         says nothing about the arguments."""
         if not self._started:
-            # once per process, not counted against the deadline; a template that dies later
-            # is restarted by the background fork, while callers wait no longer than a call may
+            # once per process, not counted against the wall clock; a template that dies
+            # later is restarted by the background fork
             self.start()
-        started = time.monotonic()
-        deadline = started + self.timeout_s
-        worker = self._acquire(deadline)
-        if worker is None:
-            return None, MACHINE_BUSY
+        worker = self._acquire()
+        # from here, not from the call: time spent queued behind other callers' answers says
+        # nothing about whether this worker gets the CPU
+        taken = time.monotonic()
+        try:
+            return self._call_in(worker, arguments, taken + self.timeout_s)
+        finally:
+            self.max_in_worker_s = max(self.max_in_worker_s, time.monotonic() - taken)
+
+    def _call_in(
+        self, worker: _Worker, arguments: tuple, deadline: float
+    ) -> tuple[Any, str | None]:
         try:
             cpu_before = _cpu_seconds(worker.pid)
             _send(worker.sock, list(arguments))

@@ -123,13 +123,19 @@ def test_the_checking_process_starts_when_a_ray_worker_loads_the_reward(local_ra
 
 
 def test_32_threads_on_one_core_score_without_machine_busy(local_ray):
-    """scripts/bench_reward_load.py, small: the shipped pool size and wall-clock limit."""
+    """scripts/bench_reward_load.py, small: the shipped pool size and wall-clock limit, one
+    answer in two using its whole CPU budget in a worker (12 CPU-seconds queued on one core,
+    about 20 s). With the wall clock counting the wait for a worker, correct answers queued
+    behind the burners scored 0 as machine_busy."""
     from aepo.rewards import load_bench, sandbox
 
-    cases = load_bench.load_cases(64, stall_every=16)
+    cases = load_bench.load_cases(48, stall_every=16, burn_every=2)
+    burners = sum(load_bench.BURNER in response for response, _, _ in cases)
     row = load_bench.measure(
         sandbox.DEFAULT_MAX_WORKERS, sandbox.DEFAULT_TIMEOUT_S, cases, threads=32, core=0
     )
     assert row["cpus"] == 1
+    assert row["pool"][:2] == (sandbox.DEFAULT_MAX_WORKERS, sandbox.DEFAULT_TIMEOUT_S)
     assert row["machine_busy"] == 0 and row["wrong"] == 0
+    assert row["timed_out"] == burners == 24  # each reached a worker and stopped at the budget
     assert row["first_check_s"] < 1.0  # the checking process was started at load
