@@ -1,4 +1,4 @@
-"""Kill and resume at the scale-out shape (``make e2e-long``: about 10 minutes, not in CI).
+"""Kill and resume at the scale-out shape (``make e2e-long``: about 9 minutes, not in CI).
 
 The two-node run of tests/e2e/test_e2e_verl_scale_out.py, saving every step, is SIGKILLed three
 times, every process at once (driver, Ray nodes, workers, vLLM engines), at three moments
