@@ -114,7 +114,7 @@ def tag_default_rows(
             raise ValueError(
                 f"per-request sampling seeds: row {row} of the generation batch uses agent loop "
                 f"{name!r}, which cannot carry a seed (only {SEEDABLE_AGENT_LOOP!r} rows can); "
-                "turn actor_rollout_ref.rollout.full_determinism off or use single_turn_agent"
+                "set aepo.per_request_seed=false or use single_turn_agent"
             )
         non_tensor["agent_name"] = np.full(len(prompts), AGENT_NAME, dtype=object)
     non_tensor[TEMPERATURE_FIELD] = np.full(len(prompts), float("nan"), dtype=object)
