@@ -7,7 +7,8 @@ calls them through ``self``); this module only moves ``DataProto`` rows:
 
 - ``init_workers``: the rollout manager is wrapped so fit()'s training generate call comes to
   :meth:`AEPORayTrainer.generate_sequences`: ``begin`` (this step's target; the extra
-  requests ride along when the plan can be made before generation, ``previous_step``);
+  requests ride along when the plan can be made before generation, ``previous_step``;
+  under ``aepo.per_request_seed`` every row of every training call carries its vLLM seed);
 - ``_compute_old_log_prob``: ``measured`` with pi_old's token-mean entropy at T = 1 (the
   plan, made now or re-sized, and adaptive entropy control's coefficient); its token
   entropies ride along for Entropy-Adv and the 80/20 rule; DCPO's second pass at T_high/T_low
