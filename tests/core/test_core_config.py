@@ -129,10 +129,11 @@ def test_the_pre_release_key_names_are_unknown_keys():
             load_aepo_config({key: 1})
 
 
-def test_at_most_18_top_level_keys():
+def test_at_most_19_top_level_keys():
     # The field's entropy controls share one section (baselines); target_schedule sits
-    # beside the target_entropy it ends at.
-    assert len(AEPOConfig.model_fields) <= 18
+    # beside the target_entropy it ends at. per_request_seed is read by every algorithm
+    # (it seeds the GRPO rows too), so no section of the extra pass can hold it.
+    assert len(AEPOConfig.model_fields) <= 19
 
 
 def test_generated_config_docs_are_up_to_date():

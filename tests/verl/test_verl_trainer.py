@@ -28,7 +28,14 @@ from verl.utils.config import omega_conf_to_dataclass  # noqa: E402
 from verl.workers.utils.losses import ppo_loss  # noqa: E402
 from verl.workers.utils.padding import no_padding_2_padding  # noqa: E402
 
-from aepo.backends.verl.agent_loop import AGENT_NAME  # noqa: E402
+from aepo.backends.verl.agent_loop import (  # noqa: E402
+    AGENT_NAME,
+    FIT_CALL,
+    SECOND_CALL,
+    SEED_FIELD,
+    TEMPERATURE_FIELD,
+    request_seeds,
+)
 from aepo.backends.verl.checkpoint import STATE_FILE, CheckpointStateError  # noqa: E402
 from aepo.backends.verl.trainer import AEPORayTrainer, aepo_config_from  # noqa: E402
 from aepo.core import ppo_clip_loss  # noqa: E402
@@ -195,6 +202,40 @@ def test_previous_step_puts_extras_in_the_same_generate_call(aepo_config):
     assert len(temps) % 4 == 0
     assert out.meta_info["metrics"]["aepo/reinforce_samples"] > 0
     assert len(grpo) == num_grpo, "fit's own batch keeps only the GRPO rows"
+
+
+def test_per_request_seed_seeds_every_row_of_every_generate_call():
+    """aepo.per_request_seed: each row of each training generate call carries the seed of
+    (rollout.seed, step, call, row), GRPO rows through our agent loop; fit()'s batch comes
+    back without the request fields."""
+    trainer = make_trainer(
+        compose_config("aepo.per_request_seed=true", "actor_rollout_ref.rollout.seed=7")
+    )
+    grpo1, _ = fit_step(trainer, step=1)
+    grpo2, _ = fit_step(trainer, step=2)
+    calls = trainer.rollout_manager.calls
+    assert len(calls) == 3  # step 1: fit's call and the extra pass; step 2: one call
+    keys = [(1, FIT_CALL), (1, SECOND_CALL), (2, FIT_CALL)]
+    for call, (step, index) in zip(calls, keys, strict=True):
+        assert list(call["seeds"]) == request_seeds(7, step, index, len(call["seeds"])).tolist()
+        assert set(call["agents"]) == {AGENT_NAME}
+    assert len(calls[2]["seeds"]) > PROMPTS * N  # the extras ride in fit's call
+    for batch in (grpo1, grpo2):
+        assert SEED_FIELD not in batch.non_tensor_batch
+        assert TEMPERATURE_FIELD not in batch.non_tensor_batch
+
+
+def test_per_request_seed_seeds_the_grpo_recipes_rows():
+    trainer = make_trainer(compose_config("aepo.algorithm=grpo", "aepo.per_request_seed=true"))
+    fit_step(trainer, step=3)
+    (call,) = trainer.rollout_manager.calls
+    assert list(call["seeds"]) == request_seeds(42, 3, FIT_CALL, PROMPTS * N).tolist()
+
+
+def test_requests_carry_no_seed_by_default(aepo_config):
+    trainer = make_trainer(aepo_config)
+    fit_step(trainer, step=1)
+    assert all(call["seeds"] is None for call in trainer.rollout_manager.calls)
 
 
 def test_merge_replaces_zero_advantage_rows_first_and_keeps_batch_divisible():

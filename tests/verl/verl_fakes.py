@@ -16,7 +16,7 @@ import torch
 from verl import DataProto
 from verl.utils import tensordict_utils as tu
 
-from aepo.backends.verl.agent_loop import TEMPERATURE_FIELD
+from aepo.backends.verl.agent_loop import SEED_FIELD, TEMPERATURE_FIELD
 
 PROMPT_LEN, RESPONSE_LEN = 6, 10
 AGENT_LOOP_WORKERS = 4
@@ -169,6 +169,7 @@ class FakeRolloutManager:
                 "step": step,
                 "temperatures": temps,
                 "agents": prompts.non_tensor_batch.get("agent_name"),
+                "seeds": prompts.non_tensor_batch.get(SEED_FIELD),
                 "index": np.asarray(index).copy(),
             }
         )

@@ -17,13 +17,28 @@ from dataclasses import dataclass
 import numpy as np
 from verl import DataProto
 
-from aepo.backends.verl.agent_loop import AGENT_NAME, TEMPERATURE_FIELD
+from aepo.backends.verl.agent_loop import (
+    AGENT_NAME,
+    SEED_FIELD,
+    SEEDABLE_AGENT_LOOP,
+    TEMPERATURE_FIELD,
+    request_seeds,
+)
 from aepo.backends.verl.batch_merge import first_row_by_uid
 from aepo.core import StepPlan
 
 # AgentLoopManager numbers requests with this field when absent; copies of a request must
 # not share it (it becomes the vLLM request id under full determinism).
 _PRIORITY_FIELD = "priority"
+
+
+@dataclass(frozen=True)
+class SeedKey:
+    """What a generate call's request seeds derive from (:func:`request_seeds`)."""
+
+    base_seed: int
+    step: int
+    call: int
 
 
 @dataclass
@@ -75,17 +90,64 @@ def build_extra_requests(prompts: DataProto, plan: StepPlan) -> ExtraRequests:
     return ExtraRequests(plan, requests, source_uids, group_uids)
 
 
-def tag_default_rows(prompts: DataProto, default_agent_loop: str) -> DataProto:
+def tag_default_rows(
+    prompts: DataProto, default_agent_loop: str, seeded: bool = False
+) -> DataProto:
     """A shallow copy of fit()'s rows with the fields the extra rows carry (``concat`` needs
-    identical keys): their own agent loop and no temperature override."""
+    identical keys): their own agent loop and no temperature override. ``seeded``: the rows
+    will carry a seed, so those of verl's ``single_turn_agent`` go through
+    ``aepo_temperature_agent`` (the same loop, plus the seed); any other loop cannot take
+    one, and is refused."""
     non_tensor = dict(prompts.non_tensor_batch)
     non_tensor.pop(_PRIORITY_FIELD, None)
     if "agent_name" not in non_tensor:
         non_tensor["agent_name"] = np.full(len(prompts), default_agent_loop, dtype=object)
+    if seeded:
+        names = non_tensor["agent_name"]
+        foreign = [
+            (row, name)
+            for row, name in enumerate(names)
+            if name not in (SEEDABLE_AGENT_LOOP, AGENT_NAME)
+        ]
+        if foreign:
+            row, name = foreign[0]
+            raise ValueError(
+                f"per-request sampling seeds: row {row} of the generation batch uses agent loop "
+                f"{name!r}, which cannot carry a seed (only {SEEDABLE_AGENT_LOOP!r} rows can); "
+                "set aepo.per_request_seed=false or use single_turn_agent"
+            )
+        non_tensor["agent_name"] = np.full(len(prompts), AGENT_NAME, dtype=object)
     non_tensor[TEMPERATURE_FIELD] = np.full(len(prompts), float("nan"), dtype=object)
     return DataProto(
         batch=prompts.batch, non_tensor_batch=non_tensor, meta_info=dict(prompts.meta_info)
     )
+
+
+def with_seeds(requests: DataProto, key: SeedKey) -> DataProto:
+    """A shallow copy of one generate call's rows, each with its seed: row i of the call
+    gets ``request_seeds(key...)[i]``."""
+    non_tensor = dict(requests.non_tensor_batch)
+    non_tensor[SEED_FIELD] = request_seeds(key.base_seed, key.step, key.call, len(requests))
+    return DataProto(
+        batch=requests.batch, non_tensor_batch=non_tensor, meta_info=dict(requests.meta_info)
+    )
+
+
+def _drop_request_fields(output: DataProto) -> DataProto:
+    """fit()'s rows come back with the keys they would have without AEPO."""
+    output.non_tensor_batch.pop(TEMPERATURE_FIELD, None)
+    output.non_tensor_batch.pop(SEED_FIELD, None)
+    return output
+
+
+def generate_seeded(
+    manager, prompts: DataProto, default_agent_loop: str, key: SeedKey
+) -> DataProto:
+    """fit()'s generate call with no extra requests, every row with its seed."""
+    output = manager.generate_sequences(
+        with_seeds(tag_default_rows(prompts, default_agent_loop, seeded=True), key)
+    )
+    return _drop_request_fields(output)
 
 
 def response_tokens(output: DataProto) -> int:
@@ -111,11 +173,16 @@ class RolloutManagerProxy:
 
 
 def generate_with_extras(
-    manager, main: DataProto | None, extra: ExtraRequests, num_workers: int
+    manager,
+    main: DataProto | None,
+    extra: ExtraRequests,
+    num_workers: int,
+    seed_key: SeedKey | None = None,
 ) -> tuple[DataProto | None, PendingExtras]:
     """One ``generate_sequences`` call for ``main`` (may be None) followed by the extra
     requests, padded to a multiple of the agent-loop workers (``DataProto.chunk`` asserts
-    divisibility; fit() never pads).
+    divisibility; fit() never pads). With ``seed_key`` every row of the call, padding
+    included, carries its seed (``main`` must then be tagged ``seeded``).
 
     Returns ``(main output or None, the pending extras)``; padding requests are generated
     and dropped, and their tokens count as extra cost.
@@ -126,10 +193,13 @@ def generate_with_extras(
     pad = (-len(combined)) % max(1, num_workers)
     if pad:
         combined = DataProto.concat([combined] + [requests[:1]] * pad)
+    if seed_key is not None:
+        combined = with_seeds(combined, seed_key)
     output = manager.generate_sequences(combined)
     main_output = output.slice(0, num_main) if main is not None else None
     if main_output is not None:
-        main_output.non_tensor_batch.pop(TEMPERATURE_FIELD, None)
+        _drop_request_fields(main_output)
     extra_output = output.slice(num_main, num_main + len(requests))
+    extra_output.non_tensor_batch.pop(SEED_FIELD, None)
     spent = response_tokens(output.slice(num_main, len(output)))
     return main_output, PendingExtras(extra, extra_output, spent)

@@ -7,7 +7,8 @@ calls them through ``self``); this module only moves ``DataProto`` rows:
 
 - ``init_workers``: the rollout manager is wrapped so fit()'s training generate call comes to
   :meth:`AEPORayTrainer.generate_sequences`: ``begin`` (this step's target; the extra
-  requests ride along when the plan can be made before generation, ``previous_step``);
+  requests ride along when the plan can be made before generation, ``previous_step``;
+  under ``aepo.per_request_seed`` every row of every training call carries its vLLM seed);
 - ``_compute_old_log_prob``: ``measured`` with pi_old's token-mean entropy at T = 1 (the
   plan, made now or re-sized, and adaptive entropy control's coefficient); its token
   entropies ride along for Entropy-Adv and the 80/20 rule; DCPO's second pass at T_high/T_low
@@ -47,6 +48,7 @@ from aepo.backends.verl._verl_internals import (
     ref_dp_size,
     resumed_checkpoint_folder,
 )
+from aepo.backends.verl.agent_loop import FIT_CALL, SECOND_CALL
 from aepo.backends.verl.batch_merge import apply_merge, build_reinforce_rows, sequence_advantage
 from aepo.backends.verl.checkpoint import (
     RESUMED_PREFIX,
@@ -60,7 +62,9 @@ from aepo.backends.verl.checkpoint import (
 from aepo.backends.verl.extra_rollout import (
     PendingExtras,
     RolloutManagerProxy,
+    SeedKey,
     build_extra_requests,
+    generate_seeded,
     generate_with_extras,
     tag_default_rows,
 )
@@ -137,6 +141,10 @@ class AEPORayTrainer(RayPPOTrainer):
                 "aepo.alpha_meaning=paper weights rows by the mini-batch they fall in; "
                 "actor_rollout_ref.actor.shuffle=true reorders them: set it to false"
             )
+        self.request_seed_base: int | None = (
+            int(self.config.actor_rollout_ref.rollout.seed) if cfg.per_request_seed else None
+        )
+        """verl's ``rollout.seed`` under ``aepo.per_request_seed``, else None (no seeds)"""
         self.rollout_manager = None
         """the real AgentLoopManager"""
         self._generation_prompts: DataProto | None = None
@@ -180,16 +188,26 @@ class AEPORayTrainer(RayPPOTrainer):
             self.global_steps, num_prompts=len(prompts) // n, samples_per_prompt=n
         )
         plan = self._start.plan
-        if plan is None or plan.num_samples == 0:
-            return self.rollout_manager.generate_sequences(prompts)
         default_loop = self.config.actor_rollout_ref.rollout.agent.default_agent_loop
+        seed_key = self._seed_key(FIT_CALL)
+        if plan is None or plan.num_samples == 0:
+            if seed_key is None:
+                return self.rollout_manager.generate_sequences(prompts)
+            return generate_seeded(self.rollout_manager, prompts, default_loop, seed_key)
         main_output, self._extras = generate_with_extras(
             self.rollout_manager,
-            tag_default_rows(prompts, default_loop),
+            tag_default_rows(prompts, default_loop, seeded=seed_key is not None),
             build_extra_requests(prompts, plan),
             self._rollout_workers,
+            seed_key,
         )
         return main_output
+
+    def _seed_key(self, call: int) -> SeedKey | None:
+        """The seeds of this step's generate call ``call`` (``aepo.per_request_seed``)."""
+        if self.request_seed_base is None:
+            return None
+        return SeedKey(self.request_seed_base, self.global_steps, call)
 
     def _generate_after_measurement(self, plan: StepPlan) -> None:
         """The second generation pass (``current_batch``, or step 1 of ``previous_step``).
@@ -210,7 +228,11 @@ class AEPORayTrainer(RayPPOTrainer):
         self._extra_worker_calls += 3  # wake (update_weights), generate, sleep
         try:
             _, self._extras = generate_with_extras(
-                self.rollout_manager, None, extra, self._rollout_workers
+                self.rollout_manager,
+                None,
+                extra,
+                self._rollout_workers,
+                self._seed_key(SECOND_CALL),
             )
         finally:
             self.checkpoint_manager.sleep_replicas()
