@@ -550,7 +550,7 @@ class AEPOConfig(_Section):
     per_request_seed: bool = Field(
         False,
         description=doc(
-            "every training request gets its own vLLM sampling seed, derived from verl's "
+            "verl only: every training request gets its own vLLM sampling seed, from verl's "
             "`rollout.seed`, the step, the generate call and the row, so a sample does not "
             "depend on which replica serves it (runs repeat; off: vLLM's sampler is faster "
             "on GPU without per-request seeds; verl's `full_determinism` seeds every request "

@@ -32,6 +32,12 @@ def test_bad_aepo_value_names_file_and_key(tmp_path):
         load_run_config(cfg)
 
 
+def test_a_verl_only_key_is_refused_by_the_local_engine(tmp_path):
+    cfg = write(tmp_path / "seeded.yaml", {"aepo": {"per_request_seed": True}})
+    with pytest.raises(ConfigError, match=r"seeded\.yaml:aepo\.per_request_seed: seeds vLLM"):
+        load_run_config(cfg)
+
+
 def test_bad_trainer_value_and_unknown_section(tmp_path):
     cfg = write(tmp_path / "neg.yaml", {"trainer": {"lr": -1}})
     with pytest.raises(ConfigError, match=r"neg\.yaml:trainer\.lr"):
