@@ -16,7 +16,12 @@ def test_medians_pool_every_run_and_ratios_are_aepo_over_grpo():
         "grpo": [{"timing_s/step": [1.0, 3.0]}, {"timing_s/step": [2.0]}],
         "aepo": [
             {"timing_s/step": [3.0, 4.0], "aepo/extra_gen_fraction": [0.2, 0.4]},
-            {"timing_s/step": [5.0], "aepo/extra_worker_calls": [2.0, 2.0]},
+            {
+                "timing_s/step": [5.0],
+                "aepo/extra_worker_calls": [2.0, 2.0],
+                "aepo/riding_rows": [6.0, 8.0],
+                "aepo/riding_unused_rows": [1.0, 3.0],
+            },
         ],
     }
     table = bench_verl_cost.summarise(runs)
@@ -27,6 +32,8 @@ def test_medians_pool_every_run_and_ratios_are_aepo_over_grpo():
     (tokens,) = [line for line in text.splitlines() if line.startswith("generated tokens")]
     assert tokens.split()[-1] == "1.30"
     assert "extra worker calls / step" in text
+    (riding,) = [line for line in text.splitlines() if line.startswith("riding rows")]
+    assert riding.endswith("7.0 (2.0 unused)")
 
 
 def test_step_one_is_left_out(tmp_path):
