@@ -65,6 +65,21 @@ FRESH = (
 )
 
 
+def cpu_overrides(algorithm: str) -> list[str]:
+    """CPU_OVERRIDES for ``algorithm``, with the ``aepo:`` keys of the CPU config that it does
+    not read deleted (the config check refuses a key an algorithm would ignore)."""
+    from omegaconf import OmegaConf
+
+    from aepo.backends.verl import e2e
+    from aepo.core.config import READS
+
+    reads = READS[algorithm]
+    config = OmegaConf.load(e2e.CONFIG_DIR / f"{e2e.CONFIG_NAME}.yaml")
+    drop = [f"~aepo.{key}" for key in config.get("aepo", {}) if key not in reads]
+    keep = [o for o in CPU_OVERRIDES if not o.startswith("aepo.") or o.split(".")[1] in reads]
+    return [*keep, *drop]
+
+
 def run_once(args, algorithm: str, name: str, log) -> Path:
     """One run; returns its TensorBoard folder."""
     overrides = [f"aepo.algorithm={algorithm}", *FRESH, *args.overrides]
@@ -72,7 +87,7 @@ def run_once(args, algorithm: str, name: str, log) -> Path:
         from aepo.backends.verl import e2e
 
         mode = "previous_step"
-        overrides = [*CPU_OVERRIDES, *overrides]
+        overrides = [*cpu_overrides(algorithm), *overrides]
         code = e2e.run(mode, args.steps, args.output, overrides, name=name, log=log)
         folder = args.output / "tensorboard" / mode / name
     else:

@@ -45,3 +45,26 @@ def test_step_one_is_left_out(tmp_path):
     assert bench_verl_cost.step_values(tmp_path, ("timing_s/step",)) == {
         "timing_s/step": [1.0, 2.0]
     }
+
+
+def test_cpu_runs_compose_a_config_each_algorithm_accepts():
+    """Both runs start from configs/e2e/verl_cpu.yaml, whose aepo: section has AEPO's keys;
+    GRPO's run must not carry them (the config check refuses keys an algorithm ignores)."""
+    import pytest
+
+    pytest.importorskip("verl")
+    from hydra import compose, initialize_config_dir
+
+    from aepo.backends.verl import e2e
+    from aepo.backends.verl.trainer import aepo_config_from
+
+    for algorithm in bench_verl_cost.ALGORITHMS:
+        overrides = e2e.run_command("previous_step", 4, Path("unused"))[5:]
+        overrides += [*bench_verl_cost.cpu_overrides(algorithm), f"aepo.algorithm={algorithm}"]
+        with initialize_config_dir(str(e2e.CONFIG_DIR), version_base=None):
+            config = compose(e2e.CONFIG_NAME, overrides=overrides)
+        cfg = aepo_config_from(config)
+        assert cfg.algorithm == algorithm
+        assert config.data.train_batch_size == bench_verl_cost.CPU_PROMPTS
+        if algorithm == "aepo":
+            assert cfg.extra_rollout.max_fraction == 0.51
