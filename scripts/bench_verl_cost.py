@@ -67,15 +67,30 @@ FRESH = (
 
 def cpu_overrides(algorithm: str) -> list[str]:
     """CPU_OVERRIDES for ``algorithm``, with the ``aepo:`` keys of the CPU config that it does
-    not read deleted (the config check refuses a key an algorithm would ignore)."""
+    not read and that differ from their defaults deleted (the config check refuses those; a
+    key at its default stays, the config interpolates ``aepo.entropy_source``)."""
     from omegaconf import OmegaConf
 
     from aepo.backends.verl import e2e
+    from aepo.core import AEPOConfig
     from aepo.core.config import READS
 
     reads = READS[algorithm]
-    config = OmegaConf.load(e2e.CONFIG_DIR / f"{e2e.CONFIG_NAME}.yaml")
-    drop = [f"~aepo.{key}" for key in config.get("aepo", {}) if key not in reads]
+    section = OmegaConf.to_container(
+        OmegaConf.load(e2e.CONFIG_DIR / f"{e2e.CONFIG_NAME}.yaml").get("aepo", {})
+    )
+    default = AEPOConfig.model_construct().model_dump(mode="json")
+
+    def differs(value, default_value) -> bool:
+        if isinstance(value, dict) and isinstance(default_value, dict):
+            return any(differs(v, default_value.get(k)) for k, v in value.items())
+        return value != default_value
+
+    drop = [
+        f"~aepo.{key}"
+        for key, value in section.items()
+        if key not in reads and differs(value, default.get(key))
+    ]
     keep = [o for o in CPU_OVERRIDES if not o.startswith("aepo.") or o.split(".")[1] in reads]
     return [*keep, *drop]
 

@@ -54,6 +54,7 @@ def test_cpu_runs_compose_a_config_each_algorithm_accepts():
 
     pytest.importorskip("verl")
     from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
 
     from aepo.backends.verl import e2e
     from aepo.backends.verl.trainer import aepo_config_from
@@ -63,6 +64,7 @@ def test_cpu_runs_compose_a_config_each_algorithm_accepts():
         overrides += [*bench_verl_cost.cpu_overrides(algorithm), f"aepo.algorithm={algorithm}"]
         with initialize_config_dir(str(e2e.CONFIG_DIR), version_base=None):
             config = compose(e2e.CONFIG_NAME, overrides=overrides)
+        OmegaConf.resolve(config)  # as the task runner does (the config interpolates aepo keys)
         cfg = aepo_config_from(config)
         assert cfg.algorithm == algorithm
         assert config.data.train_batch_size == bench_verl_cost.CPU_PROMPTS
