@@ -450,6 +450,7 @@ class AEPORayTrainer(RayPPOTrainer):
         """Select positives among the extra samples and merge them; returns the batch for
         the actor update and the step's ``aepo/*`` metrics beyond the decision's."""
         spent = 0 if extras is None else extras.generated_tokens
+        riding, self._riding = self._riding, None
         grpo_tokens = max(1, int(batch.batch["response_mask"].sum().item()))
         metrics = {
             "aepo/extra_gen_tokens": float(spent),
@@ -457,6 +458,9 @@ class AEPORayTrainer(RayPPOTrainer):
             "aepo/extra_samples": float(0 if extras is None else len(extras.outputs)),
             "aepo/reinforce_samples": 0.0,
             "aepo/positive_rate": 0.0,
+            # candidates scored in fit()'s passes; those the selection leaves out are cost
+            "aepo/riding_rows": float(0 if riding is None else len(riding)),
+            "aepo/riding_unused_rows": 0.0,
         }
         if extras is None or len(extras.outputs) == 0:
             return batch, metrics
@@ -485,12 +489,8 @@ class AEPORayTrainer(RayPPOTrainer):
             layout=self._update_layout(len(batch), response_mask.shape[-1]),
         )
         metrics.update(reinforcement.metrics)
-        riding, self._riding = self._riding, None
-        # Rows scored in fit()'s passes that the selection left out: the superset's cost.
-        metrics["aepo/riding_rows"] = float(0 if riding is None else len(riding))
-        metrics["aepo/riding_unused_rows"] = float(
-            0 if riding is None else len(riding) - len(reinforcement)
-        )
+        if riding is not None:
+            metrics["aepo/riding_unused_rows"] = float(len(riding) - len(reinforcement))
         if len(reinforcement) == 0:
             return batch, metrics
 
