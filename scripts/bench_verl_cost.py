@@ -65,20 +65,20 @@ FRESH = (
 )
 
 
-def cpu_overrides(algorithm: str) -> list[str]:
-    """CPU_OVERRIDES for ``algorithm``, with the ``aepo:`` keys of the CPU config that it does
-    not read and that differ from their defaults deleted (the config check refuses those; a
-    key at its default stays, the config interpolates ``aepo.entropy_source``)."""
+def unread_keys(algorithm: str, config_dir: Path, config_name: str, overrides) -> list[str]:
+    """Hydra deletions of the ``aepo:`` keys the composed config sets away from their
+    defaults and ``algorithm`` does not read: the config check refuses those (GRPO's run from
+    an AEPO config). A key at its default stays (configs interpolate
+    ``aepo.entropy_source``)."""
+    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from aepo.backends.verl import e2e
     from aepo.core import AEPOConfig
     from aepo.core.config import READS
 
-    reads = READS[algorithm]
-    section = OmegaConf.to_container(
-        OmegaConf.load(e2e.CONFIG_DIR / f"{e2e.CONFIG_NAME}.yaml").get("aepo", {})
-    )
+    with initialize_config_dir(str(Path(config_dir).resolve()), version_base=None):
+        config = compose(config_name, overrides=[*overrides, f"aepo.algorithm={algorithm}"])
+    section = OmegaConf.to_container(config.aepo, resolve=True)
     default = AEPOConfig.model_construct().model_dump(mode="json")
 
     def differs(value, default_value) -> bool:
@@ -86,13 +86,23 @@ def cpu_overrides(algorithm: str) -> list[str]:
             return any(differs(v, default_value.get(k)) for k, v in value.items())
         return value != default_value
 
-    drop = [
+    reads = READS[algorithm]
+    return [
         f"~aepo.{key}"
         for key, value in section.items()
         if key not in reads and differs(value, default.get(key))
     ]
+
+
+def cpu_overrides(algorithm: str) -> list[str]:
+    """CPU_OVERRIDES for ``algorithm`` (without the ``aepo:`` keys it does not read), then
+    the deletions :func:`unread_keys` finds in the CPU config."""
+    from aepo.backends.verl import e2e
+    from aepo.core.config import READS
+
+    reads = READS[algorithm]
     keep = [o for o in CPU_OVERRIDES if not o.startswith("aepo.") or o.split(".")[1] in reads]
-    return [*keep, *drop]
+    return [*keep, *unread_keys(algorithm, e2e.CONFIG_DIR, e2e.CONFIG_NAME, keep)]
 
 
 def run_once(args, algorithm: str, name: str, log) -> Path:
@@ -117,6 +127,7 @@ def run_once(args, algorithm: str, name: str, log) -> Path:
             f"trainer.default_local_dir={(args.output / 'checkpoints' / name).resolve()}",
             "trainer.logger=[console,tensorboard]",
             *overrides,
+            *unread_keys(algorithm, args.config_path, args.config_name, args.overrides),
         ]
         env = {**os.environ, "TENSORBOARD_DIR": str(folder)}
         code = subprocess.run(

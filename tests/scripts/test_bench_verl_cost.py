@@ -70,3 +70,22 @@ def test_cpu_runs_compose_a_config_each_algorithm_accepts():
         assert config.data.train_batch_size == bench_verl_cost.CPU_PROMPTS
         if algorithm == "aepo":
             assert cfg.extra_rollout.max_fraction == 0.51
+
+
+def test_gpu_runs_drop_the_keys_grpo_does_not_read_from_the_shipped_config():
+    """The default (GPU) run composes configs/aepo_h0.5.yaml, whose AEPO keys (alpha, ...)
+    GRPO's config check refuses; the deletions make it GRPO's config."""
+    import pytest
+
+    pytest.importorskip("verl")
+    from hydra import compose, initialize_config_dir
+
+    from aepo.backends.verl.trainer import aepo_config_from
+
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    for algorithm in bench_verl_cost.ALGORITHMS:
+        drop = bench_verl_cost.unread_keys(algorithm, configs, "aepo_h0.5", [])
+        assert (algorithm == "grpo") == bool(drop), drop
+        with initialize_config_dir(str(configs), version_base=None):
+            config = compose("aepo_h0.5", overrides=[f"aepo.algorithm={algorithm}", *drop])
+        assert aepo_config_from(config).algorithm == algorithm
