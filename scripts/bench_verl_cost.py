@@ -18,8 +18,11 @@ Here, on verl's real CPU stack (needs .venv-e2e; the tiny built-in model, 64 pro
 
     python scripts/bench_verl_cost.py --cpu --steps 5 --repeats 2
 
-The AEPO time includes the REINFORCE rows' own old-log-prob and reference passes (inside
-``timing_s/update_actor``, also logged alone as ``aepo/extra_passes_s``).
+From step 2 of ``previous_step`` the REINFORCE candidates' old-log-prob and reference
+log-probs ride in fit()'s own passes (inside ``timing_s/old_log_prob`` and ``timing_s/ref``;
+``riding rows`` counts them, ``unused`` those the selection then left out); where they cannot
+(step 1, ``current_batch``, a colocated reward model) they get passes of their own inside
+``timing_s/update_actor``, also logged alone as ``aepo/extra_passes_s``.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ sys.path.insert(0, str(PROJECT_ROOT))
 PHASES = ("timing_s/step", "timing_s/gen", "timing_s/old_log_prob", "timing_s/ref")
 PHASES += ("timing_s/update_actor", "timing_s/update_weights")
 EXTRA = ("aepo/extra_gen_tokens", "aepo/extra_worker_calls", "aepo/extra_passes_s")
-EXTRA += ("aepo/reinforce_samples",)
+EXTRA += ("aepo/reinforce_samples", "aepo/riding_rows", "aepo/riding_unused_rows")
 ALGORITHMS = ("grpo", "aepo")
 
 # The CPU shape: 64 prompts x n = 4 = 256 rows, 2 mini-batches, AEPO's extra samples capped
@@ -62,6 +65,46 @@ FRESH = (
 )
 
 
+def unread_keys(algorithm: str, config_dir: Path, config_name: str, overrides) -> list[str]:
+    """Hydra deletions of the ``aepo:`` keys the composed config sets away from their
+    defaults and ``algorithm`` does not read: the config check refuses those (GRPO's run from
+    an AEPO config). A key at its default stays (configs interpolate
+    ``aepo.entropy_source``)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from aepo.core import AEPOConfig
+    from aepo.core.config import READS
+
+    with initialize_config_dir(str(Path(config_dir).resolve()), version_base=None):
+        config = compose(config_name, overrides=[*overrides, f"aepo.algorithm={algorithm}"])
+    section = OmegaConf.to_container(config.aepo, resolve=True)
+    default = AEPOConfig.model_construct().model_dump(mode="json")
+
+    def differs(value, default_value) -> bool:
+        if isinstance(value, dict) and isinstance(default_value, dict):
+            return any(differs(v, default_value.get(k)) for k, v in value.items())
+        return value != default_value
+
+    reads = READS[algorithm]
+    return [
+        f"~aepo.{key}"
+        for key, value in section.items()
+        if key not in reads and differs(value, default.get(key))
+    ]
+
+
+def cpu_overrides(algorithm: str) -> list[str]:
+    """CPU_OVERRIDES for ``algorithm`` (without the ``aepo:`` keys it does not read), then
+    the deletions :func:`unread_keys` finds in the CPU config."""
+    from aepo.backends.verl import e2e
+    from aepo.core.config import READS
+
+    reads = READS[algorithm]
+    keep = [o for o in CPU_OVERRIDES if not o.startswith("aepo.") or o.split(".")[1] in reads]
+    return [*keep, *unread_keys(algorithm, e2e.CONFIG_DIR, e2e.CONFIG_NAME, keep)]
+
+
 def run_once(args, algorithm: str, name: str, log) -> Path:
     """One run; returns its TensorBoard folder."""
     overrides = [f"aepo.algorithm={algorithm}", *FRESH, *args.overrides]
@@ -69,7 +112,7 @@ def run_once(args, algorithm: str, name: str, log) -> Path:
         from aepo.backends.verl import e2e
 
         mode = "previous_step"
-        overrides = [*CPU_OVERRIDES, *overrides]
+        overrides = [*cpu_overrides(algorithm), *overrides]
         code = e2e.run(mode, args.steps, args.output, overrides, name=name, log=log)
         folder = args.output / "tensorboard" / mode / name
     else:
@@ -84,6 +127,7 @@ def run_once(args, algorithm: str, name: str, log) -> Path:
             f"trainer.default_local_dir={(args.output / 'checkpoints' / name).resolve()}",
             "trainer.logger=[console,tensorboard]",
             *overrides,
+            *unread_keys(algorithm, args.config_path, args.config_name, args.overrides),
         ]
         env = {**os.environ, "TENSORBOARD_DIR": str(folder)}
         code = subprocess.run(
@@ -142,6 +186,9 @@ def format_table(table: dict[str, dict[str, float]], steps_per_run: int, repeats
         lines.append(
             f"{'REINFORCE rows / step':28s} {'':10s} {aepo['aepo/reinforce_samples']:10.1f}"
         )
+    if "aepo/riding_rows" in aepo:
+        riding = f"{aepo['aepo/riding_rows']:.1f} ({aepo['aepo/riding_unused_rows']:.1f} unused)"
+        lines.append(f"{'riding rows / step':28s} {'':10s} {riding:>10s}")
     return "\n".join(lines)
 
 

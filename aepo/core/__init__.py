@@ -95,7 +95,12 @@ _EXPORTS = {
         "plan_extra_rollout",
         "plan_for_decision",
     ),
-    "selection": ("Selection", "select_from_extra_rollout", "select_reinforce_samples"),
+    "selection": (
+        "Selection",
+        "reinforce_candidates",
+        "select_from_extra_rollout",
+        "select_reinforce_samples",
+    ),
     "step": ("AEPOStep", "Measured", "Reinforcement", "StepPlan", "StepStart", "UpdateLayout"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}

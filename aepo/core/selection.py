@@ -18,6 +18,9 @@ from aepo.core.advantages import group_advantage
 from aepo.core.config import AEPOConfig
 from aepo.core.recipes import recipe_for
 
+ADVANTAGE_THRESHOLD = 0.05
+"""``positive_filter: advantage``: a sample passes above this group advantage"""
+
 
 @dataclass(frozen=True)
 class Selection:
@@ -40,7 +43,7 @@ def select_reinforce_samples(
     signal: str = "reward",
     positive_filter: str = "reward",
     reward_threshold: float = 1.0,
-    advantage_threshold: float = 0.05,
+    advantage_threshold: float = ADVANTAGE_THRESHOLD,
     generator: torch.Generator | None = None,
 ) -> Selection:
     """Filter the temperature samples and cap them at ``budget``.
@@ -51,29 +54,46 @@ def select_reinforce_samples(
     rewards = rewards.detach().float().reshape(-1)
     if budget < 0:
         raise ValueError(f"budget must be >= 0, got {budget}")
-    n = rewards.numel()
-    if signal == "advantage":
-        advantages = group_advantage(rewards, group_ids)
-        candidates = torch.arange(n)
-        values = advantages
-    elif signal == "reward":
-        if positive_filter == "reward":
-            keep = rewards >= reward_threshold
-        elif positive_filter == "advantage":
-            keep = group_advantage(rewards, group_ids) > advantage_threshold
-        else:
-            raise ValueError(f"unknown positive_filter {positive_filter!r}")
-        candidates = torch.nonzero(keep, as_tuple=False).reshape(-1)
-        values = rewards
-    else:
-        raise ValueError(f"unknown signal {signal!r}")
-
+    candidates, values = _filter(
+        rewards, group_ids, signal, positive_filter, reward_threshold, advantage_threshold
+    )
     num_candidates = int(candidates.numel())
     if num_candidates > budget:
         order = torch.randperm(num_candidates, generator=generator)[:budget]
         candidates = candidates[order]
     chosen = torch.sort(candidates).values
     return Selection(indices=chosen, signal=values[chosen], num_candidates=num_candidates)
+
+
+def _filter(rewards, group_ids, signal, positive_filter, reward_threshold, advantage_threshold):
+    """(rows that pass the filter, ascending; every row's signal)."""
+    if signal == "advantage":
+        return torch.arange(rewards.numel()), group_advantage(rewards, group_ids)
+    if signal != "reward":
+        raise ValueError(f"unknown signal {signal!r}")
+    if positive_filter == "reward":
+        keep = rewards >= reward_threshold
+    elif positive_filter == "advantage":
+        keep = group_advantage(rewards, group_ids) > advantage_threshold
+    else:
+        raise ValueError(f"unknown positive_filter {positive_filter!r}")
+    return torch.nonzero(keep, as_tuple=False).reshape(-1), rewards
+
+
+def reinforce_candidates(cfg: AEPOConfig, rewards: torch.Tensor, group_ids: Sequence):
+    """The extra samples that can become REINFORCE rows (ascending): those that pass the
+    recipe's filter, before the budget cap. Known from the rewards alone, so an engine can
+    score them before the step's budget is settled; :func:`select_from_extra_rollout` picks
+    its rows among them. Draws nothing from any generator."""
+    candidates, _ = _filter(
+        rewards.detach().float().reshape(-1),
+        group_ids,
+        recipe_for(cfg).signal,
+        cfg.positive_filter,
+        cfg.reward_threshold,
+        ADVANTAGE_THRESHOLD,
+    )
+    return candidates
 
 
 def select_from_extra_rollout(

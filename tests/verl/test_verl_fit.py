@@ -33,6 +33,7 @@ from verl.single_controller.ray.base import ResourcePoolManager  # noqa: E402
 from verl.trainer.ppo.ray_trainer import RayPPOTrainer  # noqa: E402
 from verl.trainer.ppo.utils import Role  # noqa: E402
 from verl.utils import tensordict_utils as tu  # noqa: E402
+from verl.workers.utils.padding import no_padding_2_padding  # noqa: E402
 
 from aepo.backends.verl.agent_loop import AGENT_NAME  # noqa: E402
 from aepo.backends.verl.checkpoint import STATE_FILE  # noqa: E402
@@ -48,6 +49,8 @@ from tests.verl.verl_fakes import (  # noqa: E402
     FakeActorWorkerGroup,
     FakeCheckpointManager,
     FakeRolloutManager,
+    fake_entropy,
+    fake_log_probs,
 )
 
 PROMPTS = 8  # per step
@@ -109,6 +112,8 @@ def init_workers_without_ray(self):
     """Replaces ``RayPPOTrainer.init_workers`` (ray_trainer.py:772): sets the attributes
     fit() uses, and ends with the replicas asleep as the real one does (:981)."""
     self.actor_rollout_wg = FakeActorWorkerGroup(DP)
+    if self.use_reference_policy and not self.ref_in_actor:
+        self.ref_policy_wg = self.actor_rollout_wg  # the fake answers compute_ref_log_prob
     self.checkpoint_manager = FakeCheckpointManager()
     self.async_rollout_manager = FakeRolloutManager(replicas=self.checkpoint_manager)
     self.checkpoint_manager.sleep_replicas()
@@ -301,6 +306,67 @@ def test_aepo_plot_draws_the_verl_run(aepo_run, tmp_path):
     out = tmp_path / "verl_entropy.png"
     assert aepo_cli(["plot", str(logdir), "--labels", "verl AEPO", "--out", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def kl_run(tmp_path_factory) -> Run:
+    """AEPO with a reference policy (``use_kl_loss``): fit() makes a reference pass."""
+    return run_fit(
+        tmp_path_factory.mktemp("aepo_kl_fit"),
+        "actor_rollout_ref.actor.use_kl_loss=true",
+        "trainer.save_freq=-1",
+    )
+
+
+@pytest.mark.parametrize("run_name", ["aepo_run", "kl_run"])
+def test_reinforce_rows_ride_in_fits_own_log_prob_passes(run_name, request):
+    """previous_step, steps 2..: the extras came back scored from fit()'s generate call, so
+    the candidates' old (and reference) log-probs come from fit()'s own passes; step 1
+    generates them after the measurement and keeps passes of their own. The fake actor's
+    log-probs are a function of the token id (tests/verl/verl_fakes.py), so a row scored
+    in another batch gets exactly the same values."""
+    run = request.getfixturevalue(run_name)
+    tb = run.scalars
+    with_ref = run_name == "kl_run"
+    passes = 2 if with_ref else 1
+    assert tb["aepo/extra_worker_calls"][1] == 3 + passes  # wake, generate, sleep + passes
+    for step in range(2, STEPS + 1):
+        assert tb["aepo/reinforce_samples"][step] > 0
+        assert tb["aepo/extra_worker_calls"][step] == 0, f"step {step}"
+    assert tb["aepo/riding_rows"][1] == 0
+    for step in range(2, STEPS + 1):
+        riding = tb["aepo/riding_rows"][step]
+        assert riding >= tb["aepo/reinforce_samples"][step]
+        assert tb["aepo/riding_unused_rows"][step] == riding - tb["aepo/reinforce_samples"][step]
+    # One old-log-prob call per step (two at step 1), each holding fit's rows first, then the
+    # riding rows, padded to the DP ranks.
+    batches = run.actor.log_prob_batches
+    assert len(batches) == STEPS + 1
+    assert len(run.actor.ref_batches) == (STEPS + 1 if with_ref else 0)
+    ride_passes = batches[2:] + (run.actor.ref_batches[2:] if with_ref else [])
+    for td in ride_passes:
+        rows = len(td["response_mask"])
+        assert rows > ROWS and rows % DP == 0
+        assert len(tu.get(td, "global_token_num")) == rows
+        assert not is_aepo_row(td)[:ROWS].any() and is_aepo_row(td)[ROWS:].any()
+    for step, td in enumerate(batches[2:], start=2):
+        riding = int(tb["aepo/riding_rows"][step])
+        assert ROWS + riding <= len(td["response_mask"]) < ROWS + riding + DP
+        # fit()'s actor/entropy and the entropy monitor read fit's rows only (token mean).
+        entropy = no_padding_2_padding(fake_entropy(td["input_ids"]), td)[:ROWS]
+        mask = td["response_mask"][:ROWS].float()
+        grpo_entropy = float((entropy * mask).sum() / mask.sum())
+        assert tb["actor/entropy"][step] == pytest.approx(grpo_entropy, rel=1e-6)
+        assert tb["aepo/entropy"][step] == pytest.approx(grpo_entropy, rel=1e-6)
+    # The REINFORCE rows reach the update with the log-probs of their own tokens, exactly.
+    for td in run.actor.updates[1:]:
+        aepo_rows = is_aepo_row(td)
+        mask = td["response_mask"].bool() & aepo_rows[:, None]
+        old = no_padding_2_padding(fake_log_probs(td["input_ids"]), td)
+        assert torch.equal(td["old_log_probs"][mask], old[mask])
+        if with_ref:
+            ref = no_padding_2_padding(fake_log_probs(td["input_ids"], shift=-0.5), td)
+            assert torch.equal(td["ref_log_prob"][mask], ref[mask])
 
 
 def test_current_batch_source_measures_before_every_extra_pass_inside_fit(tmp_path):

@@ -61,11 +61,7 @@ def build_reinforce_rows(
             f"AEPO extra rows cannot be merged into a batch with {unsupported} "
             "(critic values, router replay, sum_pi_squared or REMAX baselines)"
         )
-    rows = batch.select_idxs(template_rows(batch, source_uids))
-    rows.meta_info = dict(batch.meta_info)
-    for key in batch.batch.keys():
-        if key in samples.batch.keys():
-            rows.batch[key] = samples.batch[key].to(batch.batch[key].dtype)
+    rows = rows_like(batch, samples, source_uids=source_uids, group_uids=group_uids)
     scores = samples.batch["rm_scores"].to(batch.batch["token_level_scores"].dtype)
     rows.batch["token_level_scores"] = scores
     rows.batch["token_level_rewards"] = scores
@@ -75,6 +71,20 @@ def build_reinforce_rows(
     if "rollout_is_weights" in rows.batch.keys():
         # IS weights of pi_old / pi_rollout make no sense for samples drawn at T != 1.
         rows.batch["rollout_is_weights"] = torch.ones_like(rows.batch["rollout_is_weights"])
+    return rows
+
+
+def rows_like(
+    batch: DataProto, samples: DataProto, *, source_uids: list[str], group_uids: list[str]
+) -> DataProto:
+    """Rows with exactly the keys of ``batch`` (so that ``DataProto.concat`` takes them):
+    what the samples have comes from the samples, the rest (prompt-level keys from the
+    dataset, keys a pass added) from a row of ``batch`` with the same prompt."""
+    rows = batch.select_idxs(template_rows(batch, source_uids))
+    rows.meta_info = dict(batch.meta_info)
+    for key in batch.batch.keys():
+        if key in samples.batch.keys():
+            rows.batch[key] = samples.batch[key].to(batch.batch[key].dtype)
     for key in samples.non_tensor_batch.keys() & rows.non_tensor_batch.keys():
         rows.non_tensor_batch[key] = samples.non_tensor_batch[key].copy()
     rows.non_tensor_batch["uid"] = np.asarray(group_uids, dtype=object)

@@ -12,7 +12,10 @@ calls them through ``self``); this module only moves ``DataProto`` rows:
 - ``_compute_old_log_prob``: ``measured`` with pi_old's token-mean entropy at T = 1 (the
   plan, made now or re-sized, and adaptive entropy control's coefficient); its token
   entropies ride along for Entropy-Adv and the 80/20 rule; DCPO's second pass at T_high/T_low
-  runs here through verl's actor (one more ``compute_log_prob`` on the same batch);
+  runs here through verl's actor (one more ``compute_log_prob`` on the same batch). When the
+  extra samples came back scored from fit()'s own generate call (``previous_step`` from step
+  2 on), those that can become REINFORCE rows (:class:`RidingRows`) are appended to this
+  pass and to ``_compute_ref_log_prob``'s, and split off again before fit() sees the output;
 - ``_update_actor``: for ``current_batch`` (and step 1) the extra pass is generated here,
   after the measurement and before the update; ``reinforce`` selects the positives, with
   advantage ``alpha * R``, the zero-advantage GRPO rows they replace (whose policy gradient
@@ -32,6 +35,7 @@ import json
 import logging
 import math
 import time
+from dataclasses import dataclass
 
 import torch
 from omegaconf import OmegaConf
@@ -49,7 +53,12 @@ from aepo.backends.verl._verl_internals import (
     resumed_checkpoint_folder,
 )
 from aepo.backends.verl.agent_loop import FIT_CALL, SECOND_CALL
-from aepo.backends.verl.batch_merge import apply_merge, build_reinforce_rows, sequence_advantage
+from aepo.backends.verl.batch_merge import (
+    apply_merge,
+    build_reinforce_rows,
+    rows_like,
+    sequence_advantage,
+)
 from aepo.backends.verl.checkpoint import (
     RESUMED_PREFIX,
     CheckpointStateError,
@@ -81,6 +90,7 @@ from aepo.core import (
     load_aepo_config,
     masked_mean,
     recipe_for,
+    reinforce_candidates,
     top_entropy_advantages,
 )
 from aepo.core.config import verl_owned_keys
@@ -103,6 +113,25 @@ def _log_prob_divisor(dp: int, section) -> int:
     if section.get("log_prob_use_dynamic_bsz", False):
         return dp
     return dp * (section.get("log_prob_micro_batch_size_per_gpu") or 1)
+
+
+@dataclass
+class RidingRows:
+    """The extra samples that can become this step's REINFORCE rows, known from their rewards
+    before the selection (a superset of it: the budget cap is drawn in ``reinforce``), and
+    their log-probs from fit()'s own old-log-prob and reference passes."""
+
+    indices: torch.Tensor
+    """which extra samples (rows of the extra pass, ascending)"""
+    samples: DataProto
+    source_uids: list[str]
+    group_uids: list[str]
+    old_log_probs: torch.Tensor | None = None
+    """pi_old's, at ``rollout.temperature`` (fit()'s pass)"""
+    ref_log_prob: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return int(self.indices.numel())
 
 
 def aepo_config_from(config) -> AEPOConfig:
@@ -153,6 +182,8 @@ class AEPORayTrainer(RayPPOTrainer):
         self._measured: Measured | None = None
         """this step's ``AEPOStep.measured``, made at its old-log-prob pass"""
         self._extras: PendingExtras | None = None
+        self._riding: RidingRows | None = None
+        """this step's extra samples scored in fit()'s own log-prob passes"""
         self._extra_worker_calls = 0
         """this step's worker-group and rollout-manager calls that GRPO would not make"""
         self._actor_loss_config = None
@@ -183,7 +214,7 @@ class AEPORayTrainer(RayPPOTrainer):
         be planned before generation."""
         n = self.config.actor_rollout_ref.rollout.n
         self._generation_prompts = prompts
-        self._measured, self._extras = None, None
+        self._measured, self._extras, self._riding = None, None, None
         self._start = self.aepo.begin(
             self.global_steps, num_prompts=len(prompts) // n, samples_per_prompt=n
         )
@@ -240,13 +271,24 @@ class AEPORayTrainer(RayPPOTrainer):
     # ---- entropy measurement ------------------------------------------------------------
 
     def _compute_old_log_prob(self, batch: DataProto):
-        old_log_prob, mfu = super()._compute_old_log_prob(batch)
-        entropys = old_log_prob.batch["entropys"]
         if self._start is None:
             raise RuntimeError(
                 "AEPO: the old-log-prob pass came before this step's generate call "
                 "(init_workers() did not wrap the rollout manager?)"
             )
+        self._riding = self._riding_rows()
+        if self._riding is None:
+            old_log_prob, mfu = super()._compute_old_log_prob(batch)
+        else:
+            rollout = self.config.actor_rollout_ref.rollout
+            combined = self._with_riding_rows(
+                batch, self._riding, _log_prob_divisor(actor_dp_size(self), rollout)
+            )
+            output, mfu = super()._compute_old_log_prob(combined)
+            old_log_prob, self._riding.old_log_probs = self._split_riding_rows(
+                output, len(batch), self._riding, "old_log_probs"
+            )
+        entropys = old_log_prob.batch["entropys"]
         # Token mean over the GRPO batch, whatever loss_agg_mode fit() logs actor/entropy with.
         entropy = float(masked_mean(entropys, batch.batch["response_mask"]))
         self._measured = self.aepo.measured(self._start, entropy)
@@ -257,6 +299,65 @@ class AEPORayTrainer(RayPPOTrainer):
                 batch, self._measured.dcpo.temperature
             )
         return old_log_prob, mfu
+
+    def _compute_ref_log_prob(self, batch: DataProto) -> DataProto:
+        riding = self._riding
+        if riding is None or riding.old_log_probs is None or riding.ref_log_prob is not None:
+            return super()._compute_ref_log_prob(batch)
+        if getattr(self, "ref_in_actor", False):
+            divisor = _log_prob_divisor(actor_dp_size(self), self.config.actor_rollout_ref.rollout)
+        else:
+            # The ref worker has its own micro-batch size (engine_workers.py:545-584).
+            ref = self.config.actor_rollout_ref.ref
+            divisor = _log_prob_divisor(ref_dp_size(self), ref)
+        output = super()._compute_ref_log_prob(self._with_riding_rows(batch, riding, divisor))
+        ref_log_prob, riding.ref_log_prob = self._split_riding_rows(
+            output, len(batch), riding, "ref_log_prob"
+        )
+        return ref_log_prob
+
+    def _riding_rows(self) -> RidingRows | None:
+        """The extra samples that can become REINFORCE rows, when they were generated and
+        scored in fit()'s own generate call; None otherwise (step 1 and ``current_batch``
+        generate them after the measurement, a colocated reward model scores them in the
+        update): their log-probs then come from :meth:`_recompute_log_probs`."""
+        extras = self._extras
+        if not self.recipe.extra_rollout or extras is None or len(extras.outputs) == 0:
+            return None
+        outputs = extras.outputs
+        if "rm_scores" not in outputs.batch.keys():
+            return None
+        candidates = reinforce_candidates(
+            self.aepo_cfg, outputs.batch["rm_scores"].sum(dim=-1), extras.extra.group_uids
+        )
+        if candidates.numel() == 0:
+            return None
+        chosen = candidates.tolist()
+        return RidingRows(
+            indices=candidates,
+            samples=outputs.select_idxs(candidates.numpy()),
+            source_uids=[extras.extra.source_uids[i] for i in chosen],
+            group_uids=[extras.extra.group_uids[i] for i in chosen],
+        )
+
+    @staticmethod
+    def _with_riding_rows(batch: DataProto, riding: RidingRows, divisor: int) -> DataProto:
+        """fit()'s batch with the riding rows appended, padded to ``divisor`` rows, and
+        ``global_token_num`` of the whole (dynamic micro-batches are cut from it)."""
+        rows = rows_like(
+            batch, riding.samples, source_uids=riding.source_uids, group_uids=riding.group_uids
+        )
+        rows.meta_info = {}
+        combined = DataProto.concat([batch, rows])
+        combined, _ = pad_dataproto_to_divisor(combined, divisor)
+        combined.meta_info = dict(batch.meta_info)
+        combined.meta_info["global_token_num"] = combined.batch["attention_mask"].sum(-1).tolist()
+        return combined
+
+    @staticmethod
+    def _split_riding_rows(output: DataProto, num_rows: int, riding: RidingRows, key: str):
+        """(fit()'s rows of a combined pass, the riding rows' ``key``); padding dropped."""
+        return output.slice(0, num_rows), output.batch[key][num_rows : num_rows + len(riding)]
 
     def _log_probs_at(self, batch: DataProto, temperature: float) -> torch.Tensor:
         """DCPO's second old-log-prob pass: verl's actor scores the same rows once more with
@@ -371,6 +472,7 @@ class AEPORayTrainer(RayPPOTrainer):
         """Select positives among the extra samples and merge them; returns the batch for
         the actor update and the step's ``aepo/*`` metrics beyond the decision's."""
         spent = 0 if extras is None else extras.generated_tokens
+        riding, self._riding = self._riding, None
         grpo_tokens = max(1, int(batch.batch["response_mask"].sum().item()))
         metrics = {
             "aepo/extra_gen_tokens": float(spent),
@@ -378,6 +480,9 @@ class AEPORayTrainer(RayPPOTrainer):
             "aepo/extra_samples": float(0 if extras is None else len(extras.outputs)),
             "aepo/reinforce_samples": 0.0,
             "aepo/positive_rate": 0.0,
+            # candidates scored in fit()'s passes; those the selection leaves out are cost
+            "aepo/riding_rows": float(0 if riding is None else len(riding)),
+            "aepo/riding_unused_rows": 0.0,
         }
         if extras is None or len(extras.outputs) == 0:
             return batch, metrics
@@ -406,6 +511,8 @@ class AEPORayTrainer(RayPPOTrainer):
             layout=self._update_layout(len(batch), response_mask.shape[-1]),
         )
         metrics.update(reinforcement.metrics)
+        if riding is not None:
+            metrics["aepo/riding_unused_rows"] = float(len(riding) - len(reinforcement))
         if len(reinforcement) == 0:
             return batch, metrics
 
@@ -418,7 +525,8 @@ class AEPORayTrainer(RayPPOTrainer):
             group_uids=[group_uids[i] for i in chosen],
             advantages=reinforcement.advantages,
         )
-        self._recompute_log_probs(rows)
+        if not self._take_riding_log_probs(rows, riding, reinforcement.indices):
+            self._recompute_log_probs(rows)
         merged = apply_merge(batch, rows, reinforcement.merge)
         # The rows each data-parallel rank trains on: verl's nd-dispatch hands rank r the r-th
         # of dp equal contiguous chunks (the layout _update_layout describes).
@@ -454,6 +562,35 @@ class AEPORayTrainer(RayPPOTrainer):
             horizon=actor.get("loss_scale_factor") or response_length,
         )
 
+    @staticmethod
+    def _take_riding_log_probs(
+        rows: DataProto, riding: RidingRows | None, chosen: torch.Tensor
+    ) -> bool:
+        """The REINFORCE rows' old (and reference) log-probs from fit()'s own passes; False
+        when they did not ride there (then they need passes of their own)."""
+        if riding is None or riding.old_log_probs is None:
+            return False
+        needs_ref = "ref_log_prob" in rows.batch.keys()
+        if needs_ref and riding.ref_log_prob is None:
+            return False
+        position = {int(i): j for j, i in enumerate(riding.indices.tolist())}
+        missing = [int(i) for i in chosen.tolist() if int(i) not in position]
+        if missing:
+            raise RuntimeError(
+                f"AEPO: REINFORCE rows {missing[:3]} were not among the extra samples whose "
+                "log-probs rode in fit()'s passes (reinforce_candidates and the selection "
+                "disagree)"
+            )
+        where = torch.tensor([position[int(i)] for i in chosen.tolist()], dtype=torch.long)
+        rows.batch["old_log_probs"] = riding.old_log_probs[where].to(
+            rows.batch["old_log_probs"].dtype
+        )
+        if needs_ref:
+            rows.batch["ref_log_prob"] = riding.ref_log_prob[where].to(
+                rows.batch["ref_log_prob"].dtype
+            )
+        return True
+
     def _recompute_log_probs(self, rows: DataProto) -> None:
         """Old (and reference) log-probs of the AEPO rows at ``rollout.temperature`` (1.0),
         the same pass the GRPO rows got; the rollout's own log-probs are at T_high/T_low."""
@@ -474,7 +611,7 @@ class AEPORayTrainer(RayPPOTrainer):
         rows.batch["old_log_probs"] = old.batch["old_log_probs"][:k]
         self._extra_worker_calls += 1
         if needs_ref:
-            ref = self._compute_ref_log_prob(padded)
+            ref = RayPPOTrainer._compute_ref_log_prob(self, padded)
             self._extra_worker_calls += 1
             rows.batch["ref_log_prob"] = ref.batch["ref_log_prob"][:k]
 
