@@ -73,12 +73,12 @@ class RecordingServer:
         )
 
 
-def test_per_row_temperature_reaches_the_server(tmp_path):
-    from verl.experimental.agent_loop.agent_loop import AgentLoopWorker
-
+def tiny_trainer_config(tmp_path):
+    """aepo_trainer composed around a tiny model written to ``tmp_path``: enough for verl's
+    agent-loop worker, no data files."""
     write_tiny_model(tmp_path)
     with initialize_config_module("aepo.backends.verl.config", version_base=None):
-        config = compose(
+        return compose(
             "aepo_trainer",
             overrides=[
                 f"actor_rollout_ref.model.path={tmp_path}",
@@ -88,6 +88,12 @@ def test_per_row_temperature_reaches_the_server(tmp_path):
                 "data.max_response_length=8",
             ],
         )
+
+
+def test_per_row_temperature_reaches_the_server(tmp_path):
+    from verl.experimental.agent_loop.agent_loop import AgentLoopWorker
+
+    config = tiny_trainer_config(tmp_path)
     # fit()'s generation batch: 3 prompts x n=2, interleaved, after _get_gen_batch.
     prompts = [f"q{i}" for i in range(3)]
     rows = [p for p in prompts for _ in range(2)]

@@ -20,7 +20,6 @@ import torch
 
 pytest.importorskip("verl")
 
-from hydra import compose, initialize_config_module  # noqa: E402
 from verl import DataProto  # noqa: E402
 
 from aepo.backends.verl.agent_loop import (  # noqa: E402
@@ -38,7 +37,11 @@ from aepo.backends.verl.extra_rollout import (  # noqa: E402
 )
 from aepo.core import Decision, ExtraRolloutPlan, StepPlan  # noqa: E402
 from tests.conftest import PROJECT_ROOT  # noqa: E402
-from tests.verl.test_verl_agent_loop import VOCAB, RecordingServer, write_tiny_model  # noqa: E402
+from tests.verl.test_verl_agent_loop import (  # noqa: E402
+    VOCAB,
+    RecordingServer,
+    tiny_trainer_config,
+)
 
 # ---- the derivation -------------------------------------------------------------------------
 
@@ -92,21 +95,6 @@ def test_negative_inputs_are_refused():
 # ---- through verl's agent-loop worker -------------------------------------------------------
 
 
-def _config(tmp_path):
-    write_tiny_model(tmp_path)
-    with initialize_config_module("aepo.backends.verl.config", version_base=None):
-        return compose(
-            "aepo_trainer",
-            overrides=[
-                f"actor_rollout_ref.model.path={tmp_path}",
-                "data.train_files=unused",
-                "data.val_files=unused",
-                "data.max_prompt_length=16",
-                "data.max_response_length=8",
-            ],
-        )
-
-
 def _generation_call(seed_key: SeedKey) -> DataProto:
     """fit()'s batch (3 prompts x n=2, interleaved) plus 2 prompts x 3 extra samples, as
     one seeded generate call of the trainer."""
@@ -145,7 +133,7 @@ def test_every_row_reaches_the_server_with_its_seed_whichever_worker_serves_it(t
     the one of its position in the call. GRPO rows go through our agent loop to carry it."""
     from verl.experimental.agent_loop.agent_loop import AgentLoopWorker
 
-    config = _config(tmp_path)
+    config = tiny_trainer_config(tmp_path)
     key = SeedKey(base_seed=42, step=5, call=FIT_CALL)
     combined = _generation_call(key)
     assert set(combined.non_tensor_batch["agent_name"]) == {AGENT_NAME}

@@ -73,82 +73,9 @@ def test_smoke_script_passes_with_the_real_worker_on_cpu(dynamic_bsz, aepo):
     assert steps[1]["aepo/entropy"] == pytest.approx(steps[1]["entropy"], rel=1e-4)
 
 
-REF_PASS = """
-import copy, json, sys, tempfile
-from pathlib import Path
-sys.path[:0] = [{root!r}, {scripts!r}]
-from aepo.backends.verl.cpu_platform import install
-install()
-import torch
-import numpy as np
-from verl import DataProto
-from verl.workers.engine_workers import ActorRolloutRefWorker
-import gpu_smoke_fsdp_update as smoke
-from aepo.backends.verl.trainer import AEPORayTrainer, aepo_config_from
-
-model = tempfile.mkdtemp()
-smoke.write_tiny_model(Path(model))
-cfg = smoke.compose_config(model, "cuda", sys.argv[1:])
-workers = {{}}
-for role in ("actor", "ref"):  # each worker pops keys from its copy of the config
-    workers[role] = ActorRolloutRefWorker(config=copy.deepcopy(cfg).actor_rollout_ref, role=role)
-    workers[role].init_model()
-
-
-class Group:
-    def __init__(self, worker, mesh):
-        self.worker, self._dispatch_info, self.rows = worker, {{mesh: [0]}}, []
-
-    def compute_log_prob(self, td):
-        self.rows.append(len(td["response_mask"]))
-        return self.worker.compute_log_prob(td)
-
-    def compute_ref_log_prob(self, td):
-        self.rows.append(len(td["response_mask"]))
-        return self.worker.compute_ref_log_prob(td)
-
-
-trainer = object.__new__(AEPORayTrainer)
-trainer.config = cfg
-trainer.setup_aepo(aepo_config_from(cfg))
-trainer.actor_rollout_wg = Group(workers["actor"], "actor")
-trainer.ref_policy_wg = Group(workers["ref"], "ref")
-trainer.ref_in_actor = False
-rows = smoke.RandomRollout(64).generate_sequences(
-    DataProto.from_single_dict({{"index": np.arange(5)}})
-)
-rows.meta_info = {{"temperature": 1.0}}
-rows.batch["old_log_probs"] = torch.zeros(5, smoke.RESPONSE_LEN)
-rows.batch["ref_log_prob"] = torch.ones(5, smoke.RESPONSE_LEN)
-trainer._recompute_log_probs(rows)
-mask = rows.batch["response_mask"].bool()
-old, ref = rows.batch["old_log_probs"][mask], rows.batch["ref_log_prob"][mask]
-print(json.dumps({{
-    "actor_rows": trainer.actor_rollout_wg.rows,
-    "ref_rows": trainer.ref_policy_wg.rows,
-    "old_mean": float(old.mean()),
-    "gap": float((old - ref).abs().max()),
-}}))
-"""
-
-
-def test_aepo_rows_get_old_and_ref_log_probs_from_the_real_workers_on_cpu():
-    # Actor and reference workers with different micro-batch sizes (4 and 3): the AEPO rows'
-    # passes are padded to whole micro-batches of both (engine/utils.py:124-127).
-    overrides = [
-        "actor_rollout_ref.actor.strategy=fsdp2",
-        "actor_rollout_ref.ref.strategy=fsdp2",
-        "actor_rollout_ref.actor.use_kl_loss=true",
-        "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=3",
-    ]
-    stdout = run_on_cpu_standin(REF_PASS, *overrides)
-    out = json.loads(stdout.strip().splitlines()[-1])
-    assert out["actor_rows"] == out["ref_rows"] == [12]  # 5 rows -> lcm(1 * 4, 1 * 3)
-    assert -4.2 < out["old_mean"] < 0  # log-probs over a 64-token vocabulary
-    assert out["gap"] == pytest.approx(0.0, abs=1e-5)  # same weights, same temperature
-
-
-RIDE_PASS = """
+# verl's real FSDP2 actor and reference workers in this process, behind worker groups that
+# count the rows of each call, and a trainer built without Ray around them.
+WORKERS = """
 import copy, json, sys, tempfile
 from pathlib import Path
 sys.path[:0] = [{root!r}, {scripts!r}]
@@ -192,7 +119,49 @@ trainer.setup_aepo(aepo_config_from(cfg))
 trainer.actor_rollout_wg = Group(workers["actor"], "actor")
 trainer.ref_policy_wg = Group(workers["ref"], "ref")
 trainer.ref_in_actor = False
-trainer.global_steps = 2
+"""
+
+
+REF_PASS = (
+    WORKERS
+    + """rows = smoke.RandomRollout(64).generate_sequences(
+    DataProto.from_single_dict({{"index": np.arange(5)}})
+)
+rows.meta_info = {{"temperature": 1.0}}
+rows.batch["old_log_probs"] = torch.zeros(5, smoke.RESPONSE_LEN)
+rows.batch["ref_log_prob"] = torch.ones(5, smoke.RESPONSE_LEN)
+trainer._recompute_log_probs(rows)
+mask = rows.batch["response_mask"].bool()
+old, ref = rows.batch["old_log_probs"][mask], rows.batch["ref_log_prob"][mask]
+print(json.dumps({{
+    "actor_rows": trainer.actor_rollout_wg.rows,
+    "ref_rows": trainer.ref_policy_wg.rows,
+    "old_mean": float(old.mean()),
+    "gap": float((old - ref).abs().max()),
+}}))
+"""
+)
+
+
+def test_aepo_rows_get_old_and_ref_log_probs_from_the_real_workers_on_cpu():
+    # Actor and reference workers with different micro-batch sizes (4 and 3): the AEPO rows'
+    # passes are padded to whole micro-batches of both (engine/utils.py:124-127).
+    overrides = [
+        "actor_rollout_ref.actor.strategy=fsdp2",
+        "actor_rollout_ref.ref.strategy=fsdp2",
+        "actor_rollout_ref.actor.use_kl_loss=true",
+        "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=3",
+    ]
+    stdout = run_on_cpu_standin(REF_PASS, *overrides)
+    out = json.loads(stdout.strip().splitlines()[-1])
+    assert out["actor_rows"] == out["ref_rows"] == [12]  # 5 rows -> lcm(1 * 4, 1 * 3)
+    assert -4.2 < out["old_mean"] < 0  # log-probs over a 64-token vocabulary
+    assert out["gap"] == pytest.approx(0.0, abs=1e-5)  # same weights, same temperature
+
+
+RIDE_PASS = (
+    WORKERS
+    + """trainer.global_steps = 2
 # fit()'s batch (4 prompts x 4) and, as under previous_step, this step's extra samples
 # generated in the same call and scored.
 rollout = smoke.RandomRollout(64)
@@ -249,6 +218,7 @@ print(json.dumps({{
     "entropy_plain": entropy_plain,
 }}))
 """
+)
 
 
 def test_riding_rows_log_probs_equal_their_own_passes_with_the_real_workers_on_cpu():
