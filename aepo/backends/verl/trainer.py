@@ -280,10 +280,7 @@ class AEPORayTrainer(RayPPOTrainer):
         if self._riding is None:
             old_log_prob, mfu = super()._compute_old_log_prob(batch)
         else:
-            rollout = self.config.actor_rollout_ref.rollout
-            combined = self._with_riding_rows(
-                batch, self._riding, _log_prob_divisor(actor_dp_size(self), rollout)
-            )
+            combined = self._with_riding_rows(batch, self._riding, self._actor_pass_divisor())
             output, mfu = super()._compute_old_log_prob(combined)
             old_log_prob, self._riding.old_log_probs = self._split_riding_rows(
                 output, len(batch), self._riding, "old_log_probs"
@@ -304,13 +301,8 @@ class AEPORayTrainer(RayPPOTrainer):
         riding = self._riding
         if riding is None or riding.old_log_probs is None or riding.ref_log_prob is not None:
             return super()._compute_ref_log_prob(batch)
-        if getattr(self, "ref_in_actor", False):
-            divisor = _log_prob_divisor(actor_dp_size(self), self.config.actor_rollout_ref.rollout)
-        else:
-            # The ref worker has its own micro-batch size (engine_workers.py:545-584).
-            ref = self.config.actor_rollout_ref.ref
-            divisor = _log_prob_divisor(ref_dp_size(self), ref)
-        output = super()._compute_ref_log_prob(self._with_riding_rows(batch, riding, divisor))
+        combined = self._with_riding_rows(batch, riding, self._ref_pass_divisor())
+        output = super()._compute_ref_log_prob(combined)
         ref_log_prob, riding.ref_log_prob = self._split_riding_rows(
             output, len(batch), riding, "ref_log_prob"
         )
@@ -591,16 +583,24 @@ class AEPORayTrainer(RayPPOTrainer):
             )
         return True
 
+    def _actor_pass_divisor(self) -> int:
+        return _log_prob_divisor(actor_dp_size(self), self.config.actor_rollout_ref.rollout)
+
+    def _ref_pass_divisor(self) -> int:
+        """The reference pass's divisor: the ref worker has its own micro-batch size
+        (engine_workers.py:545-584); a reference inside the actor uses the actor's."""
+        if getattr(self, "ref_in_actor", False):
+            return self._actor_pass_divisor()
+        return _log_prob_divisor(ref_dp_size(self), self.config.actor_rollout_ref.ref)
+
     def _recompute_log_probs(self, rows: DataProto) -> None:
         """Old (and reference) log-probs of the AEPO rows at ``rollout.temperature`` (1.0),
         the same pass the GRPO rows got; the rollout's own log-probs are at T_high/T_low."""
         rollout = self.config.actor_rollout_ref.rollout
         needs_ref = "ref_log_prob" in rows.batch.keys()
-        divisor = _log_prob_divisor(actor_dp_size(self), rollout)
-        if needs_ref and not getattr(self, "ref_in_actor", False):
-            # The ref worker has its own micro-batch size (engine_workers.py:545-584).
-            ref = self.config.actor_rollout_ref.ref
-            divisor = math.lcm(divisor, _log_prob_divisor(ref_dp_size(self), ref))
+        divisor = self._actor_pass_divisor()
+        if needs_ref:
+            divisor = math.lcm(divisor, self._ref_pass_divisor())
         padded, _ = pad_dataproto_to_divisor(rows, divisor)
         padded.meta_info = dict(rows.meta_info)
         padded.meta_info["temperature"] = rollout.temperature
