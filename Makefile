@@ -10,7 +10,7 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install demo demo-passk test lint bench bench-trl e2e e2e-long clean
+.PHONY: install demo demo-passk test lint check-commits bench bench-trl e2e e2e-long clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,13 +28,17 @@ demo: install
 demo-passk: install
 	$(VENV)/bin/aepo demo --passk
 
-test: install
-	$(PY) -m ruff check .
+test: lint
 	$(PY) -m pytest
 
 lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+
+# Before a merge or a stop: the subjects of BASE..HEAD (at most 72 characters, no WIP).
+BASE ?= origin/main
+check-commits:
+	$(PYTHON) scripts/check_commits.py $(BASE)
 
 bench: install
 	$(PY) scripts/bench_entropy_control.py --seeds 0 1 2
