@@ -192,12 +192,12 @@ def test_a_hub_id_in_the_local_cache_gets_the_context_length_check(tmp_path, mon
 
 
 @pytest.fixture(scope="module")
-def readme_data(shared_data, tmp_path_factory) -> Path:
+def readme_data(repo_data, tmp_path_factory) -> Path:
     """The README's two `aepo data prepare` commands."""
     out = tmp_path_factory.mktemp("data")
-    train = shared_data / "train" / "dapo17k.parquet"
+    train = repo_data / "train" / "dapo17k.parquet"
     assert aepo_cli(["data", "prepare", str(train), "--output", str(out / "dapo17k.parquet")]) == 0
-    benchmarks = ["--benchmarks", "aime24", "math500", "--eval-dir", str(shared_data / "eval")]
+    benchmarks = ["--benchmarks", "aime24", "math500", "--eval-dir", str(repo_data / "eval")]
     assert aepo_cli(["data", "prepare", *benchmarks, "--output", str(out / "val.parquet")]) == 0
     return out
 
