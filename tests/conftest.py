@@ -19,6 +19,18 @@ def repo_data() -> Path:
     return REPO_DATA
 
 
+def model_dir(path: Path, config: dict) -> Path:
+    """A complete local model directory (the built-in tiny model's tokenizer and weights) whose
+    config.json is ``config``: what the launcher's checks read from a real model's."""
+    import json
+
+    from aepo.tasks.tiny_model import save_tiny_model
+
+    save_tiny_model(path)
+    (path / "config.json").write_text(json.dumps(config))
+    return path
+
+
 @pytest.fixture(scope="module")
 def local_ray():
     """A one-node Ray cluster on this machine only (``address="local"`` never joins a
