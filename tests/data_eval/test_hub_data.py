@@ -9,14 +9,17 @@ download."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from aepo.cli import main
+from aepo.data.benchmarks import DEFAULT_EVAL_DIR
 from aepo.data.hub import HubDatasetError, HubDatasetId, load_hub_problems, parse_hub_id
 from aepo.data.problems import load_problems
+from tests.readme_commands import in_a_user_folder, readme_commands
 
 datasets = pytest.importorskip("datasets")
 
@@ -181,3 +184,28 @@ def test_a_failing_hub_input_loses_no_earlier_output(tmp_path, monkeypatch, caps
     assert main(args) == 1
     assert output.read_bytes() == before
     assert not list(tmp_path.glob("prepared.parquet.*")), "no staging file left behind"
+
+
+def test_the_readme_eval_sections_hub_command_runs_as_written(tmp_path, capsys):
+    """README's `aepo data prepare hf:HuggingFaceH4/MATH-500@test ...`, resolved from a folder
+    laid out as that hub repository (its test.jsonl: our math500 copy): the same 500 problems
+    and ground truths as the shipped benchmark."""
+    (command,) = readme_commands("Data, reward, evaluation", "aepo data prepare")
+    hub_id = next(arg for arg in command if arg.startswith("hf:"))
+    repo = parse_hub_id(hub_id).repo
+    with in_a_user_folder(tmp_path) as folder:
+        (folder / repo).mkdir(parents=True)
+        shutil.copy(DEFAULT_EVAL_DIR / "math500" / "test.jsonl", folder / repo / "test.jsonl")
+        assert main(command[1:]) == 0
+        output = folder / command[command.index("--output") + 1]
+        assert (
+            main(["data", "prepare", "--benchmarks", "math500", "--output", "shipped.parquet"]) == 0
+        )
+        shipped = pd.read_parquet(folder / "shipped.parquet")
+    prepared = pd.read_parquet(output)
+    assert len(prepared) == len(shipped) == 500
+    truths = prepared["reward_model"].map(lambda r: r["ground_truth"]).tolist()
+    assert truths == shipped["reward_model"].map(lambda r: r["ground_truth"]).tolist()
+    assert prepared["prompt"].map(lambda p: p[0]["content"]).tolist() == (
+        shipped["prompt"].map(lambda p: p[0]["content"]).tolist()
+    )
