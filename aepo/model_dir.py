@@ -21,6 +21,26 @@ def require_model_dir(model: str | Path) -> Path:
     return model
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "*.safetensors.index.json")
+
+
+def missing_model_parts(model: Path, tokenizer: Path | None = None) -> list[str]:
+    """What a Hugging Face model directory lacks of config, tokenizer and weights (the three
+    ``from_pretrained`` reads), as words for one error line; ``tokenizer``: where the tokenizer
+    lives when not in ``model``. Only file names are checked: nothing is loaded."""
+    tokenizer = tokenizer or model
+    missing = []
+    if not (model / "config.json").is_file():
+        missing.append("config.json")
+    if not any((tokenizer / name).is_file() for name in TOKENIZER_FILES):
+        where = "" if tokenizer == model else f" in {tokenizer}"
+        missing.append(f"a tokenizer{where} ({', '.join(TOKENIZER_FILES)})")
+    if not any(next(model.glob(pattern), None) for pattern in WEIGHT_PATTERNS):
+        missing.append("weights (*.safetensors or pytorch_model*.bin)")
+    return missing
+
+
 def resolve_device(name: str):
     """The ``torch.device`` a ``device`` setting names; ``auto`` is the GPU when there is one."""
     import torch

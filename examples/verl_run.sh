@@ -16,6 +16,8 @@ if [ ! -f "$REPO_DIR/configs/$CONFIG_NAME.yaml" ]; then
 fi
 
 # Everything a user usually changes, as variables (override from the environment).
+# MODEL_PATH: a Hugging Face hub id or a local directory holding config, tokenizer and weights
+# (the dry run says which, and names what a local directory lacks).
 MODEL_PATH=${MODEL_PATH:-Qwen/Qwen2.5-Math-7B}
 DATA_DIR=${DATA_DIR:-$REPO_DIR/outputs/data}
 TRAIN_FILES=${TRAIN_FILES:-$DATA_DIR/dapo17k.parquet}

@@ -3,16 +3,32 @@ from pathlib import Path
 
 import pytest
 
+# Nothing in the suite may reach the Hugging Face hub: hub ids resolve from local folders and
+# caches only. Set before any test module imports huggingface_hub, which reads it once, and
+# inherited by every subprocess a test starts.
+os.environ["HF_HUB_OFFLINE"] = "1"
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+REPO_DATA = PROJECT_ROOT / "data"
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """DAPO-17k and the benchmark sets, shipped beside the project (never copied into it)."""
-    if not SHARED_DATA.is_dir():
-        pytest.fail(f"shared data not found at {SHARED_DATA}: clone the project beside ../shared")
-    return SHARED_DATA
+def repo_data() -> Path:
+    """The repository's data/: DAPO-17k in train/, the benchmark sets in eval/ (a link to the
+    copies the package ships in aepo/data/eval)."""
+    return REPO_DATA
+
+
+def model_dir(path: Path, config: dict) -> Path:
+    """A complete local model directory (the built-in tiny model's tokenizer and weights) whose
+    config.json is ``config``: what the launcher's checks read from a real model's."""
+    import json
+
+    from aepo.tasks.tiny_model import save_tiny_model
+
+    save_tiny_model(path)
+    (path / "config.json").write_text(json.dumps(config))
+    return path
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,8 @@
 """The evaluation benchmarks of the paper and where each keeps its problem and answer.
 
-The files live outside the package (``../shared/data/eval`` beside a checkout, or any
-directory the user passes): ``<eval_dir>/<name>/test.jsonl`` or ``test.parquet``.
+The files ship inside the package (``aepo/data/eval``, which a checkout also shows as
+``data/eval``), so an installed wheel evaluates with no checkout; any other directory laid out
+the same way can be passed instead: ``<eval_dir>/<name>/test.jsonl`` or ``test.parquet``.
 """
 
 from __future__ import annotations
@@ -51,8 +52,8 @@ PAPER_BENCHMARKS = (
 )
 """The seven benchmarks of the paper's main table."""
 
-DEFAULT_EVAL_DIR = Path("../shared/data/eval")
-"""Where a checkout finds the shipped benchmark files (relative to the project root)."""
+DEFAULT_EVAL_DIR = Path(__file__).resolve().parent / "eval"
+"""The benchmark files installed with the package (data/README.md says where each came from)."""
 
 
 def benchmark_path(name: str, eval_dir: Path) -> Path:

@@ -1,6 +1,7 @@
 """``aepo data``: prepare training/validation parquet files, and check benchmark files.
 
-aepo data prepare ../shared/data/train/dapo17k.parquet --output outputs/data/dapo17k.parquet
+aepo data prepare data/train/dapo17k.parquet --output outputs/data/dapo17k.parquet
+aepo data prepare hf:HuggingFaceH4/MATH-500@test --output outputs/data/math500.parquet
 aepo data prepare --benchmarks aime24 math500 --output outputs/data/val.parquet
 aepo data check
 """
@@ -13,6 +14,14 @@ from pathlib import Path
 
 from aepo.data.answers import ANSWER_FORMATS
 from aepo.data.benchmarks import BENCHMARKS, DEFAULT_EVAL_DIR, load_benchmark
+from aepo.data.hub import (
+    SYNTAX,
+    HubDatasetError,
+    HubDatasetId,
+    is_hub_id,
+    load_hub_problems,
+    parse_hub_id,
+)
 from aepo.data.prepare import drop_exact_duplicates, find_duplicates, write_verl_parquet
 from aepo.data.problems import LoadedProblems, MathProblem, load_problems
 from aepo.data.prompts import FORMAT_INSTRUCTION
@@ -26,10 +35,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     prepare = actions.add_parser(
         "prepare",
         help="write problems as a verl RL parquet (prompt with format instruction, ground truth)",
-        description="Turn JSONL/parquet files with problem/answer fields, or shipped benchmarks, "
-        "into verl's RL parquet schema. Unreadable rows are listed with file and row.",
+        description="Turn JSONL/parquet files or Hugging Face datasets with problem/answer "
+        "fields, or shipped benchmarks, into verl's RL parquet schema. Unreadable rows are "
+        "listed with file (or dataset id) and row.",
     )
-    prepare.add_argument("inputs", nargs="*", type=Path, help="JSONL, JSON or parquet files")
+    prepare.add_argument(
+        "inputs",
+        nargs="*",
+        help=f"JSONL, JSON or parquet files, or Hugging Face datasets as {SYNTAX} "
+        "(loaded with datasets.load_dataset; e.g. hf:HuggingFaceH4/MATH-500@test)",
+    )
     prepare.add_argument(
         "--benchmarks",
         nargs="+",
@@ -38,7 +53,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help=f"benchmarks to include (from --eval-dir): {', '.join(BENCHMARKS)}",
     )
-    prepare.add_argument("--eval-dir", type=Path, default=DEFAULT_EVAL_DIR)
+    prepare.add_argument(
+        "--eval-dir",
+        type=Path,
+        default=DEFAULT_EVAL_DIR,
+        help="folder with <benchmark>/test.jsonl files (default: the copies installed with aepo)",
+    )
     prepare.add_argument(
         "--output",
         type=Path,
@@ -53,7 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     prepare.add_argument(
         "--data-source",
         default=None,
-        help="data_source of every row (default: the file stem / benchmark name)",
+        help="data_source of every row (default: the file stem / dataset / benchmark name)",
     )
     prepare.add_argument(
         "--problem-key",
@@ -104,9 +124,18 @@ def _report_issues(loaded: list[LoadedProblems]) -> int:
     return len(issues)
 
 
-def _default_output(args: argparse.Namespace) -> Path:
-    name = args.inputs[0].stem if args.inputs else "benchmarks"
+def _default_output(inputs: list) -> Path:
+    if not inputs:
+        name = "benchmarks"
+    else:
+        first = inputs[0]
+        name = first.name if isinstance(first, HubDatasetId) else first.stem
     return Path.cwd() / "outputs" / "data" / f"{name}.parquet"
+
+
+def _parse_inputs(texts: list[str]) -> list:
+    """Each input as a Path, or a HubDatasetId for ``hf:...``; HubDatasetError if malformed."""
+    return [parse_hub_id(text) if is_hub_id(text) else Path(text) for text in texts]
 
 
 def _output_problem(output: Path, inputs: list[Path]) -> str | None:
@@ -125,21 +154,29 @@ def _prepare(args: argparse.Namespace) -> int:
     if not args.inputs and not args.benchmarks:
         print("aepo data prepare: give input files and/or --benchmarks", file=sys.stderr)
         return 2
-    output = args.output or _default_output(args)
-    problem = _output_problem(output, args.inputs)
+    try:
+        inputs = _parse_inputs(args.inputs)
+    except HubDatasetError as error:
+        print(f"aepo data prepare: {error}", file=sys.stderr)
+        return 2
+    files = [item for item in inputs if isinstance(item, Path)]
+    output = args.output or _default_output(inputs)
+    problem = _output_problem(output, files)
     if problem:
         print(f"aepo data prepare: {problem}", file=sys.stderr)
         return 2
+    fields = {
+        "source": args.data_source,
+        "problem_key": args.problem_key,
+        "answer_key": args.answer_key,
+        "answer_format": args.answer_format,
+    }
     try:
         loaded = [
-            load_problems(
-                path,
-                source=args.data_source,
-                problem_key=args.problem_key,
-                answer_key=args.answer_key,
-                answer_format=args.answer_format,
-            )
-            for path in args.inputs
+            load_problems(item, **fields)
+            if isinstance(item, Path)
+            else load_hub_problems(item, **fields)
+            for item in inputs
         ]
         loaded += [load_benchmark(name, args.eval_dir) for name in args.benchmarks]
     except (FileNotFoundError, ValueError) as error:

@@ -8,22 +8,23 @@ returned as :class:`~aepo.data.rows.RowIssue` with their file and row, never dro
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from aepo.data.answers import ANSWER_FORMATS, AnswerError
-from aepo.data.rows import RowIssue, read_rows
+from aepo.data.rows import RawRow, RowIssue, read_rows
 
 
 @dataclass(frozen=True)
 class MathProblem:
-    """One problem. ``row`` is its 1-based position in ``path``."""
+    """One problem. ``row`` is its 1-based position in ``path`` (a file, or an ``hf:`` id)."""
 
     source: str
     problem: str
     answer: str
-    path: Path
+    path: Path | str
     row: int
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -33,7 +34,7 @@ class LoadedProblems:
     """The problems of one file and the rows that could not be read."""
 
     source: str
-    path: Path
+    path: Path | str
     problems: list[MathProblem]
     issues: list[RowIssue]
 
@@ -100,17 +101,46 @@ def load_problems(
     context). ``keep_fields`` are copied into ``extras`` when present.
     """
     path = Path(path)
+    check_answer_format(answer_format)
+    return problems_from_rows(
+        read_rows(path),
+        path,
+        source=source or path.stem,
+        problem_key=problem_key,
+        answer_key=answer_key,
+        answer_format=answer_format,
+        context_key=context_key,
+        keep_fields=keep_fields,
+    )
+
+
+def check_answer_format(answer_format: str) -> None:
     if answer_format not in ANSWER_FORMATS:
         raise ValueError(
             f"unknown answer format {answer_format!r}; one of {sorted(ANSWER_FORMATS)}"
         )
+
+
+def problems_from_rows(
+    rows: Iterable[RawRow],
+    origin: Path | str,
+    *,
+    source: str,
+    problem_key: str = "problem",
+    answer_key: str = "answer",
+    answer_format: str = "plain",
+    context_key: str | None = None,
+    keep_fields: tuple[str, ...] = (),
+) -> LoadedProblems:
+    """The normalisation every input goes through, files and Hugging Face datasets alike:
+    ``origin`` (a path, or an ``hf:`` id) names where the rows came from in every issue."""
+    check_answer_format(answer_format)
     read_answer = ANSWER_FORMATS[answer_format]
-    source = source or path.stem
     problems: list[MathProblem] = []
     issues: list[RowIssue] = []
-    for raw in read_rows(path):
+    for raw in rows:
         if raw.record is None:
-            issues.append(RowIssue(path, raw.row, raw.error or "unreadable"))
+            issues.append(RowIssue(origin, raw.row, raw.error or "unreadable"))
             continue
         try:
             text = problem_text(field_value(raw.record, problem_key), problem_key)
@@ -119,11 +149,11 @@ def load_problems(
             answer_field = field_value(raw.record, answer_key)
             answer = read_answer(answer_field)
         except FieldError as error:
-            issues.append(RowIssue(path, raw.row, str(error)))
+            issues.append(RowIssue(origin, raw.row, str(error)))
             continue
         except AnswerError as error:
-            issues.append(RowIssue(path, raw.row, f"field {answer_key!r}: {error}"))
+            issues.append(RowIssue(origin, raw.row, f"field {answer_key!r}: {error}"))
             continue
         extras = {name: raw.record[name] for name in keep_fields if name in raw.record}
-        problems.append(MathProblem(source, text, answer, path, raw.row, extras))
-    return LoadedProblems(source, path, problems, issues)
+        problems.append(MathProblem(source, text, answer, origin, raw.row, extras))
+    return LoadedProblems(source, origin, problems, issues)

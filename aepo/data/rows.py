@@ -20,7 +20,7 @@ SUPPORTED_SUFFIXES = (".jsonl", ".json", ".parquet")
 class RowIssue:
     """A row that could not be used, and why."""
 
-    path: Path
+    path: Path | str  # a file, or an ``hf:`` dataset id
     row: int
     message: str
 

@@ -47,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--eval-dir",
         type=Path,
         default=DEFAULT_EVAL_DIR,
-        help="folder with <benchmark>/test.jsonl files (default: %(default)s)",
+        help="folder with <benchmark>/test.jsonl files (default: the copies installed with aepo)",
     )
     parser.add_argument(
         "--output",

@@ -9,8 +9,8 @@ import statistics
 import time
 from pathlib import Path
 
-DAPO = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "train" / "dapo17k.parquet"
-"""DAPO-17k beside the checkout (``../shared/data``), as the tests read it."""
+DAPO = Path(__file__).resolve().parents[2] / "data" / "train" / "dapo17k.parquet"
+"""DAPO-17k in the checkout's ``data/train`` (the wheel does not carry it), as the tests read it."""
 
 
 BURNER = "(x+y+z)^{60}"

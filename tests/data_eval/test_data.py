@@ -33,8 +33,8 @@ def test_every_benchmark_is_known():
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_ROWS))
-def test_shipped_benchmark_loads_completely(shared_data, name):
-    loaded = load_benchmark(name, shared_data / "eval")
+def test_shipped_benchmark_loads_completely(repo_data, name):
+    loaded = load_benchmark(name, repo_data / "eval")
     assert loaded.issues == []
     assert len(loaded.problems) == EXPECTED_ROWS[name]
     assert [p.row for p in loaded.problems] == list(range(1, EXPECTED_ROWS[name] + 1))
@@ -46,8 +46,8 @@ def test_shipped_benchmark_loads_completely(shared_data, name):
         assert not problem.answer.startswith("$")
 
 
-def test_answer_fields_are_normalised(shared_data):
-    eval_dir = shared_data / "eval"
+def test_answer_fields_are_normalised(repo_data):
+    eval_dir = repo_data / "eval"
     amc = load_benchmark("amc23", eval_dir).problems
     assert amc[0].answer == "27"  # stored as the float 27.0
     gsm = load_benchmark("gsm8k", eval_dir).problems
@@ -174,8 +174,8 @@ def test_duplicate_report_and_dropping():
     assert [p.row for p in drop_exact_duplicates(items)] == [1, 2, 5]
 
 
-def test_prepare_dapo_into_verl_schema(shared_data, tmp_path, capsys):
-    source = shared_data / "train" / "dapo17k.parquet"
+def test_prepare_dapo_into_verl_schema(repo_data, tmp_path, capsys):
+    source = repo_data / "train" / "dapo17k.parquet"
     output = tmp_path / "out" / "dapo.parquet"
     assert main(["data", "prepare", str(source), "--output", str(output)]) == 0
 
@@ -209,7 +209,7 @@ def test_prepare_dapo_into_verl_schema(shared_data, tmp_path, capsys):
     assert len(pd.read_parquet(kept)) == len(raw)
 
 
-def test_prepare_benchmarks_defaults_to_the_working_directory(shared_data, tmp_path, monkeypatch):
+def test_prepare_benchmarks_defaults_to_the_working_directory(repo_data, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code = main(
         [
@@ -219,7 +219,7 @@ def test_prepare_benchmarks_defaults_to_the_working_directory(shared_data, tmp_p
             "aime24",
             "amc23",
             "--eval-dir",
-            str(shared_data / "eval"),
+            str(repo_data / "eval"),
         ]
     )
     assert code == 0
@@ -265,8 +265,8 @@ def test_prepare_custom_keys_and_strict(tmp_path, capsys):
     assert prepared.iloc[0]["data_source"] == "mine"
 
 
-def test_data_check(shared_data, tmp_path, capsys):
-    assert main(["data", "check", "--eval-dir", str(shared_data / "eval")]) == 0
+def test_data_check(repo_data, tmp_path, capsys):
+    assert main(["data", "check", "--eval-dir", str(repo_data / "eval")]) == 0
     assert "5684 problems, 0 unreadable" in capsys.readouterr().out
     (tmp_path / "aime24").mkdir()
     (tmp_path / "aime24" / "test.jsonl").write_text(

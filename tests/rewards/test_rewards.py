@@ -31,7 +31,7 @@ def boxed(answer: str) -> str:
 
 
 # (benchmark the ground truth comes from, ground truth as the loader returns it, model answer,
-#  correct?). Ground truths are copied from ../shared/data/eval.
+#  correct?). Ground truths are copied from data/eval.
 ANSWER_TABLE = [
     # integers and floats
     ("aime24", "204", "204", True),
@@ -292,12 +292,12 @@ def test_reset_reward_counters():
     }
 
 
-def test_math500_solutions_earn_their_own_answer_and_not_their_neighbours(shared_data):
+def test_math500_solutions_earn_their_own_answer_and_not_their_neighbours(repo_data):
     """Every MATH500 worked solution ends in a box holding the answer field, in whatever form
     the author wrote it: a reward that misreads real answers shows up here."""
     import json
 
-    rows = [json.loads(line) for line in (shared_data / "eval" / "math500" / "test.jsonl").open()]
+    rows = [json.loads(line) for line in (repo_data / "eval" / "math500" / "test.jsonl").open()]
     own = [score(row["solution"], row["answer"]).correct for row in rows]
     assert sum(own) == len(rows)
     shifted = [

@@ -15,6 +15,7 @@ from verl.utils.config import omega_conf_to_dataclass, validate_config  # noqa: 
 
 from aepo.backends.verl.startup import check_config  # noqa: E402
 from aepo.core import AEPOConfig, ConfigError  # noqa: E402
+from tests.conftest import model_dir  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 PACKAGE_CONFIG = (
@@ -214,7 +215,7 @@ def test_command_line_composes_a_shipped_config():
 
 def test_context_longer_than_the_local_models_positions_is_rejected(tmp_path):
     # Qwen2.5-Math-7B's config.json: 4096 positions, less than the paper's 2048 + 8192.
-    (tmp_path / "config.json").write_text('{"max_position_embeddings": 4096}')
+    model_dir(tmp_path, {"max_position_embeddings": 4096})
     model = f"actor_rollout_ref.model.path={tmp_path}"
     with pytest.raises(ConfigError, match=r"= 10240 exceeds\s+max_position_embeddings = 4096"):
         check_config(compose_default(model, "data.max_response_length=8192"))

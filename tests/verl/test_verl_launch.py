@@ -22,7 +22,8 @@ from aepo.backends.verl.data_files import check_data_files  # noqa: E402
 from aepo.backends.verl.startup import check_config  # noqa: E402
 from aepo.cli import main as aepo_cli  # noqa: E402
 from aepo.core import ConfigError  # noqa: E402
-from tests.conftest import PROJECT_ROOT  # noqa: E402
+from tests.conftest import PROJECT_ROOT, model_dir  # noqa: E402
+from tests.readme_commands import in_a_user_folder, readme_commands  # noqa: E402
 
 
 def compose_with(*overrides: str):
@@ -137,8 +138,7 @@ def test_relative_local_paths_reach_ray_absolute(tmp_path, monkeypatch, capsys):
     """A cluster's Ray workers do not run in the launching shell's directory."""
     from aepo.backends.verl.main import DRY_RUN_VARIABLE, launch
 
-    (tmp_path / "model").mkdir()
-    (tmp_path / "model" / "config.json").write_text('{"max_position_embeddings": 32768}')
+    model_dir(tmp_path / "model", {"max_position_embeddings": 32768})
     write_rows(tmp_path / "train.parquet", 16)
     write_rows(tmp_path / "val.parquet", 3)
     monkeypatch.chdir(tmp_path)
@@ -192,13 +192,17 @@ def test_a_hub_id_in_the_local_cache_gets_the_context_length_check(tmp_path, mon
 
 
 @pytest.fixture(scope="module")
-def readme_data(shared_data, tmp_path_factory) -> Path:
-    """The README's two `aepo data prepare` commands."""
-    out = tmp_path_factory.mktemp("data")
-    train = shared_data / "train" / "dapo17k.parquet"
-    assert aepo_cli(["data", "prepare", str(train), "--output", str(out / "dapo17k.parquet")]) == 0
-    benchmarks = ["--benchmarks", "aime24", "math500", "--eval-dir", str(shared_data / "eval")]
-    assert aepo_cli(["data", "prepare", *benchmarks, "--output", str(out / "val.parquet")]) == 0
+def readme_data(tmp_path_factory) -> Path:
+    """The GPU section's `aepo data prepare` commands as the README writes them, run in a
+    folder whose data/ is the repository's: the training set and the validation set the
+    example scripts read from outputs/data."""
+    commands = readme_commands("Training on GPUs", "aepo data prepare")
+    assert [c[3] for c in commands] == ["data/train/dapo17k.parquet", "--benchmarks"]
+    with in_a_user_folder(tmp_path_factory.mktemp("user")) as folder:
+        for command in commands:
+            assert aepo_cli(command[1:]) == 0, command
+    out = folder / "outputs" / "data"
+    assert sorted(p.name for p in out.iterdir()) == ["dapo17k.parquet", "val.parquet"]
     return out
 
 
@@ -221,9 +225,7 @@ def test_the_shipped_command_starts_on_the_stock_model_and_the_papers_length_is_
     of Qwen2.5-Math-7B's config.json (4096 positions): as shipped (2048 + 2048 tokens, the
     authors' released setting) it goes through every check; the paper's 2048 + 8192 is
     refused with the remedy."""
-    model = tmp_path / "Qwen2.5-Math-7B"
-    model.mkdir()
-    (model / "config.json").write_text('{"max_position_embeddings": 4096}')
+    model = model_dir(tmp_path / "Qwen2.5-Math-7B", {"max_position_embeddings": 4096})
     env = {
         "MODEL_PATH": str(model),
         "DATA_DIR": str(readme_data),
@@ -236,9 +238,11 @@ def test_the_shipped_command_starts_on_the_stock_model_and_the_papers_length_is_
     assert "every start-up check passed; Ray was not started" in out
     assert "aepo (target entropy 0.75, T_high 1.2 / T_low 0.8, 60/30 samples)" in out
     assert "prompt 2048 + response 2048 tokens" in out
-    # 17,267 prepared prompts / 512 per step; the absolute TensorBoard directory reached
+    # 17,267 prepared prompts, less the 22 that verl's overlong-prompt filter drops with this
+    # model's tokenizer (the tiny model's: one token per character, so a prompt over 2048
+    # characters is too long), / 512 per step; the absolute TensorBoard directory reached
     # the Ray runtime environment through the script's `+ray_kwargs...` override.
-    assert "17267 rows, 33 steps per epoch x 10 epochs" in out
+    assert "17245 rows, 33 steps per epoch x 10 epochs" in out
     assert f"TensorBoard  {tmp_path / 'tb'}" in out
     assert f"checkpoints  {tmp_path / 'run' / 'checkpoints'}" in out
 
@@ -254,9 +258,7 @@ def test_the_shipped_command_starts_on_the_stock_model_and_the_papers_length_is_
 
 
 def test_grpo_script_plans_the_baseline(readme_data, tmp_path):
-    model = tmp_path / "model"
-    model.mkdir()
-    (model / "config.json").write_text('{"max_position_embeddings": 32768}')
+    model = model_dir(tmp_path / "model", {"max_position_embeddings": 32768})
     result = run_example(
         "qwen-math-7b-GRPO.sh",
         env={
@@ -269,6 +271,37 @@ def test_grpo_script_plans_the_baseline(readme_data, tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "algorithm    grpo\n" in result.stdout
     assert "prompt 2048 + response 2048 tokens" in result.stdout
+
+
+def test_model_path_is_a_hub_id_or_a_complete_local_directory(readme_data, tmp_path):
+    """MODEL_PATH in the examples: the dry run says which kind it is, and a local directory
+    must hold config, tokenizer and weights (the tiny model saved with save_pretrained; then
+    the same directory with its tokenizer and weights removed)."""
+    model = model_dir(tmp_path / "model", {"max_position_embeddings": 32768})
+    env = {
+        "DATA_DIR": str(readme_data),
+        "OUTPUT_DIR": str(tmp_path / "run"),
+        "TENSORBOARD_DIR": str(tmp_path / "tb"),
+    }
+    local = run_example("qwen-math-7b-GRPO.sh", env={**env, "MODEL_PATH": str(model)})
+    assert local.returncode == 0, local.stdout[-3000:] + local.stderr[-3000:]
+    assert f"{model} (local directory: config, tokenizer and weights found)" in local.stdout
+
+    # A hub id that is not cached here: the plan says so, the launch would go on.
+    hub = run_example("qwen-math-7b-GRPO.sh", env={**env, "MODEL_PATH": "someone/uncached-7b"})
+    assert hub.returncode == 0, hub.stdout[-3000:] + hub.stderr[-3000:]
+    assert "someone/uncached-7b (Hugging Face hub id: downloaded on each node" in hub.stdout
+
+    for weights in model.glob("*.safetensors"):
+        weights.unlink()
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (model / name).unlink(missing_ok=True)
+    broken = run_example("qwen-math-7b-GRPO.sh", env={**env, "MODEL_PATH": str(model)})
+    assert broken.returncode == 2
+    (line,) = [line for line in broken.stdout.splitlines() if "model.path" in line]
+    assert f"local model directory {model} has no a tokenizer" in line
+    assert "and no weights (*.safetensors or pytorch_model*.bin)" in line
+    assert "Traceback" not in broken.stdout
 
 
 def test_a_target_without_a_config_lists_the_shipped_ones():

@@ -249,7 +249,7 @@ def test_riding_rows_log_probs_equal_their_own_passes_with_the_real_workers_on_c
     assert out["entropy_seen"] == pytest.approx(out["entropy_plain"], abs=1e-6)
 
 
-def test_trained_checkpoint_merges_into_a_model_aepo_eval_reads(tmp_path, shared_data):
+def test_trained_checkpoint_merges_into_a_model_aepo_eval_reads(tmp_path, repo_data):
     """The hand-over from training (docs/eval.md) to evaluation: the real worker saves the actor as
     fit() does, verl's model_merger turns it into a Hugging Face model holding exactly the
     trained weights, and `aepo eval --backend hf` runs on it."""
@@ -274,7 +274,7 @@ def test_trained_checkpoint_merges_into_a_model_aepo_eval_reads(tmp_path, shared
         aepo_cli(
             ["eval", "--model", str(save / "hf"), "--backend", "hf", "--device", "cpu"]
             + eval_args
-            + ["--eval-dir", str(shared_data / "eval"), "--output", str(out), "--no-progress"]
+            + ["--eval-dir", str(repo_data / "eval"), "--output", str(out), "--no-progress"]
         )
         == 0
     )

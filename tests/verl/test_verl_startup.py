@@ -17,6 +17,7 @@ from omegaconf import OmegaConf  # noqa: E402
 from aepo.backends.verl.data_files import check_data_files  # noqa: E402
 from aepo.core import ConfigError  # noqa: E402
 from aepo.tasks.tiny_model import save_tiny_model  # noqa: E402
+from tests.conftest import model_dir  # noqa: E402
 from tests.verl.test_verl_launch import compose_with, data_overrides, write_rows  # noqa: E402
 
 
@@ -100,7 +101,7 @@ DATA = ["data.train_files=/data/train.parquet", "data.val_files=/data/val.parque
 def test_the_driver_reads_positions_where_verl_does_for_a_multimodal_config(tmp_path):
     from aepo.backends.verl.startup import check_config
 
-    (tmp_path / "config.json").write_text('{"text_config": {"max_position_embeddings": 4096}}')
+    model_dir(tmp_path, {"text_config": {"max_position_embeddings": 4096}})
     model = f"actor_rollout_ref.model.path={tmp_path}"
     with pytest.raises(ConfigError, match=r"= 10240 exceeds max_position_embeddings = 4096"):
         check_config(compose_with(*DATA, model, "data.max_response_length=8192"))

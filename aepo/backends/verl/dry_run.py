@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from aepo.backends.verl.data_files import as_list, prompts_per_step
+from aepo.backends.verl.startup import model_path_kind
 from aepo.core import AEPOConfig, recipe_for
 
 
@@ -110,7 +111,7 @@ def run_summary(config, cfg: AEPOConfig, train_rows: int | None) -> str:
         steps += f" x {trainer.total_epochs} epochs"
     lines = [
         ("algorithm", algorithm_summary(cfg, config.actor_rollout_ref.actor)),
-        ("model", str(config.actor_rollout_ref.model.path)),
+        ("model", f"{config.actor_rollout_ref.model.path} ({model_path_kind(config)})"),
         ("train files", f"{', '.join(map(str, as_list(data.train_files)))} ({steps})"),
         ("val files", ", ".join(map(str, as_list(data.val_files)))),
         (

@@ -15,7 +15,7 @@ from aepo.backends.verl.checkpoint import resume_folder, resume_problems
 from aepo.backends.verl.data_files import prompts_per_step
 from aepo.backends.verl.trainer import aepo_config_from
 from aepo.core import AEPOConfig, ConfigError, recipe_for
-from aepo.model_dir import ModelPathError, require_model_dir
+from aepo.model_dir import ModelPathError, missing_model_parts, require_model_dir
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +69,7 @@ def check_config(config) -> AEPOConfig:
     problems += _batch_size_problems(config, cfg, recipe.extra_rollout)
     problems += _reward_problems(config)
     problems += _context_length_problems(config)
+    problems += _model_dir_problems(config)
 
     problems += _verl_key_problems(config, cfg, recipe)
     problems += _adaptive_entropy_problems(config, cfg, recipe)
@@ -218,6 +219,50 @@ def _reward_problems(config) -> list[str]:
     ]
 
 
+def is_local_model_path(path: str) -> bool:
+    """A local directory, as verl reads ``model.path``: absolute, ``./``/``~`` relative, or
+    existing here; anything else (``Qwen/Qwen2.5-Math-7B``) is a Hugging Face hub id, and a
+    ``scheme://`` path is copied by verl on the nodes."""
+    if "://" in path:
+        return False
+    return Path(path).is_absolute() or path.startswith((".", "~")) or Path(path).exists()
+
+
+def model_path_kind(config) -> str:
+    """How verl will read ``actor_rollout_ref.model.path``, for the dry run's plan."""
+    path = str(config.actor_rollout_ref.model.path)
+    if "://" in path:
+        return "remote path: verl copies it to each node"
+    if is_local_model_path(path):
+        return "local directory: config, tokenizer and weights found"
+    return "Hugging Face hub id: downloaded on each node unless in its Hugging Face cache"
+
+
+def _model_dir_problems(config) -> list[str]:
+    """A local model directory must hold what verl's workers load, checked here rather than
+    minutes into a launch; a missing directory or config.json is already named by
+    :func:`_context_length_problems`."""
+    model = config.actor_rollout_ref.model
+    path = str(model.path)
+    if not is_local_model_path(path) or not Path(path).expanduser().is_dir():
+        return []
+    tokenizer_path = str(model.get("tokenizer_path") or path)
+    tokenizer = Path(tokenizer_path).expanduser() if is_local_model_path(tokenizer_path) else None
+    directory = Path(path).expanduser()
+    missing = [
+        part
+        for part in missing_model_parts(directory, tokenizer)
+        if part != "config.json"
+        and not (tokenizer is None and part.startswith("a tokenizer"))
+    ]
+    if not missing:
+        return []
+    return [
+        f"actor_rollout_ref.model.path: local model directory {directory} has no "
+        f"{' and no '.join(missing)}"
+    ]
+
+
 def _context_length_problems(config) -> list[str]:
     """The model must exist, and prompt + response must fit its positions. Checked here from
     ``config.json`` when the model is on this machine; :func:`check_model_positions` checks
@@ -292,9 +337,8 @@ def _model_config_file(path: str) -> Path | None:
     and for remote paths (``hdfs://``), which verl copies on the nodes."""
     if "://" in path:
         return None
-    local = Path(path).expanduser()
-    if local.is_absolute() or path.startswith((".", "~")) or local.exists():
-        return require_model_dir(local) / "config.json"
+    if is_local_model_path(path):
+        return require_model_dir(Path(path).expanduser()) / "config.json"
     from huggingface_hub import try_to_load_from_cache
     from huggingface_hub.errors import HFValidationError
 
