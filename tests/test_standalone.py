@@ -110,12 +110,10 @@ def venv_reusing_these_packages(folder: Path) -> Path:
         check=True,
     ).stdout.strip()
     ours = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
-    dependencies = [
-        p
-        for p in sys.path
-        if (p in ours or p.endswith("site-packages"))
-        and not Path(p).resolve().is_relative_to(PROJECT_ROOT)
-    ]
+    # site-packages folders only: the checkout itself is never one (a venv inside it, as
+    # .venv in CI, is, and must stay: it holds the dependencies)
+    dependencies = [p for p in sys.path if p in ours or p.endswith("site-packages")]
+    assert all(Path(p).resolve() != PROJECT_ROOT for p in dependencies)
     Path(site, "reused-dependencies.pth").write_text("\n".join(dict.fromkeys(dependencies)))
     return python
 
