@@ -16,7 +16,7 @@ over the band, keep whichever of its two ends is nearer the band's middle. Rebui
 machine the rule may pick another step count: ``PASSK_WARM_START`` in
 ``aepo/backends/local/passk_demo.py`` must then name it (a test checks that it does).
 
-    python scripts/build_warm_starts.py                  # all three, about N minutes
+    python scripts/build_warm_starts.py                  # all three: about 5 minutes on one core
     python scripts/build_warm_starts.py --tasks digit_sum
 """
 
@@ -119,6 +119,7 @@ def build_same_sum(out: Path) -> dict:
     """same_sum at the first checked step count whose held-out pass@1 is in the band."""
     import copy
 
+    from aepo.tasks.tiny_model import build_tokenizer
     from aepo.tasks.warm_start import (
         WarmStartSettings,
         measure_accuracy,
@@ -127,6 +128,7 @@ def build_same_sum(out: Path) -> dict:
     )
 
     task = "same_sum"
+    tokenizer = build_tokenizer()  # the one train_warm_start builds: a fixed vocabulary
     low, high = SAME_SUM_BAND
     middle = (low + high) / 2
     checks: list[dict] = []
@@ -135,9 +137,7 @@ def build_same_sum(out: Path) -> dict:
     def check(step: int, model) -> bool:
         if step % CHECK_EVERY:
             return False
-        accuracy = measure_accuracy(
-            model, tokenizer_box[0], task, ACCURACY_SAMPLES[task], ACCURACY_SEED
-        )
+        accuracy = measure_accuracy(model, tokenizer, task, ACCURACY_SAMPLES[task], ACCURACY_SEED)
         checks.append({"steps": step, "pass@1": round(accuracy, 4)})
         print(f"  same_sum step {step}: held-out pass@1 {accuracy:.3f}", flush=True)
         if low <= accuracy <= high:
@@ -159,10 +159,7 @@ def build_same_sum(out: Path) -> dict:
         }
         return False
 
-    from aepo.tasks.tiny_model import build_tokenizer
-
-    tokenizer_box = [build_tokenizer()]
-    model, tokenizer = train_warm_start(WarmStartSettings(steps=MAX_STEPS), task, on_step=check)
+    model, _ = train_warm_start(WarmStartSettings(steps=MAX_STEPS), task, on_step=check)
     if "state" not in kept:
         raise SystemExit(f"same_sum: no check up to {MAX_STEPS} steps reached {low}")
     model.load_state_dict(kept["state"])
