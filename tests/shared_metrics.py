@@ -5,6 +5,8 @@ SHARED_METRICS: tuple[str, ...] = (
     "aepo/entropy",
     "aepo/temperature_entropy",
     "aepo/target_entropy",
+    "aepo/target_low",
+    "aepo/target_high",
     "aepo/temperature",
     "aepo/direction",
     "aepo/integral",

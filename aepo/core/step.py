@@ -47,6 +47,11 @@ from aepo.core.rollout_budget import ExtraRolloutPlan, PositiveRateTracker, plan
 from aepo.core.schedule import target_at
 from aepo.core.selection import select_from_extra_rollout
 
+TRACKING_TOLERANCE = 0.05
+"""how far (relative to H*) a run's entropy may sit from its target: ``aepo demo`` checks its
+last-half mean against it, and every step logs ``aepo/target_low`` / ``aepo/target_high`` at
+H* (1 -+ it) for the dashboard's band"""
+
 
 @dataclass(frozen=True)
 class StepPlan:
@@ -213,7 +218,12 @@ class AEPOStep:
             bonus = None
             if cfg.baselines.adaptive_entropy.update == "training_step":
                 bonus = adaptive.begin_step(entropy, target)
-        metrics = {"aepo/target_entropy": target}
+        metrics = {
+            "aepo/target_entropy": target,
+            # the band TensorBoard's dashboard draws around the target
+            "aepo/target_low": target * (1 - TRACKING_TOLERANCE),
+            "aepo/target_high": target * (1 + TRACKING_TOLERANCE),
+        }
         if plan is not None:
             metrics.update(plan.decision.metrics())
             # what the extra pass samples at: T = 1 under aepo_no_temperature, whatever the

@@ -294,6 +294,22 @@ def test_tensorboard_has_the_design_scalars_at_every_step(aepo_run):
         assert tb["reward/mean"][step] == pytest.approx(tb["critic/score/mean"][step])
 
 
+def test_the_dashboard_is_in_verls_tensorboard_dir_and_names_tags_fit_logs(aepo_run):
+    """AEPORayTrainer writes the custom-scalars layout where fit()'s Tracking writes; read
+    back by TensorBoard's own Custom Scalars plugin, every line is a scalar of this run."""
+    from aepo.tensorboard_layout import LAYOUT_FILE, layout_tags
+    from tests.tensorboard_reader import read_dashboard, unwritten_tags
+
+    logdir = aepo_run.checkpoints.parent / "tb"
+    layout, written = read_dashboard(logdir)
+    assert written == set(aepo_run.scalars)
+    assert len(layout_tags()) == 9 and layout_tags() & written == layout_tags() - {"aepo/guard"}
+    assert unwritten_tags(layout, written) <= {"^aepo/guard$"}  # drawn once it is logged
+    # TensorBoard polls only the last event file of a run: fit()'s, not the layout's
+    files = sorted(p.name for p in logdir.iterdir())
+    assert files[0] == LAYOUT_FILE and len(files) == 2
+
+
 def test_aepo_plot_draws_the_verl_run(aepo_run, tmp_path):
     """Issue 5: same names as the local engine, so `aepo plot` draws a verl run's curves."""
     from aepo.cli import main as aepo_cli
@@ -460,7 +476,11 @@ def test_grpo_through_fit_generates_and_updates_only_the_plain_batch(tmp_path):
         _, group_sizes = np.unique(tu.get(td, "uid"), return_counts=True)
         assert set(group_sizes.tolist()) == {N}, "fit's GRPO groups, nothing replaced"
     # No controller, no decision metrics: only the target its entropy is judged against.
-    assert [tag for tag in run.scalars if tag.startswith("aepo/")] == ["aepo/target_entropy"]
+    assert sorted(tag for tag in run.scalars if tag.startswith("aepo/")) == [
+        "aepo/target_entropy",
+        "aepo/target_high",
+        "aepo/target_low",
+    ]
     assert set(run.scalars["aepo/target_entropy"]) == {1, 2}
     assert set(run.scalars["reward/mean"]) == {1, 2}
     assert set(run.scalars["actor/entropy"]) == {1, 2}

@@ -368,7 +368,11 @@ def test_grpo_recipe_leaves_the_batch_alone():
     assert len(trainer.async_rollout_manager.calls) == 1
     metrics = out.meta_info["metrics"]
     # No controller, so no decision metrics; only the target its entropy is judged against.
-    assert {key for key in metrics if key.startswith("aepo/")} == {"aepo/target_entropy"}
+    assert {key for key in metrics if key.startswith("aepo/")} == {
+        "aepo/target_entropy",
+        "aepo/target_low",
+        "aepo/target_high",
+    }
     assert metrics["aepo/target_entropy"] == trainer.aepo_cfg.target_entropy
 
 

@@ -13,6 +13,8 @@ import json
 import time
 from pathlib import Path
 
+from aepo.core.step import TRACKING_TOLERANCE
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from aepo.backends.local import passk_demo
@@ -110,7 +112,7 @@ def run_demo(
     return summaries
 
 
-MAX_TRACKING_ERROR = 0.05
+MAX_TRACKING_ERROR = TRACKING_TOLERANCE
 MAX_EXTRA_TOKENS = 0.05
 REWARD_TOLERANCE = 0.02
 """AEPO's last-quarter reward may fall this far below GRPO's: both are means of a few

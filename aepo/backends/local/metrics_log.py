@@ -1,6 +1,7 @@
 """Per-step scalars to TensorBoard and to a JSONL file (one object per step).
 
-The JSONL log is what scripts and tests read; TensorBoard is what people look at. On resume
+The JSONL log is what scripts and tests read; TensorBoard is what people look at (its Custom
+Scalars tab shows ``aepo.tensorboard_layout``'s dashboard). On resume
 the JSONL lines after the checkpoint's step are dropped, so the file describes exactly one
 trajectory.
 """
@@ -10,6 +11,8 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+
+from aepo.tensorboard_layout import write_layout
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
@@ -39,6 +42,7 @@ class MetricsLogger:
         # purge_step makes TensorBoard hide the events a crashed run wrote after the
         # checkpoint it is resumed from.
         purge = None if resume_step is None else resume_step + 1
+        write_layout(self.run_dir / TENSORBOARD_DIR)
         self.writer = SummaryWriter(str(self.run_dir / TENSORBOARD_DIR), purge_step=purge)
 
     def _complete_lines(self) -> list[dict]:

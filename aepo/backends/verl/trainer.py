@@ -94,6 +94,7 @@ from aepo.core import (
     top_entropy_advantages,
 )
 from aepo.core.config import verl_owned_keys
+from aepo.tensorboard_layout import write_verl_layout
 
 logger = logging.getLogger(__name__)
 
@@ -157,6 +158,7 @@ class AEPORayTrainer(RayPPOTrainer):
     def __init__(self, *args, aepo_config: AEPOConfig | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.setup_aepo(aepo_config or aepo_config_from(self.config))
+        write_verl_layout(self.config)  # before fit()'s TensorBoard logger opens its file
 
     def setup_aepo(self, cfg: AEPOConfig) -> None:
         """AEPO's own state; separate from ``__init__`` so tests can build the trainer
