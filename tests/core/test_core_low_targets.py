@@ -3,6 +3,7 @@ zero, an integral that does not wind up, and the reward guard."""
 
 import json
 import logging
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from aepo.core import controller as ctl
 from .test_core_step import reinforce
 
 PROPORTIONAL = {"gain": "proportional", "proportional_gain": 4.0}
+TRACES = Path(__file__).parent / "data" / "reward_traces.json"
 
 
 def cfg_at(target: float, **controller) -> AEPOConfig:
@@ -164,3 +166,40 @@ def test_guard_state_is_checkpointed_and_old_checkpoints_still_load():
     state["controller"]["guard"] = {"reward": 0.1, "typo": 1}
     with pytest.raises(ValueError, match="malformed AEPO state"):
         AEPOStep(cfg).load_state_dict(state)
+
+
+def _replay(step: AEPOStep, means, entropy: float, group: int = 256):
+    """The guard's verdicts on a recorded run: each step's GRPO group of ``group`` binary
+    rewards with the recorded mean."""
+    verdicts = []
+    for i, mean in enumerate(means, start=1):
+        rewards = torch.zeros(group)
+        rewards[: round(group * mean)] = 1.0
+        begun = step.begin(i, num_prompts=group // 8, samples_per_prompt=8)
+        verdicts.append(step.measured(begun, entropy, rewards).metrics["aepo/guard"])
+    return verdicts
+
+
+def test_guard_fires_on_the_recorded_collapse_before_the_reward_reaches_zero():
+    """The weak same_sum start at H* = 0.25 with the controller before this change: the
+    reward fell from 0.28 (step 101) to below 0.02 first at step 144. Replayed, the guard
+    holds from before that step on."""
+    trace = json.loads(TRACES.read_text())["weak_start"]["aepo_before"]
+    guard = _replay(AEPOStep(cfg_at(0.25)), trace, entropy=0.3)
+    first_low = next(i for i, r in enumerate(trace, start=1) if r < 0.02)
+    first_guard = guard.index(1.0) + 1
+    assert first_low == 144 and 100 < first_guard < first_low
+
+
+def test_guard_stays_silent_on_the_demos_runs_and_on_healthy_weak_start_runs():
+    """``aepo demo``'s four AEPO runs (contains_digit, 150 steps) and, from the weak start,
+    GRPO and AEPO at 0.25 after this change: recorded rewards of real local-engine runs
+    (``tests/core/data/reward_traces.json`` says which); running them here would take minutes."""
+    traces = json.loads(TRACES.read_text())
+    runs = {f"demo {t}": (float(t), r) for t, r in traces["demo"]["runs"].items()}
+    assert set(runs) == {"demo 0.25", "demo 0.5", "demo 0.75", "demo 1.0"}
+    runs["weak grpo"] = (0.25, traces["weak_start"]["grpo"])
+    runs["weak aepo"] = (0.25, traces["weak_start"]["aepo_after"])
+    for name, (target, rewards) in runs.items():
+        assert len(rewards) in (150, 400), name
+        assert max(_replay(AEPOStep(cfg_at(target)), rewards, target + 0.05)) == 0.0, name
