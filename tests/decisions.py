@@ -12,8 +12,8 @@ def record_decisions(step: AEPOStep) -> list[Decision]:
     decisions: list[Decision] = []
     measured = step.measured
 
-    def recording(start, entropy):
-        result = measured(start, entropy)
+    def recording(start, entropy, rewards=None):
+        result = measured(start, entropy, rewards)
         if result.plan is not None:
             decisions.append(result.plan.decision)
         return result

@@ -9,6 +9,8 @@ SHARED_METRICS: tuple[str, ...] = (
     "aepo/target_high",
     "aepo/temperature",
     "aepo/direction",
+    "aepo/integral",
+    "aepo/guard",
     "aepo/reinforce_samples",
     "aepo/positive_rate",
     "aepo/extra_gen_tokens",

@@ -56,14 +56,15 @@ class _Section(BaseModel):
 
 
 class ControllerConfig(_Section):
-    """How hard the controller pushes."""
+    """How hard the controller pushes, and when it stops pushing entropy down."""
 
     gain: Literal["fixed", "proportional"] = Field(
         "fixed",
         description=doc(
             "`fixed`: the paper's bang-bang rule, full budget and T_high/T_low every step; "
-            "`proportional`: the push (budget, and alpha under `alpha_meaning: paper`) "
-            "scales with |H - H*| / H*, so it fades near the target.",
+            "`proportional`: the push (budget, and alpha) scales with the error |H - H*| in "
+            "units of max(H*, 1 nat), so it fades near the target and its gain per nat does "
+            "not grow as H* falls.",
             f"fixed: {PAPER} Sec. 3; proportional: this package (docs/configuration.md, Why gain: proportional)",
         ),
     )
@@ -71,7 +72,8 @@ class ControllerConfig(_Section):
         4.0,
         ge=0,
         description=doc(
-            "`proportional`: strength per unit relative error, capped at 1 (floor 0.1).",
+            "`proportional`: strength per unit error, capped at 1; no floor, so the push "
+            "goes to zero at the target.",
             "this package, tuned on the built-in task",
         ),
     )
@@ -79,10 +81,32 @@ class ControllerConfig(_Section):
         0.0,
         ge=0,
         description=doc(
-            "`proportional`: each step adds this x the relative error (H* - H) / H* to a "
-            "standing push (only within 25% of H*, kept within +-0.5), which removes the "
-            "offset a plain proportional push leaves against a steady drift; 0 turns it off.",
+            "`proportional`: each step adds this x the error to a standing push (kept within "
+            "+-0.5; within 25% of H* only, and not while the push is saturated or dropped; "
+            "beyond, it may only shrink), which removes the offset a plain proportional push "
+            "leaves against a steady drift; 0 turns it off.",
             "this package, measured on the built-in task (docs/demo.md)",
+        ),
+    )
+    guard_fraction: float = Field(
+        0.5,
+        ge=0,
+        lt=1,
+        description=doc(
+            "reward guard: when the moving average of the reward (10 steps) falls below this "
+            "fraction of its best, or after `guard_patience` steps without a positive sample, "
+            "no push lowers entropy until the average is back above halfway to its best; "
+            "logged as aepo/guard, warned once; 0 turns the guard off.",
+            "this package (docs/low_targets.md)",
+        ),
+    )
+    guard_patience: int = Field(
+        5,
+        ge=1,
+        description=doc(
+            "reward guard: steps in a row without a positive sample in the GRPO group that "
+            "turn it on.",
+            "this package (docs/low_targets.md)",
         ),
     )
 

@@ -6,10 +6,11 @@ verl engines cannot drift. Each step, in this order:
 1. :meth:`AEPOStep.begin` -- this step's target H* (computed once, handed on in the result)
    and, under ``entropy_source: previous_step`` once a measurement exists, the plan of the
    extra pass, so its requests ride in the GRPO generate call;
-2. :meth:`AEPOStep.measured` -- pi_old's token-mean entropy at T = 1 over the GRPO group:
-   the controller observes it, the plan is made now (step 1, ``current_batch``) or its push
-   re-sized from it (``previous_step``), and the entropy bonus coefficient of this update is
-   fixed (Entropy-Reg, adaptive entropy control);
+2. :meth:`AEPOStep.measured` -- pi_old's token-mean entropy at T = 1 over the GRPO group
+   (and the group's rewards, which the controller's guard watches): the controller observes
+   it, the plan is made now (step 1, ``current_batch``) or its push re-sized from it
+   (``previous_step``), and the entropy bonus coefficient of this update is fixed
+   (Entropy-Reg, adaptive entropy control);
 3. :meth:`AEPOStep.reinforce` -- only when the plan's extra samples were generated and
    scored: the positives are selected, weighted ``alpha * R``, given their place in the GRPO
    batch, and every row of the merged batch its Eq. 1 scale (``aepo.core.objective``).
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
@@ -32,7 +33,7 @@ import torch
 from aepo.core import controller
 from aepo.core.advantages import reinforce_advantages
 from aepo.core.config import AEPOConfig
-from aepo.core.controller import ControllerState, Decision
+from aepo.core.controller import ControllerState, Decision, GuardState
 from aepo.core.entropy_methods import (
     AdaptiveEntropyCoef,
     DCPOControl,
@@ -153,6 +154,8 @@ class AEPOStep:
         self.controller = ControllerState()
         self.positive_rates = PositiveRateTracker()
         self.rng = torch.Generator().manual_seed(cfg.seed)
+        self._integral_before = 0.0
+        """the integral before this step's measurement (taken back if the push is dropped)"""
         self.last_step: int | None = None
         self.last_target: float | None = None
         """step and target of the last step begun (saved: a checkpoint shows where a
@@ -182,20 +185,33 @@ class AEPOStep:
         return StepStart(step, target, num_prompts, samples_per_prompt, plan)
 
     # --- 2. measured -------------------------------------------------------------------------
-    def measured(self, start: StepStart, entropy: float) -> Measured:
-        """pi_old's token-mean entropy at T = 1 over this step's GRPO group."""
+    def measured(
+        self, start: StepStart, entropy: float, rewards: torch.Tensor | None = None
+    ) -> Measured:
+        """pi_old's token-mean entropy at T = 1 over this step's GRPO group, and the group's
+        rewards (one per sample; None: the guard keeps its state and verdict)."""
         cfg, target = self.cfg, start.target
         dcpo = None
         if self.recipe.dcpo:
             # the authors' code reads the entropy of the update before this one
             dcpo = dcpo_control(cfg.baselines.dcpo, self.controller.entropy, target)
-        self.controller = controller.observe(cfg, self.controller, entropy, target)
+        before = self.controller
+        self.controller = controller.observe(cfg, before, entropy, target)
+        if rewards is not None and self.recipe.extra_rollout:
+            rewards = rewards.detach().float().reshape(-1)
+            positives = int((rewards >= cfg.reward_threshold).sum())
+            self.controller = controller.watch(
+                cfg, self.controller, float(rewards.mean()), positives
+            )
         entropy = self.controller.entropy
         plan = start.plan
         if plan is not None:  # made before this measurement: its push follows it now
             plan = replace(plan, decision=controller.settle(cfg, self.controller, plan.decision))
         elif self.recipe.extra_rollout:  # measure first (step 1, current_batch)
             plan = self._plan(start.step, target, start.num_prompts, start.samples_per_prompt)
+        self._integral_before = before.integral
+        if plan is not None and (plan.decision.budget == 0 or plan.num_samples == 0):
+            self.controller = controller.hold_integral(self.controller, before.integral)
         bonus: float | None = self.recipe.entropy_bonus
         adaptive = self.adaptive_entropy
         if adaptive is not None:
@@ -213,6 +229,10 @@ class AEPOStep:
             # what the extra pass samples at: T = 1 under aepo_no_temperature, whatever the
             # decision's direction
             metrics["aepo/temperature"] = plan.rollout.temperature
+            metrics["aepo/integral"] = self.controller.integral
+            metrics["aepo/reward_average"] = (
+                self.controller.guard.reward if self.controller.guard.reward is not None else 0.0
+            )
         if dcpo is not None:
             metrics.update(dcpo.metrics())
         entropic_alpha = None
@@ -259,13 +279,19 @@ class AEPOStep:
         self.positive_rates.update(
             plan.rollout.temperature, selection.num_candidates, int(rewards.numel())
         )
+        if len(selection) == 0:  # no push after all: the integral must not wind for it
+            self.controller = controller.hold_integral(self.controller, self._integral_before)
+            metrics["aepo/integral"] = self.controller.integral
         picked_mask = response_mask[selection.indices.to(response_mask.device)]
         # Under alpha_meaning: paper the term is a mean over the samples, so a smaller budget
         # no longer weakens it: gain: proportional scales alpha by the strength too, which is
-        # what makes the push fade near the target.
+        # what makes the push fade near the target. Under batch_share each row is a unit of
+        # push: the last row's fraction is spread over them all (1.0 under gain: fixed).
         weight = cfg.alpha
         if cfg.alpha_meaning == "paper":
             weight *= plan.decision.strength  # 1.0 under controller.gain: fixed
+        else:
+            weight *= plan.decision.row_weight
         advantages = reinforce_advantages(
             selection.signal.to(picked_mask.device), weight, picked_mask
         )
@@ -319,6 +345,7 @@ class AEPOStep:
             "controller": {
                 "entropy": self.controller.entropy,
                 "integral": self.controller.integral,
+                "guard": asdict(self.controller.guard),
                 "config": self.cfg.model_dump(),
                 "last_step": self.last_step,
                 "last_target": self.last_target,
@@ -338,6 +365,10 @@ class AEPOStep:
             saved = state["controller"]
             entropy, integral = saved["entropy"], float(saved["integral"])
             last_step, last_target = saved["last_step"], saved["last_target"]
+            # checkpoints written before the reward guard have no entry: a fresh guard
+            guard = GuardState(**saved.get("guard", {}))
+            if guard.reward is not None and not math.isfinite(float(guard.reward)):
+                raise ValueError(f"guard reward {guard.reward!r}")
             self.positive_rates.load_state_dict(state["positive_rates"])
             rng_state = state["rng_state"]
             if self.adaptive_entropy is not None:
@@ -355,7 +386,7 @@ class AEPOStep:
                 f"malformed AEPO state: controller entropy={entropy!r}, integral={integral!r}"
             )
         self.controller = ControllerState(
-            entropy=None if entropy is None else float(entropy), integral=integral
+            entropy=None if entropy is None else float(entropy), integral=integral, guard=guard
         )
         self.last_step = None if last_step is None else int(last_step)
         self.last_target = None if last_target is None else float(last_target)

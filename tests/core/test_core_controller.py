@@ -4,7 +4,6 @@ from hypothesis import strategies as st
 
 from aepo.core import LOWER, RAISE, AEPOConfig, AEPOStep, ControllerState
 from aepo.core import controller as ctl_fn
-from aepo.core.controller import MIN_STRENGTH
 
 
 class EntropyController:
@@ -92,7 +91,9 @@ def test_proportional_budget_grows_with_error_and_is_bounded():
         ctl.observe(h)
         budgets.append(ctl.decide(1).budget)
     assert budgets == sorted(budgets)
-    assert budgets[0] == 6  # floor: MIN_STRENGTH * 60
+    # 0.01 nats below: strength 2 x 0.01 = 0.02, one row's worth 60 x 0.02 = 1.2 (no floor)
+    assert budgets[0] == 2 and ctl.history[0].strength == pytest.approx(0.02)
+    assert ctl.history[0].row_weight == pytest.approx(0.6)  # 1.2 rows' worth over 2 rows
     assert budgets[-1] == 60  # capped at samples_up
     assert all(d.temperature == 1.2 for d in ctl.history)
 
@@ -101,7 +102,7 @@ def test_the_controller_is_a_function_of_state_measurement_and_target():
     cfg = AEPOConfig(controller={"gain": "proportional", "integral_gain": 0.2})
     state = ctl_fn.observe(cfg, ControllerState(), 0.45, target=0.5)
     again = ctl_fn.observe(cfg, ControllerState(), 0.45, target=0.5)
-    assert state == again and state.integral == pytest.approx(0.02)
+    assert state == again and state.integral == pytest.approx(0.01)  # 0.2 x 0.05 nats
     # The target comes in as an argument: the same state decides differently for another.
     up = ctl_fn.decide(cfg, state, 3, target=0.5)
     down = ctl_fn.decide(cfg, state, 3, target=0.3)
@@ -133,20 +134,20 @@ def test_proportional_stays_within_bounds(entropy, kp):
     for step in range(3):
         ctl.observe(entropy)
         d = ctl.decide(step)
-        assert MIN_STRENGTH <= d.strength <= 1
+        assert 0 <= d.strength <= 1 and 0 <= d.row_weight <= 1
         assert 0 <= d.budget <= max(cfg.samples_up, cfg.samples_down)
         assert d.temperature in (cfg.t_low, cfg.t_high)
 
 
 def test_settle_keeps_the_temperature_and_resizes_the_push_from_the_new_measurement():
     ctl = controller(controller={"gain": "proportional", "proportional_gain": 2.0})
-    ctl.observe(0.3)  # 40% below: strength 0.8
+    ctl.observe(0.3)  # 0.2 nats below: strength 0.4
     planned = ctl.decide(step=2)
-    ctl.observe(0.45)  # this step's measurement, still below but closer: strength 0.2
+    ctl.observe(0.45)  # this step's measurement, still below but closer: strength 0.1
     settled = ctl.settle(planned)
     assert (settled.direction, settled.temperature, settled.step) == (RAISE, 1.2, 2)
     assert settled.entropy == 0.45
-    assert settled.strength == pytest.approx(0.2) and settled.budget == 12
+    assert settled.strength == pytest.approx(0.1) and settled.budget == 6
     assert ctl.history == [settled]  # logs show the push that was applied
 
 
@@ -199,12 +200,12 @@ def test_integral_does_not_wind_up_far_from_the_target_and_counts_each_measureme
     ctl.observe(1.5)  # 200% above the target: outside the integration band
     ctl.decide(1)
     assert ctl.integral == 0.0
-    ctl.observe(0.45)  # 10% below
+    ctl.observe(0.45)  # 10% below: 0.05 nats
     planned = ctl.decide(2)
-    assert ctl.integral == pytest.approx(0.05)
+    assert ctl.integral == pytest.approx(0.025)
     ctl.settle(planned)  # the same measurement again: not integrated twice
     ctl.decide(3)
-    assert ctl.integral == pytest.approx(0.05)
+    assert ctl.integral == pytest.approx(0.025)
     for step in range(4, 40):
         ctl.observe(0.45)
         ctl.decide(step)

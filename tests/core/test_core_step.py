@@ -74,12 +74,12 @@ def test_state_without_rng_is_refused_naming_the_entry():
 
 def test_paper_meaning_scales_alpha_by_the_proportional_strength():
     cfg = AEPOConfig(
-        controller={"gain": "proportional", "proportional_gain": 1.0}, alpha=2.0, target_entropy=0.5
+        controller={"gain": "proportional", "proportional_gain": 2.0}, alpha=2.0, target_entropy=0.5
     )
     for meaning, expected in (("paper", 0.4), ("batch_share", 2.0)):
         step = AEPOStep(cfg.model_copy(update={"alpha_meaning": meaning}))
         begun = step.begin(1, num_prompts=8, samples_per_prompt=4)
-        plan = step.measured(begun, 0.4).plan  # relative error 0.2 -> strength 0.2
+        plan = step.measured(begun, 0.4).plan  # 0.1 nats below -> strength 0.2, 12 rows
         assert plan.decision.strength == pytest.approx(0.2)
         rows = reinforce(step, plan, torch.ones(plan.num_samples), [0] * plan.num_samples)
         assert torch.allclose(rows.advantages, torch.full_like(rows.advantages, expected))

@@ -287,9 +287,9 @@ class LocalTrainer:
         mask = grpo_rollout.response_mask
         old_logp, old_entropy = self._score_rows(grpo_rollout, with_entropy=True)
         entropy = float(masked_mean(old_entropy, mask))
-        measured = self.aepo.measured(start, entropy)
-
         rewards = self._rewards(grpo_rollout, truths)
+        measured = self.aepo.measured(start, entropy, rewards)
+
         seq_adv = group_advantage(rewards, group_ids).to(self.device)
         advantages = seq_adv.unsqueeze(1) * mask.to(seq_adv.dtype)
         if recipe.entropy_adv:

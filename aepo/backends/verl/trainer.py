@@ -290,7 +290,10 @@ class AEPORayTrainer(RayPPOTrainer):
         entropys = old_log_prob.batch["entropys"]
         # Token mean over the GRPO batch, whatever loss_agg_mode fit() logs actor/entropy with.
         entropy = float(masked_mean(entropys, batch.batch["response_mask"]))
-        self._measured = self.aepo.measured(self._start, entropy)
+        # the rewards are in the batch by now (the agent loop's, or the colocated model's)
+        has_scores = "rm_scores" in batch.batch.keys()
+        rewards = batch.batch["rm_scores"].sum(dim=-1) if has_scores else None
+        self._measured = self.aepo.measured(self._start, entropy, rewards)
         if self.recipe.entropy_adv or self.recipe.top_entropy_quantile is not None:
             old_log_prob.batch[OLD_ENTROPY_KEY] = entropys.clone()
         if self._measured.dcpo is not None:
