@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 from aepo.backends.verl import e2e
+from aepo.backends.verl.checkpoint import TRACKER_FILE
 
 SHAPE_OVERRIDE = "+shape=scale_out"
 NODES = 2
@@ -35,7 +36,6 @@ CPUS_PER_NODE = 4  # logical: Ray schedules by them; the machine may have fewer 
 OBJECT_STORE_BYTES = 512 << 20  # per node; Ray's default, 30 % of RAM, is for real jobs
 KILLED = 137  # 128 + SIGKILL, what a shell reports for a process killed this way
 KILL_MOMENTS = ("state", "shards", "saved")
-TRACKER_FILE = "latest_checkpointed_iteration.txt"  # verl's, ray_trainer.py:1046-1050
 PORT_RACE = b"EADDRINUSE"
 PORT_RACE_ATTEMPTS = 3
 
