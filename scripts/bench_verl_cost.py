@@ -13,7 +13,7 @@ On your GPUs, with any verl overrides (the shipped config and the 7B model by de
         data.train_files=... data.val_files=... trainer.n_gpus_per_node=8
 
 Here, on verl's real CPU stack (needs .venv-e2e; the tiny built-in model, 64 prompts x 4 =
-256 rows a step, through ``aepo.backends.verl.e2e``; run it under ``flock
+256 rows a step, through ``aepo.backends.verl.cpu_harness.e2e``; run it under ``flock
 /tmp/aepo-ray.lock`` where several people share the machine):
 
     python scripts/bench_verl_cost.py --cpu --steps 5 --repeats 2
@@ -95,7 +95,7 @@ def unread_keys(algorithm: str, config_dir: Path, config_name: str, overrides) -
 def cpu_overrides(algorithm: str) -> list[str]:
     """CPU_OVERRIDES for ``algorithm`` (without the ``aepo:`` keys it does not read), then
     the deletions :func:`unread_keys` finds in the CPU config."""
-    from aepo.backends.verl import e2e
+    from aepo.backends.verl.cpu_harness import e2e
     from aepo.core.config import READS
 
     reads = READS[algorithm]
@@ -107,7 +107,7 @@ def run_once(args, algorithm: str, name: str, log) -> Path:
     """One run; returns its TensorBoard folder."""
     overrides = [f"aepo.algorithm={algorithm}", *FRESH, *args.overrides]
     if args.cpu:
-        from aepo.backends.verl import e2e
+        from aepo.backends.verl.cpu_harness import e2e
 
         mode = "previous_step"
         overrides = [*cpu_overrides(algorithm), *overrides]
@@ -203,7 +203,7 @@ def main(argv=None) -> int:
     if args.cpu:
         import pandas as pd
 
-        from aepo.backends.verl import e2e
+        from aepo.backends.verl.cpu_harness import e2e
         from aepo.tasks import digit_sum
 
         e2e.prepare(args.output)

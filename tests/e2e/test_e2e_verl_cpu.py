@@ -14,7 +14,7 @@ import shutil
 import numpy as np
 import pytest
 
-from aepo.backends.verl import e2e
+from aepo.backends.verl.cpu_harness import e2e
 from aepo.plot.curves import load_scalars
 
 OUTPUT = e2e.PROJECT_ROOT / e2e.DEFAULT_OUTPUT

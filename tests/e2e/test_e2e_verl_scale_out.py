@@ -1,6 +1,6 @@
 """AEPO on verl's real stack at a scale-out shape on a CPU (``make e2e``; skipped elsewhere).
 
-``python -m aepo.backends.verl.scale_out``: a Ray cluster of two nodes on this machine
+``python -m aepo.backends.verl.cpu_harness.scale_out``: a Ray cluster of two nodes on this machine
 (``ray.cluster_utils.Cluster``), the actor and reference workers as 2 data-parallel FSDP2
 ranks (one per node, gloo), 2 vLLM replicas of tensor-parallel size 1, 2 agent-loop workers,
 dynamic batch sizes with a budget of 16 tokens per micro-batch, the math reward
@@ -19,8 +19,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from aepo.backends.verl import e2e, scale_out
 from aepo.backends.verl.checkpoint import RESUMED_PREFIX, read_state, state_summary
+from aepo.backends.verl.cpu_harness import e2e, scale_out
 from aepo.plot.curves import load_scalars
 from aepo.tasks import digit_sum
 

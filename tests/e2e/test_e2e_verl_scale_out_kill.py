@@ -18,8 +18,8 @@ import shutil
 
 import pytest
 
-from aepo.backends.verl import e2e, scale_out
 from aepo.backends.verl.checkpoint import RESUMED_PREFIX, read_state, state_summary
+from aepo.backends.verl.cpu_harness import e2e, scale_out
 
 MODE = "previous_step"
 STEPS = 4

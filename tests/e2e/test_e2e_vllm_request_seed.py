@@ -20,8 +20,8 @@ import sys
 
 import pytest
 
-from aepo.backends.verl import e2e
 from aepo.backends.verl.agent_loop import FIT_CALL, request_seeds
+from aepo.backends.verl.cpu_harness import e2e
 
 OUTPUT = e2e.PROJECT_ROOT / e2e.DEFAULT_OUTPUT
 PROMPT, OTHERS = "16=", ("12=", "9=", "5=", "7=")

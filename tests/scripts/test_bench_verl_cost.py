@@ -55,7 +55,7 @@ def test_cpu_runs_compose_a_config_each_algorithm_accepts():
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from aepo.backends.verl import e2e
+    from aepo.backends.verl.cpu_harness import e2e
     from aepo.backends.verl.trainer import aepo_config_from
 
     for algorithm in bench_verl_cost.ALGORITHMS:

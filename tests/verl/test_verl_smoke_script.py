@@ -1,5 +1,5 @@
 """scripts/gpu_smoke_fsdp_update.py with verl's real FSDP worker, on a CPU stand-in
-for CUDA (aepo/backends/verl/cpu_platform.py): the GPU smoke check's own logic, the worker's
+for CUDA (aepo/backends/verl/cpu_harness/cpu_platform.py): the GPU smoke check's own logic, the worker's
 TensorDict protocol and the driver-side AEPO step, short of CUDA kernels and FSDP1."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 RUN = """
 import sys
 sys.path[:0] = [{root!r}, {scripts!r}]
-from aepo.backends.verl.cpu_platform import install
+from aepo.backends.verl.cpu_harness.cpu_platform import install
 install()
 import gpu_smoke_fsdp_update as smoke
 sys.exit(smoke.main(sys.argv[1:], device="cuda"))
@@ -79,7 +79,7 @@ WORKERS = """
 import copy, json, sys, tempfile
 from pathlib import Path
 sys.path[:0] = [{root!r}, {scripts!r}]
-from aepo.backends.verl.cpu_platform import install
+from aepo.backends.verl.cpu_harness.cpu_platform import install
 install()
 import torch
 import numpy as np
