@@ -13,16 +13,14 @@ On your GPUs, with any verl overrides (the shipped config and the 7B model by de
         data.train_files=... data.val_files=... trainer.n_gpus_per_node=8
 
 Here, on verl's real CPU stack (needs .venv-e2e; the tiny built-in model, 64 prompts x 4 =
-256 rows a step, through ``aepo.backends.verl.e2e``; run it under ``flock
+256 rows a step, through ``aepo.backends.verl.cpu_harness.e2e``; run it under ``flock
 /tmp/aepo-ray.lock`` where several people share the machine):
 
     python scripts/bench_verl_cost.py --cpu --steps 5 --repeats 2
 
-From step 2 of ``previous_step`` the REINFORCE candidates' old-log-prob and reference
-log-probs ride in fit()'s own passes (inside ``timing_s/old_log_prob`` and ``timing_s/ref``;
-``riding rows`` counts them, ``unused`` those the selection then left out); where they cannot
-(step 1, ``current_batch``, a colocated reward model) they get passes of their own inside
-``timing_s/update_actor``, also logged alone as ``aepo/extra_passes_s``.
+The REINFORCE rows' old-log-prob and reference passes (and, at step 1 or under
+``current_batch``, the second generation) run inside ``timing_s/update_actor``; they are also
+logged alone as ``aepo/extra_passes_s``.
 """
 
 from __future__ import annotations
@@ -40,7 +38,7 @@ sys.path.insert(0, str(PROJECT_ROOT))
 PHASES = ("timing_s/step", "timing_s/gen", "timing_s/old_log_prob", "timing_s/ref")
 PHASES += ("timing_s/update_actor", "timing_s/update_weights")
 EXTRA = ("aepo/extra_gen_tokens", "aepo/extra_worker_calls", "aepo/extra_passes_s")
-EXTRA += ("aepo/reinforce_samples", "aepo/riding_rows", "aepo/riding_unused_rows")
+EXTRA += ("aepo/reinforce_samples",)
 ALGORITHMS = ("grpo", "aepo")
 
 # The CPU shape: 64 prompts x n = 4 = 256 rows, 2 mini-batches, AEPO's extra samples capped
@@ -97,7 +95,7 @@ def unread_keys(algorithm: str, config_dir: Path, config_name: str, overrides) -
 def cpu_overrides(algorithm: str) -> list[str]:
     """CPU_OVERRIDES for ``algorithm`` (without the ``aepo:`` keys it does not read), then
     the deletions :func:`unread_keys` finds in the CPU config."""
-    from aepo.backends.verl import e2e
+    from aepo.backends.verl.cpu_harness import e2e
     from aepo.core.config import READS
 
     reads = READS[algorithm]
@@ -109,7 +107,7 @@ def run_once(args, algorithm: str, name: str, log) -> Path:
     """One run; returns its TensorBoard folder."""
     overrides = [f"aepo.algorithm={algorithm}", *FRESH, *args.overrides]
     if args.cpu:
-        from aepo.backends.verl import e2e
+        from aepo.backends.verl.cpu_harness import e2e
 
         mode = "previous_step"
         overrides = [*cpu_overrides(algorithm), *overrides]
@@ -186,9 +184,6 @@ def format_table(table: dict[str, dict[str, float]], steps_per_run: int, repeats
         lines.append(
             f"{'REINFORCE rows / step':28s} {'':10s} {aepo['aepo/reinforce_samples']:10.1f}"
         )
-    if "aepo/riding_rows" in aepo:
-        riding = f"{aepo['aepo/riding_rows']:.1f} ({aepo['aepo/riding_unused_rows']:.1f} unused)"
-        lines.append(f"{'riding rows / step':28s} {'':10s} {riding:>10s}")
     return "\n".join(lines)
 
 
@@ -208,7 +203,7 @@ def main(argv=None) -> int:
     if args.cpu:
         import pandas as pd
 
-        from aepo.backends.verl import e2e
+        from aepo.backends.verl.cpu_harness import e2e
         from aepo.tasks import digit_sum
 
         e2e.prepare(args.output)

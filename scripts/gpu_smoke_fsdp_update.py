@@ -170,7 +170,7 @@ def compose_config(model_path: str, device: str, extra: list[str]):
     ]
     if not any("attn_implementation" in o for o in extra) and not flash_attn_installed():
         # HFModelConfig asks for flash_attention_2 unless told otherwise (verl
-        # workers/config/model.py:185); transformers then refuses to load the model.
+        # workers/config/model.py); transformers then refuses to load the model.
         overrides.append("+actor_rollout_ref.model.override_config.attn_implementation=sdpa")
     from aepo.core.config import READS
 
@@ -314,7 +314,7 @@ def check_checkpoint_merge(worker, save_dir: Path, step: int, initial: dict) -> 
 
 
 def main(argv: list[str] | None = None, *, device: str | None = None) -> int:
-    """``device`` forces the platform check (aepo/backends/verl/cpu_platform.py runs the worker
+    """``device`` forces the platform check (aepo/backends/verl/cpu_harness/cpu_platform.py runs the worker
     on a CPU stand-in for CUDA)."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

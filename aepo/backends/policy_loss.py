@@ -15,9 +15,6 @@ from typing import Any
 
 from aepo.core.config import AEPOConfig
 
-VERL_POLICY_LOSSES = ("clip_cov", "kl_cov")
-"""the ``recipe.policy_loss`` values that come from verl's registry (``vanilla`` is ours)"""
-
 
 def verl_policy_loss_settings(cfg: AEPOConfig, loss_mode: str) -> dict[str, Any]:
     """``actor.policy_loss`` keys (verl 0.9.1 ``workers/config/actor.py: PolicyLossConfig``)

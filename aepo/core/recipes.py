@@ -40,8 +40,10 @@ class Recipe:
 
     @property
     def targets_entropy(self) -> bool:
-        """whether the algorithm steers towards ``target_entropy`` (a run has a tracking error)"""
-        return self.extra_rollout or self.adaptive_entropy or self.dcpo or self.entropic
+        """whether the algorithm steers towards ``target_entropy`` (a run has a tracking
+        error): the same algorithms as :attr:`has_state`, since steering needs the state that
+        carries the measurement from step to step"""
+        return self.has_state
 
     @property
     def needs_current_entropy(self) -> bool:

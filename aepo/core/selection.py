@@ -80,22 +80,6 @@ def _filter(rewards, group_ids, signal, positive_filter, reward_threshold, advan
     return torch.nonzero(keep, as_tuple=False).reshape(-1), rewards
 
 
-def reinforce_candidates(cfg: AEPOConfig, rewards: torch.Tensor, group_ids: Sequence):
-    """The extra samples that can become REINFORCE rows (ascending): those that pass the
-    recipe's filter, before the budget cap. Known from the rewards alone, so an engine can
-    score them before the step's budget is settled; :func:`select_from_extra_rollout` picks
-    its rows among them. Draws nothing from any generator."""
-    candidates, _ = _filter(
-        rewards.detach().float().reshape(-1),
-        group_ids,
-        recipe_for(cfg).signal,
-        cfg.positive_filter,
-        cfg.reward_threshold,
-        ADVANTAGE_THRESHOLD,
-    )
-    return candidates
-
-
 def select_from_extra_rollout(
     cfg: AEPOConfig,
     budget: int,
@@ -104,7 +88,7 @@ def select_from_extra_rollout(
     generator: torch.Generator | None = None,
 ) -> tuple[Selection, dict[str, float]]:
     """The recipe's filter and signal, capped at ``budget``; changes no state but the
-    generator's (:meth:`aepo.core.AEPOStep.select` records the positive rate)."""
+    generator's (:meth:`aepo.core.AEPOStep.reinforce` records the positive rate)."""
     selection = select_reinforce_samples(
         rewards,
         group_ids,

@@ -146,6 +146,13 @@ class Reinforcement:
     def __len__(self) -> int:
         return int(self.indices.numel())
 
+    def scaled(self, advantages: torch.Tensor) -> torch.Tensor:
+        """The merged batch's token advantages times :attr:`row_scale` (each row's Eq. 1
+        weight); unchanged under ``batch_share``."""
+        if self.row_scale is None:
+            return advantages
+        return advantages * self.row_scale.to(advantages).unsqueeze(1)
+
 
 class AEPOStep:
     def __init__(self, cfg: AEPOConfig):

@@ -110,33 +110,3 @@ def test_the_step_records_the_rate_at_the_plans_temperature_and_selection_does_n
     assert step.positive_rates.rate(0.8) == 1.0 and step.positive_rates.rate(1.2) == 0.5
     sel, metrics = select_from_extra_rollout(AEPOConfig(), 10, rewards, [0] * 8)
     assert sel.indices.tolist() == [0, 2, 3, 6] and metrics["aepo/positive_rate"] == 0.5
-
-
-@given(
-    rewards=st.lists(st.sampled_from([0.0, 0.5, 1.0]), min_size=1, max_size=48),
-    budget=st.integers(0, 60),
-    algorithm=st.sampled_from(["aepo", "aepo_advantage", "aepo_no_temperature"]),
-    positive_filter=st.sampled_from(["reward", "advantage"]),
-)
-def test_candidates_hold_every_selection_and_draw_nothing(
-    rewards, budget, algorithm, positive_filter
-):
-    """An engine may score reinforce_candidates before the budget is settled (verl's riding
-    rows): whatever the budget, the selection is among them, and computing them leaves the
-    seeded generator where it was, so the selection that follows is unchanged."""
-    from aepo.core import AEPOConfig, reinforce_candidates, select_from_extra_rollout
-
-    keys = {"algorithm": algorithm}
-    if algorithm != "aepo_advantage":  # keeps every sample: no filter to choose
-        keys["positive_filter"] = positive_filter
-    cfg = AEPOConfig(**keys)
-    r = torch.tensor(rewards)
-    groups = [i // 4 for i in range(len(rewards))]
-    gen = seeded(3)
-    candidates = reinforce_candidates(cfg, r, groups)
-    assert torch.equal(gen.get_state(), seeded(3).get_state())
-    selection, _ = select_from_extra_rollout(cfg, budget, r, groups, gen)
-    assert selection.num_candidates == candidates.numel()
-    assert set(selection.indices.tolist()) <= set(candidates.tolist())
-    if budget >= candidates.numel():
-        assert torch.equal(selection.indices, candidates)

@@ -174,24 +174,89 @@ def test_settling_removes_the_lag_of_previous_step_on_a_simulated_policy():
     assert settled < 0.6 * lagged, (settled, lagged)  # measured 0.25 against 0.54
 
 
-def test_each_engine_step_makes_at_most_three_calls_into_the_core():
-    """The step is the algorithm's three phases; a third engine, or a change of order,
-    is made once, in aepo.core.step."""
+ENGINE_MODULES = (
+    "local/trainer.py",
+    "verl/trainer.py",
+    "verl/log_prob_passes.py",
+    "verl/batch_merge.py",
+    "verl/extra_rollout.py",
+)
+"""the modules that make an engine's step"""
+
+CORE_HELPERS = frozenset(
+    {
+        "AEPOStep",
+        "UpdateLayout",
+        "entropic_adjust_loss",
+        "entropy_bonus_loss",
+        "group_advantage",
+        "load_aepo_config",
+        "masked_mean",
+        "ppo_clip_loss",
+        "recipe_for",
+        "shape_advantages",
+    }
+)
+"""core functions an engine may call outside AEPOStep: losses, GRPO's advantage and the
+baselines' shaping; none decides anything the three calls decide"""
+
+
+def _engine_calls(path):
+    """(the ``self.aepo.*`` methods called, the core functions called by bare name)."""
     import ast
+
+    tree = ast.parse(path.read_text())
+    core_names = {
+        alias.asname or alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("aepo.core")
+        for alias in node.names
+    }
+    step_calls, bare_calls = [], set()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Attribute):
+            if func.value.attr == "aepo":
+                step_calls.append(func.attr)
+        elif isinstance(func, ast.Name) and func.id in core_names:
+            bare_calls.add(func.id)
+    return step_calls, bare_calls
+
+
+def test_each_engine_step_makes_at_most_three_calls_into_the_core():
+    """The step is the algorithm's three phases; a third engine, or a change of order, is
+    made once, in aepo.core.step. Every other call into the core is a helper that decides
+    nothing (CORE_HELPERS): a bare call to a core decision (a selection, a plan, a filter)
+    from an engine would let the engines drift."""
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2] / "aepo" / "backends"
-    for path in (root / "local" / "trainer.py", root / "verl" / "trainer.py"):
-        calls = [
-            node.func.attr
-            for node in ast.walk(ast.parse(path.read_text()))
-            if isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Attribute)
-            and isinstance(node.func.value, ast.Attribute)
-            and node.func.value.attr == "aepo"
-        ]
+    step_calls_by_engine = {"local": [], "verl": []}
+    for name in ENGINE_MODULES:
+        step_calls, bare_calls = _engine_calls(root / name)
+        step_calls_by_engine[name.split("/")[0]] += step_calls
+        assert bare_calls <= CORE_HELPERS, (name, sorted(bare_calls - CORE_HELPERS))
+    for engine, calls in step_calls_by_engine.items():
         step_calls = [c for c in calls if c not in ("state_dict", "load_state_dict")]
-        assert sorted(step_calls) == ["begin", "measured", "reinforce"], (path.name, calls)
+        assert sorted(step_calls) == ["begin", "measured", "reinforce"], (engine, calls)
+
+
+def test_the_call_count_test_sees_a_bare_core_call(tmp_path):
+    """The check above is only as good as its parser: an engine calling a core decision
+    directly (as the verl engine once called reinforce_candidates) is caught."""
+    engine = tmp_path / "engine.py"
+    engine.write_text(
+        "from aepo.core import masked_mean, select_from_extra_rollout as pick\n"
+        "def step(self, cfg, r, g):\n"
+        "    self.aepo.begin(1)\n"
+        "    masked_mean(r, r)\n"
+        "    return pick(cfg, 4, r, g)\n"
+    )
+    step_calls, bare_calls = _engine_calls(engine)
+    assert step_calls == ["begin"]
+    assert bare_calls - CORE_HELPERS == {"pick"}
 
 
 def test_the_logged_temperature_is_the_one_the_extra_pass_samples_at():

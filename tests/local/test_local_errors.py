@@ -32,9 +32,11 @@ def test_bad_aepo_value_names_file_and_key(tmp_path):
         load_run_config(cfg)
 
 
-def test_a_verl_only_key_is_refused_by_the_local_engine(tmp_path):
+def test_the_verl_rollout_seed_key_is_not_an_aepo_key(tmp_path):
+    """Per-request vLLM seeds are a verl rollout setting (rollout.custom.per_request_seed):
+    under aepo: the local engine refuses the key as it refuses any unknown one."""
     cfg = write(tmp_path / "seeded.yaml", {"aepo": {"per_request_seed": True}})
-    with pytest.raises(ConfigError, match=r"seeded\.yaml:aepo\.per_request_seed: seeds vLLM"):
+    with pytest.raises(ConfigError, match=r"seeded\.yaml:aepo\.per_request_seed: unknown key"):
         load_run_config(cfg)
 
 

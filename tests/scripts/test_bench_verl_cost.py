@@ -19,8 +19,7 @@ def test_medians_pool_every_run_and_ratios_are_aepo_over_grpo():
             {
                 "timing_s/step": [5.0],
                 "aepo/extra_worker_calls": [2.0, 2.0],
-                "aepo/riding_rows": [6.0, 8.0],
-                "aepo/riding_unused_rows": [1.0, 3.0],
+                "aepo/reinforce_samples": [6.0, 8.0],
             },
         ],
     }
@@ -32,8 +31,8 @@ def test_medians_pool_every_run_and_ratios_are_aepo_over_grpo():
     (tokens,) = [line for line in text.splitlines() if line.startswith("generated tokens")]
     assert tokens.split()[-1] == "1.30"
     assert "extra worker calls / step" in text
-    (riding,) = [line for line in text.splitlines() if line.startswith("riding rows")]
-    assert riding.endswith("7.0 (2.0 unused)")
+    (chosen,) = [line for line in text.splitlines() if line.startswith("REINFORCE rows")]
+    assert chosen.split()[-1] == "7.0"
 
 
 def test_step_one_is_left_out(tmp_path):
@@ -56,7 +55,7 @@ def test_cpu_runs_compose_a_config_each_algorithm_accepts():
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from aepo.backends.verl import e2e
+    from aepo.backends.verl.cpu_harness import e2e
     from aepo.backends.verl.trainer import aepo_config_from
 
     for algorithm in bench_verl_cost.ALGORITHMS:

@@ -335,12 +335,13 @@ def kl_run(tmp_path_factory) -> Run:
 
 
 @pytest.mark.parametrize("run_name", ["aepo_run", "kl_run"])
-def test_reinforce_rows_ride_in_fits_own_log_prob_passes(run_name, request):
-    """previous_step, steps 2..: the extras came back scored from fit()'s generate call, so
-    the candidates' old (and reference) log-probs come from fit()'s own passes; step 1
-    generates them after the measurement and keeps passes of their own. The fake actor's
-    log-probs are a function of the token id (tests/verl/verl_fakes.py), so a row scored
-    in another batch gets exactly the same values."""
+def test_reinforce_rows_get_their_log_probs_in_passes_of_their_own(run_name, request):
+    """Every step, after the selection, the REINFORCE rows get an old-log-prob pass (and a
+    reference pass) of their own; fit()'s own passes hold fit()'s rows only, so
+    actor/entropy and the entropy monitor read the GRPO rows. Step 1 also wakes, generates
+    and puts to sleep the second generation. The fake actor's log-probs are a function of the
+    token id (tests/verl/verl_fakes.py), so a row scored in another batch gets exactly the
+    same values."""
     run = request.getfixturevalue(run_name)
     tb = run.scalars
     with_ref = run_name == "kl_run"
@@ -348,34 +349,24 @@ def test_reinforce_rows_ride_in_fits_own_log_prob_passes(run_name, request):
     assert tb["aepo/extra_worker_calls"][1] == 3 + passes  # wake, generate, sleep + passes
     for step in range(2, STEPS + 1):
         assert tb["aepo/reinforce_samples"][step] > 0
-        assert tb["aepo/extra_worker_calls"][step] == 0, f"step {step}"
-    assert tb["aepo/riding_rows"][1] == 0
-    for step in range(2, STEPS + 1):
-        riding = tb["aepo/riding_rows"][step]
-        assert riding >= tb["aepo/reinforce_samples"][step]
-        assert tb["aepo/riding_unused_rows"][step] == riding - tb["aepo/reinforce_samples"][step]
-    # One old-log-prob call per step (two at step 1), each holding fit's rows first, then the
-    # riding rows, padded to the DP ranks.
+        assert tb["aepo/extra_worker_calls"][step] == passes, f"step {step}"
+    assert "aepo/riding_rows" not in tb
+    # Two old-log-prob calls per step: fit()'s over its own rows, then the REINFORCE rows'.
     batches = run.actor.log_prob_batches
-    assert len(batches) == STEPS + 1
-    assert len(run.actor.ref_batches) == (STEPS + 1 if with_ref else 0)
-    ride_passes = batches[2:] + (run.actor.ref_batches[2:] if with_ref else [])
-    for td in ride_passes:
-        rows = len(td["response_mask"])
-        assert rows > ROWS and rows % DP == 0
-        assert len(tu.get(td, "global_token_num")) == rows
-        assert not is_aepo_row(td)[:ROWS].any() and is_aepo_row(td)[ROWS:].any()
-    for step, td in enumerate(batches[2:], start=2):
-        riding = int(tb["aepo/riding_rows"][step])
-        assert ROWS + riding <= len(td["response_mask"]) < ROWS + riding + DP
-        # fit()'s actor/entropy and the entropy monitor read fit's rows only (token mean).
-        entropy = no_padding_2_padding(fake_entropy(td["input_ids"]), td)[:ROWS]
-        mask = td["response_mask"][:ROWS].float()
+    assert len(batches) == 2 * STEPS
+    assert len(run.actor.ref_batches) == (2 * STEPS if with_ref else 0)
+    for step in range(1, STEPS + 1):
+        fits, own = batches[2 * step - 2], batches[2 * step - 1]
+        assert len(fits["response_mask"]) == ROWS and not is_aepo_row(fits).any()
+        assert is_aepo_row(own).any() and len(own["response_mask"]) % DP == 0
+        # fit()'s actor/entropy and the entropy monitor read fit's rows (token mean).
+        entropy = no_padding_2_padding(fake_entropy(fits["input_ids"]), fits)
+        mask = fits["response_mask"].float()
         grpo_entropy = float((entropy * mask).sum() / mask.sum())
         assert tb["actor/entropy"][step] == pytest.approx(grpo_entropy, rel=1e-6)
         assert tb["aepo/entropy"][step] == pytest.approx(grpo_entropy, rel=1e-6)
     # The REINFORCE rows reach the update with the log-probs of their own tokens, exactly.
-    for td in run.actor.updates[1:]:
+    for td in run.actor.updates:
         aepo_rows = is_aepo_row(td)
         mask = td["response_mask"].bool() & aepo_rows[:, None]
         old = no_padding_2_padding(fake_log_probs(td["input_ids"]), td)

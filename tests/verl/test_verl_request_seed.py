@@ -1,4 +1,4 @@
-"""Per-request vLLM seeds (``aepo.per_request_seed``): their derivation, and their way
+"""Per-request vLLM seeds (``actor_rollout_ref.rollout.custom.per_request_seed``): their derivation, and their way
 through verl 0.9.1's AgentLoopWorker to the LLM server.
 
 The server is the stand-in of test_verl_agent_loop.py (it records the sampling params it is
@@ -166,7 +166,7 @@ def test_a_row_of_another_agent_loop_is_refused_naming_row_and_loop():
             "dummy_tensor": torch.zeros(2, 1),
         }
     )
-    with pytest.raises(ValueError, match="row 1 .*'tool_agent'.*aepo.per_request_seed=false"):
+    with pytest.raises(ValueError, match="row 1 .*'tool_agent'.*rollout.custom.per_request_seed=false"):
         tag_default_rows(batch, "single_turn_agent", seeded=True)
     unseeded = tag_default_rows(batch, "single_turn_agent")
     assert SEED_FIELD not in unseeded.non_tensor_batch

@@ -1,5 +1,5 @@
 """scripts/gpu_smoke_fsdp_update.py with verl's real FSDP worker, on a CPU stand-in
-for CUDA (aepo/backends/verl/cpu_platform.py): the GPU smoke check's own logic, the worker's
+for CUDA (aepo/backends/verl/cpu_harness/cpu_platform.py): the GPU smoke check's own logic, the worker's
 TensorDict protocol and the driver-side AEPO step, short of CUDA kernels and FSDP1."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 RUN = """
 import sys
 sys.path[:0] = [{root!r}, {scripts!r}]
-from aepo.backends.verl.cpu_platform import install
+from aepo.backends.verl.cpu_harness.cpu_platform import install
 install()
 import gpu_smoke_fsdp_update as smoke
 sys.exit(smoke.main(sys.argv[1:], device="cuda"))
@@ -83,16 +83,14 @@ WORKERS = """
 import copy, json, sys, tempfile
 from pathlib import Path
 sys.path[:0] = [{root!r}, {scripts!r}]
-from aepo.backends.verl.cpu_platform import install
+from aepo.backends.verl.cpu_harness.cpu_platform import install
 install()
 import torch
 import numpy as np
 from verl import DataProto
-from verl.trainer.ppo.ray_trainer import RayPPOTrainer
 from verl.workers.engine_workers import ActorRolloutRefWorker
 import gpu_smoke_fsdp_update as smoke
-from aepo.backends.verl.batch_merge import rows_like
-from aepo.backends.verl.extra_rollout import PendingExtras, build_extra_requests
+from aepo.backends.verl.log_prob_passes import add_reinforce_log_probs
 from aepo.backends.verl.trainer import AEPORayTrainer, aepo_config_from
 
 model = tempfile.mkdtemp()
@@ -134,7 +132,7 @@ REF_PASS = (
 rows.meta_info = {{"temperature": 1.0}}
 rows.batch["old_log_probs"] = torch.zeros(5, smoke.RESPONSE_LEN)
 rows.batch["ref_log_prob"] = torch.ones(5, smoke.RESPONSE_LEN)
-trainer._recompute_log_probs(rows)
+add_reinforce_log_probs(trainer, rows)
 mask = rows.batch["response_mask"].bool()
 old, ref = rows.batch["old_log_probs"][mask], rows.batch["ref_log_prob"][mask]
 print(json.dumps({{
@@ -161,96 +159,6 @@ def test_aepo_rows_get_old_and_ref_log_probs_from_the_real_workers_on_cpu():
     assert out["actor_rows"] == out["ref_rows"] == [12]  # 5 rows -> lcm(1 * 4, 1 * 3)
     assert -4.2 < out["old_mean"] < 0  # log-probs over a 64-token vocabulary
     assert out["gap"] == pytest.approx(0.0, abs=1e-5)  # same weights, same temperature
-
-
-RIDE_PASS = (
-    WORKERS
-    + """trainer.global_steps = 2
-# fit()'s batch (4 prompts x 4) and, as under previous_step, this step's extra samples
-# generated in the same call and scored.
-rollout = smoke.RandomRollout(64)
-prompts = DataProto.from_single_dict(
-    {{"dummy_tensor": torch.zeros(smoke.PROMPTS, 1), "index": np.arange(smoke.PROMPTS)}}
-)
-prompts.non_tensor_batch["uid"] = np.array([f"p{{i}}" for i in range(smoke.PROMPTS)], dtype=object)
-gen = prompts.repeat(smoke.N, interleave=True)
-batch = gen.union(rollout.generate_sequences(gen))
-batch.meta_info = {{
-    "temperature": 1.0,
-    "global_token_num": batch.batch["attention_mask"].sum(-1).tolist(),
-}}
-start = trainer.aepo.begin(1, num_prompts=smoke.PROMPTS, samples_per_prompt=smoke.N)
-plan = trainer.aepo.measured(start, 0.1).plan
-extra = build_extra_requests(prompts, plan)
-trainer._start = start
-trainer._extras = PendingExtras(extra, rollout.generate_sequences(extra.requests), 0)
-
-old_log_prob, _ = trainer._compute_old_log_prob(batch)  # fit()'s pass, riding rows appended
-entropy_seen = trainer.aepo.controller.entropy
-plain, _ = RayPPOTrainer._compute_old_log_prob(trainer, batch)  # fit()'s rows alone
-mask = batch.batch["response_mask"].float()
-entropy_plain = float((plain.batch["entropys"] * mask).sum() / mask.sum())
-old_log_prob.batch.pop("entropys")
-batch = batch.union(old_log_prob)
-ref_log_prob = trainer._compute_ref_log_prob(batch)
-ref_plain = RayPPOTrainer._compute_ref_log_prob(trainer, batch)
-
-# The riding rows' separate passes on the same weights, as the update makes them otherwise.
-riding = trainer._riding
-rows = rows_like(batch, riding.samples, source_uids=riding.source_uids, group_uids=riding.group_uids)
-rows.batch["ref_log_prob"] = torch.zeros_like(rows.batch["old_log_probs"])
-trainer._recompute_log_probs(rows)
-ride_mask = rows.batch["response_mask"].bool()
-grpo_mask = batch.batch["response_mask"].bool()
-
-
-def gap(a, b, where):
-    return float((a[where] - b[where]).abs().max())
-
-
-print(json.dumps({{
-    "grpo_rows": len(batch),
-    "riding_rows": len(riding),
-    "actor_rows": trainer.actor_rollout_wg.rows,
-    "ref_rows": trainer.ref_policy_wg.rows,
-    "fit_rows_back": [len(old_log_prob), len(ref_log_prob)],
-    "old_gap": gap(riding.old_log_probs, rows.batch["old_log_probs"], ride_mask),
-    "ref_gap": gap(riding.ref_log_prob, rows.batch["ref_log_prob"], ride_mask),
-    "grpo_old_gap": gap(old_log_prob.batch["old_log_probs"], plain.batch["old_log_probs"], grpo_mask),
-    "grpo_ref_gap": gap(ref_log_prob.batch["ref_log_prob"], ref_plain.batch["ref_log_prob"], grpo_mask),
-    "entropy_seen": entropy_seen,
-    "entropy_plain": entropy_plain,
-}}))
-"""
-)
-
-
-def test_riding_rows_log_probs_equal_their_own_passes_with_the_real_workers_on_cpu():
-    """The REINFORCE candidates scored inside fit()'s old-log-prob and reference passes get
-    the log-probs a separate pass on the same weights gives them, and fit()'s rows and the
-    entropy monitor get what a pass over fit()'s rows alone gives (real FSDP2 workers, sdpa,
-    fp32, fixed micro-batches). Measured on this CPU: bitwise equal (every gap 0.0); the
-    test allows 1e-5 because the rows share micro-batches with other neighbours than in a
-    pass of their own, which a BLAS may sum in another order."""
-    overrides = [
-        "actor_rollout_ref.actor.strategy=fsdp2",
-        "actor_rollout_ref.ref.strategy=fsdp2",
-        "actor_rollout_ref.actor.use_kl_loss=true",
-        "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=2",
-    ]
-    out = json.loads(run_on_cpu_standin(RIDE_PASS, *overrides).strip().splitlines()[-1])
-    grpo, riding = out["grpo_rows"], out["riding_rows"]
-    assert grpo == 16 and riding > 0
-    assert out["fit_rows_back"] == [grpo, grpo]
-    # fit()'s pass with the riding rows, padded to whole micro-batches (actor 4, ref 2),
-    # then fit()'s rows alone, then the riding rows' own pass (padded to lcm(4, 2)).
-    combined_actor, combined_ref = -(-(grpo + riding) // 4) * 4, -(-(grpo + riding) // 2) * 2
-    alone = -(-riding // 4) * 4
-    assert out["actor_rows"] == [combined_actor, grpo, alone]
-    assert out["ref_rows"] == [combined_ref, grpo, alone]
-    for key in ("old_gap", "ref_gap", "grpo_old_gap", "grpo_ref_gap"):
-        assert out[key] <= 1e-5, (key, out[key])
-    assert out["entropy_seen"] == pytest.approx(out["entropy_plain"], abs=1e-6)
 
 
 def test_trained_checkpoint_merges_into_a_model_aepo_eval_reads(tmp_path, repo_data):

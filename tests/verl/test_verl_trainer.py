@@ -37,6 +37,7 @@ from aepo.backends.verl.agent_loop import (  # noqa: E402
     request_seeds,
 )
 from aepo.backends.verl.checkpoint import STATE_FILE, CheckpointStateError  # noqa: E402
+from aepo.backends.verl.log_prob_passes import add_reinforce_log_probs  # noqa: E402
 from aepo.backends.verl.trainer import AEPORayTrainer, aepo_config_from  # noqa: E402
 from aepo.core import ppo_clip_loss  # noqa: E402
 from aepo.core.config import READS  # noqa: E402
@@ -205,11 +206,11 @@ def test_previous_step_puts_extras_in_the_same_generate_call(aepo_config):
 
 
 def test_per_request_seed_seeds_every_row_of_every_generate_call():
-    """aepo.per_request_seed: each row of each training generate call carries the seed of
+    """actor_rollout_ref.rollout.custom.per_request_seed: each row of each training generate call carries the seed of
     (rollout.seed, step, call, row), GRPO rows through our agent loop; fit()'s batch comes
     back without the request fields."""
     trainer = make_trainer(
-        compose_config("aepo.per_request_seed=true", "actor_rollout_ref.rollout.seed=7")
+        compose_config("actor_rollout_ref.rollout.custom.per_request_seed=true", "actor_rollout_ref.rollout.seed=7")
     )
     grpo1, _ = fit_step(trainer, step=1)
     grpo2, _ = fit_step(trainer, step=2)
@@ -226,7 +227,7 @@ def test_per_request_seed_seeds_every_row_of_every_generate_call():
 
 
 def test_per_request_seed_seeds_the_grpo_recipes_rows():
-    trainer = make_trainer(compose_config("aepo.algorithm=grpo", "aepo.per_request_seed=true"))
+    trainer = make_trainer(compose_config("aepo.algorithm=grpo", "actor_rollout_ref.rollout.custom.per_request_seed=true"))
     fit_step(trainer, step=3)
     (call,) = trainer.rollout_manager.calls
     assert list(call["seeds"]) == request_seeds(42, 3, FIT_CALL, PROMPTS * N).tolist()
@@ -303,7 +304,7 @@ def aepo_rows(count: int) -> DataProto:
 @pytest.mark.parametrize("actor_micro,ref_micro,padded", [(2, None, 8), (2, 3, 12), (4, 2, 8)])
 def test_aepo_rows_pass_is_padded_to_whole_micro_batches(actor_micro, ref_micro, padded):
     # Without dynamic bsz each rank's chunk must be whole micro-batches, and the reference
-    # worker has its own micro-batch size (engine_workers.py:545-584).
+    # worker has its own micro-batch size (_verl_internals.log_prob_pass_divisor).
     overrides = [
         "actor_rollout_ref.actor.use_dynamic_bsz=false",
         "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2",
@@ -318,7 +319,7 @@ def test_aepo_rows_pass_is_padded_to_whole_micro_batches(actor_micro, ref_micro,
     rows = aepo_rows(5)
     if ref_micro is None:
         rows.batch.pop("ref_log_prob")
-    trainer._recompute_log_probs(rows)
+    add_reinforce_log_probs(trainer, rows)
     (td,) = wg.log_prob_batches
     assert len(td["response_mask"]) == padded
     assert tu.get(td, "temperature") == 1.0
@@ -501,20 +502,19 @@ def test_current_batch_source_always_measures_before_generating_extras():
 
 
 def test_validation_generation_passes_through_untouched(aepo_config):
+    """fit() validates between steps: its generate call reaches the real manager as it is
+    and begins no step (the next step's hooks would otherwise read the validation batch)."""
     trainer = make_trainer(aepo_config)
     fit_step(trainer, step=1)
-    prompts = trainer._generation_prompts
-    val = DataProto(
-        batch=prompts.batch,
-        non_tensor_batch=dict(prompts.non_tensor_batch),
-        meta_info={"validate": True},
-    )
+    assert trainer._step is None, "the step state is dropped when the update goes to verl"
+    val = trainer._get_gen_batch(DataProto.from_single_dict(dataset_batch(2)))
+    val.meta_info["validate"] = True
     before = len(trainer.rollout_manager.calls)
     trainer.async_rollout_manager.generate_sequences(val)
     call = trainer.rollout_manager.calls[before]
     assert len(trainer.rollout_manager.calls) == before + 1
-    assert all(math.isnan(t) for t in call["temperatures"]) and trainer._extras is None
-    assert trainer._generation_prompts is prompts, "validation must not replace the stashed prompts"
+    assert all(math.isnan(t) for t in call["temperatures"])
+    assert trainer._step is None, "validation must not begin a step"
 
 
 def test_target_schedule_is_logged_each_step_and_survives_the_checkpoint(tmp_path):

@@ -3,7 +3,8 @@
 Warm start (cached), then GRPO and AEPO at each target (the paper's 0.25, 0.5, 0.75 and 1.0
 by default, one config with only ``target_entropy`` changed); writes each run's
 TensorBoard log and metrics.jsonl, ``entropy.png`` and ``summary.json``, and prints the
-summary table with the issue's checks.
+summary table with the demo's checks (GRPO's entropy collapses; AEPO tracks each target
+within 5 %, with at most 5 % extra generated tokens and its reward within 0.02 of GRPO's).
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ thousand 0/1 rewards, whose seed-to-seed spread is about this size"""
 
 
 def target_checks(summaries) -> list[tuple[bool, str]]:
-    """The issue's targets, evaluated on this demo's runs."""
+    """The demo's checks (the constants above), evaluated on its runs."""
     grpo = summaries[0]
     checks = [
         (

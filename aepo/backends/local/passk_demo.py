@@ -330,7 +330,7 @@ def run_passk_demo(
 
 
 PASS1_TOLERANCE = 0.02
-"""the issue's margin: AEPO's pass@1 within this of GRPO's counts as matching it"""
+"""AEPO's pass@1 within this (two percentage points) of GRPO's counts as matching it"""
 
 
 def findings(result: dict[str, Any]) -> list[tuple[bool, str]]:

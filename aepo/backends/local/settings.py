@@ -136,12 +136,6 @@ def run_config_from_dict(raw: Any, source: str) -> RunConfig:
         if raw.get(section) is not None and not isinstance(raw[section], dict):
             raise ConfigError(f"{source}:{section}: expected a mapping, got {raw[section]!r}")
     aepo = load_aepo_config(raw.get("aepo"), source=f"{source}:aepo")
-    if aepo.per_request_seed:
-        # one process samples every row from one seeded generator: there is no replica
-        raise ConfigError(
-            f"{source}:aepo.per_request_seed: seeds vLLM requests of a verl run; the local "
-            "engine samples from one generator seeded by trainer.seed: remove the key"
-        )
     trainer = load_trainer_settings(raw.get("trainer"), source=f"{source}:trainer")
     return RunConfig(aepo=aepo, trainer=trainer)
 

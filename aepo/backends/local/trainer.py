@@ -42,15 +42,13 @@ from aepo.core import (
     Measured,
     StepPlan,
     UpdateLayout,
-    dcpo_advantages,
     entropic_adjust_loss,
     entropy_bonus_loss,
-    entropy_shaped_advantages,
     group_advantage,
     masked_mean,
     ppo_clip_loss,
     recipe_for,
-    top_entropy_advantages,
+    shape_advantages,
 )
 from aepo.model_dir import (
     ModelPathError,
@@ -268,7 +266,7 @@ class LocalTrainer:
         )
 
     def train_step(self) -> dict[str, float]:
-        cfg, s, recipe = self.cfg, self.settings, self.recipe
+        cfg, s = self.cfg, self.settings
         step = self.step + 1
         started = time.perf_counter()
         n = s.samples_per_prompt
@@ -292,30 +290,22 @@ class LocalTrainer:
 
         seq_adv = group_advantage(rewards, group_ids).to(self.device)
         advantages = seq_adv.unsqueeze(1) * mask.to(seq_adv.dtype)
-        if recipe.entropy_adv:
-            advantages = entropy_shaped_advantages(
-                advantages,
-                old_entropy,
-                mask,
-                beta=cfg.baselines.entropy_adv.beta,
-                kappa=cfg.baselines.entropy_adv.kappa,
-            )
-        dcpo_metrics: dict[str, float] = {}
+        old_logp_t = None
         if measured.dcpo is not None:
             # DCPO's second old-log-prob pass: the same GRPO samples, pi_old at T, no generation.
             old_logp_t, _ = self._score_rows(
                 grpo_rollout, with_entropy=False, temperature=measured.dcpo.temperature
             )
-            advantages, dcpo_metrics = dcpo_advantages(
-                cfg.baselines.dcpo, measured.dcpo, advantages, old_logp, old_logp_t, rewards, mask
-            )
-        top_entropy_metrics: dict[str, float] = {}
-        if recipe.top_entropy_quantile is not None:
-            # The threshold is over this step's whole batch, from pi_old's entropies (the
-            # paper's batch-level tau_rho^B; TRL takes pi_theta's per micro-batch).
-            advantages, top_entropy_metrics = top_entropy_advantages(
-                advantages, old_entropy, mask, recipe.top_entropy_quantile
-            )
+        advantages, shaping_metrics = shape_advantages(
+            cfg,
+            advantages,
+            mask,
+            old_entropy=old_entropy,
+            dcpo=measured.dcpo,
+            old_log_prob=old_logp,
+            old_log_prob_t=old_logp_t,
+            scores=rewards,
+        )
         grpo = TrainBatch(grpo_rollout, old_logp, advantages)
         metrics: dict[str, float] = {
             "reward/mean": float(rewards.mean()),
@@ -327,8 +317,7 @@ class LocalTrainer:
         # Every algorithm logs the step's target (the line its entropy is judged against),
         # those with an extra pass the decision too.
         metrics.update(measured.metrics)
-        metrics.update(top_entropy_metrics)
-        metrics.update(dcpo_metrics)
+        metrics.update(shaping_metrics)
         gen_tokens = grpo_rollout.num_tokens
 
         batch = grpo
@@ -399,9 +388,7 @@ class LocalTrainer:
         merged = apply_merge(
             grpo, TrainBatch(picked, old_logp, reinforcement.advantages), reinforcement.merge
         )
-        if reinforcement.row_scale is not None:
-            scale = reinforcement.row_scale.to(merged.advantages)
-            merged.advantages = merged.advantages * scale.unsqueeze(1)
+        merged.advantages = reinforcement.scaled(merged.advantages)
         return merged, metrics, rollout.num_tokens, gen_time
 
     def _minibatch_bounds(self, rows: int) -> np.ndarray:

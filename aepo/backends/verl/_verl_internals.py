@@ -4,17 +4,18 @@ one module, so that a verl upgrade is checked in one place.
 verl 0.9.1 documents the trainer, DataProto and the registries, but the agent-loop registry
 dict, the trainer's DP-size query and the checkpoint-folder lookup are private. They are
 collected here so that an upgrade past 0.9.1 means reading one module, not the whole
-plug-in. The overridden ``RayPPOTrainer`` hooks (``_compute_old_log_prob``,
-``_update_actor``, ``_save_checkpoint``, ``_load_checkpoint``) are listed in
-:mod:`aepo.backends.verl.trainer`, whose class docstring names the same version.
+plug-in. The overridden ``RayPPOTrainer`` hooks (``init_workers``, ``_compute_old_log_prob``,
+``_update_actor``, ``_save_checkpoint``, ``_load_checkpoint``) are described in
+:mod:`aepo.backends.verl.trainer`; the REINFORCE rows' and DCPO's extra passes call verl's own
+``_compute_old_log_prob`` and ``_compute_ref_log_prob`` (:mod:`aepo.backends.verl.log_prob_passes`).
+This is the one module that cites verl's source by file and line (read from 0.9.1); a test
+keeps such citations out of the others.
 """
 
 from __future__ import annotations
 
 import os
 from typing import Any
-
-VERL_VERSION_READ = "0.9.1"
 
 # The module whose import creates verl's agent-loop registry (agent_loop.py:467).
 AGENT_LOOP_MODULE = "verl.experimental.agent_loop.agent_loop"
@@ -36,6 +37,53 @@ def agent_loop_registry() -> dict[str, Any]:
 def actor_dp_size(trainer) -> int:
     """Data-parallel ranks the actor's batches are chunked over (ray_trainer.py:1162)."""
     return trainer._get_dp_size(trainer.actor_rollout_wg, "actor")
+
+
+def log_prob_pass_divisor(trainer, role: str) -> int:
+    """Rows a forward-only pass of ``role`` (``actor`` or ``ref``) must be a multiple of:
+    verl's nd-dispatch gives each DP rank an equal chunk, and without dynamic batch sizes each
+    rank's chunk must be whole micro-batches of ``log_prob_micro_batch_size_per_gpu``
+    (engine/utils.py:124-128). The reference worker has its own micro-batch size
+    (engine_workers.py:545-584); a reference inside the actor (LoRA) uses the actor's."""
+    rollout_ref = trainer.config.actor_rollout_ref
+    if role == "ref" and not getattr(trainer, "ref_in_actor", False):
+        dp, section = ref_dp_size(trainer), rollout_ref.ref
+    else:
+        dp, section = actor_dp_size(trainer), rollout_ref.rollout
+    if section.get("log_prob_use_dynamic_bsz", False):
+        return dp
+    return dp * (section.get("log_prob_micro_batch_size_per_gpu") or 1)
+
+
+def update_layout(trainer, num_rows: int, response_length: int):
+    """verl's update, as the merge and the Eq. 1 weighting must see it: verl's engine gives
+    each rank a contiguous chunk and cuts it into contiguous mini-batches (engine_workers.py
+    train_mini_batch, actor.shuffle false), normalising by the global mini-batch's tokens or
+    ``ppo_mini_batch_size * n`` rows (fsdp/transformer_impl.py)."""
+    import math
+
+    import torch
+
+    from aepo.core import UpdateLayout
+
+    dp = actor_dp_size(trainer)
+    actor = trainer.config.actor_rollout_ref.actor
+    mini = actor.ppo_mini_batch_size * trainer.config.actor_rollout_ref.rollout.n
+    per_rank = max(1, mini // dp)
+
+    def minibatch_of(total: int) -> torch.Tensor:
+        return (torch.arange(total) % (total // dp)) // per_rank
+
+    return UpdateLayout(
+        loss_agg_mode=actor.get("loss_agg_mode", "token-mean"),
+        num_chunks=dp * max(1, num_rows // mini),
+        batch_multiple=math.lcm(dp, mini),
+        minibatch_of=minibatch_of,
+        rows_per_minibatch=mini,
+        # verl divides seq-mean-token-sum-norm by loss_scale_factor, else by the padded
+        # response length (exact here when the former is set).
+        horizon=actor.get("loss_scale_factor") or response_length,
+    )
 
 
 def ref_dp_size(trainer) -> int:

@@ -79,6 +79,6 @@ class TemperatureAgentLoop(SingleTurnAgentLoop):
         seed = kwargs.pop(SEED_FIELD, None)
         if seed is not None:
             # verl's server only sets its replica-wide seed when the request has none
-            # (vllm_async_server.py:627, setdefault).
+            # (vllm_async_server.py, setdefault).
             sampling_params = {**sampling_params, "seed": int(seed)}
         return await super().run(sampling_params, **kwargs)

@@ -52,8 +52,8 @@ def build_reinforce_rows(
 
     Keys the agent loop produced come from the samples; prompt-level keys from the dataset
     come from a GRPO row of the same prompt; rewards and advantages are set here.
-    ``old_log_probs`` / ``ref_log_prob`` still hold the template's values: the caller
-    recomputes them for these rows.
+    ``old_log_probs`` / ``ref_log_prob`` still hold the template's values until the caller
+    scores these rows (``log_prob_passes.add_reinforce_log_probs``).
     """
     unsupported = sorted(UNSUPPORTED_WITH_EXTRA_ROWS & set(batch.batch.keys()))
     if unsupported:

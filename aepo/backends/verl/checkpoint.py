@@ -16,7 +16,8 @@ logger = logging.getLogger(__name__)
 
 STATE_FILE = "aepo_state.json"
 STATE_FORMAT = 1
-TRACKER_FILE = "latest_checkpointed_iteration.txt"  # verl's, ray_trainer.py:1046-1050
+TRACKER_FILE = "latest_checkpointed_iteration.txt"
+"""the file verl writes last in a checkpoint, naming the newest step folder"""
 STEP_PREFIX = "global_step_"
 
 
@@ -83,7 +84,7 @@ STATE_KEYS = ("controller", "positive_rates", "rng_state")
 
 def _complete(folder: str) -> bool:
     """verl saves the actor shards (every rank, blocking), then ``data.pt``, then the tracker
-    (ray_trainer.py:1013-1050): a folder whose ``data.pt`` loads holds a whole checkpoint."""
+    (ray_trainer.py): a folder whose ``data.pt`` loads holds a whole checkpoint."""
     import torch
 
     if not os.path.isdir(os.path.join(folder, "actor")):
@@ -99,7 +100,7 @@ def repair_tracker(checkpoint_dir: str) -> str | None:
     """Make verl's latest-step file readable again after a kill in the middle of writing it.
 
     verl rewrites ``latest_checkpointed_iteration.txt`` in place (``open(path, "w")``,
-    ray_trainer.py:1049): a kill between the truncation and the write leaves an empty file,
+    ray_trainer.py): a kill between the truncation and the write leaves an empty file,
     on which ``find_latest_ckpt_path`` raises ``ValueError`` and no resume starts. Such a
     file is pointed (atomically) at the newest complete ``global_step_N`` folder; a readable
     file is left alone. Returns the repaired step's folder, None when nothing was repaired;
@@ -142,7 +143,7 @@ def repair_tracker(checkpoint_dir: str) -> str | None:
 
 def resume_folder(trainer_config) -> str | None:
     """The ``global_step_N`` folder verl 0.9.1 will resume from, found with its own rules
-    (``RayPPOTrainer._load_checkpoint``, ray_trainer.py:1052-1083: ``resume_mode``, then
+    (``RayPPOTrainer._load_checkpoint``, ray_trainer.py: ``resume_mode``, then
     ``latest_checkpointed_iteration.txt`` under ``default_local_dir``); None when it will
     train from scratch. Relative paths are taken against this process's directory."""
     mode = trainer_config.resume_mode
@@ -218,3 +219,37 @@ def saved_run_config(state: dict[str, Any]) -> dict[str, Any]:
     if isinstance(recorded, dict):
         return recorded
     return {"aepo": {"algorithm": state["algorithm"]}} if "algorithm" in state else {}
+
+
+def state_to_resume(folder: str, algorithm: str, *, uses_controller: bool) -> dict | None:
+    """The AEPO state a run resuming ``folder`` with ``algorithm`` loads, or None when it has
+    none to load: a missing or unreadable file is an error only for an algorithm with
+    controller state (``uses_controller``; ``Recipe.has_state``), a warning otherwise."""
+    path = state_path(folder)
+    try:
+        state = read_state(folder)
+    except CheckpointStateError:
+        if uses_controller:
+            raise
+        logger.warning(
+            "ignoring unreadable %s: algorithm %s needs no controller state", path, algorithm
+        )
+        return None
+    if state is None:
+        if uses_controller:
+            raise CheckpointStateError(
+                f"{path} is missing: resuming algorithm {algorithm!r} from {folder} would "
+                "restart the entropy controller from scratch. Restore the file from the run "
+                "that wrote this checkpoint, or resume a checkpoint saved by aepo's trainer."
+            )
+        logger.warning("%s is missing; algorithm %s needs no controller state", path, algorithm)
+        return None
+    if state.get("algorithm", algorithm) != algorithm:
+        # start-up refuses this before Ray starts; a trainer built some other way must too
+        raise CheckpointStateError(
+            f"{path} was written by aepo.algorithm={state['algorithm']!r}, the config says "
+            f"{algorithm!r}: a run cannot change aepo.algorithm"
+        )
+    if uses_controller or state.get("uses_controller"):
+        return state
+    return None

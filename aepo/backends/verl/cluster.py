@@ -505,7 +505,7 @@ def check_nodes(module: str = "aepo", config=None) -> list[NodeReport]:
 
 def choose_attention(config, flash_attn_everywhere: bool) -> str | None:
     """Without flash-attn on every node, verl's default attention (``flash_attention_2``,
-    verl 0.9.1 ``workers/config/model.py:185``) makes ``init_model`` fail after the GPUs
+    verl 0.9.1 ``workers/config/model.py``) makes ``init_model`` fail after the GPUs
     are allocated. If the config did not ask for an attention implementation, switch to
     PyTorch's ``sdpa`` and turn remove-padding off (it packs the rows of a micro-batch into
     one sequence that only flash-attn's varlen kernels keep apart). Returns the message it

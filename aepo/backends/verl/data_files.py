@@ -11,13 +11,13 @@ from aepo.core import ConfigError
 
 logger = logging.getLogger(__name__)
 
-# verl's rule-based reward managers read these per row (reward_loop/reward_manager/naive.py:42-43).
+# verl's rule-based reward managers read these per row (reward_loop/reward_manager/naive.py).
 REWARD_COLUMNS = ("data_source", "reward_model.ground_truth")
-READABLE_SUFFIXES = (".parquet", ".json", ".jsonl")  # rl_dataset.py:173-178
+READABLE_SUFFIXES = (".parquet", ".json", ".jsonl")  # rl_dataset.py
 
 
 def prompts_per_step(config) -> int:
-    """Prompts the train loader yields per step (ray_trainer.py:407 reads the same keys)."""
+    """Prompts the train loader yields per step (ray_trainer.py reads the same keys)."""
     return int(config.data.get("gen_batch_size") or config.data.train_batch_size)
 
 
@@ -109,7 +109,7 @@ def _data_file_problems(key: str, path: str, config) -> tuple[list[str], list | 
 def _rows_verl_keeps(prompts: list, config, tokenizer, *, quiet: bool = False) -> int:
     """How many rows verl's RLHFDataset keeps: ``train_max_samples`` first, then the prompts
     whose chat-templated length fits ``max_prompt_length`` (verl 0.9.1
-    ``utils/dataset/rl_dataset.py:169-195`` and ``:248-271``, same tokenizer and
+    ``utils/dataset/rl_dataset.py``, same tokenizer and
     ``apply_chat_template_kwargs``). A row the template fails on counts as dropped, as there."""
     import numpy as np
     from verl.utils.tokenizer import normalize_token_ids

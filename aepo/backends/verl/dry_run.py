@@ -10,7 +10,7 @@ from aepo.core import AEPOConfig, recipe_for
 
 
 def tensorboard_dir(config) -> str | None:
-    """Where verl's TensorBoard logger will write (tracking.py:557), None if it is off."""
+    """Where verl's TensorBoard logger will write (tracking.py), None if it is off."""
     loggers = config.trainer.get("logger") or []
     if "tensorboard" not in ([loggers] if isinstance(loggers, str) else list(loggers)):
         return None

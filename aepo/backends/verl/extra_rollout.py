@@ -25,7 +25,7 @@ from aepo.backends.verl.agent_loop import (
     request_seeds,
 )
 from aepo.backends.verl.batch_merge import first_row_by_uid
-from aepo.core import StepPlan
+from aepo.core import StepPlan, masked_mean
 
 # AgentLoopManager numbers requests with this field when absent; copies of a request must
 # not share it (it becomes the vLLM request id under full determinism).
@@ -114,7 +114,7 @@ def tag_default_rows(
             raise ValueError(
                 f"per-request sampling seeds: row {row} of the generation batch uses agent loop "
                 f"{name!r}, which cannot carry a seed (only {SEEDABLE_AGENT_LOOP!r} rows can); "
-                "set aepo.per_request_seed=false or use single_turn_agent"
+                "set actor_rollout_ref.rollout.custom.per_request_seed=false or use single_turn_agent"
             )
         non_tensor["agent_name"] = np.full(len(prompts), AGENT_NAME, dtype=object)
     non_tensor[TEMPERATURE_FIELD] = np.full(len(prompts), float("nan"), dtype=object)
@@ -203,3 +203,26 @@ def generate_with_extras(
     extra_output.non_tensor_batch.pop(SEED_FIELD, None)
     spent = response_tokens(output.slice(num_main, len(output)))
     return main_output, PendingExtras(extra, extra_output, spent)
+
+
+def extra_pass_metrics(batch: DataProto, extras: PendingExtras | None) -> dict[str, float]:
+    """The extra pass's cost against fit()'s GRPO rows, before the selection."""
+    spent = 0 if extras is None else extras.generated_tokens
+    grpo_tokens = max(1, int(batch.batch["response_mask"].sum().item()))
+    metrics = {
+        "aepo/extra_gen_tokens": float(spent),
+        "aepo/extra_gen_fraction": spent / grpo_tokens,
+        "aepo/extra_samples": float(0 if extras is None else len(extras.outputs)),
+        "aepo/reinforce_samples": 0.0,
+        "aepo/positive_rate": 0.0,
+    }
+    if extras is None or len(extras.outputs) == 0:
+        return metrics
+    if "rollout_log_probs" in extras.outputs.batch.keys():
+        # vLLM's own log-probs of what it sampled: shows the temperature it sampled at
+        # (compare actor/entropy, the mean surprise of the T = 1 samples).
+        outputs = extras.outputs.batch
+        metrics["aepo/extra_rollout_nll"] = -float(
+            masked_mean(outputs["rollout_log_probs"], outputs["response_mask"])
+        )
+    return metrics

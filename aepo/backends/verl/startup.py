@@ -283,7 +283,7 @@ def _context_length_problems(config) -> list[str]:
         model_config = json.loads(config_file.read_text())
     except (OSError, ValueError) as err:
         return [f"{config_file}: unreadable model config ({err})"]
-    # Where verl looks too (workers/rollout/utils.py:31-40): multimodal configs nest it.
+    # Where verl looks too (workers/rollout/utils.py): multimodal configs nest it.
     positions = model_config.get("max_position_embeddings") or (
         model_config.get("text_config") or {}
     ).get("max_position_embeddings")
@@ -295,7 +295,7 @@ def _context_length_problems(config) -> list[str]:
 def context_length_problems(config, positions: int, source: str) -> list[str]:
     """verl sets ``rollout.max_model_len`` to the model's positions when it is unset and then
     silently caps every response at ``max_model_len`` minus its prompt (verl 0.9.1
-    ``workers/rollout/vllm_rollout/vllm_async_server.py:592-617, 1104-1105``): a response
+    ``workers/rollout/vllm_rollout/vllm_async_server.py``): a response
     length beyond the positions would train on truncated responses with no error."""
     needed = int(config.data.max_prompt_length) + int(config.data.max_response_length)
     remedy = (

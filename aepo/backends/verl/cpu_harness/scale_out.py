@@ -1,6 +1,6 @@
 """The e2e run at a scale-out shape: two Ray nodes on one machine (docs/scale_out.md).
 
-``python -m aepo.backends.verl.scale_out run MODE --steps N`` starts a Ray cluster of two
+``python -m aepo.backends.verl.cpu_harness.scale_out run MODE --steps N`` starts a Ray cluster of two
 nodes with ``ray.cluster_utils.Cluster`` (a head and a second raylet, one logical GPU each),
 then runs ``python -m aepo.backends.verl.main`` on ``configs/e2e/verl_cpu.yaml`` with
 ``+shape=scale_out`` (``configs/e2e/shape/scale_out.yaml``): 2 data-parallel FSDP2 ranks, one
@@ -8,7 +8,7 @@ per node, 2 vLLM replicas, 2 agent-loop workers, dynamic batch sizes, the math r
 Checkpoints go to ``outputs/e2e/checkpoints/scale_out/MODE`` (a second run with more steps
 resumes), TensorBoard logs to ``outputs/e2e/tensorboard/scale_out/MODE/NAME`` and verl's
 rollout dumps (with the reward's fields) to ``outputs/e2e/rollouts/scale_out/MODE/NAME``. Run
-``python -m aepo.backends.verl.e2e prepare`` first.
+``python -m aepo.backends.verl.cpu_harness.e2e prepare`` first.
 
 ``--kill-at MOMENT --kill-step K`` SIGKILLs every process of the run (the driver, the Ray
 nodes, their workers and vLLM's engine processes) at one moment of step K's checkpoint save:
@@ -27,7 +27,8 @@ import threading
 import time
 from pathlib import Path
 
-from aepo.backends.verl import e2e
+from aepo.backends.verl.checkpoint import TRACKER_FILE
+from aepo.backends.verl.cpu_harness import e2e
 
 SHAPE_OVERRIDE = "+shape=scale_out"
 NODES = 2
@@ -35,7 +36,6 @@ CPUS_PER_NODE = 4  # logical: Ray schedules by them; the machine may have fewer 
 OBJECT_STORE_BYTES = 512 << 20  # per node; Ray's default, 30 % of RAM, is for real jobs
 KILLED = 137  # 128 + SIGKILL, what a shell reports for a process killed this way
 KILL_MOMENTS = ("state", "shards", "saved")
-TRACKER_FILE = "latest_checkpointed_iteration.txt"  # verl's, ray_trainer.py:1046-1050
 PORT_RACE = b"EADDRINUSE"
 PORT_RACE_ATTEMPTS = 3
 

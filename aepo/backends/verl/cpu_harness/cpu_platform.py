@@ -1,16 +1,16 @@
 """Run verl 0.9.1's real workers on a machine without a GPU: a CPU stand-in platform.
 
 verl has no CPU platform: ``get_platform()`` falls back to CUDA (plugin/platform/
-platform_manager.py:113) and its FSDP engines are registered for cuda/npu only
-(workers/engine/fsdp/transformer_impl.py:1143). This module registers ``cpu_standin``, a
+platform_manager.py) and its FSDP engines are registered for cuda/npu only
+(workers/engine/fsdp/transformer_impl.py). This module registers ``cpu_standin``, a
 CUDA platform whose device is the CPU, and selects the CUDA engine classes through
-``VERL_ENGINE_DEVICE`` (workers/engine/base.py:405).
+``VERL_ENGINE_DEVICE`` (workers/engine/base.py).
 
 Two ways to use it:
 
 - **Every process of a real run** (driver, Ray actors, vLLM engine and worker processes):
-  ``VERL_USE_EXTERNAL_MODULES=aepo.backends.verl.cpu_platform VERL_PLATFORM=cpu_standin``
-  in the environment. ``import verl`` imports this module (verl/__init__.py:49-52) and the
+  ``VERL_USE_EXTERNAL_MODULES=aepo.backends.verl.cpu_harness.cpu_platform VERL_PLATFORM=cpu_standin``
+  in the environment. ``import verl`` imports this module (verl/__init__.py) and the
   platform manager then picks ``cpu_standin`` by name. ``cpu_environment()`` returns these
   variables. Used by ``make e2e`` (tests/e2e/test_e2e_verl_cpu.py).
 - **One process** (unit tests that build a worker directly): ``install()`` sets the platform
@@ -110,7 +110,7 @@ def _platform_class():
 
 class _UnpinnedCPUOffloadPolicy(torch.distributed.fsdp.CPUOffloadPolicy):
     """FSDP2 forward-only engines (the reference model) offload to pinned CPU memory
-    (verl workers/engine/fsdp/transformer_impl.py:459-462); pinning needs an accelerator."""
+    (verl workers/engine/fsdp/transformer_impl.py); pinning needs an accelerator."""
 
     def __init__(self, pin_memory: bool = True):
         super().__init__(pin_memory=False)
@@ -126,7 +126,7 @@ def _patch_verl_for_cpu() -> None:
     os.environ["VERL_ENGINE_DEVICE"] = "cuda"
 
     # verl builds "cpu:gloo,{device}:{backend}" = "cpu:gloo,cpu:gloo" for a CPU device name
-    # (utils/distributed.py:89), which torch rejects as a duplicate; plain gloo is right.
+    # (utils/distributed.py), which torch rejects as a duplicate; plain gloo is right.
     import verl.utils.distributed as distributed
 
     original = distributed.initialize_global_process_group_ray
@@ -141,7 +141,7 @@ def _patch_verl_for_cpu() -> None:
 
     # In a vLLM process: vLLM's CPU backend packs each linear weight into a oneDNN handle and
     # replaces ``layer.weight`` with an empty Parameter (vllm 0.27 model_executor/layers/
-    # utils.py:325-330, from linear.py:220), so verl's in-place weight sync has nothing to
+    # utils.py, from linear.py), so verl's in-place weight sync has nothing to
     # load into and vLLM would keep serving the initial weights. The torch fallback reads
     # ``layer.weight`` on every call.
     if "vllm" in sys.modules:
@@ -162,7 +162,7 @@ def cpu_environment() -> dict[str, str]:
 def install() -> None:
     """Use the CPU platform in this process only, with a one-rank gloo process group
     (which ``initialize_global_process_group_ray`` then leaves alone,
-    utils/distributed.py:90)."""
+    utils/distributed.py)."""
     from verl.plugin.platform import platform_manager
 
     platform_manager.set_platform(CPUStandinPlatform())

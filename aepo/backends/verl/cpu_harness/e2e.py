@@ -1,8 +1,8 @@
 """The real verl stack on a CPU, end to end: ``configs/e2e/verl_cpu.yaml`` on the built-in
 model and task (``make e2e``, tests/e2e/test_e2e_verl_cpu.py).
 
-``python -m aepo.backends.verl.e2e prepare`` writes the warm-started tiny model and the
-digit-sum parquets under ``outputs/e2e/``; ``python -m aepo.backends.verl.e2e run MODE``
+``python -m aepo.backends.verl.cpu_harness.e2e prepare`` writes the warm-started tiny model and the
+digit-sum parquets under ``outputs/e2e/``; ``python -m aepo.backends.verl.cpu_harness.e2e run MODE``
 runs ``python -m aepo.backends.verl.main`` on them with ``aepo.entropy_source=MODE``, the CPU
 platform loaded in every process, TensorBoard logs under ``outputs/e2e/tensorboard/MODE`` and
 checkpoints under ``outputs/e2e/checkpoints/MODE`` (a second run with more steps resumes).
@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[3]
+PROJECT_ROOT = Path(__file__).resolve().parents[4]
 CONFIG_DIR = PROJECT_ROOT / "configs" / "e2e"
 CONFIG_NAME = "verl_cpu"
 DEFAULT_OUTPUT = Path("outputs") / "e2e"
@@ -62,7 +62,7 @@ def run_command(mode: str, steps: int, output: Path, overrides=()) -> list[str]:
 
 
 def run_environment(mode: str, output: Path, name: str) -> dict[str, str]:
-    from aepo.backends.verl.cpu_platform import cpu_environment
+    from aepo.backends.verl.cpu_harness.cpu_platform import cpu_environment
 
     env = dict(os.environ)
     env.update(cpu_environment())
