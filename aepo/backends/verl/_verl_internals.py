@@ -35,8 +35,15 @@ def agent_loop_registry() -> dict[str, Any]:
 
 
 def actor_dp_size(trainer) -> int:
-    """Data-parallel ranks the actor's batches are chunked over (ray_trainer.py:1162)."""
-    return trainer._get_dp_size(trainer.actor_rollout_wg, "actor")
+    """Data-parallel ranks the actor's batches are chunked over (ray_trainer.py:1162; the V1
+    trainer has no such method and queries the same dispatch info inline, v1/trainer_base.py
+    _balance_batch:1608-1617)."""
+    if hasattr(trainer, "_get_dp_size"):
+        return trainer._get_dp_size(trainer.actor_rollout_wg, "actor")
+    group = trainer.actor_rollout_wg
+    if "actor" not in group._dispatch_info:
+        group._dispatch_info["actor"] = group._query_dispatch_info("actor")
+    return max(group._dispatch_info["actor"]) + 1
 
 
 def log_prob_pass_divisor(trainer, role: str) -> int:
