@@ -35,6 +35,7 @@ import uuid
 import numpy as np
 import torch
 import transfer_queue as tq
+from tensordict import TensorDict
 from transfer_queue import KVBatchMeta
 from verl import DataProto
 from verl.trainer.ppo.padding_utils import upsample_batch_to_divisible_size
@@ -63,6 +64,13 @@ PARTITION = "train"
 ROLLOUT_N_FIELD = "__rollout_n__"
 """per-prompt sample count the V1 agent-loop worker reads (verl's name)"""
 _POLL_S = 0.2
+
+
+def jagged(values: torch.Tensor) -> torch.Tensor:
+    """TransferQueue's per-row field as verl's passes hold it: a jagged nested tensor."""
+    if values.is_nested:
+        return values
+    return torch.nested.as_nested_tensor(list(values), layout=torch.jagged)
 
 
 class AEPOV1SyncTrainer(AEPOCheckpointing, PPOTrainerSync):
@@ -274,11 +282,15 @@ class AEPOV1SyncTrainer(AEPOCheckpointing, PPOTrainerSync):
         tags = [dict(outputs.meta_info["tags"][i]) for i in chosen]
         step.extra_worker_calls += self._reinforce_log_probs(keys, tags)
         mask = tq.kv_batch_get(keys=keys, partition_id=PARTITION, select_fields=["response_mask"])
-        mask = mask["response_mask"]
+        mask = jagged(mask["response_mask"])
         advantages = reinforcement.advantages[:, : int(mask.offsets().diff().max())]
-        nested = response_to_nested(advantages.float(), mask)
-        fields = {"advantages": nested, "returns": response_to_nested(advantages.float(), mask)}
-        tq.kv_batch_put(keys=keys, partition_id=PARTITION, fields=tu.get_tensordict(fields))
+        nested = {
+            "advantages": response_to_nested(advantages.float(), mask),
+            "returns": response_to_nested(advantages.float(), mask),
+        }
+        tq.kv_batch_put(
+            keys=keys, partition_id=PARTITION, fields=TensorDict(nested, batch_size=len(keys))
+        )
 
         merged_keys, merged_tags = list(batch.keys), list(batch.tags)
         for row, key, tag in zip(merge.replace_rows.tolist(), keys, tags, strict=True):
@@ -296,12 +308,15 @@ class AEPOV1SyncTrainer(AEPOCheckpointing, PPOTrainerSync):
                 partition_id=PARTITION,
                 select_fields=["advantages", "response_mask"],
             )
-            scaled = reinforcement.scaled(data["advantages"].to_padded_tensor(0.0))
+            scaled = reinforcement.scaled(
+                torch.nested.to_padded_tensor(jagged(data["advantages"]), 0.0)
+            )
             tq.kv_batch_put(
                 keys=merged_keys,
                 partition_id=PARTITION,
-                fields=tu.get_tensordict(
-                    {"advantages": response_to_nested(scaled, data["response_mask"])}
+                fields=TensorDict(
+                    {"advantages": response_to_nested(scaled, jagged(data["response_mask"]))},
+                    batch_size=len(merged_keys),
                 ),
             )
         reinforce = merge.reinforce_rows(len(batch))
