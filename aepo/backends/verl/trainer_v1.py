@@ -29,6 +29,7 @@ Asynchronous V1 modes are refused at start-up (:func:`v1_problems`).
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 
@@ -44,7 +45,11 @@ from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 from verl.utils import tensordict_utils as tu
 from verl.workers.utils.padding import response_to_nested
 
-from aepo.backends.verl._verl_internals import actor_dp_size, update_layout
+from aepo.backends.verl._verl_internals import (
+    actor_dp_size,
+    log_prob_pass_divisor,
+    update_layout,
+)
 from aepo.backends.verl.agent_loop import (
     AGENT_NAME,
     FIT_CALL,
@@ -327,11 +332,13 @@ class AEPOV1SyncTrainer(AEPOCheckpointing, PPOTrainerSync):
     def _reinforce_log_probs(self, keys: list[str], tags: list[dict]) -> int:
         """Old (and reference) log-probs of the REINFORCE rows at ``rollout.temperature``
         (1.0): verl's own passes on their keys (the rollout's log-probs are at T_high/T_low).
-        The rows are padded with verl's no-op rows to the actor's DP size."""
+        The rows are padded with verl's no-op rows to what each pass's dispatch needs (DP
+        ranks x micro-batch rows, as the legacy trainer's passes)."""
         rows = KVBatchMeta(partition_id=PARTITION, keys=list(keys), tags=[dict(t) for t in tags])
-        rows = upsample_batch_to_divisible_size(
-            rows, actor_dp_size(self), self.tokenizer.eos_token_id
-        )
+        divisor = log_prob_pass_divisor(self, "actor")
+        if self.use_reference_policy:
+            divisor = math.lcm(divisor, log_prob_pass_divisor(self, "ref"))
+        rows = upsample_batch_to_divisible_size(rows, divisor, self.tokenizer.eos_token_id)
         scratch: dict = {}
         PPOTrainer._compute_old_log_prob(self, rows, scratch)
         calls = 1
