@@ -213,6 +213,7 @@ def test_the_scale_out_shape_passes_verls_and_the_start_up_checks(tmp_path):
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
     from verl.utils.config import validate_config
 
+    from aepo.backends.verl.run_config import per_request_seed
     from aepo.backends.verl.startup import check_config
     from aepo.tasks.tiny_model import save_tiny_model
 
@@ -239,5 +240,7 @@ def test_the_scale_out_shape_passes_verls_and_the_start_up_checks(tmp_path):
         else:
             assert part.use_dynamic_bsz and part[key] == TOKEN_BUDGET
     assert config.reward.custom_reward_function.name == "compute_boxed_math_score"
+    # every request its own vLLM seed, read from verl's rollout section (not aepo:)
+    assert per_request_seed(config) and "per_request_seed" not in config.aepo
     assert config.ray_kwargs.ray_init.address == "127.0.0.1:6379"
     assert config.trainer.default_local_dir == str(scale_out.checkpoint_dir(tmp_path, MODE))
