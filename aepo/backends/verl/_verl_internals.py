@@ -35,8 +35,18 @@ def agent_loop_registry() -> dict[str, Any]:
 
 
 def actor_dp_size(trainer) -> int:
-    """Data-parallel ranks the actor's batches are chunked over (ray_trainer.py:1162)."""
-    return trainer._get_dp_size(trainer.actor_rollout_wg, "actor")
+    """Data-parallel ranks the actor's batches are chunked over (ray_trainer.py:1162; the V1
+    trainer has no such method and queries the same dispatch info inline, v1/trainer_base.py
+    _balance_batch:1608-1617)."""
+    return _dp_size(trainer, trainer.actor_rollout_wg, "actor")
+
+
+def _dp_size(trainer, group, role: str) -> int:
+    if hasattr(trainer, "_get_dp_size"):
+        return trainer._get_dp_size(group, role)
+    if role not in group._dispatch_info:
+        group._dispatch_info[role] = group._query_dispatch_info(role)
+    return max(group._dispatch_info[role]) + 1
 
 
 def log_prob_pass_divisor(trainer, role: str) -> int:
@@ -89,7 +99,7 @@ def update_layout(trainer, num_rows: int, response_length: int):
 def ref_dp_size(trainer) -> int:
     """DP ranks of the reference pass: the ``ref`` mesh of ``ref_policy_wg``
     (ray_trainer.py:895-907 sets it; engine_workers.py:589 registers the mesh)."""
-    return trainer._get_dp_size(trainer.ref_policy_wg, "ref")
+    return _dp_size(trainer, trainer.ref_policy_wg, "ref")
 
 
 def resumed_checkpoint_folder(trainer_config, global_steps: int) -> str:

@@ -55,6 +55,19 @@ def request_seeds(base_seed: int, step: int, call: int, num_rows: int) -> np.nda
     return np.asarray(seeds, dtype=object)
 
 
+def session_seeds(base_seed: int, step: int, call: int, sessions: list[int]) -> list[str]:
+    """The same seeds as :func:`request_seeds` for a call whose prompt ``p`` asks for
+    ``sessions[p]`` samples, grouped per prompt (the legacy trainer's row ``r`` is the V1
+    trainer's prompt-major sample ``r``), each prompt's as the text :func:`session_seed`
+    reads."""
+    seeds = request_seeds(base_seed, step, call, sum(sessions))
+    grouped, row = [], 0
+    for count in sessions:
+        grouped.append(" ".join(str(int(s)) for s in seeds[row : row + count]))
+        row += count
+    return grouped
+
+
 def requested_temperature(value: Any) -> float | None:
     """The row's temperature override, or None for rows that keep the batch default."""
     if value is None:
@@ -67,6 +80,21 @@ def requested_temperature(value: Any) -> float | None:
     return temperature
 
 
+def session_seed(value: Any, session_id: int) -> int | None:
+    """The seed of one sample. verl's legacy trainer sends each sample as a row of its own
+    (an int per row); its V1 trainer sends a prompt once with ``__rollout_n__`` sessions, all
+    with the same fields, so there the field holds the sessions' seeds, space-separated, and
+    session ``session_id`` takes its own (the n samples of a prompt must differ)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        seeds = value.split()
+        if not 0 <= session_id < len(seeds):
+            raise ValueError(f"{SEED_FIELD}: no seed for session {session_id} in {value!r}")
+        return int(seeds[session_id])
+    return int(value)
+
+
 @register(AGENT_NAME)
 class TemperatureAgentLoop(SingleTurnAgentLoop):
     """``single_turn_agent`` sampling at the row's ``aepo_temperature`` with the row's
@@ -76,7 +104,7 @@ class TemperatureAgentLoop(SingleTurnAgentLoop):
         temperature = requested_temperature(kwargs.pop(TEMPERATURE_FIELD, None))
         if temperature is not None:
             sampling_params = {**sampling_params, "temperature": temperature}
-        seed = kwargs.pop(SEED_FIELD, None)
+        seed = session_seed(kwargs.pop(SEED_FIELD, None), kwargs.get("session_id", 0))
         if seed is not None:
             # verl's server only sets its replica-wide seed when the request has none
             # (vllm_async_server.py, setdefault).

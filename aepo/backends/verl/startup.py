@@ -8,7 +8,7 @@ import logging
 import os
 from pathlib import Path
 
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 from verl.trainer.ppo.utils import need_critic
 
 from aepo.backends.verl.checkpoint import resume_folder, resume_problems
@@ -72,12 +72,118 @@ def check_config(config) -> AEPOConfig:
     problems += _model_dir_problems(config)
 
     problems += _verl_key_problems(config, cfg, recipe)
+    problems += v1_problems(config, cfg, recipe)
     problems += _adaptive_entropy_problems(config, cfg, recipe)
     problems += _entropic_problems(config, cfg, recipe)
 
     if problems:
         raise ConfigError("cannot start AEPO training:\n  " + "\n  ".join(problems))
     return cfg
+
+
+V1_MODES_REFUSED = {
+    "colocate_async": (
+        "AEPO plans its extra samples from the entropy of the policy that will be updated; "
+        "with rollouts running ahead that needs plans keyed by the step they were submitted "
+        "for (docs/verl_v1.md), not built yet: use trainer.v1.trainer_mode=sync"
+    ),
+    "separate_async": (
+        "rollout on its own GPUs never waits for the update, so the extra requests would need "
+        "plans from a policy version the trainer has not measured (docs/verl_v1.md): use "
+        "trainer.v1.trainer_mode=sync"
+    ),
+}
+
+
+def v1_problems(config, cfg: AEPOConfig, recipe) -> list[str]:
+    """verl's V1 trainer (``trainer.use_v1: true``): what AEPO's V1 trainer runs, one line
+    per setting it refuses."""
+    trainer = config.trainer
+    if not trainer.get("use_v1", False):
+        return []
+    problems = []
+    try:
+        import transfer_queue  # noqa: F401
+    except ImportError:
+        problems.append(
+            "trainer.use_v1=true needs the transferqueue package (verl's verl-core extra): "
+            "pip install transferqueue==0.1.11"
+        )
+    v1 = trainer.get("v1") or {}
+    mode = v1.get("trainer_mode", "sync")
+    if mode in V1_MODES_REFUSED:
+        problems.append(f"trainer.v1.trainer_mode={mode} is not supported by AEPO: {V1_MODES_REFUSED[mode]}")
+    elif mode != "sync":
+        problems.append(f"trainer.v1.trainer_mode={mode}: AEPO runs verl's V1 trainer in mode sync only")
+    sync_steps = (v1.get(mode) or {}).get("parameter_sync_step", 1)
+    if sync_steps != 1:
+        problems.append(
+            f"trainer.v1.{mode}.parameter_sync_step={sync_steps}: AEPO measures and plans once "
+            "per update; set it to 1"
+        )
+    sampler = v1.get("sampler") or {}
+    custom = sampler.get("custom_sampler") or {}
+    if custom.get("path") or custom.get("name"):
+        problems.append(
+            "trainer.v1.sampler.custom_sampler is set: AEPO keeps its extra groups out of verl's "
+            "own replay buffer and cannot vouch for another"
+        )
+    if recipe.extra_rollout and sampler.get("sync_refill_failed_groups", False):
+        problems.append(
+            "trainer.v1.sampler.sync_refill_failed_groups=true: refills draw new prompts "
+            "outside AEPO's plan; set it to false"
+        )
+    filter_groups = config.algorithm.get("filter_groups") or {}
+    if recipe.extra_rollout and filter_groups.get("enable", False):
+        problems.append(
+            "algorithm.filter_groups.enable=true: group filtering would evict the all-positive "
+            "groups AEPO's extra rollout exists to find; set it to false"
+        )
+    if recipe.extra_rollout and cfg.merge == "append":
+        problems.append(
+            "aepo.merge=append: on trainer.use_v1=true the REINFORCE rows replace rows of "
+            "verl's balanced batch; set aepo.merge=replace_zero_advantage"
+        )
+    unsupported = [
+        name
+        for name, used in (
+            ("Entropy-Adv", recipe.entropy_adv),
+            ("adaptive entropy control", recipe.adaptive_entropy),
+            ("the 80/20 rule", recipe.top_entropy_quantile is not None),
+            ("DCPO", recipe.dcpo),
+            ("EntroPIC", recipe.entropic),
+        )
+        if used
+    ]
+    if unsupported:
+        problems.append(
+            f"aepo.algorithm={cfg.algorithm} ({unsupported[0]}) runs on the legacy trainer "
+            "only: set trainer.use_v1=false"
+        )
+    reward_model = config.reward.get("reward_model") or {}
+    if (
+        recipe.extra_rollout
+        and reward_model.get("enable", False)
+        and not reward_model.get("enable_resource_pool", False)
+    ):
+        problems.append(
+            "reward.reward_model.enable=true without enable_resource_pool: on trainer.use_v1=true "
+            "AEPO's extra samples need rewards streamed from the agent loop"
+        )
+    units = OmegaConf.select(
+        config, "transfer_queue.backend.SimpleStorage.num_data_storage_units", default=None
+    )
+    num_cpus = OmegaConf.select(config, "ray_kwargs.ray_init.num_cpus", default=None)
+    if units is not None and num_cpus is not None and int(units) + 2 > int(num_cpus):
+        # each storage unit and the controller hold one Ray CPU, the task runner another;
+        # short of them TransferQueue's init waits forever without a word
+        problems.append(
+            f"transfer_queue.backend.SimpleStorage.num_data_storage_units={units}: with the "
+            f"TransferQueue controller and the task runner that needs {int(units) + 2} of "
+            f"ray_kwargs.ray_init.num_cpus={num_cpus} Ray CPUs before any worker starts; "
+            "lower it (1 works)"
+        )
+    return problems
 
 
 def _verl_key_problems(config, cfg: AEPOConfig, recipe) -> list[str]:

@@ -47,6 +47,9 @@ class AEPOTaskRunner(BaseTaskRunner):
         # The driver could not read a hub id that is not cached yet; verl has loaded it now.
         check_model_positions(config, model_config.hf_config)
 
+        if config.trainer.get("use_v1", False):
+            run_v1(config, aepo_config)
+            return
         actor_rollout_cls, ray_worker_group_cls = self.add_actor_rollout_worker(config)
         self.add_critic_worker(config)
         self.add_reward_model_resource_pool(config)
@@ -94,3 +97,41 @@ class AEPOTaskRunner(BaseTaskRunner):
         )
         trainer.init_workers()
         trainer.fit()
+
+
+def run_v1(config, aepo_config) -> None:
+    """verl 0.9.1's ``main_ppo.TaskRunnerV1.run`` with our V1 trainer: TransferQueue, the
+    trainer (which builds its own workers and data loaders), the agent-loop manager that
+    writes into TransferQueue, fit."""
+    import transfer_queue as tq
+    from verl.trainer.ppo.v1 import AgentLoopManagerTQ
+
+    from aepo.backends.verl.data_files import loader_rows_problems
+    from aepo.backends.verl.trainer_v1 import AEPOV1SyncTrainer
+    from aepo.core import ConfigError
+
+    config.transfer_queue.enable = True
+    tq.init(config.transfer_queue)
+    trainer = None
+    succeeded = False
+    try:
+        trainer = AEPOV1SyncTrainer(config, aepo_config=aepo_config)
+        trainer.init()
+        problems = loader_rows_problems(config, len(trainer.train_dataset))
+        if problems:
+            raise ConfigError("cannot start AEPO training:\n  " + "\n  ".join(problems))
+        manager = AgentLoopManagerTQ.create(
+            config=config,
+            llm_client=trainer.get_llm_client(),
+            teacher_client=trainer.get_teacher_client(),
+            reward_loop_worker_handles=trainer.get_reward_handles(),
+        )
+        trainer.fit(manager)
+        succeeded = True
+    finally:
+        try:
+            tracking = getattr(trainer, "logger", None)
+            if tracking is not None:
+                tracking.finish(exit_code=0 if succeeded else 1)
+        finally:
+            tq.close()

