@@ -23,7 +23,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-
 SCHEDULE_START, SCHEDULE_END = 1.0, 0.75
 """the schedule rows: Entrocraft's rule for its best schedule (start high, decay linearly over
 the whole run to a slightly lower target; its reference run's band centre goes 0.65 -> 0.45),

@@ -44,8 +44,8 @@ from aepo.core.config import (
     AdaptiveEntropyConfig,
     AEPOConfig,
     DCPOConfig,
-    EntroPICConfig,
     EntrocraftConfig,
+    EntroPICConfig,
 )
 from aepo.core.recipes import recipe_for
 

@@ -36,9 +36,9 @@ from aepo.core.controller import ControllerState, Decision
 from aepo.core.entropy_methods import (
     AdaptiveEntropyCoef,
     DCPOControl,
-    EntroPICController,
     EntrocraftAlpha,
     EntrocraftControl,
+    EntroPICController,
     dcpo_control,
     entrocraft_control,
 )
