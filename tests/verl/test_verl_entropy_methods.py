@@ -220,6 +220,8 @@ def test_dry_run_names_each_methods_own_settings():
         "adaptive_entropy": "adaptive_entropy (target entropy 0.5, c from 0 by 0.005 within "
         "[0, 1] each training step)",
         "top_entropy": "top_entropy (gradient through the top 20% of tokens by entropy)",
+        "entrocraft": "entrocraft (band 0.1 wide around the target entropy linear 0.65 -> 0.45 "
+        "over 200 steps: above it RAFT++, below NSR, inside GRPO)",
     }
     for name, line in expected.items():
         config = compose_shipped(name)
