@@ -69,6 +69,7 @@ def bench_rows(targets: list[float], modes: list[str]) -> list[tuple[str, str, o
 
 
 def main(argv: list[str] | None = None) -> int:
+    from aepo.backends.local.metrics_log import read_metrics
     from aepo.backends.local.presets import DEMO_TARGETS, TINY_TRAINER, tiny_run_config
     from aepo.backends.local.settings import run_config_from_dict
     from aepo.backends.local.summary import format_table, summarize
@@ -90,6 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--cache-dir", type=Path)
     parser.add_argument("--only", nargs="+", help="run only these rows (names as in the table)")
+    parser.add_argument(
+        "--from-runs",
+        action="store_true",
+        help="train nothing: summarise the runs already in --output-dir (their metrics.jsonl), "
+        "e.g. rows trained by several processes side by side",
+    )
     parser.add_argument(
         "--set",
         nargs="+",
@@ -143,8 +150,15 @@ def main(argv: list[str] | None = None) -> int:
             if variant == "fixed":
                 raw["aepo"]["extra_rollout"]["budget"] = "fixed"
             config = run_config_from_dict(raw, source=name)
-            trainer = LocalTrainer(config)
-            history = trainer.fit(desc=f"{name} seed {seed}")
+            if args.from_runs:
+                history = read_metrics(raw["trainer"]["output_dir"])
+                if len(history) != args.steps:
+                    parser.error(
+                        f"{raw['trainer']['output_dir']}: {len(history)} logged steps, "
+                        f"expected {args.steps} (run the row first)"
+                    )
+            else:
+                history = LocalTrainer(config).fit(desc=f"{name} seed {seed}")
             has_target = recipe_for(config.aepo).targets_entropy
             per_seed.append(
                 summarize(name, history, config.aepo.target_entropy if has_target else None)
