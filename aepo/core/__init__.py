@@ -23,6 +23,8 @@ An engine's step is three calls into ``step.AEPOStep`` (file -> what it holds):
 
 ``J_GRPO`` itself is the engine's own GRPO rows: ``advantages.group_advantage`` (= verl's
 ``compute_grpo_outcome_advantage``) and ``losses.ppo_clip_loss`` (= verl's vanilla loss).
+The baselines that reshape those rows' advantages (Entropy-Adv, the 80/20 rule, DCPO) do it in
+one function both engines call, ``entropy_methods.shape_advantages``.
 
 Where we differ from the paper and from the authors' code (github.com/597358816/AEPO):
 

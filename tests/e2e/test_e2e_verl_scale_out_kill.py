@@ -28,9 +28,9 @@ SAVE_EVERY_STEP = ["trainer.save_freq=1"]
 KILLS = (("state", 2), ("shards", 3), ("saved", 3))
 # The bound on |H_a - H_b| per step between two runs of this shape, set from two runs never
 # killed, before any killed run was looked at: every request carries its own vLLM seed
-# (actor_rollout_ref.rollout.custom.per_request_seed, configs/e2e/shape/scale_out.yaml), so a run's samples do not depend
-# on which replica serves them. Rule, fixed before measuring: twice the largest per-step gap
-# of two never-killed runs, plus 0.01 nats. Measured: the two runs' entropies were bitwise
+# (rollout.custom.per_request_seed, configs/e2e/shape/scale_out.yaml), so a run's samples
+# do not depend on which replica serves them. Rule, fixed before measuring: twice the
+# largest per-step gap of two never-killed runs, plus 0.01 nats. Measured: the two runs' entropies were bitwise
 # equal at all 4 steps (gap 0), so the bound is 0.01 nats (docs/scale_out.md, "Kill and
 # resume").
 ENTROPY_BOUND = 0.01

