@@ -9,7 +9,8 @@ both entropy modes (``--modes``).
     python scripts/bench_entropy_control.py --only "aepo H*=0.5 previous_step"
 
 Prints a markdown table (docs/benchmarks.md's) and writes runs/bench/bench.json; then the target-based
-baseline (adaptive entropy, Skywork-OR1) beside AEPO at each target.
+baselines (adaptive entropy, Skywork-OR1; Entrocraft) beside AEPO at each target, and AEPO
+beside Entrocraft on a linear and a cosine ``target_schedule``.
 """
 
 from __future__ import annotations
@@ -22,10 +23,26 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+SCHEDULE_START, SCHEDULE_END = 1.0, 0.75
+"""the schedule rows: Entrocraft's rule for its best schedule (start high, decay linearly over
+the whole run to a slightly lower target; its reference run's band centre goes 0.65 -> 0.45),
+on this task the highest demo target down to the next one; fixed before any run
+(docs/entrocraft.md)"""
+SCHEDULE_KINDS = ("linear", "cosine")
+SCHEDULED = ("aepo", "entrocraft")
+"""the algorithms that run each schedule (AEPO at its tiny preset, Entrocraft at its code's
+band width), both from the same ``target_schedule``"""
+
+
+def schedule_row_name(algorithm: str, kind: str) -> str:
+    return f"{algorithm} {kind} {SCHEDULE_START:g}->{SCHEDULE_END:g}"
+
 
 def bench_rows(targets: list[float], modes: list[str]) -> list[tuple[str, str, object]]:
     """(row name, algorithm, variant): a variant is (target, entropy_source or None), "fixed"
-    (the authors' fixed budget) or None (the tiny presets' single target)."""
+    (the authors' fixed budget), ("schedule", kind) (``target_schedule`` from
+    ``SCHEDULE_START`` to ``SCHEDULE_END`` over the whole run) or None (the tiny presets'
+    single target)."""
     rows: list[tuple[str, str, object]] = [("grpo", "grpo", None)]
     rows += [(f"aepo H*={t:g} {m}", "aepo", (t, m)) for t in targets for m in modes]
     rows += [
@@ -42,10 +59,17 @@ def bench_rows(targets: list[float], modes: list[str]) -> list[tuple[str, str, o
     # DCPO and EntroPIC have no extra pass, so entropy_source does not apply: one row per target
     rows += [(f"dcpo H*={t:g}", "dcpo", (t, None)) for t in targets]
     rows += [(f"entropic H*={t:g}", "entropic", (t, None)) for t in targets]
+    rows += [(f"entrocraft H*={t:g}", "entrocraft", (t, None)) for t in targets]
+    rows += [
+        (schedule_row_name(algorithm, kind), algorithm, ("schedule", kind))
+        for kind in SCHEDULE_KINDS
+        for algorithm in SCHEDULED
+    ]
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
+    from aepo.backends.local.metrics_log import read_metrics
     from aepo.backends.local.presets import DEMO_TARGETS, TINY_TRAINER, tiny_run_config
     from aepo.backends.local.settings import run_config_from_dict
     from aepo.backends.local.summary import format_table, summarize
@@ -67,6 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--cache-dir", type=Path)
     parser.add_argument("--only", nargs="+", help="run only these rows (names as in the table)")
+    parser.add_argument(
+        "--from-runs",
+        action="store_true",
+        help="train nothing: summarise the runs already in --output-dir (their metrics.jsonl), "
+        "e.g. rows trained by several processes side by side",
+    )
     parser.add_argument(
         "--set",
         nargs="+",
@@ -94,6 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, algorithm, variant in rows:
         per_seed = []
         for seed in args.seeds:
+            schedule = None
+            if isinstance(variant, tuple) and variant[0] == "schedule":
+                schedule = {"kind": variant[1], "start": SCHEDULE_START, "steps": args.steps}
+                variant = (SCHEDULE_END, None)
             target, mode = variant if isinstance(variant, tuple) else (None, None)
             raw = tiny_run_config(
                 algorithm,
@@ -110,12 +144,21 @@ def main(argv: list[str] | None = None) -> int:
             )
             if mode is not None:
                 raw["aepo"]["entropy_source"] = mode
+            if schedule is not None:
+                raw["aepo"]["target_schedule"] = schedule
             raw["aepo"].update(overrides)
             if variant == "fixed":
                 raw["aepo"]["extra_rollout"]["budget"] = "fixed"
             config = run_config_from_dict(raw, source=name)
-            trainer = LocalTrainer(config)
-            history = trainer.fit(desc=f"{name} seed {seed}")
+            if args.from_runs:
+                history = read_metrics(raw["trainer"]["output_dir"])
+                if len(history) != args.steps:
+                    parser.error(
+                        f"{raw['trainer']['output_dir']}: {len(history)} logged steps, "
+                        f"expected {args.steps} (run the row first)"
+                    )
+            else:
+                history = LocalTrainer(config).fit(desc=f"{name} seed {seed}")
             has_target = recipe_for(config.aepo).targets_entropy
             per_seed.append(
                 summarize(name, history, config.aepo.target_entropy if has_target else None)
@@ -128,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(format_table(results, timing=True))
     print("\n" + _same_target_table(results, args.targets, args.modes))
+    print("\n" + _schedule_table(results))
     args.output_dir.mkdir(parents=True, exist_ok=True)
     (args.output_dir / "bench.json").write_text(
         json.dumps([r.as_dict() for r in results], indent=2)
@@ -146,7 +190,9 @@ def _same_target_table(results, targets: list[float], modes: list[str]) -> str:
         "|---|---|---|---|---|---|",
     ]
     for t in targets:
-        names = [f"aepo H*={t:g} {m}" for m in modes] + [f"adaptive_entropy H*={t:g}"]
+        names = [f"aepo H*={t:g} {m}" for m in modes] + [
+            f"{algorithm} H*={t:g}" for algorithm in ("adaptive_entropy", "entrocraft")
+        ]
         for name in names:
             if name not in by_name:
                 continue
@@ -155,6 +201,28 @@ def _same_target_table(results, targets: list[float], modes: list[str]) -> str:
                 f"| {t:g} | {name.replace(f' H*={t:g}', '')} | {100 * s.tracking_error:.1f}% "
                 f"| {100 * s.rms_deviation:.1f}% | {s.final_reward:.3f} "
                 f"| {100 * s.extra_token_fraction:.1f}% |"
+            )
+    return "\n".join(lines)
+
+
+def _schedule_table(results) -> str:
+    """AEPO beside Entrocraft on each schedule: deviation from the step's own target over the
+    last half (RunSummary), step noise, reward and extra tokens."""
+    by_name = {r.name: r for r in results}
+    lines = [
+        "| schedule | method | tracking error | RMS deviation / mean H* | step std "
+        "| final reward | extra gen tokens |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for kind in SCHEDULE_KINDS:
+        for algorithm in SCHEDULED:
+            s = by_name.get(schedule_row_name(algorithm, kind))
+            if s is None:
+                continue
+            lines.append(
+                f"| {kind} {SCHEDULE_START:g} -> {SCHEDULE_END:g} | {algorithm} "
+                f"| {100 * s.tracking_error:.1f}% | {100 * s.rms_deviation:.1f}% "
+                f"| {s.step_std:.3f} | {s.final_reward:.3f} | {100 * s.extra_token_fraction:.1f}% |"
             )
     return "\n".join(lines)
 

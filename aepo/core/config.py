@@ -27,6 +27,7 @@ Algorithm = Literal[
     "top_entropy",
     "dcpo",
     "entropic",
+    "entrocraft",
 ]
 ALGORITHMS: tuple[str, ...] = Algorithm.__args__  # type: ignore[attr-defined]
 
@@ -43,6 +44,9 @@ DCPO_CODE = "github.com/597358816/AEPO 15dc716 (verl/trainer/ray_trainer.py)"
 ENTROPIC_PAPER = "arXiv 2511.15248"
 """EntroPIC: entropy stabilization with proportional-integral control (Tencent Hunyuan)"""
 ENTROPIC_CODE = "github.com/yk7333/EntroPIC 2470730 (dp_actor.py, core_algos.py)"
+ENTROCRAFT_PAPER = "arXiv 2604.26326"
+"""Entrocraft: Addressing Performance Saturation for LLM RL via Precise Entropy Curve Control"""
+ENTROCRAFT_CODE = "github.com/lblaoke/entrocraft 26165bd (verl/trainer/ppo/core_algos.py)"
 MAX_TEMPERATURE = 2.0
 """vLLM's sampler refuses temperatures above 2 inside a rollout worker, mid-run"""
 
@@ -394,6 +398,39 @@ class EntroPICConfig(_Section):
     )
 
 
+class EntrocraftConfig(_Section):
+    """Entrocraft: an entropy band around H*; above it only the positive samples train
+    (RAFT++), below it only the negative ones (NSR), inside it GRPO."""
+
+    variant: Literal["band", "fixed"] = Field(
+        "band",
+        description=doc(
+            "`band`: the code's `grpo_range` estimators, band [H* - band_width/2, H* + "
+            "band_width/2] (its linear and cosine bound pairs are `target_schedule` kinds); "
+            "`fixed`: its `entropic` estimator, outcome advantages +-1 weighted 1 + alpha on "
+            "positives and 1 - alpha on negatives, alpha = state + (H - H*), state += 0.01 (H - H*).",
+            f"{ENTROCRAFT_CODE} (compute_grpo_range_*, compute_entropic_outcome_advantage)",
+        ),
+    )
+    band_width: float = Field(
+        0.1,
+        ge=0,
+        description=doc(
+            "`band`: upper minus lower bound, centred on H* (0: a single level).",
+            f"{ENTROCRAFT_CODE} (every released schedule: upper = lower + 0.1)",
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _width_needs_band(self) -> EntrocraftConfig:
+        if self.variant == "fixed" and self.band_width != 0.1:
+            raise ValueError(
+                f"variant fixed has no band: band_width={self.band_width} would be ignored, "
+                "remove it"
+            )
+        return self
+
+
 class BaselinesConfig(_Section):
     """The field's entropy controls, one section each (used by the algorithm of that name)."""
 
@@ -405,6 +442,7 @@ class BaselinesConfig(_Section):
     top_entropy: TopEntropyConfig = Field(default_factory=TopEntropyConfig)
     dcpo: DCPOConfig = Field(default_factory=DCPOConfig)
     entropic: EntroPICConfig = Field(default_factory=EntroPICConfig)
+    entrocraft: EntrocraftConfig = Field(default_factory=EntrocraftConfig)
 
 
 class TargetScheduleConfig(_Section):
@@ -467,17 +505,17 @@ class AEPOConfig(_Section):
         description=doc(
             "`grpo`, `aepo`, `entropy_reg`, `entropy_adv`, `aepo_no_temperature`, "
             "`aepo_advantage`, `clip_cov`, `kl_cov`, `adaptive_entropy`, `top_entropy`, `dcpo`, "
-            "`entropic` (see Algorithms).",
+            "`entropic`, `entrocraft` (see Algorithms).",
             f"{PAPER} Sec. 4 and 5; {COV_PAPER}; {SKYWORK}; {TOP_ENTROPY_PAPER}; {DCPO_PAPER}; "
-            f"{ENTROPIC_PAPER}",
+            f"{ENTROPIC_PAPER}; {ENTROCRAFT_PAPER}",
         ),
     )
     target_entropy: float = Field(
         0.5,
         gt=0,
         description=doc(
-            "H*, token-mean entropy of pi_old at T = 1 (also the target of adaptive_entropy, dcpo and entropic; with "
-            "`target_schedule`: where the schedule ends).",
+            "H*, token-mean entropy of pi_old at T = 1 (also the target of adaptive_entropy, dcpo, entropic and "
+            "the centre of entrocraft's band; with `target_schedule`: where the schedule ends).",
             PAPER,
         ),
     )

@@ -16,11 +16,17 @@
   :func:`dcpo_advantages`.
 
 :func:`shape_advantages` is the one place the advantage-shaping baselines (Entropy-Adv, the
-80/20 rule, DCPO) edit the GRPO advantages, in one order, for both engines.
+80/20 rule, DCPO, Entrocraft) edit the GRPO advantages, in one order, for both engines.
 
 - EntroPIC (arXiv 2511.15248): a PI controller on the entropy error sets alpha, the weight of
   an extra ``-ratio * |A|`` term on high-probability tokens, :class:`EntroPICController` and
   :func:`entropic_adjust_loss`.
+
+- Entrocraft (arXiv 2604.26326): a band around the (scheduled) target; above it only the
+  positive samples carry an advantage (RAFT++), below it only the negative ones (NSR), inside it
+  GRPO's; or its fixed-target variant, which weighs positives and negatives by a running alpha.
+  :func:`entrocraft_control` and :func:`entrocraft_advantages`, applied by
+  :func:`shape_advantages`.
 
 Clip-Cov and KL-Cov live in verl's policy-loss registry; both engines call it there.
 """
@@ -34,7 +40,13 @@ from typing import Any
 import torch
 
 from aepo.core.advantages import entropy_shaped_advantages
-from aepo.core.config import AdaptiveEntropyConfig, AEPOConfig, DCPOConfig, EntroPICConfig
+from aepo.core.config import (
+    AdaptiveEntropyConfig,
+    AEPOConfig,
+    DCPOConfig,
+    EntrocraftConfig,
+    EntroPICConfig,
+)
 from aepo.core.recipes import recipe_for
 
 
@@ -233,6 +245,7 @@ def shape_advantages(
     old_log_prob: torch.Tensor | None = None,
     old_log_prob_t: torch.Tensor | None = None,
     scores: torch.Tensor | None = None,
+    entrocraft: EntrocraftControl | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The GRPO token advantages as the algorithm's baseline shapes them, and its
     ``aepo/*`` metrics; unchanged (and no metric) for every other algorithm.
@@ -261,6 +274,11 @@ def shape_advantages(
             cfg.baselines.dcpo, dcpo, advantages, old_log_prob, old_log_prob_t, scores, mask
         )
         metrics.update(dcpo_metrics)
+    if entrocraft is not None:
+        advantages, entrocraft_metrics = entrocraft_advantages(
+            entrocraft, advantages, scores, mask
+        )
+        metrics.update(entrocraft_metrics)
     return advantages, metrics
 
 
@@ -346,3 +364,191 @@ def entropic_adjust_loss(
         tokens = mask.to(per_token.dtype).sum().clamp(min=1)
         return alpha * (per_token * high.to(per_token.dtype)).sum() / tokens
     return alpha * aggregate(per_token, high, agg)
+
+
+# ---- Entrocraft ------------------------------------------------------------------------------
+
+ENTROCRAFT_MODES = {"raftpp": 1.0, "grpo": 0.0, "nsr": -1.0, "fixed": 0.0}
+"""``aepo/entrocraft_mode`` per mode: +1 only positives train (entropy above the band), -1
+only negatives (below), 0 GRPO inside it (and the ``fixed`` variant)"""
+
+
+def entrocraft_band(cfg: EntrocraftConfig, target: float) -> tuple[float, float]:
+    """``[H* - w/2, H* + w/2]``: the band as a width around this step's target.
+
+    The code's schedules move a lower and an upper bound from a start pair to an end pair
+    (``entropy_lower_bound_range``, ``entropy_upper_bound_range``) with one interpolation
+    weight for both, so a band of constant width (every released script: upper = lower +
+    0.1) is its centre's schedule plus the width. The centre is the level AEPO holds, so one
+    ``aepo.target_schedule`` drives both, and the tracking error of each is measured against
+    the same line. The code's ``grpo_range_linear`` with lower [0.6, 0.4], upper [0.7, 0.5] is
+    ``target_schedule: {kind: linear, start: 0.65, steps: T}``, ``target_entropy: 0.45``,
+    ``band_width: 0.1``, one step later: the code reaches ``step / total_steps`` at
+    verl's global step ``step`` (1 at the first), this package's schedule ``(step - 1) /
+    steps`` (0 at the first, :func:`aepo.core.schedule.target_at`). Bounds below 0 are
+    kept: entropy is never below them, so that side of the band never acts.
+    """
+    half = cfg.band_width / 2.0
+    return target - half, target + half
+
+
+def entrocraft_mode(entropy: float, lower: float, upper: float) -> str:
+    """The code's ``compute_grpo_range_outcome_advantage``: ``H > upper`` -> RAFT++ (only the
+    positives train: sharper), ``H < lower`` -> NSR (only the negatives: pushing mass off wrong
+    answers flattens), else GRPO. Both comparisons strict, as there."""
+    if entropy > upper:
+        return "raftpp"
+    if entropy < lower:
+        return "nsr"
+    return "grpo"
+
+
+def signed_outcome(scores: torch.Tensor) -> torch.Tensor:
+    """``2R - 1``: the code's math scorers return +1 / -1 (``1.0 if correct else -1.0``); a
+    binary {0, 1} reward maps onto them, so NSR sees the wrong answers at all (their raw 0
+    would give NSR no gradient)."""
+    return 2.0 * scores.reshape(-1).float() - 1.0
+
+
+def raftpp_advantages(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The code's ``compute_raftpp_outcome_advantage`` on ``2R - 1``: ``max(score, 0)`` on every
+    response token, no group baseline, no std."""
+    signed = signed_outcome(scores).clamp(min=0.0)
+    return signed.to(mask.device).unsqueeze(1) * mask.float()
+
+
+def nsr_advantages(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The code's ``compute_nsr_outcome_advantage`` on ``2R - 1``: ``min(score, 0)``."""
+    signed = signed_outcome(scores).clamp(max=0.0)
+    return signed.to(mask.device).unsqueeze(1) * mask.float()
+
+
+def entropic_outcome_advantages(
+    scores: torch.Tensor, mask: torch.Tensor, alpha: float
+) -> torch.Tensor:
+    """The code's ``compute_entropic_outcome_advantage`` on ``2R - 1``: ``score * w`` with
+    ``w = 1 + alpha`` on positive scores, ``1 - alpha`` on negative ones (1 on a score of 0)."""
+    signed = signed_outcome(scores)
+    weights = torch.ones_like(signed)
+    weights[signed > 0] = 1.0 + alpha
+    weights[signed < 0] = 1.0 - alpha
+    return (signed * weights).to(mask.device).unsqueeze(1) * mask.float()
+
+
+class EntrocraftAlpha:
+    """The fixed-target variant's alpha, as the code keeps it (``RayPPOTrainer._last_alpha``,
+    ``compute_entropic_outcome_advantage``): ``alpha = last + 1.0 * (H - H*)``, then ``last =
+    alpha - 0.99 * (H - H*)``, i.e. a leaky PI: ``alpha_t = s_t + e_t``, ``s_{t+1} = s_t + 0.01 e_t``,
+    unclipped. The code starts ``last`` at 0 in every process (it is not checkpointed); here it
+    is state, saved with the checkpoint so a resumed run continues it."""
+
+    PROPORTIONAL = 1.0
+    """the code's ``1. * (current_entropy - target_entropy)``"""
+    CARRY = 0.99
+    """the code's ``alpha - 0.99 * (current_entropy - target_entropy)``"""
+
+    def __init__(self) -> None:
+        self.last_alpha = 0.0
+
+    def step(self, entropy: float, target: float) -> float:
+        entropy = float(entropy)
+        if not math.isfinite(entropy):
+            raise ValueError(f"Entrocraft measured a non-finite entropy {entropy}")
+        error = entropy - target
+        alpha = self.last_alpha + self.PROPORTIONAL * error
+        self.last_alpha = alpha - self.CARRY * error
+        return alpha
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"last_alpha": self.last_alpha}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Raises ``ValueError`` naming what is missing or malformed."""
+        try:
+            last = float(state["last_alpha"])
+        except KeyError as err:
+            raise ValueError(f"Entrocraft state has no {err.args[0]!r} entry") from None
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"malformed Entrocraft state: {err}") from None
+        if not math.isfinite(last):
+            raise ValueError(f"malformed Entrocraft state: last_alpha={last}")
+        self.last_alpha = last
+
+
+@dataclass(frozen=True)
+class EntrocraftControl:
+    """Entrocraft's decision for one step (arXiv 2604.26326), read from its code
+    (lblaoke/entrocraft 26165bd, ``verl/trainer/ppo/core_algos.py``: ``compute_grpo_range_*``,
+    ``compute_raftpp_outcome_advantage``, ``compute_nsr_outcome_advantage``,
+    ``compute_entropic_outcome_advantage``; ``ray_trainer.py``, ``fit``), which this follows:
+
+    - H is the current batch's entropy: the code's ``current_entropy`` is ``agg_loss`` of the
+      old-log-prob pass's token entropies of this very batch (verl's ``actor/entropy``, pi_old
+      at T = 1, under the actor's ``loss_agg_mode``). Here it is pi_old's token-mean entropy at
+      T = 1 over the step's GRPO group, the measurement both engines make; the two agree under
+      ``token-mean`` (the code's scripts' default).
+    - The band moves with the step; see :func:`entrocraft_band` for how its bounds map to
+      ``aepo.target_schedule`` and width (the code's linear weight ``step / total_steps`` and
+      cosine weight ``(1 - cos(pi step / total_steps)) / 2`` are this package's ``linear`` and
+      ``cosine`` schedules, one step later).
+    - Rewards: the code's are +1 / -1; RAFT++, NSR and the fixed variant read ``2R - 1``
+      (:func:`signed_outcome`). GRPO inside the band is unchanged by the map (it is affine,
+      and GRPO divides by the group's std).
+    - The paper describes the method as a schedule of the entropy; the code acts only through
+      which samples carry an advantage (no regulariser, no extra generation), and so does this.
+    """
+
+    entropy: float
+    target: float
+    mode: str
+    """``raftpp``, ``nsr``, ``grpo`` (``variant: band``) or ``fixed``"""
+    lower: float | None = None
+    upper: float | None = None
+    alpha: float | None = None
+    """the fixed variant's alpha for this step"""
+
+    def metrics(self) -> dict[str, float]:
+        metrics = {"aepo/entrocraft_mode": ENTROCRAFT_MODES[self.mode]}
+        if self.lower is not None:
+            metrics["aepo/entrocraft_lower"] = self.lower
+            metrics["aepo/entrocraft_upper"] = self.upper
+        if self.alpha is not None:
+            metrics["aepo/entrocraft_alpha"] = self.alpha
+        return metrics
+
+
+def entrocraft_control(
+    cfg: EntrocraftConfig, entropy: float, target: float, alpha: EntrocraftAlpha | None
+) -> EntrocraftControl:
+    """This step's mode from this step's measurement (``alpha``: the fixed variant's state,
+    which moves here, once per step)."""
+    entropy = float(entropy)
+    if cfg.variant == "fixed":
+        if alpha is None:
+            raise ValueError("Entrocraft's fixed variant needs its alpha state")
+        return EntrocraftControl(entropy, target, "fixed", alpha=alpha.step(entropy, target))
+    lower, upper = entrocraft_band(cfg, target)
+    return EntrocraftControl(entropy, target, entrocraft_mode(entropy, lower, upper), lower, upper)
+
+
+def entrocraft_advantages(
+    control: EntrocraftControl,
+    advantages: torch.Tensor,
+    scores: torch.Tensor,
+    mask: torch.Tensor,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The step's token advantages: GRPO's (``advantages``, unchanged) inside the band, else
+    RAFT++'s or NSR's, or the fixed variant's; and the ``aepo/entrocraft_*`` metrics
+    (``aepo/entrocraft_trained_share``: the share of responses with a non-zero advantage)."""
+    if control.mode == "raftpp":
+        shaped = raftpp_advantages(scores, mask)
+    elif control.mode == "nsr":
+        shaped = nsr_advantages(scores, mask)
+    elif control.mode == "fixed":
+        shaped = entropic_outcome_advantages(scores, mask, control.alpha)
+    else:
+        shaped = advantages
+    shaped = shaped.to(advantages.dtype)
+    trained = (shaped * mask.to(shaped.dtype)).abs().sum(-1) > 0
+    metrics = {**control.metrics(), "aepo/entrocraft_trained_share": float(trained.float().mean())}
+    return shaped, metrics

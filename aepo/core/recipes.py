@@ -32,11 +32,20 @@ class Recipe:
     (``aepo.baselines.dcpo``)"""
     entropic: bool = False
     """EntroPIC: a PI-controlled term on high-probability tokens (``aepo.baselines.entropic``)"""
+    entrocraft: bool = False
+    """Entrocraft: the advantages follow the entropy's place against a band around the target
+    (``aepo.baselines.entrocraft``)"""
 
     @property
     def has_state(self) -> bool:
         """whether a resumed run needs the saved AEPO state to continue the same run"""
-        return self.extra_rollout or self.adaptive_entropy or self.dcpo or self.entropic
+        return (
+            self.extra_rollout
+            or self.adaptive_entropy
+            or self.dcpo
+            or self.entropic
+            or self.entrocraft
+        )
 
     @property
     def targets_entropy(self) -> bool:
@@ -64,4 +73,5 @@ def recipe_for(cfg: AEPOConfig) -> Recipe:
         top_entropy_quantile=cfg.baselines.top_entropy.quantile if algo == "top_entropy" else None,
         dcpo=algo == "dcpo",
         entropic=algo == "entropic",
+        entrocraft=algo == "entrocraft",
     )

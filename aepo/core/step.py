@@ -37,8 +37,11 @@ from aepo.core.controller import ControllerState, Decision, GuardState
 from aepo.core.entropy_methods import (
     AdaptiveEntropyCoef,
     DCPOControl,
+    EntrocraftAlpha,
+    EntrocraftControl,
     EntroPICController,
     dcpo_control,
+    entrocraft_control,
 )
 from aepo.core.losses import eq1_row_scale
 from aepo.core.merge import MergePlan, plan_merge
@@ -107,6 +110,9 @@ class Measured:
     """EntroPIC's alpha for this whole update (``update: training_step``); None under
     ``optimizer_step``, where :attr:`AEPOStep.entropic` sets it before every optimizer step,
     and for the other algorithms"""
+    entrocraft: EntrocraftControl | None = None
+    """Entrocraft's band and mode (or the fixed variant's alpha) from this step's own
+    measurement (None: another algorithm)"""
 
 
 @dataclass(frozen=True)
@@ -177,6 +183,12 @@ class AEPOStep:
             EntroPICController(cfg.baselines.entropic) if self.recipe.entropic else None
         )
         """EntroPIC's controller (None for the other algorithms)"""
+        self.entrocraft_alpha: EntrocraftAlpha | None = (
+            EntrocraftAlpha()
+            if self.recipe.entrocraft and cfg.baselines.entrocraft.variant == "fixed"
+            else None
+        )
+        """Entrocraft's fixed-variant alpha state (None for the band and other algorithms)"""
 
     # --- 1. begin ----------------------------------------------------------------------------
     def begin(self, step: int, *, num_prompts: int, samples_per_prompt: int) -> StepStart:
@@ -246,7 +258,16 @@ class AEPOStep:
         if self.entropic is not None and cfg.baselines.entropic.update == "training_step":
             entropic_alpha = self.entropic.step(entropy, target)
             metrics.update(self.entropic.metrics())
-        return Measured(start.step, target, entropy, plan, bonus, metrics, dcpo, entropic_alpha)
+        entrocraft = None
+        if self.recipe.entrocraft:
+            # the code reads this batch's own pi_old entropy (ray_trainer.py, current_entropy)
+            entrocraft = entrocraft_control(
+                cfg.baselines.entrocraft, entropy, target, self.entrocraft_alpha
+            )
+            metrics.update(entrocraft.metrics())
+        return Measured(
+            start.step, target, entropy, plan, bonus, metrics, dcpo, entropic_alpha, entrocraft
+        )
 
     def _plan(self, step: int, target: float, num_prompts: int, samples_per_prompt: int):
         decision = controller.decide(self.cfg, self.controller, step, target)
@@ -364,6 +385,8 @@ class AEPOStep:
             state["adaptive_entropy"] = self.adaptive_entropy.state_dict()
         if self.entropic is not None:
             state["entropic"] = self.entropic.state_dict()
+        if self.entrocraft_alpha is not None:
+            state["entrocraft"] = self.entrocraft_alpha.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -382,6 +405,8 @@ class AEPOStep:
                 self.adaptive_entropy.load_state_dict(state["adaptive_entropy"])
             if self.entropic is not None:
                 self.entropic.load_state_dict(state["entropic"])
+            if self.entrocraft_alpha is not None:
+                self.entrocraft_alpha.load_state_dict(state["entrocraft"])
         except KeyError as err:
             raise ValueError(f"AEPO state has no {err.args[0]!r} entry") from None
         except (TypeError, ValueError, AttributeError) as err:

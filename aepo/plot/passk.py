@@ -152,8 +152,14 @@ def plot_passk_vs_target(rows: list[dict], out_png: Path, title: str = "") -> Pa
     top = str(max(int(k) for k in targeted[0]["pass@k"]))
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.2), squeeze=False)
     for axis, k in zip(axes.flat, ("1", top), strict=True):
-        xs = [r["target"] for r in targeted]
-        axis.plot(xs, [100 * r["pass@k"][k] for r in targeted], marker="o", label="AEPO")
+        for algorithm in dict.fromkeys(r.get("algorithm", "aepo") for r in targeted):
+            own = [r for r in targeted if r.get("algorithm", "aepo") == algorithm]
+            axis.plot(
+                [r["target"] for r in own],
+                [100 * r["pass@k"][k] for r in own],
+                marker="o",
+                label="AEPO" if algorithm == "aepo" else algorithm,
+            )
         for r, style in zip(
             (r for r in rows if r.get("target") is None), ("--", ":", "-."), strict=False
         ):

@@ -310,3 +310,84 @@ def test_a_resumed_run_continues_the_same_control(cache_dir, tmp_path, algorithm
     for a, b in zip(straight[2:], resumed, strict=True):
         for key in (*signals, "actor/entropy", "aepo/target_entropy"):
             assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key
+
+
+# ---- Entrocraft ------------------------------------------------------------------------------
+
+
+def test_entrocraft_trains_on_the_codes_advantages_for_this_steps_entropy(cache_dir, tmp_path):
+    """The local engine's Entrocraft on its real model: the band around the scheduled target,
+    the mode from this step's own pi_old entropy, the update's advantages the authors' code on
+    2R - 1, no generation beyond the GRPO group, the fixed variant's alpha resumed."""
+    from aepo.core.entropy_methods import entrocraft_mode
+    from tests.core.test_core_entrocraft import code_entropic, code_grpo_range
+
+    schedule = {"kind": "linear", "start": 3.0, "steps": 2}
+    config = small_config(
+        cache_dir, tmp_path, "entrocraft", steps=3, target_entropy=0.05, target_schedule=schedule
+    )
+    trainer = LocalTrainer(config)
+    seen, temperatures, scored = {}, [], []
+    update, sample, rewards = trainer._update, trainer._sample, trainer._rewards
+
+    def capture(batch, measured):
+        seen["batch"], seen["measured"] = batch, measured
+        return update(batch, measured)
+
+    def record(*args):
+        temperatures.append(args[-1])
+        return sample(*args)
+
+    def keep(rollout, truths):
+        scored.append(rewards(rollout, truths))
+        return scored[-1]
+
+    trainer._update, trainer._sample, trainer._rewards = capture, record, keep
+    modes = []
+    for step, centre in zip((1, 2, 3), (3.0, 1.525, 0.05), strict=True):
+        scored.clear()
+        metrics = trainer.train_step()
+        assert temperatures == [1.0] * step, "Entrocraft generates only the GRPO group"
+        batch, measured = seen["batch"], seen["measured"]
+        lower, upper = centre - 0.05, centre + 0.05
+        assert (metrics["aepo/entrocraft_lower"], metrics["aepo/entrocraft_upper"]) == (
+            pytest.approx(lower),
+            pytest.approx(upper),
+        )
+        entropy = metrics["actor/entropy"]
+        modes.append(entrocraft_mode(entropy, lower, upper))
+        assert measured.entrocraft.mode == modes[-1]
+        (r,) = scored
+        mask = batch.rollout.response_mask.float()
+        signed = torch.zeros_like(mask)
+        signed[torch.arange(len(mask)), mask.sum(-1).long() - 1] = 2 * r - 1
+        groups = [i // 4 for i in range(len(r))]
+        expected = code_grpo_range(signed, mask, entropy, lower, upper, groups)
+        torch.testing.assert_close(batch.advantages, expected, rtol=0, atol=1e-5)
+    assert modes[0] == "nsr" and modes[-1] == "raftpp", modes
+
+    fixed = small_config(
+        cache_dir,
+        tmp_path / "fixed",
+        "entrocraft",
+        steps=2,
+        target_entropy=0.4,
+        baselines={"entrocraft": {"variant": "fixed"}},
+    )
+    trainer = LocalTrainer(fixed)
+    seen.clear()
+    update, rewards = trainer._update, trainer._rewards
+    trainer._update, trainer._rewards, last = capture, keep, 0.0
+    for _ in range(2):
+        scored.clear()
+        metrics = trainer.train_step()
+        batch, entropy, (r,) = seen["batch"], metrics["actor/entropy"], scored
+        assert metrics["aepo/entrocraft_alpha"] == pytest.approx(last + entropy - 0.4)
+        mask = batch.rollout.response_mask.float()
+        signed = torch.zeros_like(mask)
+        signed[torch.arange(len(mask)), mask.sum(-1).long() - 1] = 2 * r - 1
+        expected, last = code_entropic(signed, mask, entropy, 0.4, last)
+        torch.testing.assert_close(batch.advantages, expected, rtol=0, atol=1e-5)
+    assert trainer.aepo.entrocraft_alpha.last_alpha == pytest.approx(last)
+    resumed = LocalTrainer(fixed, resume_from=trainer.save())
+    assert resumed.aepo.entrocraft_alpha.last_alpha == pytest.approx(last)

@@ -49,3 +49,20 @@ def test_summary_columns():
 def test_summary_of_an_empty_run_fails_clearly():
     with pytest.raises(ValueError, match="'x' has no logged steps"):
         summarize("x", [])
+
+
+def test_deviation_follows_each_steps_target_under_a_schedule():
+    """A run exactly on a moving target has no tracking error, however far the schedule's end
+    is; the same entropies judged against the end alone would have one."""
+    targets = [1.0 - 0.25 * i / 19 for i in range(20)]
+    on_schedule = [
+        {"actor/entropy": t, "reward/mean": 1.0, "aepo/target_entropy": t} for t in targets
+    ]
+    on_line = summarize("on the schedule", on_schedule, 0.75)
+    assert on_line.tracking_error == 0 and on_line.rms_deviation == 0
+    offset = [dict(h, **{"actor/entropy": h["actor/entropy"] + 0.05}) for h in on_schedule]
+    off = summarize("0.05 above", offset, 0.75)
+    last_half = targets[10:]
+    assert off.tracking_error == pytest.approx(0.05 / (sum(last_half) / len(last_half)))
+    unscheduled = [{k: v for k, v in h.items() if k != "aepo/target_entropy"} for h in on_schedule]
+    assert summarize("judged against the end", unscheduled, 0.75).tracking_error > 0.05

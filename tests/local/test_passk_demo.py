@@ -151,3 +151,47 @@ def test_cli_passk_flag_runs_the_passk_demo(monkeypatch, tmp_path, capsys, demo)
     assert seen["steps"] == passk_demo.PASSK_STEPS and seen["samples"] == 1024
     printed = capsys.readouterr().out
     assert "| base " in printed and "GRPO pass@1" in printed
+
+
+def test_compare_runs_entrocraft_beside_aepo_at_every_target(tmp_path, monkeypatch, capsys):
+    from aepo.backends.local.metrics_log import read_metrics
+
+    result = run_passk_demo(
+        tmp_path / "out",
+        targets=[0.5, 1.0],
+        steps=2,
+        seeds=[0],
+        eval_prompts=PROMPTS,
+        samples=N,
+        cache_dir=tmp_path / "cache",
+        progress=False,
+        trainer_overrides={
+            "prompts_per_step": 4,
+            "samples_per_prompt": 4,
+            "mini_batches": 2,
+            "warm_start": {"steps": 20, "batch_size": 32},
+        },
+        compare=["entrocraft"],
+    )
+    names = ["base", "grpo", "aepo_H*=0.5", "aepo_H*=1", "entrocraft_H*=0.5", "entrocraft_H*=1"]
+    assert [r["name"] for r in result["runs"]] == names
+    assert [r["algorithm"] for r in result["median"]][-2:] == ["entrocraft", "entrocraft"]
+    assert result["compare"] == ["entrocraft"]
+    for run in result["runs"][-2:]:
+        history = read_metrics(run["run_dir"])
+        assert run["train"]["target"] == run["target"]
+        assert all(h["aepo/target_entropy"] == run["target"] for h in history)
+        assert all("aepo/entrocraft_mode" in h for h in history), "Entrocraft trained"
+    table = format_passk_table(result)
+    assert "| entrocraft_H*=1 " in table
+    # the findings judge AEPO's rows only
+    assert len(findings(result)) == 2 + 2
+    with pytest.raises(ValueError, match="--compare aepo"):
+        run_passk_demo(tmp_path / "bad", targets=[0.5], compare=["aepo"])
+    # the CLI hands --compare on
+    seen = {}
+    monkeypatch.setattr(passk_demo, "run_passk_demo", lambda out, **kw: seen.update(kw) or result)
+    argv = ["demo", "--passk", "--output-dir", str(tmp_path), "--compare", "entrocraft"]
+    assert main([*argv, "--no-progress"]) == 0
+    assert seen["compare"] == ["entrocraft"]
+    assert "| entrocraft_H*=0.5 " in capsys.readouterr().out

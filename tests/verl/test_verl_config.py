@@ -102,6 +102,7 @@ def test_package_yaml_lists_every_aepo_field_verl_lacks():
         "top_entropy",
         "dcpo",
         "entropic",
+        "entrocraft",
     }
     assert AEPOConfig(**listed) == AEPOConfig()
 

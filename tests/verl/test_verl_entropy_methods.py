@@ -220,6 +220,8 @@ def test_dry_run_names_each_methods_own_settings():
         "adaptive_entropy": "adaptive_entropy (target entropy 0.5, c from 0 by 0.005 within "
         "[0, 1] each training step)",
         "top_entropy": "top_entropy (gradient through the top 20% of tokens by entropy)",
+        "entrocraft": "entrocraft (band 0.1 wide around the target entropy linear 0.65 -> 0.45 "
+        "over 200 steps: above it RAFT++, below NSR, inside GRPO)",
     }
     for name, line in expected.items():
         config = compose_shipped(name)
@@ -404,3 +406,77 @@ def test_entropic_on_verl_needs_the_training_step_cadence():
     with pytest.raises(ConfigError, match="entropic.update=training_step"):
         check_config(compose_config("aepo.algorithm=entropic"))
     assert check_config(entropic_config()).algorithm == "entropic"
+
+
+# ---- Entrocraft ------------------------------------------------------------------------------
+
+
+def entrocraft_config(*extra):
+    return compose_config("aepo.algorithm=entrocraft", *extra)
+
+
+@pytest.mark.parametrize(
+    ("keys", "mode"),
+    [
+        (("aepo.target_entropy=0.1",), "raftpp"),  # H ~0.4 above [0.05, 0.15]
+        (("aepo.target_entropy=2.0",), "nsr"),  # below [1.95, 2.05]
+        (("aepo.target_entropy=0.5", "aepo.baselines.entrocraft.band_width=1.0"), "grpo"),
+        (("aepo.target_entropy=0.3", "aepo.baselines.entrocraft.variant=fixed"), "fixed"),
+    ],
+)
+def test_entrocraft_advantages_on_verl_equal_the_local_engines_and_the_codes(keys, mode):
+    """verl's update gets, for the entropy of its own old-log-prob pass, the advantages the
+    local engine computes from the same rewards and groups (group_advantage, then the core's
+    shaping), which are the code's on 2R - 1."""
+    from aepo.core import group_advantage, shape_advantages
+    from tests.core.test_core_entrocraft import code_grpo_range
+
+    config = entrocraft_config(*keys)
+    trainer = make_trainer(config)
+    alpha_before = None  # the fixed variant's state before the step
+    for step in (1, 2):
+        grpo, out = fit_step(trainer, step=step)
+        entropy = trainer.aepo.controller.entropy
+        metrics = out.meta_info["metrics"]
+        verl_advantages = trainer.actor_rollout_wg.updates[-1]["advantages"]
+        assert len(trainer.rollout_manager.calls) == step, "no generation beyond fit()'s"
+
+        # the local engine's path on the same rows
+        cfg = trainer.aepo_cfg
+        local = AEPOStep(cfg)
+        if alpha_before is not None:
+            local.entrocraft_alpha.load_state_dict(alpha_before)
+        measured = local.measured(local.begin(step, num_prompts=4, samples_per_prompt=4), entropy)
+        mask = grpo.batch["response_mask"]
+        scores = grpo.batch["token_level_scores"].sum(-1)
+        uids = list(grpo.non_tensor_batch["uid"])
+        seq = group_advantage(scores, uids)
+        local_advantages, local_metrics = shape_advantages(
+            cfg, seq.unsqueeze(1) * mask, mask, scores=scores, entrocraft=measured.entrocraft
+        )
+        torch.testing.assert_close(verl_advantages, local_advantages.to(verl_advantages.dtype))
+        assert measured.entrocraft.mode == mode
+        for key, value in local_metrics.items():
+            assert metrics[key] == pytest.approx(value), key
+        if mode != "fixed":
+            signed = torch.zeros_like(mask, dtype=torch.float32)
+            signed[torch.arange(len(mask)), mask.sum(-1).long() - 1] = 2 * scores - 1
+            lower, upper = measured.entrocraft.lower, measured.entrocraft.upper
+            code = code_grpo_range(signed, mask.float(), entropy, lower, upper, uids)
+            torch.testing.assert_close(
+                verl_advantages, code.to(verl_advantages.dtype), atol=1e-5, rtol=0
+            )
+        alpha_before = (
+            trainer.aepo.entrocraft_alpha.state_dict()
+            if trainer.aepo.entrocraft_alpha is not None
+            else None
+        )
+        assert 0 < scores.mean() < 1, "the batch has right and wrong answers"
+
+
+def test_entrocraft_needs_verls_grpo_estimator():
+    from aepo.core import ConfigError
+
+    with pytest.raises(ConfigError, match="adv_estimator=grpo"):
+        check_config(entrocraft_config("algorithm.adv_estimator=rloo"))
+    assert check_config(entrocraft_config()).algorithm == "entrocraft"

@@ -547,3 +547,69 @@ def test_entropic_through_fit_sets_logs_and_resumes_its_integral(tmp_path):
     for tag in ("aepo/entropic_alpha", "aepo/entropic_integral"):
         for step in (3, 4):
             assert resumed.scalars[tag][step] == pytest.approx(straight.scalars[tag][step]), tag
+
+
+# ---- Entrocraft --------------------------------------------------------------------------
+
+
+def test_entrocraft_through_fit_follows_the_scheduled_band_and_resumes(tmp_path):
+    """The band's centre is the target_schedule (0.8 -> 0.2 over 3 steps, width 0.1) and each
+    step's mode follows that step's own pi_old entropy (the fakes' ~0.4): NSR while the band
+    is above it, RAFT++ once below; no generation beyond fit()'s; a resumed run stays on the
+    same line."""
+    from aepo.core.entropy_methods import ENTROCRAFT_MODES, entrocraft_mode
+
+    keys = (
+        "aepo.algorithm=entrocraft",
+        "aepo.target_entropy=0.2",
+        "aepo.target_schedule={kind:linear,start:0.8,steps:3}",
+    )
+    straight = run_fit(tmp_path / "straight", *keys)
+    assert len(straight.rollout.calls) == 4, "one generate call per step: no extra generation"
+    lower, upper = (
+        straight.scalars["aepo/entrocraft_lower"],
+        straight.scalars["aepo/entrocraft_upper"],
+    )
+    centre = {1: 0.8, 2: 0.6, 3: 0.4, 4: 0.2}
+    for step, target in centre.items():
+        assert (lower[step], upper[step]) == pytest.approx((target - 0.05, target + 0.05))
+        entropy = straight.scalars["actor/entropy"][step]  # token-mean: the entropy it reads
+        mode = ENTROCRAFT_MODES[entrocraft_mode(entropy, lower[step], upper[step])]
+        assert straight.scalars["aepo/entrocraft_mode"][step] == mode, step
+    assert straight.scalars["aepo/entrocraft_mode"][1] == -1.0  # NSR: the band is above
+    assert straight.scalars["aepo/entrocraft_mode"][4] == 1.0  # RAFT++: the band is below
+    # RAFT++ updates carry only positive advantages, NSR's only negative ones
+    for step, td in zip(
+        (1, 4), (straight.actor.updates[0], straight.actor.updates[-1]), strict=True
+    ):
+        advantages = td["advantages"]
+        assert (advantages <= 0).all() if step == 1 else (advantages >= 0).all()
+        assert advantages.abs().sum() > 0
+
+    run_fit(tmp_path / "stopped", *keys, f"trainer.total_training_steps={SAVE_FREQ}")
+    resumed = run_fit(tmp_path / "stopped", *keys, tensorboard="tb_resumed")
+    for tag in ("aepo/entrocraft_mode", "aepo/entrocraft_lower", "aepo/target_entropy"):
+        assert set(resumed.scalars[tag]) == {3, 4}, tag
+        for step in (3, 4):
+            assert resumed.scalars[tag][step] == pytest.approx(straight.scalars[tag][step]), tag
+
+
+def test_entrocraft_fixed_variant_resumes_its_alpha(tmp_path):
+    keys = (
+        "aepo.algorithm=entrocraft",
+        "aepo.target_entropy=0.3",
+        "aepo.baselines.entrocraft.variant=fixed",
+    )
+    straight = run_fit(tmp_path / "straight", *keys)
+    alphas = straight.scalars["aepo/entrocraft_alpha"]
+    assert set(alphas) == {1, 2, 3, 4}
+    # the leaky accumulator: alpha_t - e_t grows by 0.01 e_t each step (e = H - H* > 0 here)
+    assert alphas[4] > alphas[1] > 0
+    run_fit(tmp_path / "stopped", *keys, f"trainer.total_training_steps={SAVE_FREQ}")
+    state = json.loads(
+        (tmp_path / "stopped" / "checkpoints" / f"global_step_{SAVE_FREQ}" / STATE_FILE).read_text()
+    )
+    assert state["entrocraft"]["last_alpha"] != 0
+    resumed = run_fit(tmp_path / "stopped", *keys, tensorboard="tb_resumed")
+    for step in (3, 4):
+        assert resumed.scalars["aepo/entrocraft_alpha"][step] == pytest.approx(alphas[step])

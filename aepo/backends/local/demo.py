@@ -68,6 +68,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     passk.add_argument(
         "--jobs", type=int, default=2, help="runs trained and sampled at once (processes)"
     )
+    passk.add_argument(
+        "--compare",
+        nargs="+",
+        default=[],
+        choices=passk_demo.COMPARABLE,
+        help="target-driven baselines to run at every target beside AEPO (e.g. entrocraft)",
+    )
 
 
 def run_demo(

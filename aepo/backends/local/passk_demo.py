@@ -39,8 +39,14 @@ EVAL_BATCH_ROWS = 4096
 BASE = "base"
 
 
+COMPARABLE = ("entrocraft", "dcpo", "entropic", "adaptive_entropy")
+"""target-driven baselines ``--compare`` can run beside AEPO at every target"""
+
+
 def run_name(algorithm: str, target: float | None) -> str:
-    return BASE if algorithm == BASE else "grpo" if target is None else f"aepo_H*={target:g}"
+    if algorithm == BASE:
+        return BASE
+    return "grpo" if target is None else f"{algorithm}_H*={target:g}"
 
 
 def _folder(name: str) -> str:
@@ -182,13 +188,14 @@ def _jobs(
     threads: int,
     progress: bool,
     common: dict[str, Any],
+    compare: tuple[str, ...] = (),
 ) -> list[dict[str, Any]]:
     from aepo.backends.local.presets import tiny_run_config
 
     jobs = []
     for seed in seeds:
         runs: list[tuple[str, float | None]] = [(BASE, None), ("grpo", None)]
-        runs += [("aepo", t) for t in targets]
+        runs += [(algorithm, t) for algorithm in ("aepo", *compare) for t in targets]
         for algorithm, target in runs:
             name = run_name(algorithm, target)
             run_dir = output_dir / f"seed{seed}" / _folder(name)
@@ -254,8 +261,14 @@ def run_passk_demo(
     threads: int = 1,
     progress: bool = True,
     trainer_overrides: dict[str, Any] | None = None,
+    compare: list[str] | tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """Train, sample and write ``passk.json`` and the figures; returns the JSON's content."""
+    """Train, sample and write ``passk.json`` and the figures; returns the JSON's content.
+    ``compare``: algorithms of :data:`COMPARABLE` run at every target beside AEPO, each at
+    its tiny preset (same steps, seeds and held-out draws)."""
+    unknown = [a for a in compare if a not in COMPARABLE]
+    if unknown:
+        raise ValueError(f"--compare {' '.join(unknown)}: choose from {', '.join(COMPARABLE)}")
     from aepo.tasks.builtin import builtin_task
     from aepo.tasks.warm_start import WarmStartSettings, warm_start_model
 
@@ -287,6 +300,7 @@ def run_passk_demo(
         threads,
         progress,
         common,
+        tuple(compare),
     )
     started = time.perf_counter()
     if jobs <= 1:
@@ -309,6 +323,7 @@ def run_passk_demo(
         "steps": steps,
         "seeds": list(seeds),
         "targets": list(targets),
+        "compare": list(compare),
         "warm_start": {"task": PASSK_TASK, **warm.model_dump(), "path": str(base_model)},
         "random_digits_pass@1": task.random_guess_rate(prompts),
         "entropy_ceiling": task.entropy_ceiling(),
@@ -419,6 +434,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         threads=args.threads,
         progress=not args.no_progress,
+        compare=args.compare,
     )
     seeds = result["seeds"]
     print()

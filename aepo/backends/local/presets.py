@@ -75,8 +75,10 @@ ENTROPY_METHOD_BASELINES = (
     "top_entropy",
     "dcpo",
     "entropic",
+    "entrocraft",
 )
-"""the field's entropy controls (Clip-Cov, KL-Cov, Skywork-OR1, 80/20, DCPO, EntroPIC), each at its papers'
+"""the field's entropy controls (Clip-Cov, KL-Cov, Skywork-OR1, 80/20, DCPO, EntroPIC,
+Entrocraft), each at its papers'
 defaults: the tiny configs add no section for them, so ``AEPOConfig``'s defaults apply"""
 
 ALGORITHM_TARGET = 0.5

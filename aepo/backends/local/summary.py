@@ -20,9 +20,10 @@ class RunSummary:
     """actor/entropy over the last half of training"""
     entropy_std: float
     tracking_error: float | None
-    """|mean H - H*| / H* over the last half; None without a target"""
+    """|mean (H - H*)| / mean H* over the last half, H* each step's (``aepo/target_entropy``,
+    so a schedule is followed step by step); None without a target"""
     rms_deviation: float | None
-    """sqrt(mean (H - H*)^2) / H* over the last half (bias and wobble together); None
+    """sqrt(mean (H - H*)^2) / mean H* over the last half (bias and wobble together); None
     without a target"""
     step_std: float
     """std of the step-to-step change of H over the last half"""
@@ -50,6 +51,13 @@ def summarize(name: str, history: list[dict], target: float | None = None) -> Ru
     quarter = max(1, steps // 4)
     mean_h = float(last_half.mean())
     group_tokens = np.nansum(generated - extra)
+    tracking = rms = None
+    if target is not None:
+        # each step's own target: a target_schedule moves it; a constant one gives H* itself
+        targets = np.array([h.get("aepo/target_entropy", target) for h in history])[steps // 2 :]
+        scale = float(targets.mean())
+        tracking = abs(float((last_half - targets).mean())) / scale
+        rms = float(np.sqrt(np.mean((last_half - targets) ** 2))) / scale
     return RunSummary(
         name=name,
         steps=steps,
@@ -58,10 +66,8 @@ def summarize(name: str, history: list[dict], target: float | None = None) -> Ru
         final_reward=float(reward[-quarter:].mean()),
         entropy_mean=mean_h,
         entropy_std=float(last_half.std()),
-        tracking_error=None if target is None else abs(mean_h - target) / target,
-        rms_deviation=(
-            None if target is None else float(np.sqrt(np.mean((last_half - target) ** 2))) / target
-        ),
+        tracking_error=tracking,
+        rms_deviation=rms,
         step_std=float(np.diff(last_half).std()) if len(last_half) > 1 else 0.0,
         last_quarter_entropy=float(entropy[-quarter:].mean()),
         extra_token_fraction=float(extra.sum() / group_tokens) if group_tokens > 0 else 0.0,

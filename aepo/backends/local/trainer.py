@@ -302,6 +302,7 @@ class LocalTrainer:
             mask,
             old_entropy=old_entropy,
             dcpo=measured.dcpo,
+            entrocraft=measured.entrocraft,
             old_log_prob=old_logp,
             old_log_prob_t=old_logp_t,
             scores=rewards,

@@ -77,6 +77,15 @@ def algorithm_summary(cfg: AEPOConfig, actor) -> str:
             f"{e.integral_gain:g} within +-{e.max_alpha:g} on tokens with p > "
             f"{e.high_prob_threshold:g}, each {e.update.replace('_', ' ')}"
         )
+    elif recipe.entrocraft:
+        e = b.entrocraft
+        if e.variant == "fixed":
+            settings = f"{target_summary(cfg)}, +-1 advantages weighted 1 +- alpha (leaky PI)"
+        else:
+            settings = (
+                f"band {e.band_width:g} wide around the {target_summary(cfg)}: above it "
+                "RAFT++, below NSR, inside GRPO"
+            )
     elif recipe.dcpo:
         d = b.dcpo
         settings = (

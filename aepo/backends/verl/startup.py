@@ -50,6 +50,7 @@ def check_config(config) -> AEPOConfig:
         or recipe.top_entropy_quantile is not None
         or recipe.dcpo
         or recipe.entropic
+        or recipe.entrocraft
     )
     if needs_old_entropy and correction.get("bypass_mode", False):
         problems.append(
@@ -75,6 +76,12 @@ def check_config(config) -> AEPOConfig:
     problems += v1_problems(config, cfg, recipe)
     problems += _adaptive_entropy_problems(config, cfg, recipe)
     problems += _entropic_problems(config, cfg, recipe)
+    if recipe.entrocraft and str(config.algorithm.adv_estimator).lower() != "grpo":
+        problems.append(
+            f"algorithm.adv_estimator={config.algorithm.adv_estimator}: entrocraft trains on "
+            "verl's GRPO advantages inside its band (the code's grpo_range): set "
+            "algorithm.adv_estimator=grpo"
+        )
 
     if problems:
         raise ConfigError("cannot start AEPO training:\n  " + "\n  ".join(problems))

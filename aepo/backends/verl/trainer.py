@@ -319,7 +319,7 @@ class AEPORayTrainer(AEPOCheckpointing, RayPPOTrainer):
         return output
 
     def _shape_advantages(self, batch: DataProto, measured: Measured) -> dict[str, float]:
-        """Entropy-Adv, the 80/20 rule and DCPO edit the GRPO advantages in place."""
+        """Entropy-Adv, the 80/20 rule, DCPO and Entrocraft edit the GRPO advantages in place."""
         tensors = batch.batch
         old_entropy = tensors.pop(OLD_ENTROPY_KEY) if OLD_ENTROPY_KEY in tensors.keys() else None
         old_log_prob_t = None
@@ -331,6 +331,7 @@ class AEPORayTrainer(AEPOCheckpointing, RayPPOTrainer):
             tensors["response_mask"],
             old_entropy=old_entropy,
             dcpo=measured.dcpo,
+            entrocraft=measured.entrocraft,
             old_log_prob=tensors["old_log_probs"],
             old_log_prob_t=old_log_prob_t,
             scores=tensors["token_level_scores"].sum(-1),
