@@ -275,9 +275,7 @@ def shape_advantages(
         )
         metrics.update(dcpo_metrics)
     if entrocraft is not None:
-        advantages, entrocraft_metrics = entrocraft_advantages(
-            entrocraft, advantages, scores, mask
-        )
+        advantages, entrocraft_metrics = entrocraft_advantages(entrocraft, advantages, scores, mask)
         metrics.update(entrocraft_metrics)
     return advantages, metrics
 

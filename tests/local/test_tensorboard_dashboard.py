@@ -20,6 +20,7 @@ from aepo.tensorboard_layout import (
 )
 from tests.tensorboard_reader import read_dashboard, unwritten_tags
 
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("dashboard")

@@ -166,7 +166,9 @@ def test_a_row_of_another_agent_loop_is_refused_naming_row_and_loop():
             "dummy_tensor": torch.zeros(2, 1),
         }
     )
-    with pytest.raises(ValueError, match="row 1 .*'tool_agent'.*rollout.custom.per_request_seed=false"):
+    with pytest.raises(
+        ValueError, match="row 1 .*'tool_agent'.*rollout.custom.per_request_seed=false"
+    ):
         tag_default_rows(batch, "single_turn_agent", seeded=True)
     unseeded = tag_default_rows(batch, "single_turn_agent")
     assert SEED_FIELD not in unseeded.non_tensor_batch

@@ -210,7 +210,10 @@ def test_per_request_seed_seeds_every_row_of_every_generate_call():
     (rollout.seed, step, call, row), GRPO rows through our agent loop; fit()'s batch comes
     back without the request fields."""
     trainer = make_trainer(
-        compose_config("actor_rollout_ref.rollout.custom.per_request_seed=true", "actor_rollout_ref.rollout.seed=7")
+        compose_config(
+            "actor_rollout_ref.rollout.custom.per_request_seed=true",
+            "actor_rollout_ref.rollout.seed=7",
+        )
     )
     grpo1, _ = fit_step(trainer, step=1)
     grpo2, _ = fit_step(trainer, step=2)
@@ -227,7 +230,11 @@ def test_per_request_seed_seeds_every_row_of_every_generate_call():
 
 
 def test_per_request_seed_seeds_the_grpo_recipes_rows():
-    trainer = make_trainer(compose_config("aepo.algorithm=grpo", "actor_rollout_ref.rollout.custom.per_request_seed=true"))
+    trainer = make_trainer(
+        compose_config(
+            "aepo.algorithm=grpo", "actor_rollout_ref.rollout.custom.per_request_seed=true"
+        )
+    )
     fit_step(trainer, step=3)
     (call,) = trainer.rollout_manager.calls
     assert list(call["seeds"]) == request_seeds(42, 3, FIT_CALL, PROMPTS * N).tolist()

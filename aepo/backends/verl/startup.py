@@ -119,9 +119,13 @@ def v1_problems(config, cfg: AEPOConfig, recipe) -> list[str]:
     v1 = trainer.get("v1") or {}
     mode = v1.get("trainer_mode", "sync")
     if mode in V1_MODES_REFUSED:
-        problems.append(f"trainer.v1.trainer_mode={mode} is not supported by AEPO: {V1_MODES_REFUSED[mode]}")
+        problems.append(
+            f"trainer.v1.trainer_mode={mode} is not supported by AEPO: {V1_MODES_REFUSED[mode]}"
+        )
     elif mode != "sync":
-        problems.append(f"trainer.v1.trainer_mode={mode}: AEPO runs verl's V1 trainer in mode sync only")
+        problems.append(
+            f"trainer.v1.trainer_mode={mode}: AEPO runs verl's V1 trainer in mode sync only"
+        )
     sync_steps = (v1.get(mode) or {}).get("parameter_sync_step", 1)
     if sync_steps != 1:
         problems.append(
@@ -365,8 +369,7 @@ def _model_dir_problems(config) -> list[str]:
     missing = [
         part
         for part in missing_model_parts(directory, tokenizer)
-        if part != "config.json"
-        and not (tokenizer is None and part.startswith("a tokenizer"))
+        if part != "config.json" and not (tokenizer is None and part.startswith("a tokenizer"))
     ]
     if not missing:
         return []
