@@ -174,14 +174,13 @@ def test_settling_removes_the_lag_of_previous_step_on_a_simulated_policy():
     assert settled < 0.6 * lagged, (settled, lagged)  # measured 0.25 against 0.54
 
 
-ENGINE_MODULES = (
-    "local/trainer.py",
-    "verl/trainer.py",
-    "verl/log_prob_passes.py",
-    "verl/batch_merge.py",
-    "verl/extra_rollout.py",
-)
-"""the modules that make an engine's step"""
+VERL_SHARED = ("verl/log_prob_passes.py", "verl/batch_merge.py", "verl/extra_rollout.py")
+ENGINES = {
+    "local": ("local/trainer.py",),
+    "verl": ("verl/trainer.py", *VERL_SHARED),
+    "verl V1": ("verl/trainer_v1.py", *VERL_SHARED),
+}
+"""the modules that make each engine's step (the two verl trainers share three)"""
 
 CORE_HELPERS = frozenset(
     {
@@ -233,12 +232,13 @@ def test_each_engine_step_makes_at_most_three_calls_into_the_core():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2] / "aepo" / "backends"
-    step_calls_by_engine = {"local": [], "verl": []}
-    for name in ENGINE_MODULES:
-        step_calls, bare_calls = _engine_calls(root / name)
-        step_calls_by_engine[name.split("/")[0]] += step_calls
-        assert bare_calls <= CORE_HELPERS, (name, sorted(bare_calls - CORE_HELPERS))
-    for engine, calls in step_calls_by_engine.items():
+    assert {p.name for p in (root / "verl").glob("trainer*.py")} == {"trainer.py", "trainer_v1.py"}
+    for engine, modules in ENGINES.items():
+        calls = []
+        for name in modules:
+            step_calls, bare_calls = _engine_calls(root / name)
+            calls += step_calls
+            assert bare_calls <= CORE_HELPERS, (name, sorted(bare_calls - CORE_HELPERS))
         step_calls = [c for c in calls if c not in ("state_dict", "load_state_dict")]
         assert sorted(step_calls) == ["begin", "measured", "reinforce"], (engine, calls)
 

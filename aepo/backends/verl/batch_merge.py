@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from verl import DataProto
 
-from aepo.backends.verl._verl_internals import UNSUPPORTED_WITH_EXTRA_ROWS
-from aepo.core import MergePlan
+from aepo.backends.verl._verl_internals import UNSUPPORTED_WITH_EXTRA_ROWS, update_layout
+from aepo.core import MergePlan, Reinforcement, StepPlan
 
 
 def sequence_advantage(batch: DataProto) -> torch.Tensor:
@@ -19,6 +19,25 @@ def sequence_advantage(batch: DataProto) -> torch.Tensor:
     adv = batch.batch["advantages"]
     mask = batch.batch["response_mask"].to(torch.bool)
     return torch.where(mask, adv, torch.zeros_like(adv)).abs().amax(dim=-1)
+
+
+def select_reinforcement(
+    trainer, plan: StepPlan, grpo: DataProto, outputs: DataProto, group_uids, rows: int
+) -> Reinforcement:
+    """The step's REINFORCE selection over the scored extra samples ``outputs``: the step's
+    third call into the core (``AEPOStep.reinforce``), made here for both verl trainers.
+    ``grpo``: the GRPO batch (its advantages say which rows give no gradient); ``rows``: the
+    rows of the actor update it is merged into."""
+    response_mask = grpo.batch["response_mask"]
+    return trainer.aepo.reinforce(
+        plan,
+        outputs.batch["rm_scores"].sum(dim=-1),
+        group_uids,
+        outputs.batch["response_mask"],
+        grpo_advantage=sequence_advantage(grpo),
+        grpo_lengths=response_mask.sum(-1).cpu(),
+        layout=update_layout(trainer, rows, response_mask.shape[-1]),
+    )
 
 
 def first_row_by_uid(uids: np.ndarray) -> dict[str, int]:

@@ -44,10 +44,9 @@ from aepo.backends.verl._verl_internals import (
     actor_loss_with_entropy_coeff,
     checkpoint_folder,
     resumed_checkpoint_folder,
-    update_layout,
 )
 from aepo.backends.verl.agent_loop import FIT_CALL, SECOND_CALL
-from aepo.backends.verl.batch_merge import apply_merge, build_reinforce_rows, sequence_advantage
+from aepo.backends.verl.batch_merge import apply_merge, build_reinforce_rows, select_reinforcement
 from aepo.backends.verl.checkpoint import (
     RESUMED_PREFIX,
     CheckpointStateError,
@@ -396,15 +395,8 @@ class AEPORayTrainer(AEPOCheckpointing, RayPPOTrainer):
             # (RayPPOTrainer._compute_reward_colocate), so the extra rows need the same pass.
             outputs = outputs.union(self._compute_reward_colocate(outputs))
             step.extra_worker_calls += 1
-        response_mask = batch.batch["response_mask"]
-        reinforcement = self.aepo.reinforce(
-            plan,
-            outputs.batch["rm_scores"].sum(dim=-1),
-            extras.extra.group_uids,
-            outputs.batch["response_mask"],
-            grpo_advantage=sequence_advantage(batch),
-            grpo_lengths=response_mask.sum(-1).cpu(),
-            layout=update_layout(self, len(batch), response_mask.shape[-1]),
+        reinforcement = select_reinforcement(
+            self, plan, batch, outputs, extras.extra.group_uids, rows=len(batch)
         )
         metrics.update(reinforcement.metrics)
         if len(reinforcement) == 0:

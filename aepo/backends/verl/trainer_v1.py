@@ -48,7 +48,6 @@ from verl.workers.utils.padding import response_to_nested
 from aepo.backends.verl._verl_internals import (
     actor_dp_size,
     log_prob_pass_divisor,
-    update_layout,
 )
 from aepo.backends.verl.agent_loop import (
     AGENT_NAME,
@@ -58,7 +57,7 @@ from aepo.backends.verl.agent_loop import (
     TEMPERATURE_FIELD,
     session_seeds,
 )
-from aepo.backends.verl.batch_merge import sequence_advantage
+from aepo.backends.verl.batch_merge import select_reinforcement
 from aepo.backends.verl.extra_rollout import ExtraRequests, PendingExtras, extra_pass_metrics
 from aepo.backends.verl.run_config import aepo_config_from, per_request_seed
 from aepo.backends.verl.trainer import AEPOCheckpointing, StepState
@@ -266,15 +265,8 @@ class AEPOV1SyncTrainer(AEPOCheckpointing, PPOTrainerSync):
         if extras is None or len(extras.outputs) == 0:
             return batch, metrics
         outputs = extras.outputs
-        response_mask = grpo.batch["response_mask"]
-        reinforcement = self.aepo.reinforce(
-            plan,
-            outputs.batch["rm_scores"].sum(dim=-1),
-            extras.extra.group_uids,
-            outputs.batch["response_mask"],
-            grpo_advantage=sequence_advantage(grpo),
-            grpo_lengths=response_mask.sum(-1).cpu(),
-            layout=update_layout(self, len(batch), response_mask.shape[-1]),
+        reinforcement = select_reinforcement(
+            self, plan, grpo, outputs, extras.extra.group_uids, rows=len(batch)
         )
         metrics.update(reinforcement.metrics)
         if len(reinforcement) == 0:
