@@ -66,3 +66,15 @@ def test_deviation_follows_each_steps_target_under_a_schedule():
     assert off.tracking_error == pytest.approx(0.05 / (sum(last_half) / len(last_half)))
     unscheduled = [{k: v for k, v in h.items() if k != "aepo/target_entropy"} for h in on_schedule]
     assert summarize("judged against the end", unscheduled, 0.75).tracking_error > 0.05
+
+
+def test_guard_steps_and_lowest_reward_show_a_run_that_nearly_died():
+    """A run whose reward fell to 0 and recovered ends well; only its lowest step and the
+    steps the reward guard held tell a reader it nearly died."""
+    rewards = [0.6, 0.3, 0.0, 0.0, 0.4, 0.9, 0.9, 0.9]
+    steps = history([0.5] * 8, rewards)
+    for step in steps[2:4]:
+        step["aepo/guard"] = 1.0
+    s = summarize("aepo", steps, target=0.5)
+    assert (s.guard_steps, s.min_reward, s.final_reward) == (2, 0.0, 0.9)
+    assert summarize("grpo", history([0.5] * 8, rewards)).guard_steps == 0

@@ -56,3 +56,25 @@ def test_from_runs_refuses_a_row_that_was_not_run(tmp_path, capsys):
     with pytest.raises(SystemExit):
         _bench().main(["--from-runs", "--output-dir", str(tmp_path), "--only", "grpo"])
     assert "0 logged steps" in capsys.readouterr().err
+
+
+def test_the_per_run_table_names_each_seeds_worst_case(tmp_path, capsys):
+    """Medians hide the one seed that lost its target; the per-run table shows every run."""
+    import json
+
+    from aepo.backends.local.metrics_log import METRICS_FILE
+
+    name = "aepo H*=0.5 previous_step"
+    for seed, late in ((0, 0.5), (1, 0.6)):  # seed 1 sits 20 % above its target
+        run_dir = tmp_path / name.replace(" ", "_").replace("*=", "_") / f"seed{seed}"
+        run_dir.mkdir(parents=True)
+        lines = [
+            {"step": i + 1, "actor/entropy": 1.0 if i < 2 else late, "reward/mean": 0.9}
+            for i in range(4)
+        ]
+        (run_dir / METRICS_FILE).write_text("\n".join(json.dumps(x) for x in lines))
+    argv = ["--from-runs", "--output-dir", str(tmp_path), "--only", name]
+    assert _bench().main([*argv, "--steps", "4", "--seeds", "0", "1", "--threads", "2"]) == 0
+    out = capsys.readouterr().out
+    assert f"| {name} | 0 | 2 | 0.5000 | 0.00% | 0 | 0.900 |" in out
+    assert f"| {name} | 1 | 2 | 0.6000 | 20.00% | 0 | 0.900 |" in out

@@ -34,6 +34,10 @@ class RunSummary:
     """median wall time per step"""
     tokens_per_s: float
     """generated tokens / step wall time, median over steps"""
+    guard_steps: int = 0
+    """steps on which the reward guard held AEPO's downward push (``aepo/guard`` 1)"""
+    min_reward: float = float("nan")
+    """the lowest step reward/mean: a run whose policy died shows it here, whatever its end"""
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -73,6 +77,8 @@ def summarize(name: str, history: list[dict], target: float | None = None) -> Ru
         extra_token_fraction=float(extra.sum() / group_tokens) if group_tokens > 0 else 0.0,
         step_time_s=float(np.median([h.get("perf/step_time_s", np.nan) for h in history])),
         tokens_per_s=float(np.median([h.get("perf/tokens_per_s", np.nan) for h in history])),
+        guard_steps=int(sum(h.get("aepo/guard", 0.0) > 0 for h in history)),
+        min_reward=float(reward.min()),
     )
 
 
