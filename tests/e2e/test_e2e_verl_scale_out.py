@@ -56,15 +56,17 @@ VLLM_REQUEST = re.compile(r"\((\w+) pid=(\d+)(?:, ip=[^)]*)?\).*Added request")
 
 
 # run name -> (entropy_source, train up to step); "resumed" continues "run"'s checkpoint.
+# current_batch at this shape runs in `make e2e-long` (make e2e runs it at the one-rank shape),
+# which keeps make e2e's runs to what only this shape shows.
 RUNS = {
     "run": ("previous_step", STEPS),
     "resumed": ("previous_step", RESUMED_STEPS),
-    "current_batch": ("current_batch", STEPS),
 }
+LONG_RUNS = {"current_batch": ("current_batch", STEPS)}
 
 
 def _train(name: str) -> tuple[dict, str]:
-    mode, steps = RUNS[name]
+    mode, steps = {**RUNS, **LONG_RUNS}[name]
     logs = OUTPUT / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     log_path = logs / f"scale_out-{mode}-{name}.log"
@@ -76,17 +78,41 @@ def _train(name: str) -> tuple[dict, str]:
     return load_scalars(scale_out.tensorboard_dir(OUTPUT, mode) / name, tags=TAGS), text
 
 
-@pytest.fixture(scope="module")
-def runs() -> dict:
-    """previous_step to step 2 (checkpoint), resumed to step 3; current_batch to step 2."""
+def _fresh(names) -> dict:
     e2e.prepare(OUTPUT)
-    for mode in ("previous_step", "current_batch"):
+    for mode in {({**RUNS, **LONG_RUNS})[name][0] for name in names}:
         for folder in (scale_out.tensorboard_dir, scale_out.checkpoint_dir, scale_out.rollout_dir):
             shutil.rmtree(folder(OUTPUT, mode), ignore_errors=True)
     result = {"logs": {}}
-    for name in RUNS:
+    for name in names:
         result[name], result["logs"][name] = _train(name)
     return result
+
+
+@pytest.fixture(scope="module")
+def runs() -> dict:
+    """previous_step to step 2 (checkpoint), resumed to step 3."""
+    return _fresh(RUNS)
+
+
+@pytest.mark.e2e_long
+def test_current_batch_at_the_scale_out_shape():
+    """current_batch to step 2: the extras' second generation after the measurement, over
+    both replicas, and its REINFORCE rows over both ranks."""
+    runs = _fresh(LONG_RUNS)
+    run = runs["current_batch"]
+    for tag in TAGS:
+        if tag.startswith("aepo/"):
+            assert sorted(scalar(run, tag)) == list(range(1, STEPS + 1)), tag
+    served = Counter(pid for _, pid in VLLM_REQUEST.findall(runs["logs"]["current_batch"]))
+    extras = scalar(run, "aepo/extra_samples").values()
+    assert sum(served.values()) == sum(PROMPTS * N + e for e in extras), served
+    assert len(served) == DP and min(served.values()) > 0, served
+    for step, merged in scalar(run, "aepo/reinforce_samples").items():
+        ranks = [scalar(run, f"aepo/reinforce_rows_dp{r}")[step] for r in range(DP)]
+        assert sum(ranks) == merged, (step, ranks, merged)
+    diff = scalar(run, "training/rollout_probs_diff_mean")
+    assert all(np.isfinite(v) and v < 0.01 for v in diff.values()), diff
 
 
 def _steps(name: str) -> list[int]:
@@ -114,7 +140,7 @@ def test_aepo_scalars_at_every_step(runs):
 def test_reinforce_rows_reach_both_ranks_updates(runs):
     """The merged REINFORCE rows split over the two FSDP ranks' chunks of the update batch
     (aepo/reinforce_rows_dpR: rank R's contiguous chunk, verl's nd-dispatch), and over the
-    five steps each rank trains on some."""
+    three steps each rank trains on some."""
     per_rank = Counter()
     for name in RUNS:
         run = runs[name]
