@@ -281,6 +281,12 @@ class AEPOStep:
         chosen = torch.randperm(num_prompts, generator=self.rng)[: rollout.num_prompts]
         return StepPlan(decision, rollout, tuple(sorted(chosen.tolist())))
 
+    def no_extra_samples(self) -> None:
+        """This step's plan never reaches the update (an asynchronous trainer's first steps,
+        whose submissions went out before any measurement, or extras dropped as stale): no
+        push, so the integral must not wind for it (as when no sample is selected)."""
+        self.controller = controller.hold_integral(self.controller, self._integral_before)
+
     # --- 3. reinforce ------------------------------------------------------------------------
     def reinforce(
         self,
