@@ -16,8 +16,8 @@ the parts the legacy trainer's do (:mod:`aepo.backends.verl.trainer`), on the sa
 - ``on_sample_end``: before verl puts the replicas to sleep, the extras of this submission
   are collected (they were generated beside the GRPO groups);
 - ``_compute_old_log_prob``: verl's pass, then the measurement: pi_old's token-mean entropy
-  at T = 1 over the GRPO batch (the only rows in it; verl's balance padding rows have an
-  all-zero response mask);
+  at T = 1 (in fp32) over the GRPO batch (the only rows in it; verl's balance padding rows
+  have an all-zero response mask);
 - ``_update_actor``: the extra pass after the measurement when it could not ride along
   (step 1, ``current_batch``); the REINFORCE selection; the chosen samples get their own old
   and reference log-prob passes (verl's, called on their keys) and advantage ``alpha * R``,
@@ -111,6 +111,8 @@ class AEPOV1Steps(AEPOCheckpointing):
         rollout = config.actor_rollout_ref.rollout
         self.request_seed_base: int | None = int(rollout.seed) if per_request_seed(config) else None
         self._step: StepState | None = None
+        self._other_calls = 0
+        """submissions not made by ``prepare_step`` so far (they number their seeds)"""
 
     # ---- generation ---------------------------------------------------------------------
 
@@ -135,9 +137,10 @@ class AEPOV1Steps(AEPOCheckpointing):
         return ExtraRequests(plan, requests, source_uids, group_uids)
 
     def _submit_batch_to_rollout(self, batch) -> int:
-        # verl's one door to generation for training prompts (the step's batch, the async
-        # warm-up batches, the replay buffer's refills): every one gets AEPO's fields
-        self._submit(batch, None, FIT_CALL)
+        # verl's other submissions of training prompts (the async warm-up batch, the replay
+        # buffer's refills) get AEPO's fields too, and seeds apart from the step's own call's
+        self._other_calls += 1
+        self._submit(batch, None, SECOND_CALL + self._other_calls)
         return len(batch)
 
     def _submit(self, prompts, extra: ExtraRequests | None, call: int) -> None:
@@ -233,7 +236,10 @@ class AEPOV1Steps(AEPOCheckpointing):
         step = self._current_step("the old-log-prob pass")
         batch = super()._compute_old_log_prob(batch, metrics)
         data = self._padded(batch.keys, ["entropy", "response_mask"])
-        entropy = float(masked_mean(data["entropy"], data["response_mask"]))
+        # V1 keeps the token entropies at the actor's compute precision (bf16), and verl's
+        # actor/entropy is their mean in it, one bf16 step (~0.004 near 0.6) coarse: the
+        # controller gets the mean in fp32, as the legacy trainer's
+        entropy = float(masked_mean(data["entropy"].float(), data["response_mask"]))
         step.measured = self.aepo.measured(self._measurement_start(step), entropy)
         return batch
 
@@ -538,7 +544,7 @@ class AEPOV1ColocateAsyncTrainer(SubmittedPlansCheckpointing, AEPOV1Steps, PPOTr
         tags = [{"status": "pending", "global_steps": self.global_steps} for _ in inflight]
         tq.kv_batch_put(keys=inflight, partition_id=PARTITION, tags=tags)
         self.agent_loop_manager.generate_sequences(requests)
-        logger.info("AEPO: re-issued %d in-flight extra groups", len(inflight))
+        print(f"aepo: re-issued {len(inflight)} in-flight extra groups", flush=True)
         return count + len(inflight)
 
 
