@@ -164,15 +164,18 @@ def test_a_corrupt_submitted_plan_stops_the_resume_naming_the_file(tmp_path):
 
 
 def test_a_step_whose_extras_never_arrive_does_not_wind_the_integral():
+    """colocate_async's steps 1-2 (and a step whose extras were dropped) measure with
+    ``extras_due=False``: the plan is still made and logged, the integral held."""
     cfg = AEPOConfig(
         algorithm="aepo",
         target_entropy=0.85,
         controller={"gain": "proportional", "integral_gain": 0.5},
     )
-    aepo = AEPOStep(cfg)
-    start = aepo.begin(1, num_prompts=PROMPTS, samples_per_prompt=N)
-    aepo.measured(start, 0.82)  # near the target, where the integral moves
-    wound = aepo.controller.integral
-    assert wound != 0.0
-    aepo.no_extra_samples()
-    assert aepo.controller.integral == 0.0
+    winds, holds = AEPOStep(cfg), AEPOStep(cfg)
+    for aepo, due in ((winds, True), (holds, False)):
+        start = aepo.begin(1, num_prompts=PROMPTS, samples_per_prompt=N)
+        # near the target, where the integral moves
+        measured = aepo.measured(replace(start, extras_due=due), 0.82)
+        assert measured.plan is not None and "aepo/temperature" in measured.metrics
+    assert winds.controller.integral != 0.0
+    assert holds.controller.integral == 0.0

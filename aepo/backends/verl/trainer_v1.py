@@ -116,6 +116,23 @@ class AEPOV1Steps(AEPOCheckpointing):
 
     # ---- generation ---------------------------------------------------------------------
 
+    def prepare_step(self) -> dict:
+        n = self.config.actor_rollout_ref.rollout.n
+        prompts = self._next_train_batch()
+        start = self.aepo.begin(self.global_steps, num_prompts=len(prompts), samples_per_prompt=n)
+        step = self._step = StepState(prompts, start)
+        extra = None
+        if start.plan is not None and start.plan.num_samples > 0:
+            extra = self._extra_requests(prompts, start.plan)
+            self._extras_submitted(step, extra)
+        self._submit(prompts, extra, FIT_CALL)
+        return {}
+
+    def _extras_submitted(self, step: StepState, extra: ExtraRequests) -> None:
+        """This step's submission carries ``extra``: remember them for the update that
+        trains them."""
+        raise NotImplementedError
+
     def _extra_requests(self, prompts, plan: StepPlan) -> ExtraRequests:
         """The plan's prompts (indices into this step's GRPO prompts), each one request with
         ``samples_per_prompt`` sessions at the plan's temperature, under a fresh uid."""
@@ -382,17 +399,8 @@ class AEPOV1SyncTrainer(AEPOV1Steps, PPOTrainerSync):
     """``trainer_mode: sync``: a step's extras go out with its own prompts and are trained in
     the same step; step 1 (and ``current_batch``) generates them after the measurement."""
 
-    def prepare_step(self) -> dict:
-        n = self.config.actor_rollout_ref.rollout.n
-        prompts = self._next_train_batch()
-        start = self.aepo.begin(self.global_steps, num_prompts=len(prompts), samples_per_prompt=n)
-        step = self._step = StepState(prompts, start)
-        extra = None
-        if start.plan is not None and start.plan.num_samples > 0:
-            extra = self._extra_requests(prompts, start.plan)
-            step.extras = PendingExtras(extra, None, 0)
-        self._submit(prompts, extra, FIT_CALL)
-        return {}
+    def _extras_submitted(self, step: StepState, extra: ExtraRequests) -> None:
+        step.extras = PendingExtras(extra, None, 0)  # trained in this step
 
     def on_sample_end(self):
         step = self._step
@@ -443,24 +451,13 @@ class AEPOV1ColocateAsyncTrainer(SubmittedPlansCheckpointing, AEPOV1Steps, PPOTr
         self._stale_groups = 0
         """extra groups this step dropped as stale"""
 
-    def prepare_step(self) -> dict:
-        n = self.config.actor_rollout_ref.rollout.n
-        prompts = self._next_train_batch()
-        start = self.aepo.begin(self.global_steps, num_prompts=len(prompts), samples_per_prompt=n)
-        self._step = StepState(prompts, start)
-        extra = None
-        if start.plan is not None and start.plan.num_samples > 0:
-            extra = self._extra_requests(prompts, start.plan)
-            self.submitted.add(
-                SubmittedExtras(
-                    self.global_steps,
-                    start.plan,
-                    tuple(extra.source_uids),
-                    tuple(extra.group_uids),
-                )
+    def _extras_submitted(self, step: StepState, extra: ExtraRequests) -> None:
+        # trained one step later: kept (and checkpointed) under this submission's step
+        self.submitted.add(
+            SubmittedExtras(
+                self.global_steps, extra.plan, tuple(extra.source_uids), tuple(extra.group_uids)
             )
-        self._submit(prompts, extra, FIT_CALL)
-        return {}
+        )
 
     def on_sample_end(self):
         step = self._current_step("the sample's end")
@@ -499,13 +496,11 @@ class AEPOV1ColocateAsyncTrainer(SubmittedPlansCheckpointing, AEPOV1Steps, PPOTr
 
     def _measurement_start(self, step: StepState) -> StepStart:
         # this step's measurement settles the plan of the extras it trains (submitted one
-        # step before), not the plan it has just submitted
-        plan = step.extras.extra.plan if step.extras is not None else None
-        return replace(step.start, plan=plan)
-
-    def _before_merge(self, step: StepState, plan: StepPlan) -> None:
-        if step.extras is None or len(step.extras.outputs) == 0:
-            self.aepo.no_extra_samples()
+        # step before), not the plan it has just submitted; without any, it holds the integral
+        if step.extras is None:
+            return replace(step.start, plan=None, extras_due=False)
+        has_samples = len(step.extras.outputs) > 0
+        return replace(step.start, plan=step.extras.extra.plan, extras_due=has_samples)
 
     def _update_actor(self, batch: KVBatchMeta, metrics: dict) -> KVBatchMeta:
         metrics["aepo/extra_groups_stale"] = float(self._stale_groups)
