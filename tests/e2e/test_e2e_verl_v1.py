@@ -74,6 +74,8 @@ TAGS = (
     "response_length/mean",
     "reward/mean",
     "aepo/extra_groups_stale",
+    "aepo/positive_rate",
+    "aepo/budget",
     "training/off_policy/trajectory_staleness/mean",
 )
 
@@ -233,12 +235,17 @@ def test_async_extras_are_trained_one_step_after_their_submission(async_runs):
 
 @pytest.mark.e2e
 def test_async_reinforce_rows_enter_the_update_with_passes_of_their_own(async_runs):
+    """The restored extras are selected like sync's (every positive up to the settled
+    budget; 6, 3, 1 rows in three runs, so no count is pinned) and the chosen ones enter the
+    update with pi_old's and the reference's passes on their keys, no generation."""
     run = async_runs["resumed"]
+    extras = scalar(run, "aepo/extra_samples")[RESUMED_STEPS]
+    positives = round(scalar(run, "aepo/positive_rate")[RESUMED_STEPS] * extras)
+    budget = scalar(run, "aepo/budget")[RESUMED_STEPS]
     chosen = scalar(run, "aepo/reinforce_samples")[RESUMED_STEPS]
-    assert 0 < chosen <= MOST_REINFORCE
+    assert chosen == min(budget, positives) <= MOST_REINFORCE
     assert scalar(run, "aepo/reinforce_rows_dp0")[RESUMED_STEPS] == chosen
-    # pi_old's and the reference's passes on the REINFORCE rows' keys, no generation
-    assert scalar(run, "aepo/extra_worker_calls")[RESUMED_STEPS] == 2
+    assert scalar(run, "aepo/extra_worker_calls")[RESUMED_STEPS] == (2 if chosen else 0)
 
 
 @pytest.mark.e2e
