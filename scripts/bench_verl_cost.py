@@ -18,8 +18,9 @@ Here, on verl's real CPU stack (needs .venv-e2e; the tiny built-in model, 64 pro
 
     python scripts/bench_verl_cost.py --cpu --steps 5 --repeats 2
 
-``--trainers legacy v1_sync`` runs the pairs on both of verl's trainers, interleaved, and
-prints a table for each and their step times side by side (``trainer.use_v1``; docs/verl_v1.md).
+``--trainers legacy v1_sync v1_colocate_async`` runs the pairs on verl's trainers, interleaved,
+and prints a table for each and their step times side by side (``trainer.use_v1``;
+docs/verl_v1.md).
 
 The REINFORCE rows' old-log-prob and reference passes (and, at step 1 or under
 ``current_batch``, the second generation) run inside ``timing_s/update_actor``; they are also
@@ -46,11 +47,13 @@ ALGORITHMS = ("grpo", "aepo")
 TRAINERS = {
     "legacy": ["trainer.use_v1=false"],
     "v1_sync": ["trainer.use_v1=true", "trainer.v1.trainer_mode=sync"],
+    "v1_colocate_async": ["trainer.use_v1=true", "trainer.v1.trainer_mode=colocate_async"],
 }
-"""verl's two trainers (``trainer.use_v1``), as overrides"""
+"""verl's trainers (``trainer.use_v1``, ``trainer.v1.trainer_mode``), as overrides"""
 CPU_TRAINER_OVERRIDES = {
     # verl's default of 8 TransferQueue storage units each hold a Ray CPU; the CPU cluster has 8
     "v1_sync": ["transfer_queue.backend.SimpleStorage.num_data_storage_units=1"],
+    "v1_colocate_async": ["transfer_queue.backend.SimpleStorage.num_data_storage_units=1"],
 }
 
 # The CPU shape: 64 prompts x n = 4 = 256 rows, 2 mini-batches, AEPO's extra samples capped

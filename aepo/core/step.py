@@ -81,6 +81,11 @@ class StepStart:
     samples_per_prompt: int
     plan: StepPlan | None
     """made before generation (``previous_step`` once a measurement exists), else None"""
+    extras_due: bool = True
+    """False when no extra sample can reach this update whatever the plan (an asynchronous
+    trainer's first steps, whose submissions went out before any measurement, or extras
+    dropped as stale): :meth:`AEPOStep.measured` still decides and logs, but holds the
+    integral, as for a push with no sample to apply"""
 
 
 @dataclass(frozen=True)
@@ -229,7 +234,9 @@ class AEPOStep:
         elif self.recipe.extra_rollout:  # measure first (step 1, current_batch)
             plan = self._plan(start.step, target, start.num_prompts, start.samples_per_prompt)
         self._integral_before = before.integral
-        if plan is not None and (plan.decision.budget == 0 or plan.num_samples == 0):
+        if plan is not None and (
+            not start.extras_due or plan.decision.budget == 0 or plan.num_samples == 0
+        ):
             self.controller = controller.hold_integral(self.controller, before.integral)
         bonus: float | None = self.recipe.entropy_bonus
         adaptive = self.adaptive_entropy

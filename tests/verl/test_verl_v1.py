@@ -40,9 +40,12 @@ def problem_lines(config) -> list[str]:
     "override, key",
     [
         ("trainer.v1.trainer_mode=separate_async", "trainer.v1.trainer_mode=separate_async"),
-        ("trainer.v1.trainer_mode=colocate_async", "trainer.v1.trainer_mode=colocate_async"),
         ("trainer.v1.trainer_mode=my_mode", "trainer.v1.trainer_mode=my_mode"),
         ("+trainer.v1.sync.parameter_sync_step=2", "trainer.v1.sync.parameter_sync_step=2"),
+        (
+            "trainer.v1.trainer_mode=colocate_async +trainer.v1.colocate_async.parameter_sync_step=2",
+            "trainer.v1.colocate_async.parameter_sync_step=2",
+        ),
         ("trainer.v1.sampler.sync_refill_failed_groups=true", "sync_refill_failed_groups"),
         ("algorithm.filter_groups.enable=true", "algorithm.filter_groups.enable"),
         ("aepo.merge=append", "aepo.merge=append"),
@@ -53,7 +56,7 @@ def problem_lines(config) -> list[str]:
     ],
 )
 def test_each_unsupported_v1_setting_is_refused_in_one_line_naming_its_key(override, key):
-    config = compose_v1(override, "+ray_kwargs.ray_init.num_cpus=8")
+    config = compose_v1(*override.split(), "+ray_kwargs.ray_init.num_cpus=8")
     lines = problem_lines(config)
     naming = [line for line in lines if key in line]
     assert len(naming) == 1, lines
@@ -79,9 +82,10 @@ def test_the_same_settings_pass_on_the_legacy_trainer():
     assert check_config(config).algorithm == "aepo"
 
 
-def test_sync_v1_aepo_passes_the_start_up_checks():
+@pytest.mark.parametrize("mode", ["sync", "colocate_async"])
+def test_v1_aepo_passes_the_start_up_checks(mode):
     pytest.importorskip("transfer_queue")
-    assert check_config(compose_v1()).algorithm == "aepo"
+    assert check_config(compose_v1(f"trainer.v1.trainer_mode={mode}")).algorithm == "aepo"
 
 
 def test_v1_sessions_get_the_legacy_rows_seeds():

@@ -88,16 +88,13 @@ def check_config(config) -> AEPOConfig:
     return cfg
 
 
+V1_MODES = ("sync", "colocate_async")
+"""the ``trainer.v1.trainer_mode`` values AEPO runs (``trainer_v1.V1_TRAINERS``)"""
 V1_MODES_REFUSED = {
-    "colocate_async": (
-        "AEPO plans its extra samples from the entropy of the policy that will be updated; "
-        "with rollouts running ahead that needs plans keyed by the step they were submitted "
-        "for (docs/verl_v1.md), not built yet: use trainer.v1.trainer_mode=sync"
-    ),
     "separate_async": (
         "rollout on its own GPUs never waits for the update, so the extra requests would need "
         "plans from a policy version the trainer has not measured (docs/verl_v1.md): use "
-        "trainer.v1.trainer_mode=sync"
+        "trainer.v1.trainer_mode=colocate_async or sync"
     ),
 }
 
@@ -122,9 +119,10 @@ def v1_problems(config, cfg: AEPOConfig, recipe) -> list[str]:
         problems.append(
             f"trainer.v1.trainer_mode={mode} is not supported by AEPO: {V1_MODES_REFUSED[mode]}"
         )
-    elif mode != "sync":
+    elif mode not in V1_MODES:
         problems.append(
-            f"trainer.v1.trainer_mode={mode}: AEPO runs verl's V1 trainer in mode sync only"
+            f"trainer.v1.trainer_mode={mode}: AEPO runs verl's V1 trainer in modes "
+            f"{', '.join(V1_MODES)}"
         )
     sync_steps = (v1.get(mode) or {}).get("parameter_sync_step", 1)
     if sync_steps != 1:

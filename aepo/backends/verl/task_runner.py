@@ -107,7 +107,7 @@ def run_v1(config, aepo_config) -> None:
     from verl.trainer.ppo.v1 import AgentLoopManagerTQ
 
     from aepo.backends.verl.data_files import loader_rows_problems
-    from aepo.backends.verl.trainer_v1 import AEPOV1SyncTrainer
+    from aepo.backends.verl.trainer_v1 import V1_TRAINERS
     from aepo.core import ConfigError
 
     config.transfer_queue.enable = True
@@ -115,7 +115,9 @@ def run_v1(config, aepo_config) -> None:
     trainer = None
     succeeded = False
     try:
-        trainer = AEPOV1SyncTrainer(config, aepo_config=aepo_config)
+        # built directly (not through verl's registry); check_config admitted only these modes
+        trainer_cls = V1_TRAINERS[config.trainer.v1.trainer_mode]
+        trainer = trainer_cls(config, aepo_config=aepo_config)
         trainer.init()
         problems = loader_rows_problems(config, len(trainer.train_dataset))
         if problems:
