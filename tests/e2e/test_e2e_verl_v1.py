@@ -92,28 +92,26 @@ def _train(name: str, steps: int, overrides: list[str]) -> dict:
     return load_scalars(OUTPUT / "tensorboard" / MODE / name, tags=TAGS)
 
 
+def _run_and_resume(name: str, mode_overrides: list[str]) -> dict:
+    """``name`` from scratch to STEPS with a checkpoint, then resumed from it to RESUMED_STEPS."""
+    e2e.prepare(OUTPUT)
+    shutil.rmtree(OUTPUT / "checkpoints" / name, ignore_errors=True)
+    for run in (name, f"{name}_resumed"):
+        shutil.rmtree(OUTPUT / "tensorboard" / MODE / run, ignore_errors=True)
+    return {
+        "run": _train(name, STEPS, SEEDED + mode_overrides),
+        "resumed": _train(f"{name}_resumed", RESUMED_STEPS, SEEDED + mode_overrides),
+    }
+
+
 @pytest.fixture(scope="module")
 def runs() -> dict:
-    e2e.prepare(OUTPUT)
-    shutil.rmtree(OUTPUT / "checkpoints" / "v1_sync", ignore_errors=True)
-    for name in ("v1_sync", "v1_sync_resumed"):
-        shutil.rmtree(OUTPUT / "tensorboard" / MODE / name, ignore_errors=True)
-    return {
-        "run": _train("v1_sync", STEPS, SEEDED + V1_SYNC),
-        "resumed": _train("v1_sync_resumed", RESUMED_STEPS, SEEDED + V1_SYNC),
-    }
+    return _run_and_resume("v1_sync", V1_SYNC)
 
 
 @pytest.fixture(scope="module")
 def async_runs() -> dict:
-    e2e.prepare(OUTPUT)
-    shutil.rmtree(OUTPUT / "checkpoints" / "v1_async", ignore_errors=True)
-    for name in ("v1_async", "v1_async_resumed"):
-        shutil.rmtree(OUTPUT / "tensorboard" / MODE / name, ignore_errors=True)
-    return {
-        "run": _train("v1_async", STEPS, SEEDED + V1_ASYNC),
-        "resumed": _train("v1_async_resumed", RESUMED_STEPS, SEEDED + V1_ASYNC),
-    }
+    return _run_and_resume("v1_async", V1_ASYNC)
 
 
 def scalar(run: dict, tag: str) -> dict[int, float]:
