@@ -234,16 +234,20 @@ def test_async_extras_are_trained_one_step_after_their_submission(async_runs):
 @pytest.mark.e2e
 def test_async_reinforce_rows_enter_the_update_with_passes_of_their_own(async_runs):
     """The restored extras are selected like sync's (every positive up to the settled
-    budget; 6, 3, 1 rows in three runs, so no count is pinned) and the chosen ones enter the
-    update with pi_old's and the reference's passes on their keys, no generation."""
+    budget) and the chosen ones enter the update with pi_old's and the reference's passes on
+    their keys, no generation. No count is pinned: 6, 3, 1 and 0 rows in four runs, since
+    which policy finishes an async step's requests depends on timing; at 0 the step's own
+    measurement (1.26) had crossed the target the plan pushed towards, so the settled budget
+    was 0 and nothing was merged (no passes, no per-rank rows logged)."""
     run = async_runs["resumed"]
     extras = scalar(run, "aepo/extra_samples")[RESUMED_STEPS]
     positives = round(scalar(run, "aepo/positive_rate")[RESUMED_STEPS] * extras)
     budget = scalar(run, "aepo/budget")[RESUMED_STEPS]
     chosen = scalar(run, "aepo/reinforce_samples")[RESUMED_STEPS]
     assert chosen == min(budget, positives) <= MOST_REINFORCE
-    assert scalar(run, "aepo/reinforce_rows_dp0")[RESUMED_STEPS] == chosen
     assert scalar(run, "aepo/extra_worker_calls")[RESUMED_STEPS] == (2 if chosen else 0)
+    if chosen:
+        assert scalar(run, "aepo/reinforce_rows_dp0")[RESUMED_STEPS] == chosen
 
 
 @pytest.mark.e2e
