@@ -50,9 +50,6 @@ TAGS = (
     "critic/score/mean",
     "global_seqlen/min",
 )
-# Ray prefixes a worker's lines with its actor class and pid; vLLM's AsyncLLM logs each
-# request it adds (engine_kwargs.vllm.enable_log_requests in the shape's config).
-VLLM_REQUEST = re.compile(r"\((\w+) pid=(\d+)(?:, ip=[^)]*)?\).*Added request")
 
 
 # run name -> (entropy_source, train up to step); "resumed" continues "run"'s checkpoint.
@@ -104,7 +101,7 @@ def test_current_batch_at_the_scale_out_shape():
     for tag in TAGS:
         if tag.startswith("aepo/"):
             assert sorted(scalar(run, tag)) == list(range(1, STEPS + 1)), tag
-    served = Counter(pid for _, pid in VLLM_REQUEST.findall(runs["logs"]["current_batch"]))
+    served = scale_out.requests_per_replica(runs["logs"]["current_batch"])
     extras = scalar(run, "aepo/extra_samples").values()
     assert sum(served.values()) == sum(PROMPTS * N + e for e in extras), served
     assert len(served) == DP and min(served.values()) > 0, served
@@ -157,7 +154,7 @@ def test_both_vllm_replicas_serve_requests(runs):
     requests it adds: every GRPO and extra sample was one request, and both replicas
     served some in every run (verl's load balancer, called from both agent-loop workers)."""
     for name, text in runs["logs"].items():
-        served = Counter(pid for _, pid in VLLM_REQUEST.findall(text))
+        served = scale_out.requests_per_replica(text)
         extras = scalar(runs[name], "aepo/extra_samples").values()
         assert sum(served.values()) == sum(PROMPTS * N + e for e in extras), (name, served)
         assert len(served) == DP and min(served.values()) > 0, (name, served)
@@ -270,3 +267,18 @@ def test_the_scale_out_shape_passes_verls_and_the_start_up_checks(tmp_path):
     assert per_request_seed(config) and "per_request_seed" not in config.aepo
     assert config.ray_kwargs.ray_init.address == "127.0.0.1:6379"
     assert config.trainer.default_local_dir == str(scale_out.checkpoint_dir(tmp_path, MODE))
+
+
+def test_each_node_fits_its_fsdp_bundle_beside_transferqueues_actors():
+    """Main suite. A node of the scale-out cluster holds one FSDP bundle (1 GPU and verl's
+    ``max_colocate_count`` CPUs) and, on V1, may also get TransferQueue's controller and
+    storage unit (one Ray CPU each; the e2e configs keep 1 unit). With 4 CPUs a node V1 run
+    waited on its second bundle for ever (found running it); legacy runs keep 4."""
+    pytest.importorskip("verl")
+    from verl.single_controller.ray.base import ResourcePoolManager
+
+    bundle = ResourcePoolManager.__dataclass_fields__["max_colocate_count"].default
+    transfer_queue_actors = 2  # controller + 1 storage unit
+    v1 = ["trainer.use_v1=true", "trainer.v1.trainer_mode=sync"]
+    assert scale_out.cpus_per_node(v1) >= bundle + transfer_queue_actors
+    assert scale_out.cpus_per_node(["trainer.use_v1=false"]) == scale_out.CPUS_PER_NODE

