@@ -81,25 +81,42 @@ def run(
 ) -> int:
     """One training run up to step ``steps`` (resuming from the latest checkpoint of ``mode``
     if there is one), TensorBoard logs in ``tensorboard/MODE/NAME``; returns its exit code.
-    Ray is stopped afterwards whatever happened."""
+    The run gets a session of its own, and whatever of it is left afterwards (a crashed run
+    can leave its Ray head, raylet and workers behind) is killed, whatever happened."""
+    driver = subprocess.Popen(
+        run_command(mode, steps, output, overrides),
+        env=run_environment(mode, output, name),
+        cwd=PROJECT_ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT if log is not None else None,
+        start_new_session=True,
+    )
     try:
-        return subprocess.run(
-            run_command(mode, steps, output, overrides),
-            env=run_environment(mode, output, name),
-            cwd=PROJECT_ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT if log is not None else None,
-            check=False,
-        ).returncode
+        return driver.wait()
     finally:
-        stop_ray()
+        kill_session(driver.pid)
 
 
-def stop_ray() -> None:
-    """The run's ``ray.init(address="local")`` cluster normally ends with it; a crashed run can
-    leave raylets behind."""
-    stop = [sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"]
-    subprocess.run(stop, capture_output=True, check=False)
+def kill_session(session_id: int) -> int:
+    """SIGKILL every process of session ``session_id`` (Ray's processes and vLLM's engines
+    keep the session of the driver that started them); the number killed. Not ``ray stop
+    --force``: that also stops every other Ray cluster this user runs on the machine."""
+    import psutil
+
+    victims = []
+    for process in psutil.process_iter():
+        try:
+            if os.getsid(process.pid) == session_id:
+                victims.append(process)
+        except (OSError, psutil.Error):  # gone, or not ours to read
+            continue
+    for process in victims:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(victims, timeout=30)
+    return len(victims)
 
 
 def main(argv: list[str] | None = None) -> int:
