@@ -394,7 +394,7 @@ def pad_with_copies(rows: KVBatchMeta, divisor: int, store=tq) -> KVBatchMeta:
     fresh keys (written to ``store``, TransferQueue), as verl's ``pad_dataproto_to_divisor``
     pads the legacy trainer's passes. Not verl's ``upsample_batch_to_divisible_size``: its
     no-op rows are 128 tokens long (``padding_utils.SYNTHETIC_PADDING_SEQ_LEN``), longer than a
-    dynamic-batch token budget may be (``seqlen_balancing.py:384`` refuses the pass; found at
+    dynamic-batch token budget may be (``rearrange_micro_batches`` refuses the pass; found at
     the e2e scale-out shape's budget of 16). The copies' log-probs are computed and dropped."""
     pad = -len(rows) % divisor
     if pad == 0:

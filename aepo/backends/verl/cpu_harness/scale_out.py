@@ -36,9 +36,9 @@ SHAPE_OVERRIDE = "+shape=scale_out"
 NODES = 2
 CPUS_PER_NODE = 4  # logical: Ray schedules by them; the machine may have fewer cores
 # verl's V1 trainer adds TransferQueue's controller and its storage unit, each an actor holding
-# one Ray CPU (transfer_queue/controller.py:943, storage/simple_storage.py:722). Without them
-# counted, the second node cannot fit its FSDP bundle (1 GPU + 3 CPUs) and the run waits on
-# its placement group forever.
+# one Ray CPU (`@ray.remote(num_cpus=1)` in transfer_queue's controller and simple storage).
+# Without them counted, the second node cannot fit its FSDP bundle (1 GPU + 3 CPUs) and the
+# run waits on its placement group forever.
 V1_EXTRA_CPUS_PER_NODE = 2
 V1_OVERRIDE = "trainer.use_v1=true"
 OBJECT_STORE_BYTES = 512 << 20  # per node; Ray's default, 30 % of RAM, is for real jobs
