@@ -174,17 +174,15 @@ def test_vllm_serves_the_updated_weights(runs):
     for name in ("previous_step", "current_batch"):
         diff = scalar(runs[name], "training/rollout_probs_diff_mean")
         assert all(np.isfinite(v) and v < 0.01 for v in diff.values()), (name, diff)
-    # Each update moves the policy far more than vLLM and FSDP disagree: verl's ppo_kl is
-    # the drift from pi_old within the step's own update.
-    drift = max(v for run in runs.values() for v in scalar(run, "actor/ppo_kl").values())
-    diff = max(
-        v for run in runs.values() for v in scalar(run, "training/rollout_probs_diff_mean").values()
-    )
-    assert drift > 5 * diff, (drift, diff)
-    # ... and the policy vLLM samples from at the last step is not the first one.
-    first = scalar(runs["previous_step"], "actor/entropy")[1]
-    last = scalar(runs["previous_step"], "actor/entropy")[STEPS]
-    assert abs(last - first) > 0.01, (first, last)
+    # Each update moves the policy far more than vLLM and FSDP disagree (verl's ppo_kl is the
+    # drift from pi_old within the step's own update), so a step whose rollout agrees with
+    # the actor was sampled from the updated weights, not the first ones. (The entropy is no
+    # test of that: one update with ppo_kl 0.34 moved it by 0.009.)
+    for name in ("previous_step", "current_batch"):
+        drift = scalar(runs[name], "actor/ppo_kl")
+        diff = scalar(runs[name], "training/rollout_probs_diff_mean")
+        for step in range(2, STEPS + 1):
+            assert drift[step - 1] > 5 * diff[step], (name, step, drift, diff)
 
 
 @pytest.mark.e2e_long
