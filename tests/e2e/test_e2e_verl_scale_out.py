@@ -23,6 +23,10 @@ from aepo.backends.verl.checkpoint import RESUMED_PREFIX, read_state, state_summ
 from aepo.backends.verl.cpu_harness import e2e, scale_out
 from aepo.plot.curves import load_scalars
 from aepo.tasks import digit_sum
+from tests.e2e.run_checks import (
+    check_extra_worker_calls,
+    check_extras_at_the_controllers_temperature,
+)
 
 OUTPUT = e2e.PROJECT_ROOT / e2e.DEFAULT_OUTPUT
 MODE = "previous_step"  # the mode that resumes
@@ -39,6 +43,8 @@ TAGS = (
     "aepo/target_entropy",
     "aepo/budget",
     "aepo/extra_samples",
+    "aepo/extra_rollout_nll",
+    "aepo/extra_worker_calls",
     "aepo/reinforce_samples",
     "aepo/reinforce_rows_dp0",
     "aepo/reinforce_rows_dp1",
@@ -131,6 +137,18 @@ def test_aepo_scalars_at_every_step(runs):
         for step, temperature in scalar(runs[name], "aepo/temperature").items():
             entropy = scalar(runs[name], "aepo/temperature_entropy")[step]
             assert temperature == pytest.approx(T_HIGH if entropy < TARGET else T_LOW), step
+
+
+@pytest.mark.e2e
+def test_extras_at_the_controllers_temperature_with_passes_of_their_own(runs):
+    """As at one node (tests/e2e/test_e2e_verl_cpu.py, which runs previous_step there only
+    in make e2e-long): vLLM's log-probs of the extras say they were drawn at the chosen
+    temperature on both replicas, and each step with REINFORCE rows makes their two passes;
+    step 1 of a fresh run also generates its extras after the measurement."""
+    for name in RUNS:
+        check_extras_at_the_controllers_temperature(runs[name])
+        first_step = 1 if name == "run" else None
+        check_extra_worker_calls(runs[name], second_generation=lambda s, f=first_step: s == f)
 
 
 @pytest.mark.e2e
