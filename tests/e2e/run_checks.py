@@ -1,5 +1,6 @@
 """Checks of one AEPO run on verl's real stack, read from its TensorBoard scalars; shared by
-the one-node and scale-out e2e tests (legacy trainer, configs/e2e/verl_cpu.yaml)."""
+the e2e tests of both trainers, at one node and at the scale-out shape (all from
+configs/e2e/verl_cpu.yaml)."""
 
 from __future__ import annotations
 

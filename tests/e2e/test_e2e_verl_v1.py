@@ -23,13 +23,20 @@ import pytest
 
 from aepo.backends.verl.cpu_harness import e2e, scale_out
 from aepo.plot.curves import load_scalars
+from tests.e2e.run_checks import (
+    EXTRA_SAMPLES,
+    MOST_REINFORCE,
+    T_HIGH,
+    T_LOW,
+    TARGET,
+    check_extras_at_the_controllers_temperature,
+    check_scalars_at_every_step,
+    scalar,
+)
 
 OUTPUT = e2e.PROJECT_ROOT / e2e.DEFAULT_OUTPUT
 MODE = "previous_step"
 STEPS, RESUMED_STEPS = 2, 3
-# configs/e2e/verl_cpu.yaml
-T_HIGH, T_LOW, TARGET = 1.5, 0.5, 0.85
-EXTRA_SAMPLES, MOST_REINFORCE = 16, 6
 # configs/e2e/shape/scale_out.yaml: prompts and samples per prompt a step, data-parallel ranks
 PROMPTS, N, DP = 4, 4, 2
 SEEDED = ["actor_rollout_ref.rollout.custom.per_request_seed=true"]
@@ -132,34 +139,20 @@ def async_runs() -> dict:
     return _run_and_resume("v1_async", V1_ASYNC)
 
 
-def scalar(run: dict, tag: str) -> dict[int, float]:
-    assert tag in run, f"{tag} not in the TensorBoard logs (found {sorted(run)})"
-    steps, values = run[tag]
-    return dict(zip(steps.tolist(), values.tolist(), strict=True))
-
-
 @pytest.mark.e2e
 def test_aepo_scalars_and_extras_at_every_step(runs):
+    """The controller's scalars at every step, the temperature by its rule, and the extras
+    generated (none lost to verl's replay buffer)."""
     for name, steps in (("run", range(1, STEPS + 1)), ("resumed", [RESUMED_STEPS])):
-        run = runs[name]
-        for tag in ("aepo/entropy", "aepo/temperature", "aepo/target_entropy", "reward/mean"):
-            assert sorted(scalar(run, tag)) == list(steps), (name, tag)
-        for step, temperature in scalar(run, "aepo/temperature").items():
-            entropy = scalar(run, "aepo/temperature_entropy")[step]
-            assert temperature == pytest.approx(T_HIGH if entropy < TARGET else T_LOW), step
-            # the extras were generated (none were lost to verl's replay buffer)
-            assert scalar(run, "aepo/extra_samples")[step] >= EXTRA_SAMPLES, (name, step)
+        tags = ("aepo/entropy", "aepo/temperature", "aepo/target_entropy")
+        check_scalars_at_every_step(runs[name], steps, tags)
+        assert sorted(scalar(runs[name], "reward/mean")) == list(steps), name
 
 
 @pytest.mark.e2e
 def test_extra_samples_are_drawn_at_the_controllers_temperature(runs):
     for run in runs.values():
-        nll, entropy = scalar(run, "aepo/extra_rollout_nll"), scalar(run, "actor/entropy")
-        for step, temperature in scalar(run, "aepo/temperature").items():
-            if temperature > 1:
-                assert nll[step] > 1.1 * entropy[step], (step, nll[step], entropy[step])
-            else:
-                assert nll[step] < 0.9 * entropy[step], (step, nll[step], entropy[step])
+        check_extras_at_the_controllers_temperature(run)
 
 
 @pytest.mark.e2e
