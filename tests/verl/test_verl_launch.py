@@ -257,26 +257,11 @@ def test_the_shipped_command_starts_on_the_stock_model_and_the_papers_length_is_
     assert "max_position_embeddings = 4096" in log and "Ray was not started" in log
 
 
-def test_grpo_script_plans_the_baseline(readme_data, tmp_path):
-    model = model_dir(tmp_path / "model", {"max_position_embeddings": 32768})
-    result = run_example(
-        "qwen-math-7b-GRPO.sh",
-        env={
-            "MODEL_PATH": str(model),
-            "DATA_DIR": str(readme_data),
-            "OUTPUT_DIR": str(tmp_path),
-            "TENSORBOARD_DIR": str(tmp_path / "tb"),
-        },
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "algorithm    grpo\n" in result.stdout
-    assert "prompt 2048 + response 2048 tokens" in result.stdout
-
-
 def test_model_path_is_a_hub_id_or_a_complete_local_directory(readme_data, tmp_path):
     """MODEL_PATH in the examples: the dry run says which kind it is, and a local directory
     must hold config, tokenizer and weights (the tiny model saved with save_pretrained; then
-    the same directory with its tokenizer and weights removed)."""
+    the same directory with its tokenizer and weights removed). The local run is also the
+    GRPO script's plan of the baseline."""
     model = model_dir(tmp_path / "model", {"max_position_embeddings": 32768})
     env = {
         "DATA_DIR": str(readme_data),
@@ -286,6 +271,9 @@ def test_model_path_is_a_hub_id_or_a_complete_local_directory(readme_data, tmp_p
     local = run_example("qwen-math-7b-GRPO.sh", env={**env, "MODEL_PATH": str(model)})
     assert local.returncode == 0, local.stdout[-3000:] + local.stderr[-3000:]
     assert f"{model} (local directory: config, tokenizer and weights found)" in local.stdout
+    # the GRPO script plans the baseline at the AEPO script's lengths
+    assert "algorithm    grpo\n" in local.stdout
+    assert "prompt 2048 + response 2048 tokens" in local.stdout
 
     # A hub id that is not cached here: the plan says so, the launch would go on.
     hub = run_example("qwen-math-7b-GRPO.sh", env={**env, "MODEL_PATH": "someone/uncached-7b"})

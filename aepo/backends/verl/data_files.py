@@ -112,7 +112,6 @@ def _rows_verl_keeps(prompts: list, config, tokenizer, *, quiet: bool = False) -
     ``utils/dataset/rl_dataset.py``, same tokenizer and
     ``apply_chat_template_kwargs``). A row the template fails on counts as dropped, as there."""
     import numpy as np
-    from verl.utils.tokenizer import normalize_token_ids
 
     data = config.data
     most = int(data.get("train_max_samples", -1) or -1)
@@ -138,15 +137,21 @@ def _rows_verl_keeps(prompts: list, config, tokenizer, *, quiet: bool = False) -
     for verl_sets in ("tokenize", "return_dict", "return_tensors"):
         kwargs.pop(verl_sets, None)
     limit = int(data.max_prompt_length)
-    kept = 0
+    # verl tokenizes each row with apply_chat_template(tokenize=True), which renders the
+    # template and then encodes the text without special tokens. Rendering row by row and
+    # encoding all rows in one call gives the same lengths in a third of the time: 17k DAPO
+    # prompts are most of a dry run's minute.
+    rendered = []
     for prompt in prompts:
         try:
-            ids = tokenizer.apply_chat_template(
-                prompt, add_generation_prompt=True, tokenize=True, **kwargs
+            text = tokenizer.apply_chat_template(
+                prompt, add_generation_prompt=True, tokenize=False, **kwargs
             )
         except Exception:  # verl counts a failing row as too long and drops it
             continue
-        kept += len(normalize_token_ids(ids)) <= limit
+        rendered.append(text)
+    ids = tokenizer(rendered, add_special_tokens=False)["input_ids"] if rendered else []
+    kept = sum(len(row) <= limit for row in ids)
     if kept < len(prompts):
         logger.warning(
             "data.train_files: verl drops %d of %d prompts longer than "
