@@ -104,6 +104,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     vllm.add_argument("--tensor-parallel-size", type=int, default=1)
     vllm.add_argument("--gpu-memory-utilization", type=float, default=0.9)
     vllm.add_argument("--max-model-len", type=int, default=None)
+    vllm.add_argument(
+        "--enforce-eager",
+        action="store_true",
+        help="no torch.compile and no CUDA graphs (vLLM's enforce_eager): starts sooner, "
+        "samples slower; for short evaluations and CPUs",
+    )
 
 
 def default_problems_per_call(backend: str, n: int) -> int:
@@ -126,6 +132,7 @@ def _make_sampler(args: argparse.Namespace):
             dtype=args.dtype,
             seed=args.seed,
             use_chat_template=not args.no_chat_template,
+            enforce_eager=args.enforce_eager,
         )
     from aepo.eval.hf_sampler import TransformersSampler
 

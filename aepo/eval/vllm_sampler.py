@@ -2,7 +2,7 @@
 
 vLLM is imported inside the constructor so that ``aepo eval`` and its imports work on
 machines without it. Only vLLM's documented offline API is used: ``LLM(model=...,
-tensor_parallel_size=...)``, ``LLM.get_tokenizer()``, ``LLM.generate(prompts,
+tensor_parallel_size=..., enforce_eager=...)``, ``LLM.get_tokenizer()``, ``LLM.generate(prompts,
 SamplingParams(...))`` and ``RequestOutput.outputs[i].text``.
 """
 
@@ -25,6 +25,7 @@ class VLLMSampler(ChatTemplatePrompts):
         dtype: str = "auto",
         seed: int = 0,
         use_chat_template: bool = True,
+        enforce_eager: bool = False,
     ) -> None:
         model = require_model_dir(model)
         try:
@@ -40,6 +41,7 @@ class VLLMSampler(ChatTemplatePrompts):
             max_model_len=max_model_len,
             dtype=dtype,
             seed=seed,
+            enforce_eager=enforce_eager,
         )
         self.tokenizer = self.llm.get_tokenizer()
         self.templated = use_chat_template and bool(getattr(self.tokenizer, "chat_template", None))

@@ -306,7 +306,7 @@ def test_vllm_backend_on_real_vllm_writes_results_and_resumes(
         if state["calls"] == state["interrupt_on_call"]:
             raise KeyboardInterrupt
         seen.extend(prompts)
-        engines.append(type(self.llm))
+        engines.append((type(self.llm), self.llm.llm_engine.model_config.enforce_eager))
         return original(self, prompts, settings, seed)
 
     monkeypatch.setattr(VLLMSampler, "sample", counted)
@@ -314,7 +314,8 @@ def test_vllm_backend_on_real_vllm_writes_results_and_resumes(
     command = eval_command(tiny_model, repo_data, output, limit=2)
     command[command.index("hf")] = "vllm"
     command[command.index("--device") : command.index("--device") + 2] = []
-    command += ["--dtype", "float32", "--max-model-len", "1024"]
+    # --enforce-eager: no torch.compile, whose compiler would cost a fresh machine minutes
+    command += ["--dtype", "float32", "--max-model-len", "1024", "--enforce-eager"]
 
     with pytest.raises(KeyboardInterrupt):
         main(command)
@@ -322,7 +323,9 @@ def test_vllm_backend_on_real_vllm_writes_results_and_resumes(
     state.update(calls=0, interrupt_on_call=None)
     assert main(command) == 0
     assert len(seen) == 4 and len(set(seen)) == 4  # only the two unfinished problems again
-    assert {engine.__module__.split(".")[0] for engine in engines} == {"vllm"}
+    assert {(engine.__module__.split(".")[0], eager) for engine, eager in engines} == {
+        ("vllm", True)
+    }
 
     results = json.loads((output / "results.json").read_text())
     assert results["complete"] and results["ks"] == [1, 2, 4]
