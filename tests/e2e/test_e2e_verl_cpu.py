@@ -1,4 +1,7 @@
-"""AEPO on verl's real stack on a CPU, end to end (``make e2e``; skipped elsewhere).
+"""AEPO on verl's real stack on a CPU at one node, end to end (``make e2e-long``; skipped
+elsewhere): ``current_batch`` and ``previous_step`` with a resume. ``make e2e`` runs the same
+stack at the scale-out shape (tests/e2e/test_e2e_verl_scale_out.py and the V1 file), which
+keeps CI under 30 minutes; the config check below runs in the main suite.
 
 ``python -m aepo.backends.verl.main`` with configs/e2e/verl_cpu.yaml: a local Ray cluster,
 verl's AgentLoopManager and agent-loop worker process (our agent loop registered there by the
@@ -96,10 +99,9 @@ def test_the_shipped_config_passes_the_start_up_checks(tmp_path):
 
 @pytest.fixture(scope="module")
 def runs() -> dict:
-    """current_batch from scratch, with a checkpoint at its last step. previous_step runs in
-    ``make e2e`` at the scale-out shape (legacy and V1, each resumed); at this shape it runs,
-    with a resume, in ``make e2e-long`` (:func:`previous_step`), which keeps CI under 30
-    minutes."""
+    """current_batch from scratch, with a checkpoint at its last step. In ``make e2e`` the
+    step-1 extras of every fresh previous_step run take current_batch's path (measure, then
+    generate the extras in a second call)."""
     e2e.prepare(OUTPUT)
     for folder in ("tensorboard", "checkpoints"):
         shutil.rmtree(OUTPUT / folder, ignore_errors=True)
@@ -118,17 +120,17 @@ def previous_step() -> dict:
     }
 
 
-@pytest.mark.e2e
+@pytest.mark.e2e_long
 def test_aepo_scalars_at_every_step(runs):
     check_scalars_at_every_step(runs["current_batch"], range(1, STEPS + 1), TAGS)
 
 
-@pytest.mark.e2e
+@pytest.mark.e2e_long
 def test_extra_samples_are_drawn_at_the_controllers_temperature(runs):
     check_extras_at_the_controllers_temperature(runs["current_batch"])
 
 
-@pytest.mark.e2e
+@pytest.mark.e2e_long
 def test_reinforce_rows_are_merged(runs):
     """Positives among the extra samples become REINFORCE rows of the update (the tiny model
     answers 19-44 % of the extra samples correctly, 16 a step)."""
@@ -137,13 +139,13 @@ def test_reinforce_rows_are_merged(runs):
     assert all(0 <= v <= MOST_REINFORCE for v in merged), merged
 
 
-@pytest.mark.e2e
+@pytest.mark.e2e_long
 def test_reinforce_rows_get_log_prob_passes_of_their_own(runs):
     # current_batch generates its extras after every step's measurement
     check_extra_worker_calls(runs["current_batch"], second_generation=lambda step: True)
 
 
-@pytest.mark.e2e
+@pytest.mark.e2e_long
 def test_vllm_serves_the_updated_weights(runs):
     """verl's rollout-vs-actor log-prob difference stays small after each update; with lr
     3e-3 on a 0.14 M-parameter model a stale vLLM would be far off (the policy moves)."""
