@@ -7,6 +7,7 @@ both entropy modes (``--modes``).
     python scripts/bench_entropy_control.py                 # 1 seed, 150 steps
     python scripts/bench_entropy_control.py --seeds 0 1 2   # medians over 3 seeds
     python scripts/bench_entropy_control.py --only "aepo H*=0.5 previous_step"
+    python scripts/bench_entropy_control.py --cpu-kernels avx2   # another CPU's arithmetic
 
 Prints a markdown table (docs/benchmarks.md's) and writes runs/bench/bench.json; then the target-based
 baselines (adaptive entropy, Skywork-OR1; Entrocraft) beside AEPO at each target, and AEPO
@@ -29,6 +30,19 @@ the whole run to a slightly lower target; its reference run's band centre goes 0
 on this task the highest demo target down to the next one; fixed before any run
 (docs/entrocraft.md)"""
 SCHEDULE_KINDS = ("linear", "cosine")
+CPU_KERNELS = {
+    "native": {},
+    "avx2": {
+        "ATEN_CPU_CAPABILITY": "avx2",
+        "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+        "ONEDNN_MAX_CPU_ISA": "AVX2",
+    },
+}
+"""``--cpu-kernels``: the environment that makes torch (its vectorised kernels), MKL (its
+matrix products) and oneDNN take their AVX2 code paths on a CPU that has AVX-512, the
+arithmetic of an AVX2-only CPU: a stand-in for another machine, since an RL trajectory
+depends on the last bits of its sums (docs/low_targets.md). Torch and the libraries read
+these once, when torch loads."""
 SCHEDULED = ("aepo", "entrocraft")
 """the algorithms that run each schedule (AEPO at its tiny preset, Entrocraft at its code's
 band width), both from the same ``target_schedule``"""
@@ -73,8 +87,6 @@ def main(argv: list[str] | None = None) -> int:
     from aepo.backends.local.presets import DEMO_TARGETS, TINY_TRAINER, tiny_run_config
     from aepo.backends.local.settings import run_config_from_dict
     from aepo.backends.local.summary import format_table, summarize
-    from aepo.backends.local.trainer import LocalTrainer
-    from aepo.core import recipe_for
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -89,6 +101,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--output-dir", type=Path, default=Path("runs/bench"))
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument(
+        "--cpu-kernels",
+        choices=sorted(CPU_KERNELS),
+        default="native",
+        help="avx2: torch's, MKL's and oneDNN's AVX2 code paths even on an AVX-512 CPU, "
+        "another CPU's arithmetic",
+    )
     parser.add_argument("--cache-dir", type=Path)
     parser.add_argument("--only", nargs="+", help="run only these rows (names as in the table)")
     parser.add_argument(
@@ -105,6 +124,12 @@ def main(argv: list[str] | None = None) -> int:
         help="override aepo: keys of every row (YAML values), e.g. --set alpha=16",
     )
     args = parser.parse_args(argv)
+    _select_cpu_kernels(args.cpu_kernels)
+
+    from aepo.backends.local.trainer import LocalTrainer  # loads torch
+    from aepo.core import recipe_for
+
+    kernels = _loaded_cpu_kernels(args.cpu_kernels)
 
     rows = bench_rows(args.targets, args.modes)
     if args.only:
@@ -174,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + _same_target_table(results, args.targets, args.modes))
     print("\n" + _schedule_table(results))
     if len(args.seeds) > 1:
-        print("\n" + _per_run_table(every_run, args.threads))
+        print("\n" + _per_run_table(every_run, args.threads, kernels))
     args.output_dir.mkdir(parents=True, exist_ok=True)
     (args.output_dir / "bench.json").write_text(
         json.dumps([r.as_dict() for r in results], indent=2)
@@ -230,19 +255,39 @@ def _schedule_table(results) -> str:
     return "\n".join(lines)
 
 
-def _per_run_table(every_run, threads: int | None) -> str:
+def _select_cpu_kernels(name: str) -> None:
+    """Set ``CPU_KERNELS[name]``'s environment; torch must not be loaded yet."""
+    import os
+
+    if CPU_KERNELS[name] and "torch" in sys.modules:
+        sys.exit(f"--cpu-kernels {name}: torch is already loaded, its kernels are chosen")
+    os.environ.update(CPU_KERNELS[name])
+
+
+def _loaded_cpu_kernels(name: str) -> str:
+    """The kernels torch dispatches to now (``AVX512``, ``AVX2``...), checked against the
+    request: a torch that ignored ``ATEN_CPU_CAPABILITY`` would make a native run."""
+    import torch
+
+    loaded = torch.backends.cpu.get_cpu_capability()
+    if name != "native" and loaded.lower() != name:
+        sys.exit(f"--cpu-kernels {name}: torch runs its {loaded} kernels instead")
+    return loaded
+
+
+def _per_run_table(every_run, threads: int | None, kernels: str) -> str:
     """Each run of each target-driven row, not a median: a claim such as "every run within 2 %
     of its target" is about the worst seed, which a median hides."""
     lines = [
-        "| run | seed | torch threads | H last half | tracking error | guard steps "
-        "| lowest step reward | final reward |",
-        "|---|---|---|---|---|---|---|---|",
+        "| run | seed | torch threads | cpu kernels | H last half | tracking error "
+        "| guard steps | lowest step reward | final reward |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for seed, s in every_run:
         if s.tracking_error is None:
             continue
         lines.append(
-            f"| {s.name} | {seed} | {threads or 'default'} | {s.entropy_mean:.4f} "
+            f"| {s.name} | {seed} | {threads or 'default'} | {kernels} | {s.entropy_mean:.4f} "
             f"| {100 * s.tracking_error:.2f}% | {s.guard_steps} | {s.min_reward:.3f} "
             f"| {s.final_reward:.3f} |"
         )

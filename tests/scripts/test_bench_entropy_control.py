@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import platform
 import re
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
+import torch
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_entropy_control.py"
 
@@ -51,8 +58,6 @@ def test_schedule_rows_run_aepo_and_entrocraft_on_each_schedule():
 
 
 def test_from_runs_refuses_a_row_that_was_not_run(tmp_path, capsys):
-    import pytest
-
     with pytest.raises(SystemExit):
         _bench().main(["--from-runs", "--output-dir", str(tmp_path), "--only", "grpo"])
     assert "0 logged steps" in capsys.readouterr().err
@@ -60,21 +65,48 @@ def test_from_runs_refuses_a_row_that_was_not_run(tmp_path, capsys):
 
 def test_the_per_run_table_names_each_seeds_worst_case(tmp_path, capsys):
     """Medians hide the one seed that lost its target; the per-run table shows every run."""
+    name = "aepo H*=0.5 previous_step"
+    _fake_runs(tmp_path, name, [0], (1.0, 1.0, 0.5, 0.5))
+    _fake_runs(tmp_path, name, [1], (1.0, 1.0, 0.6, 0.6))  # seed 1 sits 20 % above its target
+    argv = ["--from-runs", "--output-dir", str(tmp_path), "--only", name]
+    assert _bench().main([*argv, "--steps", "4", "--seeds", "0", "1", "--threads", "2"]) == 0
+    out = capsys.readouterr().out
+    kernels = torch.backends.cpu.get_cpu_capability()
+    assert f"| {name} | 0 | 2 | {kernels} | 0.5000 | 0.00% | 0 | 0.900 |" in out
+    assert f"| {name} | 1 | 2 | {kernels} | 0.6000 | 20.00% | 0 | 0.900 |" in out
+
+
+def _fake_runs(root, name: str, seeds, entropies) -> None:
     import json
 
     from aepo.backends.local.metrics_log import METRICS_FILE
 
-    name = "aepo H*=0.5 previous_step"
-    for seed, late in ((0, 0.5), (1, 0.6)):  # seed 1 sits 20 % above its target
-        run_dir = tmp_path / name.replace(" ", "_").replace("*=", "_") / f"seed{seed}"
+    for seed in seeds:
+        run_dir = root / name.replace(" ", "_").replace("*=", "_") / f"seed{seed}"
         run_dir.mkdir(parents=True)
         lines = [
-            {"step": i + 1, "actor/entropy": 1.0 if i < 2 else late, "reward/mean": 0.9}
-            for i in range(4)
+            {"step": i + 1, "actor/entropy": h, "reward/mean": 0.9} for i, h in enumerate(entropies)
         ]
         (run_dir / METRICS_FILE).write_text("\n".join(json.dumps(x) for x in lines))
-    argv = ["--from-runs", "--output-dir", str(tmp_path), "--only", name]
-    assert _bench().main([*argv, "--steps", "4", "--seeds", "0", "1", "--threads", "2"]) == 0
-    out = capsys.readouterr().out
-    assert f"| {name} | 0 | 2 | 0.5000 | 0.00% | 0 | 0.900 |" in out
-    assert f"| {name} | 1 | 2 | 0.6000 | 20.00% | 0 | 0.900 |" in out
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="AVX2 is x86")
+def test_cpu_kernels_avx2_runs_torchs_avx2_kernels_and_says_so(tmp_path):
+    """``--cpu-kernels avx2`` must reach torch before it loads: the per-run table names the
+    kernels torch dispatched to in that process, so a native run cannot pass for AVX2."""
+    name = "aepo H*=0.5 previous_step"
+    _fake_runs(tmp_path, name, (0, 1), (1.0, 1.0, 0.5, 0.5))
+    argv = ["--from-runs", "--output-dir", str(tmp_path), "--only", name, "--steps", "4"]
+    argv += ["--seeds", "0", "1", "--cpu-kernels", "avx2"]
+    env = {k: v for k, v in os.environ.items() if k != "ATEN_CPU_CAPABILITY"}
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), *argv], capture_output=True, text=True, env=env, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"| {name} | 0 | default | AVX2 | 0.5000 | 0.00% |" in result.stdout
+
+
+def test_cpu_kernels_after_torch_loaded_is_refused(monkeypatch):
+    monkeypatch.setattr(os, "environ", dict(os.environ))  # nothing leaks into later tests
+    with pytest.raises(SystemExit, match="torch is already loaded"):
+        _bench()._select_cpu_kernels("avx2")
