@@ -74,7 +74,7 @@ e2e: $(E2E_VENV)/.installed
 # Longer runs of the real stack, outside CI: the scale-out run SIGKILLed three times during
 # checkpoint saves and resumed (tests/e2e/test_e2e_verl_scale_out_kill.py, docs/scale_out.md),
 # both entropy modes at one node (previous_step with its resume), current_batch at the
-# scale-out shape, legacy-vs-V1 parity (docs/e2e.md).
+# scale-out shape, legacy-vs-V1 parity, seeded requests on two vLLM engines (docs/e2e.md).
 e2e-long: $(E2E_VENV)/.installed
 	PYTHONPATH=$(CURDIR) $(E2E_VENV)/bin/python -m pytest --e2e-long -m e2e_long tests
 

