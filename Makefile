@@ -12,6 +12,9 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: install demo demo-passk test lint check-commits bench bench-trl e2e e2e-long clean
 
+# pip compiles every module's bytecode at install, and that stays: where PYTHONDONTWRITEBYTECODE
+# is set (as on this project's machines) nothing compiled later is kept, and `--no-compile`
+# made every process compile torch and sympy from source (the suite 55 % slower).
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q "torch==$(TORCH_VERSION)+cpu" \
