@@ -195,3 +195,42 @@ def test_compare_runs_entrocraft_beside_aepo_at_every_target(tmp_path, monkeypat
     assert main([*argv, "--no-progress"]) == 0
     assert seen["compare"] == ["entrocraft"]
     assert "| entrocraft_H*=0.5 " in capsys.readouterr().out
+
+
+def test_pool_takes_medians_over_every_file_and_trains_nothing(demo, tmp_path, capsys):
+    """``--pool``: the runs of two results (another machine's, here this one's shifted) as one
+    result whose medians are over both; a run name missing from one file is left out."""
+    out, result = demo
+    other = json.loads((out / "passk.json").read_text())
+    for run in other["runs"]:
+        run["pass@k"] = {k: v / 2 for k, v in run["pass@k"].items()}
+    other["runs"].append({**other["runs"][-1], "name": "entrocraft_H*=1"})
+    other["warm_start"]["path"] = "/elsewhere/warm_start"  # another machine's cache
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    argv = ["demo", "--pool", str(out / "passk.json"), str(tmp_path / "other.json")]
+    assert main([*argv, "--output-dir", str(tmp_path / "pooled")]) == 0
+    pooled = json.loads((tmp_path / "pooled" / "passk.json").read_text())
+    assert len(pooled["runs"]) == 2 * len(result["runs"]) and pooled["seeds"] == SEEDS * 2
+    assert pooled["left_out"] == ["entrocraft_H*=1"]
+    for row in pooled["median"]:
+        mine = [r["pass@k"] for r in result["runs"] if r["name"] == row["name"]]
+        values = [c["4"] for c in mine] + [c["4"] / 2 for c in mine]
+        assert row["pass@k"]["4"] == pytest.approx(float(np.median(values)))
+    assert (tmp_path / "pooled" / "passk.png").stat().st_size > 10_000
+    printed = capsys.readouterr().out
+    assert f"median over {2 * len(SEEDS)} runs from" in printed and "GRPO pass@1" in printed
+    assert "left out (not in every pooled file): entrocraft_H*=1" in printed
+
+
+def test_pool_refuses_results_of_another_experiment_in_one_line(demo, tmp_path, capsys):
+    out, _ = demo
+    other = json.loads((out / "passk.json").read_text())
+    other["n"] = 2 * N
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    argv = ["demo", "--passk", "--pool", str(out / "passk.json"), str(tmp_path / "other.json")]
+    assert main([*argv, "--output-dir", str(tmp_path / "pooled")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "other.json: 'n' is 16" in err and "same experiment" in err
+    assert not (tmp_path / "pooled").exists()
+    assert main(["demo", "--pool", str(tmp_path / "missing.json")]) == 2
+    assert "missing.json: not a readable passk.json" in capsys.readouterr().err

@@ -75,6 +75,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=passk_demo.COMPARABLE,
         help="target-driven baselines to run at every target beside AEPO (e.g. entrocraft)",
     )
+    passk.add_argument(
+        "--pool",
+        nargs="+",
+        type=Path,
+        metavar="PASSK_JSON",
+        help="train nothing: pool the runs of earlier passk.json files (other machines, other "
+        "seeds) into one table of medians (default output runs/demo_passk_pooled)",
+    )
 
 
 def run_demo(
@@ -162,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
     from aepo.backends.local.summary import format_table
     from aepo.tasks.builtin import DEFAULT_TASK, builtin_task
 
-    if args.passk:
+    if args.passk or args.pool:  # --pool: pooled pass@k results
         from aepo.backends.local.passk_demo import run as run_passk
 
         return run_passk(args)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -332,16 +333,80 @@ def run_passk_demo(
         "runs": runs,
         "median": _median_runs(runs),
     }
+    _write_result(result, output_dir)
+    return result
+
+
+def _write_result(result: dict[str, Any], output_dir: Path) -> None:
+    """``passk.json`` and the two figures, from the medians."""
+    output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "passk.json").write_text(json.dumps(result, indent=1))
     from aepo.plot.passk import plot_passk_curves, plot_passk_vs_target
 
-    title = f"{PASSK_TASK}, {eval_prompts} held-out prompts, n={samples}"
-    if len(seeds) > 1:
-        title += f", median of {len(seeds)} seeds"
+    title = f"{result['task']}, {result['eval_prompts']} held-out prompts, n={result['n']}"
+    runs_per_name = len(result["median"][0]["seeds"])
+    if runs_per_name > 1:
+        title += f", median of {runs_per_name} runs"
     curves = {row["name"]: row["pass@k"] for row in result["median"]}
     plot_passk_curves(curves, output_dir / "passk.png", title=title, reference=BASE)
     plot_passk_vs_target(result["median"], output_dir / "passk_vs_target.png", title=title)
+
+
+POOLED_KEYS = ("task", "eval_prompts", "n", "ks", "steps", "targets", "warm_start", "sampling")
+"""what every pooled result must share: the same experiment, run elsewhere or at other seeds
+(the warm start's cache path excepted)"""
+
+
+def pool_results(paths: list[Path], output_dir: Path) -> dict[str, Any]:
+    """``--pool``: the runs of several ``passk.json`` (other machines' arithmetic, other seed
+    sets) as one result, its medians over all of them; nothing is trained. A run name that is
+    not in every file (a ``--compare`` baseline run in one) is left out and listed in
+    ``left_out``, so that every median is over the same runs."""
+    loaded = []
+    for path in paths:
+        try:
+            loaded.append((path, json.loads(Path(path).read_text())))
+        except (OSError, ValueError) as error:
+            raise ValueError(f"--pool {path}: not a readable passk.json ({error})") from None
+    first_path, first = loaded[0]
+    for path, result in loaded:
+        for key in (*POOLED_KEYS, "runs"):
+            if key not in result:
+                raise ValueError(f"--pool {path}: no '{key}': not a passk.json of aepo demo")
+        for key in POOLED_KEYS:
+            mine, theirs = result[key], first[key]
+            if key == "warm_start":
+                mine, theirs = _without_path(mine), _without_path(theirs)
+            if mine != theirs:
+                raise ValueError(
+                    f"--pool {path}: '{key}' is {mine}, {first_path} has {theirs}: "
+                    "pooled results must come from the same experiment"
+                )
+    names = [set(r["name"] for r in result["runs"]) for _, result in loaded]
+    kept = set.intersection(*names)
+    runs = [
+        {**run, "pooled_from": str(path)}
+        for path, result in loaded
+        for run in result["runs"]
+        if run["name"] in kept
+    ]
+    result = {
+        **{key: first[key] for key in POOLED_KEYS},
+        "seeds": [seed for _, result in loaded for seed in result["seeds"]],
+        "compare": [a for a in first["compare"] if any(a in n for n in kept)],
+        "random_digits_pass@1": first["random_digits_pass@1"],
+        "entropy_ceiling": first["entropy_ceiling"],
+        "pooled_from": [str(path) for path, _ in loaded],
+        "left_out": sorted(set.union(*names) - kept),
+        "runs": runs,
+        "median": _median_runs(runs),
+    }
+    _write_result(result, Path(output_dir))
     return result
+
+
+def _without_path(warm_start: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in warm_start.items() if k != "path"}
 
 
 PASS1_TOLERANCE = 0.02
@@ -421,6 +486,14 @@ def format_passk_table(result: dict[str, Any]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
+    if args.pool:
+        output_dir = args.output_dir or Path("runs/demo_passk_pooled")
+        try:
+            result = pool_results(args.pool, output_dir)
+        except ValueError as error:
+            print(f"aepo demo: {error}", file=sys.stderr)
+            return 2
+        return _report(result, output_dir, started)
     output_dir = args.output_dir or Path("runs/demo_passk")
     result = run_passk_demo(
         output_dir,
@@ -436,19 +509,31 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         compare=args.compare,
     )
+    return _report(result, output_dir, started)
+
+
+def _report(result: dict[str, Any], output_dir: Path, started: float) -> int:
     seeds = result["seeds"]
+    if "pooled_from" in result:
+        over = f", median over {len(seeds)} runs from {', '.join(result['pooled_from'])}"
+    elif len(seeds) > 1:
+        over = f", median over seeds {seeds}"
+    else:
+        over = f", seed {seeds[0]}"
     print()
     print(format_passk_table(result))
     print(
         f"\n{result['task']}: {result['eval_prompts']} held-out prompts, n = {result['n']} "
-        f"samples each (T = 1), {result['steps']} RL steps"
-        + (f", median over seeds {seeds}" if len(seeds) > 1 else f", seed {seeds[0]}")
+        f"samples each (T = 1), {result['steps']} RL steps{over}"
         + f"; uniformly random digits: pass@1 {result['random_digits_pass@1']:.3f}"
     )
+    if result.get("left_out"):
+        print(f"left out (not in every pooled file): {', '.join(result['left_out'])}")
     for ok, text in findings(result):
         print(f"  [{'ok' if ok else 'MISS'}] {text}")
     print(f"\nresults: {output_dir / 'passk.json'}")
     print(f"figures: {output_dir / 'passk.png'}, {output_dir / 'passk_vs_target.png'}")
-    print(f"TensorBoard: tensorboard --logdir {output_dir}")
+    if "pooled_from" not in result:  # the runs' logs stay where they were written
+        print(f"TensorBoard: tensorboard --logdir {output_dir}")
     print(f"demo finished in {time.perf_counter() - started:.0f} s")
     return 0
