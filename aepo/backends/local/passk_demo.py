@@ -369,12 +369,12 @@ def pool_results(paths: list[Path], output_dir: Path) -> dict[str, Any]:
         except (OSError, ValueError) as error:
             raise ValueError(f"--pool {path}: not a readable passk.json ({error})") from None
     first_path, first = loaded[0]
-    for path, result in loaded:
+    for path, other in loaded:
         for key in (*POOLED_KEYS, "runs"):
-            if key not in result:
+            if key not in other:
                 raise ValueError(f"--pool {path}: no '{key}': not a passk.json of aepo demo")
         for key in POOLED_KEYS:
-            mine, theirs = result[key], first[key]
+            mine, theirs = other[key], first[key]
             if key == "warm_start":
                 mine, theirs = _without_path(mine), _without_path(theirs)
             if mine != theirs:
@@ -382,18 +382,18 @@ def pool_results(paths: list[Path], output_dir: Path) -> dict[str, Any]:
                     f"--pool {path}: '{key}' is {mine}, {first_path} has {theirs}: "
                     "pooled results must come from the same experiment"
                 )
-    names = [set(r["name"] for r in result["runs"]) for _, result in loaded]
+    names = [set(r["name"] for r in other["runs"]) for _, other in loaded]
     kept = set.intersection(*names)
     runs = [
         {**run, "pooled_from": str(path)}
-        for path, result in loaded
-        for run in result["runs"]
+        for path, other in loaded
+        for run in other["runs"]
         if run["name"] in kept
     ]
     result = {
         **{key: first[key] for key in POOLED_KEYS},
-        "seeds": [seed for _, result in loaded for seed in result["seeds"]],
-        "compare": [a for a in first["compare"] if any(a in n for n in kept)],
+        "seeds": [seed for _, other in loaded for seed in other["seeds"]],
+        "compare": [a for a in first["compare"] if any(n.startswith(f"{a}_") for n in kept)],
         "random_digits_pass@1": first["random_digits_pass@1"],
         "entropy_ceiling": first["entropy_ceiling"],
         "pooled_from": [str(path) for path, _ in loaded],
