@@ -24,9 +24,10 @@ TARGET_BAND = ("aepo/target_entropy", "aepo/target_low", "aepo/target_high")
 ENTROPY_LINES = ("aepo/entropy", "actor/entropy")
 """the entropy the controller acted on, and the one the engine reports (pi_old's in the local
 engine, verl's update's in verl)"""
-REWARD_LINES = ("reward/mean", "aepo/extra_gen_fraction", "aepo/guard")
-"""all three live on [0, 1]: the mean reward of the GRPO samples, extra generated tokens per
-GRPO token, and 1 on steps where the guard stopped AEPO's downward push"""
+REWARD_LINES = ("reward/mean", "aepo/extra_gen_fraction", "aepo/guard", "aepo/revival_coef")
+"""all four live on [0, 1]: the mean reward of the GRPO samples, extra generated tokens per
+GRPO token, 1 on steps where the guard stopped AEPO's downward push, and the entropy bonus it
+gave a policy without positives"""
 SAMPLES_LINES = ("aepo/reinforce_samples",)
 """a count, on an axis of its own"""
 

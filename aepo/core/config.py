@@ -113,6 +113,19 @@ class ControllerConfig(_Section):
             "this package (docs/low_targets.md)",
         ),
     )
+    revival_step: float = Field(
+        0.005,
+        ge=0,
+        le=1,
+        description=doc(
+            "reward guard: after `guard_patience` steps without a positive, REINFORCE has no "
+            "sample to act on, so an entropy bonus revives the policy: its coefficient grows "
+            "by this each such step while the entropy is at or below the run's first "
+            "measurement, shrinks by it above (within [0, 1]) and is 0 again once a positive "
+            "returns; logged as aepo/revival_coef; 0 turns it off.",
+            f"the step of adaptive entropy control, {SKYWORK}; this package (docs/low_targets.md)",
+        ),
+    )
 
 
 class ExtraRolloutConfig(_Section):

@@ -9,7 +9,10 @@ integral term removes the offset a proportional push leaves against a steady dri
 not wind up while the push is saturated or dropped.
 
 A guard watches the reward (:func:`watch`): when it collapses, the controller stops pushing
-entropy down until the reward recovers.
+entropy down until the reward recovers. When no sample is positive for a while, the policy may
+be dead (every sample wrong: GRPO has no gradient and REINFORCE no sample, an absorbing state),
+so the guard revives it with an entropy bonus, the one push that needs no positive
+(:func:`_revival`).
 """
 
 from __future__ import annotations
@@ -82,6 +85,8 @@ INTEGRAL_LIMIT = 0.5
 """most strength the integral may add or remove"""
 REWARD_MOMENTUM = 0.9
 """the guard's moving average of the reward: each step weighs 0.1 (about 10 steps)"""
+REVIVAL_MAX_COEF = 1.0
+"""most the revival bonus's coefficient may reach (adaptive entropy control's max_coef)"""
 
 
 @dataclass(frozen=True)
@@ -97,6 +102,12 @@ class GuardState:
     active: bool = False
     """the reward has collapsed: pushes that lower entropy are dropped"""
     warned: bool = False
+    start_entropy: float | None = None
+    """the run's first measurement: the revival bonus lifts the entropy no higher"""
+    revival_coef: float = 0.0
+    """the revival bonus's coefficient for the next dry step (adaptive entropy control's c)"""
+    revival_bonus: float = 0.0
+    """the entropy bonus coefficient this step's update applies (0 unless dry)"""
 
 
 @dataclass(frozen=True)
@@ -179,17 +190,44 @@ def watch(cfg: AEPOConfig, state: ControllerState, mean_reward: float, positives
     recovered = average >= 0.5 * (1 + fraction) * best and positives > 0
     active = collapsed or (g.active and not recovered)
     warned = g.warned
+    start = g.start_entropy if g.start_entropy is not None else state.entropy
+    bonus, coef = _revival(cfg, dry, g.revival_coef, state.entropy, start)
     if active and not warned:
         logger.warning(
             "AEPO guard: reward average %.3f (best %.3f), %d step(s) without a positive: "
-            "no push lowers entropy until it recovers (aepo/guard)",
+            "no push lowers entropy until it recovers, and a policy without positives gets "
+            "an entropy bonus (aepo/guard, aepo/revival_coef)",
             average,
             best,
             dry,
         )
         warned = True
-    guard = GuardState(reward=average, best=best, dry_steps=dry, active=active, warned=warned)
+    guard = GuardState(
+        reward=average,
+        best=best,
+        dry_steps=dry,
+        active=active,
+        warned=warned,
+        start_entropy=start,
+        revival_coef=coef,
+        revival_bonus=bonus,
+    )
     return replace(state, guard=guard)
+
+
+def _revival(cfg: AEPOConfig, dry: int, coef: float, entropy, start) -> tuple[float, float]:
+    """(this step's entropy bonus, the coefficient for the next) after ``dry`` steps without
+    a positive: adaptive entropy control (Skywork-OR1, ``c_k * 1[e_k <= target]``, then ``c``
+    moves by its step) with the run's first measured entropy as its target, while the policy
+    is dry. A policy whose every sample is wrong gives GRPO no gradient and REINFORCE no
+    sample; the bonus flattens it until some sample is right again, and stops at once when
+    one is (measured on the weak start at H* = 0.25: docs/low_targets.md)."""
+    step = cfg.controller.revival_step
+    if step <= 0 or dry < cfg.controller.guard_patience or entropy is None or start is None:
+        return 0.0, 0.0
+    if entropy <= start:
+        return coef, min(REVIVAL_MAX_COEF, coef + step)
+    return 0.0, max(0.0, coef - step)
 
 
 def _command(cfg: AEPOConfig, state: ControllerState, target: float) -> float:

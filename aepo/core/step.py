@@ -101,7 +101,7 @@ class Measured:
     entropy_bonus: float | None
     """coefficient c of the entropy bonus ``-c * H(pi_theta)`` for every optimizer step of
     this update (Entropy-Reg's fixed one, adaptive entropy control's ``c_k * 1[e_k <= H*]``
-    under ``update: training_step``, else 0); None under adaptive entropy control's
+    under ``update: training_step``, the guard's revival bonus for AEPO, else 0); None under adaptive entropy control's
     ``optimizer_step`` cadence, where :attr:`AEPOStep.adaptive_entropy` moves it after every
     optimizer step"""
     metrics: dict[str, float]
@@ -239,6 +239,8 @@ class AEPOStep:
         ):
             self.controller = controller.hold_integral(self.controller, before.integral)
         bonus: float | None = self.recipe.entropy_bonus
+        if self.recipe.extra_rollout:  # the guard's revival of a policy without positives
+            bonus = self.controller.guard.revival_bonus
         adaptive = self.adaptive_entropy
         if adaptive is not None:
             bonus = None
@@ -259,6 +261,7 @@ class AEPOStep:
             metrics["aepo/reward_average"] = (
                 self.controller.guard.reward if self.controller.guard.reward is not None else 0.0
             )
+            metrics["aepo/revival_coef"] = self.controller.guard.revival_bonus
         if dcpo is not None:
             metrics.update(dcpo.metrics())
         entropic_alpha = None

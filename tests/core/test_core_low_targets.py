@@ -203,3 +203,45 @@ def test_guard_stays_silent_on_the_demos_runs_and_on_healthy_weak_start_runs():
     for name, (target, rewards) in runs.items():
         assert len(rewards) in (150, 400), name
         assert max(_replay(AEPOStep(cfg_at(target)), rewards, target + 0.05)) == 0.0, name
+
+
+def test_revival_bonus_flattens_a_policy_without_positives_until_one_returns():
+    """A dead policy (every sample wrong) gives GRPO no gradient and REINFORCE no sample: the
+    guard's bonus ramps by ``revival_step`` per dry step (adaptive entropy control's rule),
+    only up to the run's first entropy, and ends with the first positive."""
+    cfg = cfg_at(0.25, guard_patience=3)
+    step = AEPOStep(cfg)
+    start = step.measured(step.begin(1, num_prompts=16, samples_per_prompt=4), 1.5, torch.ones(64))
+    assert start.entropy_bonus == 0.0 and start.metrics["aepo/revival_coef"] == 0.0
+    dry = _collapse(step, [0.0] * 6, entropy=0.3, positives=[0] * 6)
+    # steps 2-3: fewer than guard_patience dry steps; then c_k = 0, 0.005, 0.010, 0.015
+    assert [m.entropy_bonus for m in dry] == pytest.approx([0, 0, 0, 0.005, 0.010, 0.015])
+    assert [m.metrics["aepo/revival_coef"] for m in dry] == [m.entropy_bonus for m in dry]
+    # above the run's first entropy (1.5) no bonus, and the coefficient shrinks
+    hot = step.measured(step.begin(8, num_prompts=16, samples_per_prompt=4), 1.6, torch.zeros(64))
+    assert hot.entropy_bonus == 0.0 and step.controller.guard.revival_coef == pytest.approx(0.015)
+    back = step.measured(step.begin(9, num_prompts=16, samples_per_prompt=4), 1.2, torch.zeros(64))
+    assert back.entropy_bonus == pytest.approx(0.015)
+    # one positive: the bonus stops at once and starts from zero next time
+    alive = _collapse(step, [1 / 64], entropy=0.3)
+    assert alive[0].entropy_bonus == 0.0 and step.controller.guard.revival_coef == 0.0
+    # revival_step 0 turns it off; the guard still fires
+    off = AEPOStep(cfg_at(0.25, guard_patience=3, revival_step=0.0))
+    dry = _collapse(off, [0.0] * 10, positives=[0] * 10)
+    assert all(m.entropy_bonus == 0.0 for m in dry) and dry[-1].metrics["aepo/guard"] == 1.0
+
+
+def test_revival_state_is_checkpointed():
+    cfg = cfg_at(0.25, guard_patience=2)
+    step = AEPOStep(cfg)
+    _collapse(step, [0.0] * 5, positives=[0] * 5)
+    state = json.loads(json.dumps(step.state_dict()))
+    resumed = AEPOStep(cfg)
+    resumed.load_state_dict(state)
+    # dry steps 2-5 applied 0, 0.005, 0.010, 0.015: the next one applies 0.020
+    assert resumed.controller.guard.revival_coef == pytest.approx(0.020)
+    nxt = [
+        s.measured(s.begin(6, num_prompts=16, samples_per_prompt=4), 0.4, torch.zeros(64))
+        for s in (step, resumed)
+    ]
+    assert nxt[0].entropy_bonus == nxt[1].entropy_bonus == pytest.approx(0.020)

@@ -391,3 +391,28 @@ def test_entrocraft_trains_on_the_codes_advantages_for_this_steps_entropy(cache_
     assert trainer.aepo.entrocraft_alpha.last_alpha == pytest.approx(last)
     resumed = LocalTrainer(fixed, resume_from=trainer.save())
     assert resumed.aepo.entrocraft_alpha.last_alpha == pytest.approx(last)
+
+
+def test_the_guards_revival_bonus_raises_the_entropy_of_a_policy_without_positives(
+    cache_dir, tmp_path
+):
+    """No sample reaches ``reward_threshold`` 1.5: to the guard every step is dry, as for a
+    dead policy. From the first dry step on (``guard_patience`` 1) the bonus's coefficient
+    grows (here 0.5 a step, to show in 3 steps), and the engine's update applies it: the
+    GRPO part is the same with ``revival_step`` 0, so only the bonus tells the runs apart."""
+
+    def run(name, revival_step):
+        controller = {"guard_patience": 1, "revival_step": revival_step}
+        config = small_config(
+            cache_dir, tmp_path / name, reward_threshold=1.5, controller=controller
+        )
+        return LocalTrainer(config).fit()
+
+    revived, off = run("revived", 0.5), run("off", 0.0)
+    assert [h["aepo/revival_coef"] for h in revived] == [0.0, 0.5, 0.0]
+    assert all(h["aepo/revival_coef"] == 0.0 for h in off)
+    assert all(h["aepo/guard"] == 1.0 for h in revived + off)
+    # step 1 applied no bonus: identical; step 2's update had it: step 3 measures more entropy
+    # (which is now above the run's first, so the bonus stops there)
+    assert revived[1]["actor/entropy"] == off[1]["actor/entropy"]
+    assert revived[2]["actor/entropy"] > off[2]["actor/entropy"] + 0.05

@@ -480,3 +480,58 @@ def test_entrocraft_needs_verls_grpo_estimator():
     with pytest.raises(ConfigError, match="adv_estimator=grpo"):
         check_config(entrocraft_config("algorithm.adv_estimator=rloo"))
     assert check_config(entrocraft_config()).algorithm == "entrocraft"
+
+
+# ---- the guard's revival bonus (AEPO) -------------------------------------------------------
+
+
+def test_revival_bonus_goes_into_the_workers_loss_only_while_the_policy_has_no_positive():
+    """A policy already dry for 5 steps (the guard's state, as a resumed run holds it) and a
+    step with no positive either (``reward_threshold`` 1.5): the update's loss is verl's
+    ppo_loss with the bonus as ``entropy_coeff``, and verl is asked to compute pi_theta's
+    entropy for it; then a step with positives takes both back."""
+    from dataclasses import replace
+
+    from aepo.core.controller import GuardState
+
+    trainer = make_trainer(compose_config("aepo.reward_threshold=1.5"))
+    assert trainer.config.actor_rollout_ref.actor.calculate_entropy is False
+    _, out = fit_step(trainer, step=1)
+    assert out.meta_info["metrics"]["aepo/revival_coef"] == 0.0
+    assert trainer.actor_rollout_wg.loss_fns == [], "a healthy step re-sends no loss"
+    dry = GuardState(dry_steps=5, revival_coef=0.03, start_entropy=10.0, reward=0.0, best=0.5)
+    trainer.aepo.controller = replace(trainer.aepo.controller, guard=dry)
+    _, out = fit_step(trainer, step=2)
+    assert out.meta_info["metrics"]["aepo/revival_coef"] == pytest.approx(0.03)
+    (fn,) = trainer.actor_rollout_wg.loss_fns
+    assert fn.func is ppo_loss and fn.keywords["config"].entropy_coeff == pytest.approx(0.03)
+    assert tu.get(trainer.actor_rollout_wg.updates[-1], "calculate_entropy") is True
+    assert trainer.aepo.controller.guard.revival_coef == pytest.approx(0.035)
+
+    trainer.aepo_cfg = trainer.aepo.cfg = trainer.aepo_cfg.model_copy(
+        update={"reward_threshold": 0.5}
+    )  # the fake rewards have positives at 0.5: the policy is alive again
+    _, out = fit_step(trainer, step=3)
+    assert out.meta_info["metrics"]["aepo/revival_coef"] == 0.0
+    assert [f.keywords["config"].entropy_coeff for f in trainer.actor_rollout_wg.loss_fns] == [
+        pytest.approx(0.03),
+        0.0,
+    ]
+    assert tu.get(trainer.actor_rollout_wg.updates[-1], "calculate_entropy") is False
+
+
+def test_revival_bonus_is_refused_in_one_warning_where_it_would_replace_a_loss(caplog):
+    """With distillation on, verl's ppo_loss would drop the distillation loss (and V1's actor
+    cannot swap its loss): no bonus, ``aepo/revival_coef`` 0, one warning for the run."""
+    import logging
+
+    from aepo.backends.verl.revival import RevivalBonus
+
+    revival = RevivalBonus(compose_config("distillation.enabled=true"))
+    with caplog.at_level(logging.WARNING, logger="aepo.backends.verl.revival"):
+        for _ in range(3):
+            assert revival.entropy_coeff(0.03, None) == (None, {"aepo/revival_coef": 0.0})
+        assert revival.refuse("trainer.use_v1=true") == {"aepo/revival_coef": 0.0}
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert "distillation.enabled=true" in warning and "\n" not in warning
+    assert revival.entropy_coeff(0.0, None) == (None, {}), "no bonus due: nothing to refuse"

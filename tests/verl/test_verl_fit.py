@@ -303,8 +303,8 @@ def test_the_dashboard_is_in_verls_tensorboard_dir_and_names_tags_fit_logs(aepo_
     logdir = aepo_run.checkpoints.parent / "tb"
     layout, written = read_dashboard(logdir)
     assert written == set(aepo_run.scalars)
-    assert len(layout_tags()) == 9 and layout_tags() <= written
-    assert unwritten_tags(layout, written) == set()  # the guard's line included
+    assert len(layout_tags()) == 10 and layout_tags() <= written
+    assert unwritten_tags(layout, written) == set()  # the guard's lines included
     # TensorBoard polls only the last event file of a run: fit()'s, not the layout's
     files = sorted(p.name for p in logdir.iterdir())
     assert files[0] == LAYOUT_FILE and len(files) == 2

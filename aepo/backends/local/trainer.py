@@ -420,7 +420,8 @@ class LocalTrainer:
                     self.model,
                     part.rollout,
                     chunk_rows=s.entropy_chunk_rows,
-                    with_entropy=recipe.needs_current_entropy,
+                    # the guard's revival bonus needs it on the steps it applies
+                    with_entropy=recipe.needs_current_entropy or (step_coef or 0.0) > 0,
                 )
                 loss, diag = self._policy_loss(logp, part.old_logp, part.advantages, mask)
                 total = loss

@@ -126,6 +126,17 @@ def actor_loss_config(config):
     return omega_conf_to_dataclass(config.actor_rollout_ref.actor)
 
 
+def set_update_entropy(config, on: bool) -> None:
+    """Whether verl's actor update computes pi_theta's entropy: ``_update_actor`` reads the
+    driver's ``actor.calculate_entropy`` (or a nonzero ``entropy_coeff``) at every update
+    (ray_trainer.py:1336-1338; V1: trainer_base.py:1831), so it can follow a per-step bonus."""
+    from omegaconf import open_dict
+
+    actor = config.actor_rollout_ref.actor
+    with open_dict(actor):
+        actor.calculate_entropy = on
+
+
 def actor_loss_with_entropy_coeff(actor_config, entropy_coeff: float):
     """The worker's own loss, ``ppo_loss`` (workers/utils/losses.py), whose entropy bonus is
     ``entropy_coeff * entropy``, with a new ``entropy_coeff``; ``set_loss_fn`` on the actor

@@ -67,6 +67,7 @@ from aepo.backends.verl.extra_rollout import (
     tag_default_rows,
 )
 from aepo.backends.verl.log_prob_passes import add_reinforce_log_probs, log_probs_at
+from aepo.backends.verl.revival import RevivalBonus
 from aepo.backends.verl.run_config import aepo_config_from, per_request_seed
 from aepo.core import (
     AEPOConfig,
@@ -201,7 +202,9 @@ class AEPORayTrainer(AEPOCheckpointing, RayPPOTrainer):
         """the step under way (None between steps)"""
         self._actor_loss_config = None
         self._worker_entropy_coeff: float | None = None
-        """the entropy_coeff the actor workers' loss holds (adaptive_entropy)"""
+        """the entropy_coeff the actor workers' loss holds (adaptive_entropy, the guard's
+        revival bonus; None: the loss the workers were built with)"""
+        self.revival = RevivalBonus(self.config)
 
     # ---- generation ---------------------------------------------------------------------
 
@@ -352,6 +355,13 @@ class AEPORayTrainer(AEPOCheckpointing, RayPPOTrainer):
             self.set_actor_entropy_coeff(measured.entropy_bonus)
             metrics.update(self.aepo.adaptive_entropy.metrics())
             metrics["aepo/entropy_coef_applied"] = measured.entropy_bonus
+        if self.recipe.extra_rollout:  # the guard's revival bonus (aepo/revival_coef)
+            coef, revival = self.revival.entropy_coeff(
+                measured.entropy_bonus or 0.0, self._worker_entropy_coeff
+            )
+            if coef is not None:
+                self.set_actor_entropy_coeff(coef)
+            metrics.update(revival)
         if self.aepo.entropic is not None:
             threshold = self.aepo_cfg.baselines.entropic.high_prob_threshold
             self.actor_rollout_wg.set_loss_fn(

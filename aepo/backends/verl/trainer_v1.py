@@ -68,6 +68,7 @@ from aepo.backends.verl.agent_loop import (
 )
 from aepo.backends.verl.batch_merge import select_reinforcement
 from aepo.backends.verl.extra_rollout import ExtraRequests, PendingExtras, extra_pass_metrics
+from aepo.backends.verl.revival import RevivalBonus
 from aepo.backends.verl.run_config import aepo_config_from, per_request_seed
 from aepo.backends.verl.submitted_extras import (
     SubmittedExtras,
@@ -110,6 +111,7 @@ class AEPOV1Steps(AEPOCheckpointing):
         rollout = config.actor_rollout_ref.rollout
         self.request_seed_base: int | None = int(rollout.seed) if per_request_seed(config) else None
         self._step: StepState | None = None
+        self.revival = RevivalBonus(config)
         self._other_calls = 0
         """submissions not made by ``prepare_step`` so far (they number their seeds)"""
 
@@ -279,6 +281,8 @@ class AEPOV1Steps(AEPOCheckpointing):
         real = torch.tensor([not tag.get("is_padding", False) for tag in batch.tags])
         metrics["reward/mean"] = float(grpo.batch["rm_scores"].sum(-1)[real].mean())
         metrics.update(measured.metrics)
+        if (measured.entropy_bonus or 0.0) > 0:  # V1's actor keeps the loss it was built with
+            metrics.update(self.revival.refuse("trainer.use_v1=true: its actor keeps its loss"))
         to_update = batch
         try:
             if measured.plan is not None:
