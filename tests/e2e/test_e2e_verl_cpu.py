@@ -191,3 +191,53 @@ def test_resume_continues_the_step_count_and_the_entropy_trajectory(previous_ste
     calls = scalar(resumed, "aepo/extra_worker_calls")[RESUMED_STEPS]
     assert calls == (2 if chosen else 0), (calls, chosen)
     assert scalar(resumed, "training/rollout_probs_diff_mean")[RESUMED_STEPS] < 0.01
+
+
+@pytest.mark.e2e_long
+def test_the_guards_revival_bonus_reaches_the_real_workers_loss():
+    """The reward guard's entropy bonus on verl's real FSDP2 actor: no sample can be positive
+    (``reward_threshold`` 1.5), so the guard holds from step 1 (``guard_patience`` 1); the
+    checkpointed state is then given a first entropy the run is below and a coefficient of
+    0.03, as a run long dry holds it (whether a fresh run's entropy falls below its first, where
+    the bonus starts, varies from run to run here). The resumed updates install ``entropy_coeff`` 0.03, then 0.53, through
+    ``set_loss_fn`` on the workers and ask verl for pi_theta's entropy (``actor/entropy_loss``
+    is logged only then); with every sample at reward 0 the policy loss is 0 and only the
+    bonus moves the entropy."""
+    import json
+
+    output = e2e.PROJECT_ROOT / "outputs" / "e2e_revival"
+    shutil.rmtree(output, ignore_errors=True)
+    e2e.prepare(output)
+    keys = (
+        "aepo.reward_threshold=1.5",
+        "aepo.controller.guard_patience=1",
+        "aepo.controller.revival_step=0.5",
+    )
+    tags = ("aepo/revival_coef", "aepo/guard", "aepo/entropy", "actor/entropy_loss")
+
+    def train(steps: int, name: str) -> dict:
+        log_path = output / f"{name}.log"
+        with log_path.open("w") as log:
+            code = e2e.run("previous_step", steps, output, overrides=keys, name=name, log=log)
+        assert code == 0, log_path.read_text(errors="replace")[-6000:]
+        return load_scalars(output / "tensorboard" / "previous_step" / name, tags=tags)
+
+    first = train(STEPS, "run")
+    assert scalar(first, "aepo/guard") == {1: 1.0, 2: 1.0}
+    # verl computes (and logs) pi_theta's entropy on the updates with a bonus only
+    bonus_steps = {step for step, c in scalar(first, "aepo/revival_coef").items() if c > 0}
+    computed = set(scalar(first, "actor/entropy_loss")) if "actor/entropy_loss" in first else set()
+    assert computed == bonus_steps
+    state_file = (
+        output / "checkpoints" / "previous_step" / f"global_step_{STEPS}" / "aepo_state.json"
+    )
+    state = json.loads(state_file.read_text())
+    state["controller"]["guard"].update(start_entropy=10.0, revival_coef=0.03)
+    state_file.write_text(json.dumps(state))
+
+    resumed = train(STEPS + 2, "resumed")
+    coef = scalar(resumed, "aepo/revival_coef")
+    assert coef == pytest.approx({STEPS + 1: 0.03, STEPS + 2: 0.53})
+    assert set(scalar(resumed, "actor/entropy_loss")) == {STEPS + 1, STEPS + 2}
+    entropy = scalar(resumed, "aepo/entropy")
+    assert entropy[STEPS + 2] > entropy[STEPS + 1]
