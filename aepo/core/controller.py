@@ -22,6 +22,7 @@ import math
 from dataclasses import dataclass, replace
 
 from aepo.core.config import AEPOConfig
+from aepo.core.entropy_methods import adaptive_coef_step
 
 RAISE = 1
 LOWER = -1
@@ -225,9 +226,7 @@ def _revival(cfg: AEPOConfig, dry: int, coef: float, entropy, start) -> tuple[fl
     step = cfg.controller.revival_step
     if step <= 0 or dry < cfg.controller.guard_patience or entropy is None or start is None:
         return 0.0, 0.0
-    if entropy <= start:
-        return coef, min(REVIVAL_MAX_COEF, coef + step)
-    return 0.0, max(0.0, coef - step)
+    return adaptive_coef_step(coef, entropy, start, step, 0.0, REVIVAL_MAX_COEF)
 
 
 def _command(cfg: AEPOConfig, state: ControllerState, target: float) -> float:

@@ -91,6 +91,18 @@ def top_entropy_advantages(
     return advantages * selected.to(advantages.dtype), metrics
 
 
+def adaptive_coef_step(
+    coef: float, entropy: float, target: float, step: float, lo: float, hi: float
+) -> tuple[float, float]:
+    """Skywork-OR1's adaptive entropy control, one measurement ``entropy``: (the bonus this
+    step applies, ``c_k * 1[e_k <= target]``; the next ``c``, moved up by ``step`` at or
+    below the target and down above it, within ``[lo, hi]``). The one rule behind
+    :class:`AdaptiveEntropyCoef` and the reward guard's revival bonus."""
+    if entropy <= target:
+        return coef, min(coef + step, hi)
+    return 0.0, max(coef - step, lo)
+
+
 class AdaptiveEntropyCoef:
     """Skywork-OR1's adaptive entropy control, as TRL 1.16 implements it
     (``GRPOTrainer.compute_loss``, ``use_adaptive_entropy``):
@@ -133,10 +145,9 @@ class AdaptiveEntropyCoef:
         if not math.isfinite(entropy):
             raise ValueError(f"adaptive entropy control measured a non-finite entropy {entropy}")
         cfg = self.cfg
-        if entropy <= target:
-            self.coef = min(self.coef + cfg.step, cfg.max_coef)
-        else:
-            self.coef = max(self.coef - cfg.step, cfg.min_coef)
+        _, self.coef = adaptive_coef_step(
+            self.coef, entropy, target, cfg.step, cfg.min_coef, cfg.max_coef
+        )
         self.last_entropy = entropy
 
     def metrics(self) -> dict[str, float]:

@@ -101,9 +101,9 @@ class Measured:
     entropy_bonus: float | None
     """coefficient c of the entropy bonus ``-c * H(pi_theta)`` for every optimizer step of
     this update (Entropy-Reg's fixed one, adaptive entropy control's ``c_k * 1[e_k <= H*]``
-    under ``update: training_step``, the guard's revival bonus for AEPO, else 0); None under adaptive entropy control's
-    ``optimizer_step`` cadence, where :attr:`AEPOStep.adaptive_entropy` moves it after every
-    optimizer step"""
+    under ``update: training_step``, the guard's revival bonus for AEPO, else 0); None under
+    adaptive entropy control's ``optimizer_step`` cadence, where
+    :attr:`AEPOStep.adaptive_entropy` moves it after every optimizer step"""
     metrics: dict[str, float]
     """``aepo/target_entropy`` for every algorithm, plus the decision's ``aepo/*`` scalars
     (``aepo/temperature``: the one the extra pass samples at, or DCPO's second old-log-prob
