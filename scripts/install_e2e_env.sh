@@ -12,6 +12,16 @@ main_py=$main_venv/bin/python
 e2e_py=$e2e_venv/bin/python
 purelib() { "$1" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'; }
 
+# The venv takes about 1.3 GB and pip unpacks the wheels beside it; on a full disk pip dies
+# midway with an OSError deep in its output (a CI run did), so say it first, in one line.
+need_mb=${E2E_MIN_FREE_MB:-2048}
+parent=$(dirname "$e2e_venv")
+free_mb=$(df -Pm "$parent" | awk 'NR == 2 {print $4}')
+if [ "$free_mb" -lt "$need_mb" ]; then
+    echo "install_e2e_env.sh: $free_mb MB free on $(cd "$parent" && pwd), $e2e_venv needs about $need_mb MB (E2E_MIN_FREE_MB)" >&2
+    exit 1
+fi
+
 "$main_py" -m venv --clear "$e2e_venv"
 site=$(purelib "$e2e_py")
 echo "import site; site.addsitedir('$(purelib "$main_py")')" >"$site/aepo-main-venv.pth"
