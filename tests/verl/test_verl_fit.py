@@ -390,6 +390,16 @@ def test_current_batch_source_measures_before_every_extra_pass_inside_fit(tmp_pa
     assert set(run.scalars["aepo/reinforce_samples"]) == {1, 2}
 
 
+def test_a_step_without_positives_logs_zero_reinforce_rows_on_every_rank(tmp_path):
+    """No extra sample reaches the reward threshold, so nothing is merged: every rank's
+    aepo/reinforce_rows_dpR is still logged, 0, at every step (a step of the real V1 e2e run
+    had no positive and its resumed run had no such series at all)."""
+    run = run_fit(tmp_path, "aepo.reward_threshold=2.0", "trainer.total_training_steps=2")
+    assert run.scalars["aepo/reinforce_samples"] == {1: 0.0, 2: 0.0}
+    ranks = [tag for tag in run.scalars if tag.startswith("aepo/reinforce_rows_dp")]
+    assert ranks and all(run.scalars[tag] == {1: 0.0, 2: 0.0} for tag in ranks), ranks
+
+
 # ---- checkpoints -------------------------------------------------------------------------
 
 

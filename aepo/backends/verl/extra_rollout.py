@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from verl import DataProto
 
 from aepo.backends.verl.agent_loop import (
@@ -203,6 +204,17 @@ def generate_with_extras(
     extra_output.non_tensor_batch.pop(SEED_FIELD, None)
     spent = response_tokens(output.slice(num_main, len(output)))
     return main_output, PendingExtras(extra, extra_output, spent)
+
+
+def reinforce_rows_per_rank(reinforce: torch.Tensor | None, ranks: int) -> dict[str, float]:
+    """``aepo/reinforce_rows_dpR``: the REINFORCE rows data-parallel rank R trains on (verl's
+    nd-dispatch hands rank r the r-th of ``ranks`` equal contiguous chunks of the batch; the
+    layout update_layout describes). ``reinforce`` marks the merged rows; None is a step
+    without any, logged as 0 on every rank so that each rank's series has every step."""
+    if reinforce is None:
+        return {f"aepo/reinforce_rows_dp{rank}": 0.0 for rank in range(ranks)}
+    chunks = reinforce.chunk(ranks)
+    return {f"aepo/reinforce_rows_dp{rank}": float(c.sum()) for rank, c in enumerate(chunks)}
 
 
 def extra_pass_metrics(batch: DataProto, extras: PendingExtras | None) -> dict[str, float]:

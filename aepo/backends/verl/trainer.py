@@ -64,6 +64,7 @@ from aepo.backends.verl.extra_rollout import (
     extra_pass_metrics,
     generate_seeded,
     generate_with_extras,
+    reinforce_rows_per_rank,
     tag_default_rows,
 )
 from aepo.backends.verl.log_prob_passes import add_reinforce_log_probs, log_probs_at
@@ -400,8 +401,8 @@ class AEPORayTrainer(AEPOCheckpointing, RayPPOTrainer):
     def merge_extras(self, batch: DataProto, plan: StepPlan, step: StepState):
         """Select positives among the step's extra samples and merge them; returns the batch
         for the actor update and the step's ``aepo/*`` metrics beyond the decision's."""
-        extras = step.extras
-        metrics = extra_pass_metrics(batch, extras)
+        extras, dp = step.extras, actor_dp_size(self)
+        metrics = {**extra_pass_metrics(batch, extras), **reinforce_rows_per_rank(None, dp)}
         if extras is None or len(extras.outputs) == 0:
             return batch, metrics
         outputs = extras.outputs
@@ -417,11 +418,7 @@ class AEPORayTrainer(AEPOCheckpointing, RayPPOTrainer):
         if len(reinforcement) == 0:
             return batch, metrics
         merged = self._merged(batch, outputs, extras, reinforcement, step)
-        # The rows each data-parallel rank trains on: verl's nd-dispatch hands rank r the r-th
-        # of dp equal contiguous chunks (the layout update_layout describes).
-        reinforce = reinforcement.merge.reinforce_rows(len(batch))
-        for rank, chunk in enumerate(reinforce.chunk(actor_dp_size(self))):
-            metrics[f"aepo/reinforce_rows_dp{rank}"] = float(chunk.sum())
+        metrics.update(reinforce_rows_per_rank(reinforcement.merge.reinforce_rows(len(batch)), dp))
         return merged, metrics
 
     def _merged(

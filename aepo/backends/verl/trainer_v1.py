@@ -67,7 +67,12 @@ from aepo.backends.verl.agent_loop import (
     session_seeds,
 )
 from aepo.backends.verl.batch_merge import select_reinforcement
-from aepo.backends.verl.extra_rollout import ExtraRequests, PendingExtras, extra_pass_metrics
+from aepo.backends.verl.extra_rollout import (
+    ExtraRequests,
+    PendingExtras,
+    extra_pass_metrics,
+    reinforce_rows_per_rank,
+)
 from aepo.backends.verl.revival import RevivalBonus
 from aepo.backends.verl.run_config import aepo_config_from, per_request_seed
 from aepo.backends.verl.submitted_extras import (
@@ -302,7 +307,8 @@ class AEPOV1Steps(AEPOCheckpointing):
         extras = step.extras
         if extras is not None and extras.outputs is None:
             extras = None
-        metrics = extra_pass_metrics(grpo, extras)
+        dp = actor_dp_size(self)
+        metrics = {**extra_pass_metrics(grpo, extras), **reinforce_rows_per_rank(None, dp)}
         if extras is None or len(extras.outputs) == 0:
             return batch, metrics
         outputs = extras.outputs
@@ -357,9 +363,7 @@ class AEPOV1Steps(AEPOCheckpointing):
                     batch_size=len(merged_keys),
                 ),
             )
-        reinforce = merge.reinforce_rows(len(batch))
-        for rank, chunk in enumerate(reinforce.chunk(actor_dp_size(self))):
-            metrics[f"aepo/reinforce_rows_dp{rank}"] = float(chunk.sum())
+        metrics.update(reinforce_rows_per_rank(merge.reinforce_rows(len(batch)), dp))
         return merged, metrics
 
     def _reinforce_log_probs(self, keys: list[str], tags: list[dict]) -> int:
